@@ -11,8 +11,8 @@ first:
    enhancement) or malignant-like (irregular or spiculated, often taller than
    wide, hypoechoic, posterior acoustic shadowing, sometimes an echogenic halo).
 2. **Scatterers**: random positions (uniform) and Gaussian amplitudes scaled by
-   the echogenicity, about 30 scatterers per resolution cell (fully developed
-   speckle), binned on a fine RF grid (4 samples per half wavelength axially).
+   the echogenicity, 10 per RF grid cell, about 200 per resolution cell (fully
+   developed speckle), on a fine RF grid (4 samples per half wavelength axially).
 3. **Imaging**: convolution with a pulse-echo point-spread function - a
    Gaussian-modulated cosine at ``f0`` (5 MHz by default) along depth and a
    Gaussian beam profile laterally - then frequency-dependent depth
@@ -49,12 +49,12 @@ class Probe:
     depth_mm: float = 40.0
     width_mm: float = 40.0
     atten_db_cm_mhz: float = 0.75
-    scatterers_per_cell: float = 2.0  # per RF grid cell (~30 per resolution cell)
+    scatterers_per_cell: float = 10.0  # per RF grid cell (~200 per resolution cell)
     noise_db: float = -75.0           # electronic noise relative to mean tissue echo
 
     def grid(self, size: int):
         """RF grid (axial samples, lateral lines) for an output of ``size`` pixels."""
-        nx = max(128, int(size))
+        nx = max(256, int(size))  # lateral lines resolve the beam (sigma ~2 lines)
         half_wave_mm = C_SOUND / self.f0 / 2 * 1e3
         nz = int(math.ceil(self.depth_mm / (half_wave_mm / 4)))
         nz = -(-nz // 64) * 64  # a length the FFT of the Hilbert transform likes
@@ -88,14 +88,15 @@ def simulate_envelope(echo: np.ndarray, rng: np.random.Generator, probe: Probe =
     nz, nx = echo.shape
     dz = probe.depth_mm / nz
     dx = probe.width_mm / nx
-    n_scat = int(probe.scatterers_per_cell * nz * nx)
-    flat = rng.integers(0, nz * nx, n_scat)            # uniform random positions
-    amp = rng.standard_normal(n_scat, dtype=np.float32)  # Gaussian amplitudes
-    field = np.bincount(flat, weights=amp * echo.ravel()[flat], minlength=nz * nx)
-    field = field.reshape(nz, nx).astype(np.float32)
+    # Scatterers at uniformly random positions (on the RF grid) with N(0, 1)
+    # amplitudes: a cell holding k of them sums to N(0, k), so drawing the count
+    # k ~ Poisson(density) and one normal per cell is exactly that sum, at the cost
+    # of one draw per cell whatever the density.
+    count = rng.poisson(probe.scatterers_per_cell, size=(nz, nx)).astype(np.float32)
+    field = np.sqrt(count) * rng.standard_normal((nz, nx), dtype=np.float32) * echo
     rf = ndimage.convolve1d(field, _pulse(probe, dz).astype(np.float32), axis=0, mode="constant")
     rf = ndimage.gaussian_filter1d(rf, probe.beam_sigma_mm / dx, axis=1, mode="nearest")
-    ref = math.sqrt(probe.scatterers_per_cell) * np.sqrt(np.sum(_pulse(probe, dz) ** 2))
+    ref = math.sqrt(probe.scatterers_per_cell) * np.sqrt(np.sum(_pulse(probe, dz) ** 2))  # rms echo
     noise = ref * 10 ** (probe.noise_db / 20) * rng.standard_normal(rf.shape, dtype=np.float32)
     if attenuation:
         # the echo loses 2 * alpha * f0 * z dB on its round trip; electronic noise is added

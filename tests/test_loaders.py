@@ -1,0 +1,194 @@
+"""Every loader on a tiny fixture written in the real format, plus the bad inputs."""
+
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_unet_ft.cli import main
+from keras_unet_ft.data import load_dataset
+from keras_unet_ft.data.loaders._common import LayoutError
+
+SIZE = 32
+
+
+def _img(h=40, w=48, seed=0, rgb=False):
+    a = (np.random.default_rng(seed).random((h, w)) * 255).astype(np.uint8)
+    return np.stack([a] * 3, -1) if rgb else a
+
+
+def _mask(h=40, w=48, box=(5, 20, 10, 30), value=255):
+    m = np.zeros((h, w), np.uint8)
+    m[box[0]:box[1], box[2]:box[3]] = value
+    return m
+
+
+def _save(path, a, fmt=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(a).save(path, format=fmt)
+
+
+def _load(spec, **kw):
+    return load_dataset(spec, size=SIZE, cache=False, progress=False, **kw)
+
+
+def test_xpie(tmp_path):
+    for i in range(3):
+        _save(tmp_path / "Images" / f"{i}.jpg", _img(seed=i, rgb=True))
+        _save(tmp_path / "Grounds" / f"{i}.png", _mask())
+    ds = _load(f"xpie:{tmp_path}")
+    assert ds.images.shape == (3, SIZE, SIZE, 1) and ds.images.dtype == np.float32
+    assert ds.ids == ["0", "1", "2"]
+    assert set(np.unique(ds.masks)) == {0, 1}
+    assert 0 <= ds.images.min() and ds.images.max() <= 1
+
+
+def test_udiat_b_with_and_without_class_list(tmp_path):
+    for i in (1, 2, 3):
+        _save(tmp_path / "original" / f"{i:06d}.png", _img(seed=i))
+        _save(tmp_path / "GT" / f"{i:06d}.png", _mask())
+    ds = _load("udiat_b", root=tmp_path)
+    assert "class" not in ds.meta and len(ds) == 3
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    wb.active.append(["Image", "Type"])
+    for i, t in ((1, "Benign"), (2, "Malignant"), (3, "Benign")):
+        wb.active.append([f"{i:06d}", t])
+    wb.save(tmp_path / "DatasetB.xlsx")
+    ds = _load("udiat_b", root=tmp_path)
+    assert ds.meta["class"] == ["benign", "malignant", "benign"]
+
+
+def test_busi_unites_extra_masks_and_can_leave_out_normal(tmp_path):
+    b = tmp_path / "Dataset_BUSI_with_GT"
+    _save(b / "benign" / "benign (1).png", _img(rgb=True))
+    _save(b / "benign" / "benign (1)_mask.png", _mask(box=(0, 5, 0, 5)))
+    _save(b / "benign" / "benign (1)_mask_1.png", _mask(box=(30, 40, 30, 40)))
+    _save(b / "malignant" / "malignant (1).png", _img(seed=2, rgb=True))
+    _save(b / "malignant" / "malignant (1)_mask.png", _mask())
+    _save(b / "normal" / "normal (1).png", _img(seed=3, rgb=True))
+    _save(b / "normal" / "normal (1)_mask.png", _mask(value=0))
+    ds = load_dataset("busi", root=tmp_path, size=(40, 48), cache=False, progress=False)
+    assert ds.ids == ["benign (1)", "malignant (1)", "normal (1)"]
+    assert ds.meta["class"] == ["benign", "malignant", "normal"]
+    m = ds.masks[0, ..., 0]
+    assert m[:5, :5].all() and m[30:, 30:40].all()  # union of _mask and _mask_1
+    assert ds.masks[2].max() == 0                    # empty masks are kept
+    ds = _load(f"busi:{tmp_path}", include_normal=False)
+    assert len(ds) == 2
+
+
+def test_jsrt_scr_raw_big_endian_and_gif_masks(tmp_path):
+    raw = np.zeros((2048, 2048), np.uint16)
+    raw[:, :1024] = 4095          # left half: dense film = dark after inversion
+    for stem in ("JPCLN001", "JPCNN002"):
+        raw.astype(">u2").tofile(tmp_path / f"{stem}.IMG")
+        for side, box in (("left lung", (100, 900, 600, 950)), ("right lung", (100, 900, 80, 420))):
+            _save(tmp_path / "scr" / "fold1" / "masks" / side / f"{stem}.gif",
+                  _mask(1024, 1024, box), fmt="GIF")
+    ds = _load(f"jsrt_scr:{tmp_path}")
+    assert len(ds) == 2
+    img = ds.images[0, ..., 0]
+    assert img[:, :8].max() < 0.01 and img[:, -8:].min() > 0.99
+    m = ds.masks[0, ..., 0]
+    assert m[10, 5] == 1 and m[10, 26] == 1 and m[10, 16] == 0  # both lungs, not between
+
+
+def test_jsrt_wrong_size_names_the_file(tmp_path):
+    np.zeros(100, ">u2").tofile(tmp_path / "JPCLN001.IMG")
+    for side in ("left lung", "right lung"):
+        _save(tmp_path / "masks" / side / "JPCLN001.gif", _mask(1024, 1024), fmt="GIF")
+    with pytest.raises(ValueError, match=r"JPCLN001.IMG has 200 bytes"):
+        _load(f"jsrt_scr:{tmp_path}")
+
+
+def test_montgomery(tmp_path):
+    base = tmp_path / "MontgomerySet"
+    _save(base / "CXR_png" / "MCUCXR_0001_0.png", _img())
+    _save(base / "ManualMask" / "leftMask" / "MCUCXR_0001_0.png", _mask(box=(5, 30, 30, 45)))
+    _save(base / "ManualMask" / "rightMask" / "MCUCXR_0001_0.png", _mask(box=(5, 30, 2, 18)))
+    ds = _load(f"montgomery:{tmp_path}")
+    assert ds.ids == ["MCUCXR_0001_0"] and ds.masks.mean() > 0.2
+
+
+def test_folder_with_suffix_and_16bit_and_graded_masks(tmp_path, caplog):
+    a16 = (np.linspace(0, 65535, 40 * 48).reshape(40, 48)).astype(np.uint16)
+    _save(tmp_path / "images" / "a.png", a16)
+    graded = _mask(value=200)
+    graded[0, 0] = 90
+    _save(tmp_path / "masks" / "a_mask.png", graded)
+    _save(tmp_path / "images" / "b.tif", _img(seed=1))
+    _save(tmp_path / "masks" / "b_mask.png", _mask(value=1))  # 0/1 label image
+    with caplog.at_level(logging.INFO, logger="keras_unet_ft.data"):
+        ds = _load(f"folder:{tmp_path}", mask_suffix="_mask")
+    assert ds.ids == ["a", "b"]
+    assert ds.images[0].max() > 0.95 and ds.images[0].min() < 0.05  # 16 bit scaled by range
+    assert ds.masks[1].sum() > 0  # 0/1 labels are foreground, not thresholded away
+    assert "thresholded at half" in caplog.text
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("xpie", "give its folder"),
+    ("xpie:{tmp}/nowhere", "does not exist"),
+    ("xpie:{tmp}", "no folder 'Images'"),
+    ("busi:{tmp}", "no benign/ or malignant/ folder"),
+    ("jsrt_scr:{tmp}", r"no \*.IMG"),
+    ("mystery:{tmp}", "unknown dataset 'mystery'"),
+])
+def test_missing_root_or_wrong_layout(tmp_path, spec, message):
+    with pytest.raises((LayoutError, FileNotFoundError, ValueError), match=message):
+        _load(spec.format(tmp=tmp_path))
+
+
+def test_unpaired_images_error_or_skip(tmp_path, caplog):
+    for s in ("a", "b", "c"):
+        _save(tmp_path / "images" / f"{s}.png", _img())
+    _save(tmp_path / "masks" / "a.png", _mask())
+    with pytest.raises(ValueError, match=r"2 image\(s\) without a mask, e.g. \['b.png', 'c.png'\]"):
+        _load(f"folder:{tmp_path}")
+    ds = _load(f"folder:{tmp_path}", skip_unpaired=True)
+    assert ds.ids == ["a"]
+
+
+def test_mask_of_another_size_names_the_file(tmp_path):
+    _save(tmp_path / "images" / "a.png", _img())
+    _save(tmp_path / "masks" / "a.png", _mask(20, 20, (1, 5, 1, 5)))
+    with pytest.raises(ValueError, match=r"mask .*a.png is 20x20 but its image .*a.png is 48x40"):
+        _load(f"folder:{tmp_path}")
+
+
+def test_corrupt_file_names_the_file(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(b"not a png at all")
+    _save(tmp_path / "masks" / "a.png", _mask())
+    with pytest.raises(ValueError, match=r"cannot read image file .*images/a.png"):
+        _load(f"folder:{tmp_path}")
+
+
+def test_cache_is_used_and_a_corrupt_cache_is_rebuilt(tmp_path):
+    root = tmp_path / "data"
+    _save(root / "images" / "a.png", _img())
+    _save(root / "masks" / "a.png", _mask())
+    cache = tmp_path / "cache"
+    ds1 = load_dataset(f"folder:{root}", size=SIZE, cache_directory=cache, progress=False)
+    files = list(cache.glob("*.npz"))
+    assert len(files) == 1
+    (root / "images" / "a.png").unlink()  # a hit must not touch the source
+    ds2 = load_dataset(f"folder:{root}", size=SIZE, cache_directory=cache, progress=False)
+    np.testing.assert_array_equal(ds1.images, ds2.images)
+    files[0].write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="without a mask|no image/mask pairs"):
+        load_dataset(f"folder:{root}", size=SIZE, cache_directory=cache, progress=False)
+
+
+def test_cli_data_show_on_a_folder(tmp_path):
+    for i in range(4):
+        _save(tmp_path / "images" / f"{i}.png", _img(seed=i))
+        _save(tmp_path / "masks" / f"{i}.png", _mask())
+    out = tmp_path / "grid.png"
+    assert main(["data", "show", f"folder:{tmp_path}", "--size", "32", "--no-cache",
+                 "-o", str(out)]) == 0
+    assert out.stat().st_size > 1000
+    assert main(["data", "show", "folder:/definitely/not/here", "--no-cache"]) == 2
