@@ -10,6 +10,8 @@ Data flow: ``data`` -> ``model`` -> ``blocks``/``plans`` -> ``training`` ->
 
 import os as _os
 
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow C++ logs (oneDNN notices, tf.data attribute chatter) are noise here;
+# set TF_CPP_MIN_LOG_LEVEL yourself to see them.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 __version__ = "0.1.0"

@@ -116,7 +116,105 @@ def _register_data(sub) -> None:
     p.set_defaults(func=cmd_data)
 
 
-_EXTRA_COMMANDS = [_register_data]
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"],
+                   help="settings profile (default quick)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set finetune.epochs=10 (repeatable)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="training precision (default auto: bf16 on AMX CPUs, fp16 on GPUs)")
+    p.add_argument("--seed", type=int, help="the one seed of the study")
+    p.add_argument("--verbose", action="store_true", help="Keras per-epoch output")
+
+
+def config_from_args(args):
+    from .config import load_config, parse_set
+
+    overrides = parse_set(args.set)
+    if getattr(args, "precision", None):
+        overrides["study.precision"] = args.precision
+    if getattr(args, "seed", None) is not None:
+        overrides["study.seed"] = args.seed
+    if getattr(args, "pretrain", None):
+        overrides["data.pretrain"] = args.pretrain
+    if getattr(args, "target", None):
+        overrides["data.targets"] = list(args.target)
+    if getattr(args, "plans", None):
+        overrides["study.plans"] = args.plans
+    if getattr(args, "model", None):
+        overrides["model.kind"] = args.model
+    return load_config(args.profile, overrides)
+
+
+def cmd_pretrain(args) -> int:
+    from .study import _load_pretrain_data, write_provenance
+    from .training import get_strategy, pretrain, resolve_precision
+
+    cfg = config_from_args(args)
+    precision = resolve_precision(cfg.study.precision)
+    import pathlib
+
+    out = pathlib.Path(args.out)
+    write_provenance(cfg, out, precision)
+    ds = _load_pretrain_data(cfg)
+    path = pretrain(cfg, ds, out / "pretrained", precision=precision,
+                    verbose=1 if args.verbose else 0, force=args.force_pretrain,
+                    strategy=get_strategy(args.distribute))
+    print(f"pretrained model: {path}")
+    return 0
+
+
+def cmd_study(args) -> int:
+    from .study import run_study
+
+    cfg = config_from_args(args)
+    out = run_study(cfg, args.out, force=args.force, retry_failed=args.retry_failed,
+                    shard=args.shard, distribute=args.distribute,
+                    verbose=1 if args.verbose else 0, force_pretrain=args.force_pretrain)
+    print(f"results: {out} (REPORT.md, results.csv, summary.csv, stats.csv)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .results import aggregate
+
+    aggregate(args.out, figures=not args.no_figures)
+    print(f"wrote {args.out}/REPORT.md")
+    return 0
+
+
+def _register_study(sub) -> None:
+    p = sub.add_parser("pretrain", help="pretrain the U-Net on salient-object images")
+    add_config_args(p)
+    p.add_argument("--dataset", dest="pretrain", help="synth_salient (default) or xpie:ROOT")
+    p.add_argument("--model", choices=["unet", "xunet", "vunet"])
+    p.add_argument("--out", default="results", help="results folder (default results/)")
+    p.add_argument("--force-pretrain", action="store_true", help="retrain even if a model exists")
+    p.add_argument("--distribute", choices=["mirrored"], help="tf.distribute strategy")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("study", help="the fine-tuning study: targets x folds x plans")
+    add_config_args(p)
+    p.add_argument("--target", action="append",
+                   help="target dataset (repeatable): sim_bus, synth_cxr, busi:ROOT, ...")
+    p.add_argument("--pretrain", help="pretraining dataset (synth_salient or xpie:ROOT)")
+    p.add_argument("--plans", help="plan set (paper, tuffc, cheng) or comma-separated plans")
+    p.add_argument("--model", choices=["unet", "xunet", "vunet"])
+    p.add_argument("--out", default="results", help="results folder (default results/)")
+    p.add_argument("--force", action="store_true", help="recompute finished runs")
+    p.add_argument("--retry-failed", action="store_true", help="redo runs that failed")
+    p.add_argument("--force-pretrain", action="store_true", help="retrain the pretrained model")
+    p.add_argument("--shard", help="I/N: run a deterministic share of the runs")
+    p.add_argument("--distribute", choices=["mirrored"], help="tf.distribute strategy")
+    p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("report", help="(re)write results tables, figures and REPORT.md")
+    p.add_argument("out", help="results folder")
+    p.add_argument("--no-figures", action="store_true")
+    p.set_defaults(func=cmd_report)
+
+
+_EXTRA_COMMANDS = [_register_data, _register_study]
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,54 @@
+#!/usr/bin/env python
+"""The whole study in one command: data -> pretraining -> fine-tuning grid -> figures -> report.
+
+    python experiments/run_all.py                    # the quick profile (CPU-sized)
+    python experiments/run_all.py --profile smoke    # a few minutes
+    python experiments/run_all.py --profile paper    # the paper's settings (GPU)
+    python experiments/run_all.py --pretrain xpie:/data/XPIE \\
+        --target udiat_b:/data/DatasetB --target jsrt_scr:/data/JSRT
+
+An interrupted run resumes where it stopped (finished runs are skipped).
+"""
+
+import argparse
+import logging
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from keras_unet_ft.cli import add_config_args, config_from_args  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(p)
+    p.add_argument("--out", help="results folder (default results/<profile>)")
+    p.add_argument("--pretrain", help="pretraining data: synth_salient (default) or xpie:ROOT")
+    p.add_argument("--target", action="append",
+                   help="target dataset, repeatable (default: sim_bus and synth_cxr)")
+    p.add_argument("--plans", help="plan set: paper (default), tuffc, cheng, or a list")
+    p.add_argument("--force", action="store_true", help="recompute finished runs")
+    p.add_argument("--shard", help="I/N: run a deterministic share of the runs")
+    p.add_argument("--distribute", choices=["mirrored"], help="multi-GPU training")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args.model = None
+    cfg = config_from_args(args)
+    out = pathlib.Path(args.out or f"results/{cfg.profile}")
+    t0 = time.time()
+    from keras_unet_ft.study import run_study
+
+    try:
+        run_study(cfg, out, force=args.force, shard=args.shard, distribute=args.distribute,
+                  verbose=1 if args.verbose else 0)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"run_all: error: {e}", file=sys.stderr)
+        return 2
+    print(f"done in {time.time() - t0:.0f} s: {out / 'REPORT.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""REPORT.md of a results folder: the paper's numbers beside ours, all computed.
+
+Every number in the report is read from results.csv / summary.csv / stats.csv
+of that folder (written by the same run); the paper's numbers come from
+:data:`PAPER` (PAPER.md A). Each finding of the paper gets one computed sentence
+saying whether this run reproduces it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from typing import Dict, List, Optional
+
+from .results import read_csv
+from .training import atomic_write_text
+
+# PAPER.md A: mean +- std over 5 folds (std not given for X-ray)
+PAPER = {
+    "ultrasound": {
+        "contracting": {"dice": (0.80, 0.03), "pixel_error": (1.4, 0.5), "adjusted_rand": (0.78, 0.03)},
+        "expanding": {"dice": (0.72, 0.04), "pixel_error": (1.9, 0.6), "adjusted_rand": (0.71, 0.05)},
+    },
+    "xray": {
+        "contracting": {"dice": (0.98, None), "pixel_error": (1.1, None), "adjusted_rand": (0.95, None)},
+        "expanding": {"dice": (0.98, None), "pixel_error": (1.3, None), "adjusted_rand": (0.95, None)},
+    },
+}
+PAPER_DATA = {"ultrasound": "breast US, UDIAT Dataset B (163 images)",
+              "xray": "chest X-ray, 240 images (JSRT/SCR)"}
+CLOSE_DICE = 0.03   # "close" curves / scores on X-ray (the paper's Fig. 4 spread)
+MIN_DIFF = 0.01     # a Dice difference smaller than this is no difference
+ALPHA = 0.05
+
+
+def _verdict(diff: float, p) -> str:
+    """yes: A beats B by >= MIN_DIFF with p < ALPHA; 'direction only' when not significant."""
+    try:
+        p = float(p)
+    except (TypeError, ValueError):
+        p = math.nan
+    if diff >= MIN_DIFF and p < ALPHA:
+        return "yes"
+    if diff > 0:
+        return "direction only (difference < 0.01 or p >= 0.05)"
+    return "no"
+
+
+def _f(x, nd=3) -> str:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(x) else f"{x:.{nd}f}"
+
+
+def _p(x) -> str:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "-"
+    if math.isnan(x):
+        return "n/a"
+    return f"{x:.2g}" if x >= 1e-4 else "<1e-4"
+
+
+def _pm(row, metric, nd=3) -> str:
+    return f"{_f(row[f'{metric}_mean'], nd)} ± {_f(row[f'{metric}_std'], nd)}"
+
+
+def _paper_pm(v, nd=2, unit="") -> str:
+    m, s = v
+    return f"{m:.{nd}f}{unit}" + (f" ± {s:.{nd}f}" if s is not None else "")
+
+
+def _units(summary, prefix, scheme=""):
+    ks = []
+    for r in summary:
+        p = r["plan"]
+        if p.startswith(prefix) and (p.endswith("@level") == (scheme == "@level")):
+            ks.append(int(p.split(":")[1].split("@")[0]))
+    return sorted(set(ks))
+
+
+def findings(target: str, modality: str, S: Dict[str, dict], stats: List[dict],
+             trainer: str = "keras") -> List[str]:
+    """One computed sentence per finding of the paper that this target can test."""
+    out = []
+    st = {(r["plan_a"], r["plan_b"]): r for r in stats if r["target"] == target}
+
+    def dice(p):
+        return float(S[p]["dice_mean"]) if p in S and S[p]["dice_mean"] not in ("", "nan") else math.nan
+
+    c, e = dice("contracting"), dice("expanding")
+    pair = st.get(("contracting", "expanding"), {})
+    if not math.isnan(c) and not math.isnan(e):
+        if modality == "ultrasound":
+            out.append(f"Contracting > expanding on {target} (paper, breast US: 0.80 vs 0.72): "
+                       f"**{_verdict(c - e, pair.get('images_t_p'))}**, Dice {c:.3f} vs {e:.3f} "
+                       f"({c - e:+.3f}), "
+                       f"paired t-test over images p = {_p(pair.get('images_t_p'))}, "
+                       f"over folds p = {_p(pair.get('folds_t_p'))}.")
+        elif modality == "xray":
+            ok = abs(c - e) < CLOSE_DICE
+            out.append(f"Contracting ≈ expanding on {target} (paper, chest X-ray: 0.98 vs 0.98): "
+                       f"**{'yes' if ok else 'no'}**, Dice {c:.3f} vs {e:.3f} "
+                       f"(|difference| {abs(c - e):.3f}, threshold {CLOSE_DICE}), "
+                       f"p = {_p(pair.get('images_t_p'))}.")
+        tc = S["contracting"].get("trainable_params")
+        te = S["expanding"].get("trainable_params")
+        if tc and te:
+            ratio = float(tc) / float(te)
+            out.append(f"The contracting part has {ratio:.2f}x the expanding part's parameters "
+                       f"(paper: 'almost half', 0.43), and fine-tuning it gives "
+                       f"{'higher' if c > e else 'lower' if c < e else 'equal'} Dice "
+                       f"({c:.3f} vs {e:.3f}).")
+    ks = [k for k in _units(list(S.values()), "shallow_to_deep:")
+          if f"deep_to_shallow:{k}" in S]
+    ks = [k for k in ks if k < max(ks, default=0)]  # the last point is 'all' for both
+    if ks:
+        diffs = [dice(f"shallow_to_deep:{k}") - dice(f"deep_to_shallow:{k}") for k in ks]
+        above = sum(d > 0 for d in diffs)
+        mean_diff = sum(diffs) / len(diffs)
+        if modality == "ultrasound":
+            ok = above > len(ks) / 2 and mean_diff > MIN_DIFF
+            out.append(f"Shallow→deep curve above deep→shallow on {target} (paper, Fig. 4, "
+                       f"breast US): **{'yes' if ok else 'no'}**, above at {above} of {len(ks)} "
+                       f"points (K = {', '.join(map(str, ks))}), mean Dice difference "
+                       f"{mean_diff:+.3f}.")
+        elif modality == "xray":
+            mad = sum(abs(d) for d in diffs) / len(diffs)
+            ok = mad < CLOSE_DICE
+            out.append(f"Shallow→deep and deep→shallow curves close on {target} (paper, Fig. 4, "
+                       f"X-ray): **{'yes' if ok else 'no'}**, mean |difference| {mad:.3f} "
+                       f"(threshold {CLOSE_DICE}), shallow→deep above at {above} of {len(ks)} "
+                       f"points.")
+    block_plans = [p for p in S if p.startswith(("shallow_to_deep:", "deep_to_shallow:"))
+                   and not p.endswith("@level") and not math.isnan(dice(p))]
+    if "deep_to_shallow:1" in S and len(block_plans) > 2:
+        ranked = sorted(block_plans, key=dice)
+        rank = ranked.index("deep_to_shallow:1") + 1
+        out.append(f"Fine-tuning only the last block is the worst block plan (TUFFC: 'fine-tuning "
+                   f"the last layers is often the worst strategy'): "
+                   f"**{'yes' if rank == 1 else 'no'}**, deep_to_shallow:1 ranks {rank} of "
+                   f"{len(ranked)} (Dice {dice('deep_to_shallow:1'):.3f}; lowest: {ranked[0]} "
+                   f"{dice(ranked[0]):.3f}).")
+    full = "all" if "all" in S else ("shallow_to_deep:9" if "shallow_to_deep:9" in S else None)
+    if full and "shallow_to_deep:1" in S and trainer == "masked":
+        out.append("Fine-tuning the shallowest block is faster than the whole network (TUFFC): "
+                   "**not measured** - this study used the masked trainer, where every plan "
+                   "computes all gradients (one traced step for all plans); run with "
+                   "`--set study.trainer=keras` to time plans as Keras trains them.")
+    elif full and "shallow_to_deep:1" in S:
+        a = float(S["shallow_to_deep:1"]["seconds_per_epoch"] or "nan")
+        b = float(S[full]["seconds_per_epoch"] or "nan")
+        if a > 0 and b > 0:
+            out.append(f"Fine-tuning the shallowest block is faster than the whole network "
+                       f"(TUFFC): **{'yes' if a < b else 'no'}**, {a:.2f} vs {b:.2f} s per epoch "
+                       f"({b / a:.2f}x).")
+    if full and "scratch" in S and not math.isnan(dice("scratch")):
+        best = max((p for p in S if p not in ("none", "scratch") and not math.isnan(dice(p))),
+                   key=dice, default=None)
+        if best:
+            out.append(f"Beyond the paper: best fine-tuning plan {best} ({dice(best):.3f}) vs "
+                       f"training from scratch ({dice('scratch'):.3f}) vs the pretrained net "
+                       f"without fine-tuning ({_f(S.get('none', {}).get('dice_mean'))}).")
+    return out
+
+
+def write_report(out) -> pathlib.Path:
+    out = pathlib.Path(out)
+    results = read_csv(out / "results.csv")
+    summary = read_csv(out / "summary.csv")
+    stats = read_csv(out / "stats.csv") if (out / "stats.csv").exists() else []
+    stats = [s for s in stats if s.get("plan_a")]
+    prov = json.loads((out / "config.json").read_text())
+    cfg = prov["config"]
+    L = ["# Which layers to fine-tune? — results", ""]
+    L += [f"Profile **{cfg['profile']}**; model {cfg['model']['kind']} "
+          f"{cfg['model']['size']}×{cfg['model']['size']}, base {cfg['model']['base_filters']} "
+          f"filters; pretraining on {cfg['data']['pretrain']}; {cfg['finetune']['folds']}-fold "
+          f"cross-validation, {cfg['finetune']['augment_total']} augmented training images per "
+          f"fold, {cfg['finetune']['epochs']} fine-tuning epochs; precision "
+          f"{prov.get('precision')}; git {prov.get('git_revision') or 'unknown'}; written "
+          f"{prov.get('written')}.", ""]
+    L += ["Every number below is computed from the files of this folder (results.csv, "
+          "summary.csv, stats.csv). Dice and adjusted Rand are means over held-out images per "
+          "fold, then mean ± std over folds; pixel error is in percent.", ""]
+    pre = out / "pretrained" / "summary.json"
+    if pre.exists():
+        p = json.loads(pre.read_text())
+        L += [f"Pretraining: {p['train_images']} training / {p['val_images']} validation images "
+              f"of {p['dataset']}, {p['epochs']} epochs, best validation loss "
+              f"{_f(p['best_val_loss'], 4)} at epoch {p['best_epoch']}, {_f(p['seconds'], 0)} s.",
+              ""]
+    targets = list(dict.fromkeys(r["target"] for r in summary))
+    all_findings = []
+    for target in targets:
+        S = {r["plan"]: r for r in summary if r["target"] == target}
+        modality = next(iter(S.values()))["modality"]
+        L += [f"## {target} ({modality})", ""]
+        if modality in PAPER and "contracting" in S and "expanding" in S:
+            L += [f"### The paper's table beside ours (paper: {PAPER_DATA[modality]})", "",
+                  "| scenario | paper Dice | ours Dice | paper pixel error | ours pixel error "
+                  "| paper adj. Rand | ours adj. Rand |", "|---|---|---|---|---|---|---|"]
+            for plan, label in (("contracting", "fine-tune contracting, freeze expanding"),
+                                ("expanding", "fine-tune expanding, freeze contracting")):
+                P, O = PAPER[modality][plan], S[plan]
+                L.append(f"| {label} | {_paper_pm(P['dice'])} | {_pm(O, 'dice')} | "
+                         f"{_paper_pm(P['pixel_error'], 1, ' %')} | {_pm(O, 'pixel_error', 2)} % | "
+                         f"{_paper_pm(P['adjusted_rand'])} | {_pm(O, 'adjusted_rand')} |")
+            L.append("")
+        trainers = {r.get("trainer") for r in results if r["target"] == target}
+        F = findings(target, modality, S, stats, "masked" if "masked" in trainers else "keras")
+        if F:
+            L += ["### Findings of the paper, checked on this run", ""] + [f"- {s}" for s in F] + [""]
+            all_findings += F
+        L += ["### All plans", "",
+              "| plan | trained as | folds ok | Dice | pixel error % | adj. Rand | trainable params "
+              "| s / epoch | train s |", "|---|---|---|---|---|---|---|---|---|"]
+        for p, r in S.items():
+            L.append(f"| {p} | {r['trained_as'] if r['trained_as'] != p else ''} | "
+                     f"{r['folds_ok']}/{int(r['folds_ok']) + int(r['folds_failed'])} | "
+                     f"{_pm(r, 'dice')} | {_pm(r, 'pixel_error', 2)} | {_pm(r, 'adjusted_rand')} | "
+                     f"{int(float(r['trainable_params'])):,} | {_f(r['seconds_per_epoch'], 2)} | "
+                     f"{_f(r['train_seconds'], 1)} |" if r["trainable_params"] not in ("", None)
+                     else f"| {p} | | {r['folds_ok']}/{int(r['folds_ok']) + int(r['folds_failed'])}"
+                     f" | - | - | - | - | - | - |")
+        L.append("")
+        for scheme, title in (("", "path scheme: blocks by longest path, as in the paper"),
+                              ("@level", "level scheme: resolution levels")):
+            ks = sorted(set(_units(list(S.values()), "shallow_to_deep:", scheme))
+                        | set(_units(list(S.values()), "deep_to_shallow:", scheme)))
+            if not ks:
+                continue
+            L += [f"### Fig. 4 numbers ({title})", "",
+                  "| units fine-tuned | shallow → deep Dice | deep → shallow Dice |", "|---|---|---|"]
+            for k in ks:
+                a = S.get(f"shallow_to_deep:{k}{scheme}")
+                b = S.get(f"deep_to_shallow:{k}{scheme}")
+                L.append(f"| {k} | {_pm(a, 'dice') if a else '-'} | {_pm(b, 'dice') if b else '-'} |")
+            L.append("")
+        tst = [s for s in stats if s["target"] == target]
+        if tst:
+            L += ["### Paired statistics (Dice)", "",
+                  "| A | B | why | mean A | mean B | A − B | folds: t p | folds: Wilcoxon p "
+                  "| images n | images: t p | images: Wilcoxon p |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+            for s in tst:
+                L.append(f"| {s['plan_a']} | {s['plan_b']} | {s['why']} | {_f(s['mean_a'])} | "
+                         f"{_f(s['mean_b'])} | {_f(s['diff'])} | {_p(s['folds_t_p'])} | "
+                         f"{_p(s['folds_wilcoxon_p'])} | {s['images_n']} | {_p(s['images_t_p'])} | "
+                         f"{_p(s['images_wilcoxon_p'])} |")
+            L.append("")
+    failed = [r for r in results if r["status"] != "ok"]
+    L += ["## Failed runs", ""]
+    if failed:
+        L += [f"- {r['target']} / {r['plan']} / fold {r['fold']}: {r['reason']}" for r in failed]
+    else:
+        L.append("None.")
+    L.append("")
+    figs = sorted((out / "figures").glob("*.png")) if (out / "figures").is_dir() else []
+    if figs:
+        L += ["## Figures", ""] + [f"- [{f.stem}](figures/{f.name})" for f in figs] + [""]
+    L += ["## Configuration", "", "```json", json.dumps(cfg, indent=1, sort_keys=True), "```", "",
+          "Package versions: " + ", ".join(f"{k} {v}" for k, v in prov.get("versions", {}).items()),
+          ""]
+    path = out / "REPORT.md"
+    atomic_write_text(path, "\n".join(L))
+    return path

@@ -1,0 +1,74 @@
+"""Paired statistics between fine-tuning plans (scipy.stats).
+
+Two levels of pairing, both reported:
+
+* over folds - the fold means of two plans (n = number of folds);
+* over held-out images - per-image scores pooled over all folds (n = number of
+  images); every image is held out exactly once, and both plans are evaluated
+  on it after training on the same augmented set.
+
+Tests: paired t-test (``ttest_rel``) and Wilcoxon signed-rank (``wilcoxon``).
+With few folds the Wilcoxon test cannot reach small p-values (n = 3 folds:
+p >= 0.25); the image-level tests are the informative ones there.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+from scipy import stats
+
+
+def paired_tests(a: Sequence[float], b: Sequence[float]) -> Dict[str, float]:
+    """Mean difference (a - b), paired t-test p and Wilcoxon p (NaN when undefined)."""
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples differ in length: {a.shape} vs {b.shape}")
+    out = {"n": int(a.size), "mean_a": float(np.mean(a)) if a.size else math.nan,
+           "mean_b": float(np.mean(b)) if b.size else math.nan,
+           "mean_diff": float(np.mean(a - b)) if a.size else math.nan,
+           "t_p": math.nan, "wilcoxon_p": math.nan}
+    d = a - b
+    if a.size >= 2 and np.any(d != 0):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out["t_p"] = float(stats.ttest_rel(a, b).pvalue)
+            try:
+                out["wilcoxon_p"] = float(stats.wilcoxon(a, b).pvalue)
+            except ValueError:
+                pass
+    elif a.size >= 2:
+        out["t_p"] = out["wilcoxon_p"] = 1.0
+    return out
+
+
+def comparison_pairs(plans: Sequence[str], units: int = 9) -> List[Tuple[str, str, str]]:
+    """``(plan_a, plan_b, why)`` pairs present in ``plans``.
+
+    contracting vs expanding; shallow_to_deep:K vs deep_to_shallow:K (the two
+    curves of Fig. 4 at the same number of blocks) and vs
+    deep_to_shallow:(units-K) (complementary halves of the network).
+    """
+    have = set(plans)
+    pairs = []
+    if {"contracting", "expanding"} <= have:
+        pairs.append(("contracting", "expanding", "the paper's split"))
+    for scheme, n in (("", units), ("@level", None)):
+        n = n if scheme == "" else max((int(p.split(":")[1].split("@")[0]) for p in plans
+                                        if p.endswith("@level") and ":" in p), default=0)
+        for k in range(1, n):
+            a, b = f"shallow_to_deep:{k}{scheme}", f"deep_to_shallow:{k}{scheme}"
+            if {a, b} <= have:
+                pairs.append((a, b, "same number of units (Fig. 4)"))
+            c = f"deep_to_shallow:{n - k}{scheme}"
+            if {a, c} <= have:
+                pairs.append((a, c, "complementary parts"))
+    if {"all", "scratch"} <= have:
+        pairs.append(("all", "scratch", "transfer vs random init"))
+    elif {"shallow_to_deep:9", "scratch"} <= have:
+        pairs.append(("shallow_to_deep:9", "scratch", "transfer vs random init"))
+    return pairs

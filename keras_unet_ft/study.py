@@ -1,0 +1,474 @@
+"""The fine-tuning study: targets x folds x plans, with resume, shards and results files.
+
+For each target, fold and plan the pretrained weights are loaded, the plan is
+applied (trainable flags + recompile), the net is trained on the fold's
+augmented training set and evaluated on its held-out images. Every plan of a
+fold trains on the same augmented set, with the same seed, and is evaluated on
+the same images (paired comparisons). Plans that train the same layers are
+trained once (``shallow_to_deep:9`` = ``deep_to_shallow:9`` = ``all``); the
+others point to that run. Baselines: ``none`` (the pretrained net, not
+fine-tuned) and ``scratch`` (random initialisation, all layers trained).
+
+Layout of a results folder::
+
+    <out>/config.json                 merged config, package versions, git revision
+    <out>/pretrained/model.keras      + history.csv, summary.json
+    <out>/splits/<target>.json        folds, made once and reused
+    <out>/runs/<target>/<plan>/fold_<k>/summary.json, per_image.csv, history.csv,
+                                        predictions.npz
+    <out>/results.csv, summary.csv, stats.csv, REPORT.md, figures/
+
+A run whose ``summary.json`` exists is skipped (``force`` recomputes; failed runs
+are redone with ``retry_failed``). Files are written atomically, so a study
+killed at any moment loses at most the run in progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import hashlib
+import json
+import logging
+import pathlib
+import platform
+import re
+import subprocess
+import sys
+import time
+import traceback
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import __version__
+from .config import Config
+from .data.augment import AugmentParams, augment_to
+from .data.folds import load_or_make_folds, write_json
+from .data.registry import load_dataset, parse_spec
+from .metrics import METRICS, batch_metrics
+from .training import (NaNLossError, atomic_write_text, build_from_config, fresh_session,
+                       get_strategy, history_rows, make_dataset, predict, pretrain,
+                       resolve_precision, strategy_scope, write_csv, EpochTimer)
+
+log = logging.getLogger("keras_unet_ft")
+BASELINES = ("none", "scratch")
+MODALITY = {"sim_bus": "ultrasound", "udiat_b": "ultrasound", "busi": "ultrasound",
+            "sim_lus": "ultrasound", "synth_cxr": "xray", "jsrt_scr": "xray",
+            "montgomery": "xray"}
+
+
+# ---------------------------------------------------------------------------
+# plan sets
+def plan_set(name_or_list, units_path: int = 9, units_level: int = 5) -> List[str]:
+    """Expand a plan-set name (``paper``, ``tuffc``, ``smoke``, ``cheng``) or a list."""
+    if isinstance(name_or_list, (list, tuple)):
+        return list(name_or_list)
+    name = str(name_or_list)
+    paper = (["contracting", "expanding"]
+             + [f"shallow_to_deep:{k}" for k in range(1, units_path + 1)]
+             + [f"deep_to_shallow:{k}" for k in range(1, units_path + 1)])
+    if name == "paper":
+        return paper
+    if name == "tuffc":
+        return paper + ([f"shallow_to_deep:{k}@level" for k in range(1, units_level + 1)]
+                        + [f"deep_to_shallow:{k}@level" for k in range(1, units_level + 1)])
+    if name == "smoke":  # every figure's ingredients, few runs
+        return ["contracting", "expanding", "shallow_to_deep:1", "shallow_to_deep:5",
+                "shallow_to_deep:9", "deep_to_shallow:1", "deep_to_shallow:5"]
+    if name == "cheng":
+        return ["all", "freeze_bottleneck", "expanding:blocks"]
+    return [p.strip() for p in name.split(",") if p.strip()]
+
+
+def plan_slug(plan: str) -> str:
+    """A folder name for a plan (``shallow_to_deep:3@level`` -> ``shallow_to_deep-3-level``)."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", plan).strip("-")
+    if plan.startswith("layers:"):
+        slug = "layers-" + hashlib.sha1(plan.encode()).hexdigest()[:8]
+    return slug
+
+
+def target_slug(spec: str) -> str:
+    name, root = parse_spec(spec)
+    if root is None:
+        return name
+    return f"{name}-{hashlib.sha1(str(root).encode()).hexdigest()[:6]}"
+
+
+# ---------------------------------------------------------------------------
+# provenance
+def git_revision() -> Optional[str]:
+    try:
+        here = pathlib.Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5)
+        rev = out.stdout.strip()
+        if out.returncode != 0 or not rev:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True,
+                               text=True, timeout=5).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> Dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform(),
+           "keras_unet_ft": __version__}
+    for pkg in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scipy", "scikit-image",
+                "scikit-learn", "tf-keras-vis", "matplotlib"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_provenance(cfg: Config, out: pathlib.Path, precision: str) -> None:
+    atomic_write_text(out / "config.json", json.dumps({
+        "config": cfg.to_dict(), "versions": versions(), "git_revision": git_revision(),
+        "precision": precision, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }, indent=1, sort_keys=True))
+
+
+# ---------------------------------------------------------------------------
+@dataclasses.dataclass
+class RunSpec:
+    target: str          # the target spec as given (NAME or NAME:ROOT)
+    fold: int
+    plan: str            # canonical plan (trained)
+    aliases: List[str]   # other plans with the same trainable layers
+
+    def dir(self, out: pathlib.Path) -> pathlib.Path:
+        return out / "runs" / target_slug(self.target) / plan_slug(self.plan) / f"fold_{self.fold}"
+
+
+def _load_target(cfg: Config, spec: str):
+    name, _ = parse_spec(spec)
+    opts = {}
+    if name in ("sim_bus", "synth_cxr", "synth_salient", "sim_lus"):
+        opts["seed"] = cfg.study.seed + 1
+        if cfg.data.target_n:
+            opts["n"] = cfg.data.target_n
+    return load_dataset(spec, size=cfg.model.size, cache_directory=cfg.data.cache_dir, **opts)
+
+
+def _load_pretrain_data(cfg: Config):
+    name, _ = parse_spec(cfg.data.pretrain)
+    opts = {}
+    if name in ("sim_bus", "synth_cxr", "synth_salient", "sim_lus"):
+        opts["seed"] = cfg.study.seed
+        if cfg.data.pretrain_n:
+            opts["n"] = cfg.data.pretrain_n
+    elif cfg.data.pretrain_n and name == "xpie":
+        opts["limit"] = cfg.data.pretrain_n
+    return load_dataset(cfg.data.pretrain, size=cfg.model.size,
+                        cache_directory=cfg.data.cache_dir, **opts)
+
+
+def canonical_plans(cfg: Config, plans: Sequence[str]):
+    """Group plans by their trainable layer set: ``[(canonical, [aliases])]`` in order."""
+    import keras
+
+    from .blocks import BlockMap
+    from .plans import Plan
+
+    keras.backend.clear_session()
+    bm = BlockMap(build_from_config(cfg.model))
+    groups: Dict[frozenset, list] = {}
+    order = []
+    for p in plans:
+        if p in BASELINES:
+            key = frozenset({f"__{p}__"})
+        else:
+            key = Plan.parse(p).trainable_layers(bm)
+            if not key:  # trains nothing = the pretrained net
+                key = frozenset({"__none__"})
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(str(Plan.parse(p)) if p not in BASELINES else p)
+    return [(groups[k][0], groups[k][1:]) for k in order], bm
+
+
+def study_plans(cfg: Config, bm_units=(9, 5)) -> List[str]:
+    plans = plan_set(cfg.study.plans, *bm_units)
+    if cfg.study.baselines:
+        plans = [p for p in plans if p not in BASELINES] + list(BASELINES)
+    return plans
+
+
+def list_runs(cfg: Config, targets: Sequence[str]):
+    """Every run of the study in a fixed order (targets, folds, plans)."""
+    import keras
+
+    from .blocks import BlockMap
+
+    keras.backend.clear_session()
+    bm = BlockMap(build_from_config(cfg.model))
+    plans = study_plans(cfg, (bm.units("path"), bm.units("level")))
+    groups, _ = canonical_plans(cfg, plans)
+    runs = []
+    for t in targets:
+        for k in range(cfg.finetune.folds):
+            for canon, aliases in groups:
+                runs.append(RunSpec(t, k, canon, aliases))
+    return runs, plans, bm
+
+
+def _weights_by_layer(model) -> Dict[str, List[np.ndarray]]:
+    return {l.name: [np.array(w) for w in l.get_weights()] for l in model.layers if l.weights}
+
+
+def _relative_change(before, after, bm) -> Dict[str, float]:
+    out = {}
+    for b in bm.blocks:
+        num = den = 0.0
+        for name in b.weighted_layers:
+            for w0, w1 in zip(before[name], after[name]):
+                num += float(np.sum((w1.astype(np.float64) - w0) ** 2))
+                den += float(np.sum(w0.astype(np.float64) ** 2))
+        out[str(b.index)] = float(np.sqrt(num / den)) if den > 0 else 0.0
+    return out
+
+
+class FoldSession:
+    """The model of one (target, fold) and how its plans are trained.
+
+    With the masked trainer (default) the model is built and its train step
+    traced once per fold; each plan then only resets weights, optimizer state
+    and gradient masks. With the Keras trainer every plan rebuilds the model,
+    applies the plan (``apply_plan``: trainable flags + recompile) and calls
+    ``model.fit`` - needed for fp16 loss scaling and ``tf.distribute``.
+    """
+
+    def __init__(self, cfg: Config, fold: int, precision: str, strategy=None):
+        self.cfg, self.fold, self.strategy = cfg, fold, strategy
+        self.seed = cfg.study.seed + fold
+        self.kind = resolve_trainer(cfg.study.trainer, precision, strategy)
+        self.precision = precision
+        self.trainer = None
+        if self.kind == "masked":
+            self.resolved = fresh_session(self.seed, precision, cfg.study.deterministic)
+            from .blocks import BlockMap
+            from .training import MaskedTrainer
+
+            self.model = build_from_config(cfg.model)
+            self.bm = BlockMap(self.model)
+            self.trainer = MaskedTrainer(self.model, cfg.finetune.learning_rate)
+
+    def train(self, plan: str, train, pretrained_weights, verbose: int = 0):
+        """Train ``plan``; returns (model, plan report, history rows, epoch times, weights before)."""
+        import keras
+
+        from .plans import Plan, PlanReport, apply_plan, _count
+
+        ft = self.cfg.finetune
+        epochs = 0 if plan == "none" else ft.epochs
+        eff = "all" if plan == "scratch" else plan
+        if self.kind == "masked":
+            chosen = Plan.parse(eff).trainable_layers(self.bm)
+            self.trainer.reset(None if plan == "scratch" else pretrained_weights, chosen)
+            keras.utils.set_random_seed(self.seed)
+            before = _weights_by_layer(self.model)
+            ordered = tuple(l.name for l in self.model.layers if l.name in chosen)
+            n_tr = sum(_count(l.weights) for l in self.model.layers if l.name in chosen)
+            report = PlanReport(eff, ordered, n_tr, _count(self.model.weights) - n_tr)
+            rows, times = [], []
+            if epochs:
+                ds = make_dataset(train[0], train[1], ft.batch_size, shuffle=True, seed=self.seed)
+                rows, times = self.trainer.fit(ds, epochs)
+            return self.model, report, rows, times, before, self.bm, self.trainer.predict
+        self.resolved = fresh_session(self.seed, self.precision, self.cfg.study.deterministic)
+        from .blocks import BlockMap
+
+        with strategy_scope(self.strategy):
+            model = build_from_config(self.cfg.model)
+            bm = BlockMap(model)
+            if plan != "scratch":
+                model.set_weights(pretrained_weights)
+            before = _weights_by_layer(model)
+            report = apply_plan(model, eff, block_map=bm,
+                                optimizer=keras.optimizers.Adam(ft.learning_rate),
+                                loss="binary_crossentropy")
+        rows, times = [], []
+        if epochs:
+            timer = EpochTimer()
+            ds = make_dataset(train[0], train[1], ft.batch_size, shuffle=True, seed=self.seed)
+            history = model.fit(ds, epochs=epochs, verbose=verbose,
+                                callbacks=[keras.callbacks.TerminateOnNaN(), timer])
+            rows, times = history_rows(history), timer.times
+            losses = [r.get("loss", np.nan) for r in rows]
+            if len(losses) < epochs or not np.all(np.isfinite(losses)):
+                raise NaNLossError(f"loss became NaN/inf at epoch {len(losses)}")
+        return model, report, rows, times, before, bm, \
+            (lambda x, batch_size=8: predict(model, x, batch_size))
+
+
+def resolve_trainer(trainer: str, precision: str, strategy=None) -> str:
+    if trainer not in ("auto", "masked", "keras"):
+        raise ValueError(f"study.trainer must be auto, masked or keras, got {trainer!r}")
+    if trainer == "auto":
+        return "keras" if (strategy is not None or precision == "fp16") else "masked"
+    if trainer == "masked" and (strategy is not None or precision == "fp16"):
+        raise ValueError("the masked trainer supports fp32/bf16 without tf.distribute; "
+                         "use study.trainer=keras")
+    return trainer
+
+
+def run_one(cfg: Config, spec: RunSpec, out: pathlib.Path, train, test, pretrained_weights,
+            session: "FoldSession", verbose: int = 0) -> dict:
+    """Train and evaluate one (target, fold, plan); write its files; return its summary."""
+    run_dir = spec.dir(out)
+    ft = cfg.finetune
+    t0 = time.perf_counter()
+    model, report, rows, times, before, bm, predict_fn = session.train(
+        spec.plan, train, pretrained_weights, verbose)
+    train_seconds = time.perf_counter() - t0
+    probs = predict_fn(test[0], batch_size=max(ft.batch_size, 8))
+    m = batch_metrics(test[1], probs)
+    after = _weights_by_layer(model)
+    change = None if spec.plan == "scratch" else _relative_change(before, after, bm)
+    ids = test[2]
+    write_csv(run_dir / "per_image.csv",
+              [{"id": i, **{k: float(m[k][j]) for k in METRICS}} for j, i in enumerate(ids)])
+    write_csv(run_dir / "history.csv", rows or [{"epoch": 0}])
+    if cfg.study.save_predictions:
+        pred = (probs[..., 0] > 0.5)
+        _atomic_npz(run_dir / "predictions.npz", ids=np.array(ids),
+                    shape=np.array(pred.shape), bits=np.packbits(pred.ravel()))
+    none = spec.plan == "none"
+    total = report.trainable_params + report.frozen_params
+    summary = {
+        "status": "ok", "target": spec.target, "fold": spec.fold, "plan": spec.plan,
+        "aliases": spec.aliases, "n_train": int(len(train[0])), "n_test": int(len(ids)),
+        **{f"{k}_mean": float(np.mean(m[k])) for k in METRICS},
+        **{f"{k}_std": float(np.std(m[k])) for k in METRICS},
+        "trainable_params": 0 if none else report.trainable_params,
+        "frozen_params": total if none else report.frozen_params,
+        "trainable_layers": [] if none else list(report.trainable_layers),
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": float(np.mean(times)) if times else 0.0,
+        "epochs": len(rows), "seed": session.seed, "precision": session.resolved,
+        "trainer": session.kind, "weight_change": change,
+    }
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
+    gc.collect()
+    return summary
+
+
+def _atomic_npz(path, **arrays):
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+    os.close(fd)
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_predictions(run_dir) -> Dict[str, np.ndarray]:
+    """``{id: bool mask (H, W)}`` saved by a run."""
+    with np.load(pathlib.Path(run_dir) / "predictions.npz") as z:
+        shape = tuple(z["shape"])
+        pred = np.unpackbits(z["bits"])[: int(np.prod(shape))].reshape(shape).astype(bool)
+        return dict(zip([str(i) for i in z["ids"]], pred))
+
+
+def _fold_arrays(cfg: Config, ds, fold: dict, fold_index: int):
+    index = {i: j for j, i in enumerate(ds.ids)}
+    tr = np.array([index[i] for i in fold["train"]])
+    te = np.array([index[i] for i in fold["test"]])
+    ft = cfg.finetune
+    params = AugmentParams(ft.rotation, ft.shift, ft.shear, ft.zoom, ft.hflip)
+    total = max(ft.augment_total, len(tr))
+    xa, ma, _ = augment_to(ds.images[tr], ds.masks[tr], total=total,
+                           seed=cfg.study.seed * 1000 + fold_index, params=params)
+    return (xa, ma), (ds.images[te], ds.masks[te], [ds.ids[i] for i in te])
+
+
+def parse_shard(shard) -> tuple:
+    if shard in (None, ""):
+        return (0, 1)
+    if isinstance(shard, tuple):
+        i, n = shard
+    else:
+        m = re.fullmatch(r"(\d+)/(\d+)", str(shard))
+        if not m:
+            raise ValueError(f"--shard expects I/N (e.g. 0/4), got {shard!r}")
+        i, n = int(m.group(1)), int(m.group(2))
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"--shard I/N needs 0 <= I < N, got {i}/{n}")
+    return (i, n)
+
+
+def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = False,
+              shard=None, distribute: Optional[str] = None, verbose: int = 0,
+              progress: bool = True, force_pretrain: bool = False, aggregate: bool = True):
+    """Pretrain (or reuse), run every fine-tuning run of this shard, aggregate the results.
+
+    Returns:
+        The results folder.
+    """
+    from tqdm.auto import tqdm
+
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    shard_i, shard_n = parse_shard(shard)
+    precision = resolve_precision(cfg.study.precision)
+    write_provenance(cfg, out, precision)
+    strategy = get_strategy(distribute)
+
+    pre_data = _load_pretrain_data(cfg)
+    model_path = pretrain(cfg, pre_data, out / "pretrained", precision=precision, verbose=verbose,
+                          force=force_pretrain, strategy=strategy)
+    del pre_data
+    import keras
+
+    pretrained_weights = keras.saving.load_model(model_path, compile=False).get_weights()
+
+    runs, _, _ = list_runs(cfg, cfg.data.targets)
+    mine = [r for j, r in enumerate(runs) if j % shard_n == shard_i]
+    todo = []
+    for r in mine:
+        s = r.dir(out) / "summary.json"
+        if s.exists() and not force:
+            if retry_failed and json.loads(s.read_text()).get("status") != "ok":
+                todo.append(r)
+            continue
+        todo.append(r)
+    log.info("study: %d runs in this shard, %d to do", len(mine), len(todo))
+
+    cache, session = {}, None
+    bar = tqdm(todo, desc="fine-tuning runs", unit="run", disable=not progress)
+    for r in bar:
+        bar.set_postfix_str(f"{r.target} fold {r.fold} {r.plan}")
+        key = (r.target, r.fold)
+        if key not in cache:
+            cache.clear()
+            ds = _load_target(cfg, r.target)
+            folds = load_or_make_folds(out / "splits" / f"{target_slug(r.target)}.json", ds.ids,
+                                       cfg.finetune.folds, cfg.study.seed, ds.strata())
+            cache[key] = _fold_arrays(cfg, ds, folds[r.fold], r.fold)
+            session = None
+        train, test = cache[key]
+        try:
+            if session is None:
+                session = FoldSession(cfg, r.fold, precision, strategy)
+            run_one(cfg, r, out, train, test, pretrained_weights, session, verbose)
+        except Exception as e:  # noqa: BLE001 - recorded, the study goes on
+            log.warning("run %s / fold %d / %s failed: %s", r.target, r.fold, r.plan, e)
+            atomic_write_text(r.dir(out) / "summary.json", json.dumps({
+                "status": "failed", "target": r.target, "fold": r.fold, "plan": r.plan,
+                "aliases": r.aliases, "reason": f"{e.__class__.__name__}: {e}",
+                "traceback": traceback.format_exc(limit=5),
+            }, indent=1))
+    if aggregate:
+        from .results import aggregate as _aggregate
+
+        _aggregate(out, cfg)
+    return out
