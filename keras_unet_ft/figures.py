@@ -1,0 +1,448 @@
+"""The paper's figures (and a few more), drawn from a results folder with matplotlib.
+
+* :func:`fig3_examples` - image, ground truth, prediction of the pretrained net,
+  of the expanding-tuned net and of the contracting-tuned net (Dice in titles).
+* :func:`fig4_dice_vs_blocks` - average Dice vs number of blocks fine-tuned,
+  shallow -> deep and deep -> shallow, error bars = std over folds, one panel per
+  target; contracting / expanding marked; a ``level``-scheme variant.
+* :func:`fig5_activation_maximization` - tf-keras-vis activation maximization of
+  filters of the 4th conv layer and of the deepest conv layer of the net
+  fine-tuned (all layers) on ultrasound.
+* Beyond the paper: :func:`fig_dice_boxplots`, :func:`fig_training_time`,
+  :func:`fig_param_share`, :func:`fig_weight_change`.
+
+Each function saves ``<out>/figures/<name>.png`` and ``.pdf`` and returns the
+PNG path. :func:`make_all_figures` draws every figure the folder has data for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .metrics import dice as dice_score
+from .results import load_config_of, read_csv
+
+log = logging.getLogger("keras_unet_ft")
+MAX_AM_STEPS_ENV = "UNET_FT_MAX_AM_STEPS"   # caps activation-maximization steps (tests)
+SHALLOW_COLOR, DEEP_COLOR = "tab:blue", "tab:red"
+
+
+def _plt():
+    import matplotlib
+
+    if not os.environ.get("MPLBACKEND"):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out, name) -> pathlib.Path:
+    d = pathlib.Path(out) / "figures"
+    d.mkdir(parents=True, exist_ok=True)
+    png = d / f"{name}.png"
+    fig.savefig(png, dpi=120, bbox_inches="tight")
+    fig.savefig(d / f"{name}.pdf", bbox_inches="tight")
+    _plt().close(fig)
+    return png
+
+
+def _summary(out) -> List[dict]:
+    return read_csv(pathlib.Path(out) / "summary.csv")
+
+
+def _results(out) -> List[dict]:
+    return read_csv(pathlib.Path(out) / "results.csv")
+
+
+def _targets(rows) -> List[str]:
+    return list(dict.fromkeys(r["target"] for r in rows))
+
+
+def _f(x) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+# ---------------------------------------------------------------------------
+def fig4_dice_vs_blocks(out, scheme: str = "path") -> Optional[pathlib.Path]:
+    """Average Dice vs number of blocks fine-tuned, both directions, one panel per target."""
+    plt = _plt()
+    S = _summary(out)
+    suffix = "@level" if scheme == "level" else ""
+    targets = [t for t in _targets(S)
+               if any(r["plan"].startswith("shallow_to_deep:") and r["plan"].endswith(suffix)
+                      and (scheme == "level") == r["plan"].endswith("@level")
+                      for r in S if r["target"] == t)]
+    if not targets:
+        return None
+    fig, axes = plt.subplots(1, len(targets), figsize=(5.2 * len(targets), 4.2), squeeze=False)
+    for ax, t in zip(axes[0], targets):
+        rows = {r["plan"]: r for r in S if r["target"] == t}
+        for prefix, color, label in (("shallow_to_deep", SHALLOW_COLOR, "shallow → deep"),
+                                     ("deep_to_shallow", DEEP_COLOR, "deep → shallow")):
+            ks = sorted(int(p.split(":")[1].split("@")[0]) for p in rows
+                        if p.startswith(prefix + ":") and p.endswith(suffix)
+                        and (scheme == "level") == p.endswith("@level"))
+            if not ks:
+                continue
+            m = [_f(rows[f"{prefix}:{k}{suffix}"]["dice_mean"]) for k in ks]
+            s = [_f(rows[f"{prefix}:{k}{suffix}"]["dice_std"]) for k in ks]
+            ax.errorbar(ks, m, yerr=s, marker="o", color=color, capsize=3, label=label)
+        if scheme == "path":
+            mid = (max(int(p.split(":")[1]) for p in rows if p.startswith("shallow_to_deep:")
+                       and "@" not in p) + 1) / 2
+            for plan, color, mk, dx in (("contracting", SHALLOW_COLOR, "s", -0.2),
+                                        ("expanding", DEEP_COLOR, "D", 0.2)):
+                if plan in rows:
+                    ax.errorbar([mid + dx], [_f(rows[plan]["dice_mean"])], yerr=[_f(rows[plan]["dice_std"])],
+                                marker=mk, color=color, mfc="white", ms=8, capsize=3, ls="none",
+                                label=f"{plan} (paper's split)")
+        for plan, style in (("none", ":"), ("scratch", "--")):
+            if plan in rows and not np.isnan(_f(rows[plan]["dice_mean"])):
+                ax.axhline(_f(rows[plan]["dice_mean"]), color="gray", ls=style, lw=1,
+                           label="pretrained, not tuned" if plan == "none" else "from scratch")
+        unit = "levels" if scheme == "level" else "blocks"
+        ax.set_xlabel(f"number of {unit} fine-tuned")
+        ax.set_ylabel("average Dice (held-out folds)")
+        ax.set_title(f"{t} ({rows[next(iter(rows))]['modality']})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("Fig. 4 — Dice vs blocks fine-tuned; error bars: std over folds"
+                 + (" (level scheme)" if scheme == "level" else ""), fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out, "fig4_dice_vs_blocks" + ("_level" if scheme == "level" else ""))
+
+
+# ---------------------------------------------------------------------------
+def _target_spec(cfg, slug):
+    from .study import target_slug
+
+    for spec in cfg.data.targets:
+        if target_slug(spec) == slug:
+            return spec
+    raise ValueError(f"target {slug!r} is not in this study's config ({cfg.data.targets})")
+
+
+def _fold_of(out, slug) -> Dict[str, int]:
+    data = json.loads((pathlib.Path(out) / "splits" / f"{slug}.json").read_text())
+    return {i: k for k, f in enumerate(data["folds"]) for i in f["test"]}
+
+
+def _ultrasound_target(rows) -> Optional[str]:
+    for r in rows:
+        if r["modality"] == "ultrasound":
+            return r["target"]
+    return rows[0]["target"] if rows else None
+
+
+def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]] = None,
+                  n_rows: int = 3) -> Optional[pathlib.Path]:
+    """Image, ground truth, pretrained, expanding-tuned and contracting-tuned predictions.
+
+    Examples are chosen from held-out images: one where both plans work well and
+    the rest where contracting wins most clearly (per-image Dice) - or given by ``ids``.
+    """
+    from .study import _load_target, load_predictions
+
+    plt = _plt()
+    out = pathlib.Path(out)
+    R = _results(out)
+    target = target or _ultrasound_target(R)
+    if target is None:
+        return None
+    rows = [r for r in R if r["target"] == target and r["status"] == "ok"]
+    by = {(r["plan"], int(r["fold"])): r for r in rows}
+    plans = ["none", "expanding", "contracting"]
+    if not all(any(p == q for q, _ in by) for p in plans):
+        return None
+    cfg = load_config_of(out)
+    ds = _load_target(cfg, _target_spec(cfg, target))
+    fold_of = _fold_of(out, target)
+    preds = {}
+    for p in plans:
+        for (q, k), r in by.items():
+            if q == p:
+                for i, m in load_predictions(out / r["run_dir"]).items():
+                    preds[(p, i)] = m
+    index = {i: j for j, i in enumerate(ds.ids)}
+    common = [i for i in ds.ids if all((p, i) in preds for p in plans)]
+    if not common:
+        return None
+    gt = {i: ds.masks[index[i], ..., 0] for i in common}
+    d = {(p, i): dice_score(gt[i], preds[(p, i)]) for p in plans for i in common}
+    if ids:
+        chosen = [i for i in ids if i in gt]
+        missing = [i for i in ids if i not in gt]
+        if missing:
+            raise ValueError(f"ids not among the held-out images of {target}: {missing[:5]}")
+    else:
+        both = max(common, key=lambda i: min(d[("contracting", i)], d[("expanding", i)]))
+        wins = sorted((i for i in common if i != both),
+                      key=lambda i: d[("contracting", i)] - d[("expanding", i)], reverse=True)
+        chosen = [both] + wins[: max(0, n_rows - 1)]
+    titles = ["image", "ground truth", "pretrained (not tuned)", "expanding tuned",
+              "contracting tuned"]
+    fig, axes = plt.subplots(len(chosen), 5, figsize=(12, 2.6 * len(chosen)), squeeze=False)
+    for r, i in enumerate(chosen):
+        img = ds.images[index[i], ..., 0]
+        panels = [img, gt[i]] + [preds[(p, i)] for p in plans]
+        for c, (ax, a) in enumerate(zip(axes[r], panels)):
+            ax.imshow(a, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            t = titles[c]
+            if c >= 2:
+                t += f"\nDice {d[(plans[c - 2], i)]:.2f}"
+            elif c == 0:
+                t += f"\n{i} (fold {fold_of.get(i, '?')})"
+            ax.set_title(t, fontsize=8)
+    fig.suptitle(f"Fig. 3 — {target}: held-out examples (row 1: both plans work; "
+                 "then contracting wins most)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out, f"fig3_examples_{target}")
+
+
+# ---------------------------------------------------------------------------
+def finetuned_model(out, target: str, plan: str = "shallow_to_deep:9", fold: int = 0):
+    """The net fine-tuned with ``plan`` on ``target`` (fold ``fold``), as a Keras model.
+
+    Uses ``model.weights.h5`` of that run when the study saved it; otherwise the
+    run is reproduced (same data, fold, seed and plan) and its weights are saved
+    there for next time.
+    """
+    import keras
+
+    from .study import (FoldSession, _fold_arrays, _load_target, list_runs, target_slug)
+    from .data.folds import load_or_make_folds
+    from .training import build_from_config, resolve_precision
+
+    out = pathlib.Path(out)
+    cfg = load_config_of(out)
+    spec = _target_spec(cfg, target)
+    runs, _, _ = list_runs(cfg, [spec])
+    run = next((r for r in runs if r.fold == fold and (r.plan == plan or plan in r.aliases)), None)
+    if run is None:
+        raise ValueError(f"plan {plan!r} is not in this study")
+    wpath = run.dir(out) / "model.weights.h5"
+    if wpath.exists():
+        keras.backend.clear_session()
+        model = build_from_config(cfg.model)
+        model.load_weights(wpath)
+        return model
+    log.info("reproducing %s / %s / fold %d to get its weights", target, plan, fold)
+    ds = _load_target(cfg, spec)
+    folds = load_or_make_folds(out / "splits" / f"{target_slug(spec)}.json", ds.ids,
+                               cfg.finetune.folds, cfg.study.seed, ds.strata())
+    train, _ = _fold_arrays(cfg, ds, folds[fold], fold)
+    pre = keras.saving.load_model(out / "pretrained" / "model.keras", compile=False).get_weights()
+    session = FoldSession(cfg, fold, resolve_precision(cfg.study.precision))
+    model = session.train(run.plan, train, pre)[0]
+    wpath.parent.mkdir(parents=True, exist_ok=True)
+    model.save_weights(wpath)
+    return model
+
+
+def activation_maximization(model, layer: str, filters: Sequence[int], steps: int = 100,
+                            seed: int = 0) -> np.ndarray:
+    """Inputs in [0, 1] maximising the mean activation of each filter of ``layer``.
+
+    tf-keras-vis ``ActivationMaximization`` with total-variation and norm
+    regularizers, one channel. ``steps`` is capped by ``$UNET_FT_MAX_AM_STEPS``.
+    """
+    import keras
+    import tensorflow as tf
+    from tf_keras_vis.activation_maximization import ActivationMaximization
+    from tf_keras_vis.activation_maximization.input_modifiers import Jitter
+    from tf_keras_vis.activation_maximization.regularizers import Norm, TotalVariation2D
+
+    cap = os.environ.get(MAX_AM_STEPS_ENV)
+    if cap:
+        steps = min(int(steps), int(cap))
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    sub = keras.Model(model.inputs, model.get_layer(layer).output)
+    n_filters = sub.output.shape[-1]
+    bad = [f for f in filters if not 0 <= f < n_filters]
+    if bad:
+        raise ValueError(f"layer {layer} has {n_filters} filters; got indices {bad}")
+    filters = list(filters)
+
+    def score(output):
+        return tf.stack([tf.reduce_mean(output[i, ..., f]) for i, f in enumerate(filters)])
+
+    shape = (len(filters),) + tuple(model.input_shape[1:])
+    seed_input = tf.random.stateless_uniform(shape, seed=(seed, 0), minval=0.4, maxval=0.6)
+    am = ActivationMaximization(sub, clone=False)
+    result = am(score, seed_input=seed_input, steps=int(steps), input_range=(0.0, 1.0),
+                input_modifiers=[Jitter(jitter=2)],
+                regularizers=[TotalVariation2D(weight=1.0), Norm(weight=0.3, p=1)])
+    return np.asarray(result, dtype=np.float32)
+
+
+def am_layers(model) -> List[str]:
+    """The 4th conv layer and the deepest conv layer with more than 2 filters."""
+    from .blocks import BlockMap
+
+    convs = BlockMap(model).conv_layers()
+    deep = [c for c in convs if model.get_layer(c).filters > 2]
+    return [convs[3], deep[-1]]
+
+
+def fig5_activation_maximization(out, target: Optional[str] = None, n_filters: int = 8,
+                                 steps: int = 100, plan: str = "shallow_to_deep:9"
+                                 ) -> Optional[pathlib.Path]:
+    """Activation maximization of the 4th and the deepest conv layer (net tuned on ultrasound)."""
+    plt = _plt()
+    R = _results(out)
+    target = target or _ultrasound_target(R)
+    if target is None:
+        return None
+    model = finetuned_model(out, target, plan)
+    layers = am_layers(model)
+    fig, axes = plt.subplots(len(layers), n_filters, figsize=(1.6 * n_filters, 1.9 * len(layers)),
+                             squeeze=False)
+    for r, layer in enumerate(layers):
+        n = min(n_filters, model.get_layer(layer).filters)
+        imgs = activation_maximization(model, layer, list(range(n)), steps)
+        for c in range(n_filters):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([])
+            if c < n:
+                ax.imshow(imgs[c, ..., 0], cmap="gray", vmin=0, vmax=1)
+                ax.set_title(f"filter {c}", fontsize=7)
+            else:
+                ax.axis("off")
+        axes[r, 0].set_ylabel(f"{layer}\n({'4th conv' if r == 0 else 'deepest conv'})",
+                              fontsize=8)
+    fig.suptitle(f"Fig. 5 — inputs maximising filter activations, net fine-tuned on {target} "
+                 f"({plan}); top: shallow, bottom: deep", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out, "fig5_activation_maximization")
+
+
+# ---------------------------------------------------------------------------
+def fig_dice_boxplots(out) -> Optional[pathlib.Path]:
+    """Per-image Dice of every plan (pooled over folds), one panel per target."""
+    from .results import per_image
+
+    plt = _plt()
+    R = [r for r in _results(out) if r["status"] == "ok"]
+    targets = _targets(R)
+    if not targets:
+        return None
+    fig, axes = plt.subplots(len(targets), 1, figsize=(max(8, 0.45 * 25), 3.6 * len(targets)),
+                             squeeze=False)
+    for ax, t in zip(axes[:, 0], targets):
+        plans = list(dict.fromkeys(r["plan"] for r in R if r["target"] == t))
+        data = []
+        for p in plans:
+            v = []
+            for r in R:
+                if r["target"] == t and r["plan"] == p:
+                    v += [x["dice"] for x in per_image(out, r).values()]
+            data.append(v)
+        ax.boxplot(data, showfliers=False)
+        ax.set_xticks(range(1, len(plans) + 1), plans, rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel("Dice per held-out image")
+        ax.set_title(t)
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return _save(fig, out, "dice_boxplots")
+
+
+def fig_training_time(out) -> Optional[pathlib.Path]:
+    """Mean training seconds per epoch of each plan (over folds)."""
+    plt = _plt()
+    S = [r for r in _summary(out) if r["plan"] != "none"]
+    targets = _targets(S)
+    if not targets:
+        return None
+    fig, axes = plt.subplots(len(targets), 1, figsize=(11, 3.2 * len(targets)), squeeze=False)
+    for ax, t in zip(axes[:, 0], targets):
+        rows = [r for r in S if r["target"] == t]
+        ax.bar(range(len(rows)), [_f(r["seconds_per_epoch"]) for r in rows], color="tab:gray")
+        ax.set_xticks(range(len(rows)), [r["plan"] for r in rows], rotation=60, ha="right",
+                      fontsize=7)
+        ax.set_ylabel("s / epoch")
+        ax.set_title(f"{t}: training time per plan")
+    fig.tight_layout()
+    return _save(fig, out, "training_time")
+
+
+def fig_param_share(out) -> pathlib.Path:
+    """Share of the parameters per block (from the block map of the study's model)."""
+    import keras
+
+    from .blocks import BlockMap
+    from .training import build_from_config
+
+    plt = _plt()
+    cfg = load_config_of(out)
+    keras.backend.clear_session()
+    bm = BlockMap(build_from_config(cfg.model))
+    rows = bm.table()
+    colors = {"contracting": SHALLOW_COLOR, "bottleneck": "tab:purple", "expanding": DEEP_COLOR}
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.bar([r["block"] for r in rows], [r["share_percent"] for r in rows],
+           color=[colors[r["part"]] for r in rows])
+    for r in rows:
+        ax.text(r["block"], r["share_percent"], f"{r['share_percent']:.2f}%", ha="center",
+                va="bottom", fontsize=7)
+    ax.set_xlabel("block (1 = shallowest, path scheme)")
+    ax.set_ylabel("% of parameters")
+    ax.set_title(f"Parameter share per block ({bm.total_params:,} parameters; blue: contracting, "
+                 "purple: bottleneck, red: expanding)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, out, "param_share")
+
+
+def fig_weight_change(out, target: Optional[str] = None) -> Optional[pathlib.Path]:
+    """Relative weight change ||W_ft - W_pre|| / ||W_pre|| per block and plan (mean over folds)."""
+    plt = _plt()
+    out = pathlib.Path(out)
+    R = [r for r in _results(out) if r["status"] == "ok" and r["plan"] not in ("none", "scratch")]
+    target = target or _ultrasound_target(R)
+    if target is None:
+        return None
+    plans = list(dict.fromkeys(r["plan"] for r in R if r["target"] == target))
+    mats = []
+    for p in plans:
+        vals = []
+        for r in R:
+            if r["target"] == target and r["plan"] == p:
+                wc = json.loads((out / r["run_dir"] / "summary.json").read_text()).get("weight_change")
+                if wc:
+                    vals.append([wc[k] for k in sorted(wc, key=int)])
+        mats.append(np.mean(vals, axis=0) if vals else None)
+    keep = [i for i, m in enumerate(mats) if m is not None]
+    if not keep:
+        return None
+    M = np.array([mats[i] for i in keep])
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(keep) + 1.8))
+    im = ax.imshow(M, aspect="auto", cmap="viridis")
+    ax.set_yticks(range(len(keep)), [plans[i] for i in keep], fontsize=7)
+    ax.set_xticks(range(M.shape[1]), [str(i + 1) for i in range(M.shape[1])])
+    ax.set_xlabel("block (1 = shallowest)")
+    fig.colorbar(im, ax=ax, label="||W_ft − W_pre|| / ||W_pre||")
+    ax.set_title(f"{target}: which blocks moved during fine-tuning", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, out, f"weight_change_{target}")
+
+
+def make_all_figures(out, steps: int = 100) -> List[pathlib.Path]:
+    """Every figure the results folder has data for; returns the PNG paths."""
+    S = _summary(out)
+    made = [fig4_dice_vs_blocks(out, "path"), fig4_dice_vs_blocks(out, "level"),
+            fig_dice_boxplots(out), fig_training_time(out), fig_param_share(out),
+            fig_weight_change(out)]
+    made += [fig3_examples(out, t) for t in _targets(S)]
+    made.append(fig5_activation_maximization(out, steps=steps))
+    return [p for p in made if p]
