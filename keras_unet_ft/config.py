@@ -92,10 +92,10 @@ PROFILES: Dict[str, Dict[str, Any]] = {
     "paper": {},
     "quick": {
         # CPU-sized; the sizes are chosen by measurement, see BENCHMARKS.md / README
-        "model.size": 64, "model.base_filters": 16,
+        "model.size": 64, "model.base_filters": 8,
         "data.pretrain_n": 1200,
-        "pretrain.epochs": 5, "pretrain.batch_size": 8, "pretrain.learning_rate": 3e-4,
-        "finetune.epochs": 5, "finetune.batch_size": 8, "finetune.augment_total": 160,
+        "pretrain.epochs": 6, "pretrain.batch_size": 8, "pretrain.learning_rate": 3e-4,
+        "finetune.epochs": 6, "finetune.batch_size": 8, "finetune.augment_total": 200,
         "finetune.folds": 3, "finetune.learning_rate": 3e-4,
     },
     "smoke": {
