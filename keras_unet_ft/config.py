@@ -27,7 +27,7 @@ class ModelConfig:
     base_filters: int = 64
     depth: int = 4
     dropout: float = 0.5
-    encoder_weights: Optional[str] = None   # vunet only: path to VGG16 notop weights
+    encoder_weights: Optional[str] = "imagenet"  # vunet only: "imagenet" (Keras cache), PATH or None
 
 
 @dataclasses.dataclass

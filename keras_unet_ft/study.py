@@ -298,7 +298,7 @@ class FoldSession:
         if epochs:
             timer = EpochTimer()
             ds = make_dataset(train[0], train[1], ft.batch_size, shuffle=True, seed=self.seed)
-            history = model.fit(ds, epochs=epochs, verbose=verbose,
+            history = model.fit(ds, epochs=epochs, verbose=verbose, shuffle=False,
                                 callbacks=[keras.callbacks.TerminateOnNaN(), timer])
             rows, times = history_rows(history), timer.times
             losses = [r.get("loss", np.nan) for r in rows]

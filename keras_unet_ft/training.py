@@ -235,7 +235,7 @@ def pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
                                                  save_best_only=True),
                  keras.callbacks.TerminateOnNaN(), timer]
     t0 = time.perf_counter()
-    hist = model.fit(tr, validation_data=va, epochs=pc.epochs, verbose=verbose,
+    hist = model.fit(tr, validation_data=va, epochs=pc.epochs, verbose=verbose, shuffle=False,
                      callbacks=callbacks)
     seconds = time.perf_counter() - t0
     rows = history_rows(hist)

@@ -1,0 +1,222 @@
+#!/usr/bin/env python
+"""Benchmarks that print tables (speed targets live here, never in tests).
+
+    python benchmarks/bench.py                 # every section
+    python benchmarks/bench.py train plans     # some sections: train, plans, pipeline, data, peak
+
+Sections:
+  peak      matmul GFLOP/s of this machine (fp32, bf16), the reference for "fraction of peak"
+  train     images/s and achieved GFLOP/s of the package's training path (MaskedTrainer on a
+            tf.data pipeline) vs a plain ``model.fit`` on NumPy arrays, same architecture,
+            for the quick and the paper configuration, fp32 and bf16
+  plans     step time per plan as a ratio to ``all``: masked trainer vs Keras (apply_plan + fit)
+  pipeline  augmentation + batching + prefetch alone, images/s, vs the training rate
+  data      built-in data generation, images/s per generator
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import numpy as np  # noqa: E402
+
+CONFIGS = {  # name: (size, base filters, batch)
+    "quick": (64, 8, 8),
+    "paper": (256, 64, 2),
+}
+STEPS = {"quick": 40, "paper": 4}
+
+
+def conv_flops(model) -> float:
+    """Forward FLOPs per image (2 x multiply-adds of every conv / transposed conv)."""
+    import keras
+
+    total = 0.0
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+            k = np.prod(layer.kernel_size)
+            cin = layer.input.shape[-1]
+            out = layer.output.shape
+            total += 2.0 * k * cin * out[1] * out[2] * out[3]
+    return total
+
+
+def peak(dtype: str = "float32", n: int = 2048, reps: int = 10) -> float:
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n), dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    f = tf.function(lambda x: tf.matmul(x, x))
+    f(a).numpy()
+    t = time.perf_counter()
+    for _ in range(reps):
+        r = f(a)
+    r.numpy()
+    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def _session(precision):
+    from keras_unet_ft.training import fresh_session
+
+    fresh_session(0, precision)
+
+
+def bench_train(precisions=("fp32", "bf16")):
+    import tensorflow as tf
+
+    from keras_unet_ft.model import build_unet
+    from keras_unet_ft.training import MaskedTrainer, make_dataset
+
+    peaks = {"fp32": peak("float32"), "bf16": peak("bfloat16")}
+    print(f"\n## Training throughput (peak matmul: fp32 {peaks['fp32']:.0f}, "
+          f"bf16 {peaks['bf16']:.0f} GFLOP/s)\n")
+    print("| config | precision | path | images/s | GFLOP/s | % of peak | ratio package/plain |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (size, base, batch) in CONFIGS.items():
+        n = batch * STEPS[name]
+        x = np.random.default_rng(0).random((n, size, size, 1), dtype=np.float32)
+        y = (x > 0.5).astype(np.uint8)
+        for prec in precisions:
+            rates = {}
+            # plain Keras fit on NumPy arrays (what users do)
+            _session(prec)
+            m = build_unet((size, size, 1), base)
+            flops = 3 * conv_flops(m)  # forward + backward ~ 3x forward
+            import keras
+
+            m.compile(optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy")
+            m.fit(x[:batch * 2], y[:batch * 2].astype(np.float32), batch_size=batch, epochs=1,
+                  verbose=0)
+            t = time.perf_counter()
+            m.fit(x, y.astype(np.float32), batch_size=batch, epochs=1, verbose=0)
+            rates["plain fit"] = n / (time.perf_counter() - t)
+            # the package's path
+            _session(prec)
+            m = build_unet((size, size, 1), base)
+            tr = MaskedTrainer(m, 1e-4)
+            tr.fit(make_dataset(x[:batch * 2], y[:batch * 2], batch), 1)
+            t = time.perf_counter()
+            tr.fit(make_dataset(x, y, batch, shuffle=True), 1)
+            rates["package"] = n / (time.perf_counter() - t)
+            for path, r in rates.items():
+                g = r * flops / 1e9
+                ratio = f"{rates['package'] / rates['plain fit']:.2f}" if path == "package" else ""
+                print(f"| {name} ({size}px, base {base}, batch {batch}) | {prec} | {path} | "
+                      f"{r:.2f} | {g:.0f} | {100 * g / peaks[prec]:.1f} | {ratio} |", flush=True)
+
+
+def bench_plans(precision="fp32"):
+    import keras
+
+    from keras_unet_ft.blocks import BlockMap
+    from keras_unet_ft.model import build_unet
+    from keras_unet_ft.plans import Plan, apply_plan
+    from keras_unet_ft.training import MaskedTrainer, make_dataset
+
+    size, base, batch = CONFIGS["quick"]
+    plans = ["all", "contracting", "expanding", "shallow_to_deep:1", "deep_to_shallow:1",
+             "only_block:5"]
+    n = batch * 30
+    x = np.random.default_rng(0).random((n, size, size, 1), dtype=np.float32)
+    y = (x > 0.5).astype(np.uint8)
+    print(f"\n## Step time per plan (quick config, {precision}; ratio to `all`)\n")
+    print("| plan | masked trainer ms/step | ratio | Keras apply_plan+fit ms/step | ratio | "
+          "Keras trace+compile s |")
+    print("|---|---|---|---|---|---|")
+    res = {}
+    _session(precision)
+    m = build_unet((size, size, 1), base)
+    bm = BlockMap(m)
+    tr = MaskedTrainer(m, 1e-4)
+    w0 = m.get_weights()
+    tr.fit(make_dataset(x[:batch * 2], y[:batch * 2], batch), 1)
+    for p in plans:
+        tr.reset(w0, Plan.parse(p).trainable_layers(bm))
+        t = time.perf_counter()
+        tr.fit(make_dataset(x, y, batch), 1)
+        res[p] = [1000 * (time.perf_counter() - t) / (n // batch)]
+    for p in plans:
+        _session(precision)
+        m = build_unet((size, size, 1), base)
+        apply_plan(m, p, optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy")
+        t = time.perf_counter()
+        m.fit(make_dataset(x[:batch], y[:batch], batch), epochs=1, verbose=0, shuffle=False)
+        trace = time.perf_counter() - t
+        t = time.perf_counter()
+        m.fit(make_dataset(x, y, batch), epochs=1, verbose=0, shuffle=False)
+        res[p] += [1000 * (time.perf_counter() - t) / (n // batch), trace]
+    for p in plans:
+        a, b, tr_s = res[p]
+        print(f"| {p} | {a:.1f} | {a / res['all'][0]:.2f} | {b:.1f} | {b / res['all'][1]:.2f} | "
+              f"{tr_s:.1f} |", flush=True)
+
+
+def bench_pipeline():
+    from keras_unet_ft.data.augment import augment_to
+    from keras_unet_ft.training import make_dataset
+
+    print("\n## Input pipeline alone\n")
+    print("| stage | size | images/s |")
+    print("|---|---|---|")
+    for size in (64, 256):
+        x = np.random.default_rng(0).random((60, size, size, 1), dtype=np.float32)
+        m = (x > 0.5).astype(np.uint8)
+        t = time.perf_counter()
+        augment_to(x, m, total=300, seed=0)
+        print(f"| paired augmentation (skimage affine warp) | {size} | "
+              f"{240 / (time.perf_counter() - t):.0f} |")
+        xa = np.repeat(x, 10, axis=0)
+        ma = np.repeat(m, 10, axis=0)
+        ds = make_dataset(xa, ma, 8, shuffle=True)
+        for _ in ds:
+            pass
+        t = time.perf_counter()
+        for _ in range(3):
+            for _ in ds:
+                pass
+        print(f"| tf.data shuffle + batch + prefetch | {size} | "
+              f"{3 * len(xa) / (time.perf_counter() - t):.0f} |", flush=True)
+
+
+def bench_data():
+    from keras_unet_ft.data import load_dataset
+
+    print("\n## Built-in data generation\n")
+    print("| generator | size | images | seconds | images/s |")
+    print("|---|---|---|---|---|")
+    for name in ("sim_bus", "synth_salient", "synth_cxr"):
+        for size, n in ((64, 100), (256, 100)):
+            t = time.perf_counter()
+            load_dataset(name, n=n, size=size, cache=False, progress=False)
+            s = time.perf_counter() - t
+            print(f"| {name} | {size} | {n} | {s:.1f} | {n / s:.1f} |", flush=True)
+
+
+SECTIONS = {"peak": lambda: print(f"\npeak matmul GFLOP/s: fp32 {peak('float32'):.0f}, "
+                                   f"bf16 {peak('bfloat16'):.0f}"),
+            "train": bench_train, "plans": bench_plans, "pipeline": bench_pipeline,
+            "data": bench_data}
+
+
+if __name__ == "__main__":
+    import platform
+
+    chosen = sys.argv[1:] or list(SECTIONS)
+    bad = [c for c in chosen if c not in SECTIONS]
+    if bad:
+        sys.exit(f"unknown section(s) {bad}; choose from {list(SECTIONS)}")
+    flags = ""
+    try:
+        flags = " ".join(f for f in ("amx_bf16", "avx512_bf16", "avx512f")
+                         if f in open("/proc/cpuinfo").read())
+    except OSError:
+        pass
+    print(f"# keras-unet-ft benchmarks — {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, flags: {flags or 'n/a'}")
+    for c in chosen:
+        SECTIONS[c]()
