@@ -122,7 +122,9 @@ def _coerce(current, value):
             return float(value)
         if isinstance(current, list):
             return [v for v in value.split(",") if v]
-        if current is None:
+        if current is None or (isinstance(current, str) and value.lower() in ("none", "null")):
+            if value.lower() in ("none", "null"):
+                return None
             for conv in (int, float):
                 try:
                     return conv(value)

@@ -144,12 +144,21 @@ def _ultrasound_target(rows) -> Optional[str]:
     return rows[0]["target"] if rows else None
 
 
-def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]] = None,
-                  n_rows: int = 3) -> Optional[pathlib.Path]:
-    """Image, ground truth, pretrained, expanding-tuned and contracting-tuned predictions.
+PAPER_FIG3 = (("none", "pretrained (not tuned)"), ("expanding", "expanding tuned"),
+              ("contracting", "contracting tuned"))
+CHENG_FIG3 = (("xunet/none", "X-Unet pretrained"), ("xunet/all", "X-Unet all layers"),
+              ("vunet/expanding:blocks>all", "V-Unet two-stage"))
 
-    Examples are chosen from held-out images: one where both plans work well and
-    the rest where contracting wins most clearly (per-image Dice) - or given by ``ids``.
+
+def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]] = None,
+                  n_rows: int = 3, plans=PAPER_FIG3, name: str = "fig3_examples"
+                  ) -> Optional[pathlib.Path]:
+    """Image, ground truth and the predictions of three plans (Dice in the titles).
+
+    The paper's columns (default): pretrained, expanding-tuned, contracting-tuned.
+    Examples are chosen from held-out images: one where the last two plans both
+    work well, then those where the last plan wins most clearly over the second
+    (per-image Dice) - or given by ``ids``.
     """
     from .study import _load_target, load_predictions
 
@@ -161,9 +170,11 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
         return None
     rows = [r for r in R if r["target"] == target and r["status"] == "ok"]
     by = {(r["plan"], int(r["fold"])): r for r in rows}
-    plans = ["none", "expanding", "contracting"]
+    labels = [t for _, t in plans]
+    plans = [p for p, _ in plans]
     if not all(any(p == q for q, _ in by) for p in plans):
         return None
+    a_plan, b_plan = plans[1], plans[2]
     cfg = load_config_of(out)
     ds = _load_target(cfg, _target_spec(cfg, target))
     fold_of = _fold_of(out, target)
@@ -185,12 +196,11 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
         if missing:
             raise ValueError(f"ids not among the held-out images of {target}: {missing[:5]}")
     else:
-        both = max(common, key=lambda i: min(d[("contracting", i)], d[("expanding", i)]))
+        both = max(common, key=lambda i: min(d[(b_plan, i)], d[(a_plan, i)]))
         wins = sorted((i for i in common if i != both),
-                      key=lambda i: d[("contracting", i)] - d[("expanding", i)], reverse=True)
+                      key=lambda i: d[(b_plan, i)] - d[(a_plan, i)], reverse=True)
         chosen = [both] + wins[: max(0, n_rows - 1)]
-    titles = ["image", "ground truth", "pretrained (not tuned)", "expanding tuned",
-              "contracting tuned"]
+    titles = ["image", "ground truth"] + labels
     fig, axes = plt.subplots(len(chosen), 5, figsize=(12, 2.6 * len(chosen)), squeeze=False)
     for r, i in enumerate(chosen):
         img = ds.images[index[i], ..., 0]
@@ -204,10 +214,10 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
             elif c == 0:
                 t += f"\n{i} (fold {fold_of.get(i, '?')})"
             ax.set_title(t, fontsize=8)
-    fig.suptitle(f"Fig. 3 — {target}: held-out examples (row 1: both plans work; "
-                 "then contracting wins most)", fontsize=10)
+    fig.suptitle(f"Fig. 3 — {target}: held-out examples (row 1: both {labels[1]} and "
+                 f"{labels[2]} work; then {labels[2]} wins most)", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out, f"fig3_examples_{target}")
+    return _save(fig, out, f"{name}_{target}")
 
 
 # ---------------------------------------------------------------------------
@@ -220,7 +230,8 @@ def finetuned_model(out, target: str, plan: str = "shallow_to_deep:9", fold: int
     """
     import keras
 
-    from .study import (FoldSession, _fold_arrays, _load_target, list_runs, target_slug)
+    from .study import (FoldSession, _fold_arrays, _load_target, list_runs,
+                        pretrained_weights_by_kind, target_slug)
     from .data.folds import load_or_make_folds
     from .training import build_from_config, resolve_precision
 
@@ -233,8 +244,10 @@ def finetuned_model(out, target: str, plan: str = "shallow_to_deep:9", fold: int
         raise ValueError(f"plan {plan!r} is not in this study")
     wpath = run.dir(out) / "model.weights.h5"
     if wpath.exists():
+        from .study import model_config
+
         keras.backend.clear_session()
-        model = build_from_config(cfg.model)
+        model = build_from_config(model_config(cfg, run.model))
         model.load_weights(wpath)
         return model
     log.info("reproducing %s / %s / fold %d to get its weights", target, plan, fold)
@@ -242,9 +255,10 @@ def finetuned_model(out, target: str, plan: str = "shallow_to_deep:9", fold: int
     folds = load_or_make_folds(out / "splits" / f"{target_slug(spec)}.json", ds.ids,
                                cfg.finetune.folds, cfg.study.seed, ds.strata())
     train, _ = _fold_arrays(cfg, ds, folds[fold], fold)
-    pre = keras.saving.load_model(out / "pretrained" / "model.keras", compile=False).get_weights()
-    session = FoldSession(cfg, fold, resolve_precision(cfg.study.precision))
-    model = session.train(run.plan, train, pre)[0]
+    precision = resolve_precision(cfg.study.precision)
+    pre = pretrained_weights_by_kind(cfg, out, [run.model], precision)[run.model]
+    session = FoldSession(cfg, fold, precision, kind=run.model)
+    model = session.train(run.bare_plan, train, pre)[0]
     wpath.parent.mkdir(parents=True, exist_ok=True)
     model.save_weights(wpath)
     return model
@@ -297,13 +311,21 @@ def am_layers(model) -> List[str]:
 
 
 def fig5_activation_maximization(out, target: Optional[str] = None, n_filters: int = 8,
-                                 steps: int = 100, plan: str = "shallow_to_deep:9"
+                                 steps: int = 100, plan: Optional[str] = None
                                  ) -> Optional[pathlib.Path]:
-    """Activation maximization of the 4th and the deepest conv layer (net tuned on ultrasound)."""
+    """Activation maximization of the 4th and the deepest conv layer (net tuned on ultrasound).
+
+    ``plan`` defaults to the all-layers plan of the study (``shallow_to_deep:9``,
+    ``all`` or ``xunet/all``).
+    """
     plt = _plt()
     R = _results(out)
     target = target or _ultrasound_target(R)
     if target is None:
+        return None
+    have = {r["plan"] for r in R if r["target"] == target}
+    plan = plan or next((p for p in ("shallow_to_deep:9", "all", "xunet/all") if p in have), None)
+    if plan is None:
         return None
     model = finetuned_model(out, target, plan)
     layers = am_layers(model)
@@ -444,5 +466,7 @@ def make_all_figures(out, steps: int = 100) -> List[pathlib.Path]:
             fig_dice_boxplots(out), fig_training_time(out), fig_param_share(out),
             fig_weight_change(out)]
     made += [fig3_examples(out, t) for t in _targets(S)]
+    made += [fig3_examples(out, t, plans=CHENG_FIG3, name="examples_vunet_vs_xunet")
+             for t in _targets(S)]
     made.append(fig5_activation_maximization(out, steps=steps))
     return [p for p in made if p]

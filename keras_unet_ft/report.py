@@ -29,6 +29,9 @@ PAPER = {
 }
 PAPER_DATA = {"ultrasound": "breast US, UDIAT Dataset B (163 images)",
               "xray": "chest X-ray, 240 images (JSRT/SCR)"}
+# PAPER.md C: Cheng & Lam, 5-fold CV Dice (their notebooks) and their test split
+CHENG = {"xunet/all": (0.814, 0.007), "xunet/freeze_bottleneck": (0.799, 0.011)}
+CHENG_TEST = {"vunet": 0.86, "xunet": 0.83}
 CLOSE_DICE = 0.03   # "close" curves / scores on X-ray (the paper's Fig. 4 spread)
 MIN_DIFF = 0.01     # a Dice difference smaller than this is no difference
 ALPHA = 0.05
@@ -168,6 +171,52 @@ def findings(target: str, modality: str, S: Dict[str, dict], stats: List[dict],
     return out
 
 
+def cheng_section(S, results, target) -> List[str]:
+    """Cheng & Lam's numbers beside ours, and their findings checked."""
+    enc = {r.get("encoder_weights") for r in results if r["target"] == target
+           and r.get("model") == "vunet"}
+    L = ["### Cheng & Lam (lung ultrasound, rib segmentation) beside ours", "",
+         "| model / plan | Cheng Dice (5-fold CV) | ours Dice | ours pixel error % |",
+         "|---|---|---|---|"]
+    for p, r in S.items():
+        if not p.startswith(("xunet/", "vunet/")):
+            continue
+        ref = CHENG.get(p)
+        if ref:
+            ref_s = f"{ref[0]:.3f} ± {ref[1]:.3f}"
+            if p == "xunet/all":
+                ref_s += f" (test split ≈ {CHENG_TEST['xunet']:.2f})"
+        elif p.startswith("vunet/") and not p.endswith(("/none", "/scratch")):
+            ref_s = f"≈ {CHENG_TEST['vunet']:.2f} (their test split)"
+        else:
+            ref_s = "-"
+        L.append(f"| {p} | {ref_s} | {_pm(r, 'dice')} | {_pm(r, 'pixel_error', 2)} |")
+    L.append("")
+    vu = [p for p in S if p.startswith("vunet/")]
+    if vu:
+        w = next(iter(enc), None)
+        label = ("ImageNet VGG16 encoder" if w not in (None, "", "None")
+                 else "**random VGG16 encoder (no ImageNet weights given): not transfer learning**")
+        L += [f"V-Unet runs used: {label}.", ""]
+
+    def d(p):
+        try:
+            return float(S[p]["dice_mean"])
+        except (KeyError, ValueError):
+            return math.nan
+
+    a, b = d("xunet/all"), d("xunet/freeze_bottleneck")
+    if not math.isnan(a) and not math.isnan(b):
+        L.append(f"- Fine-tuning all layers slightly better than freezing the bottleneck (Cheng: "
+                 f"0.814 vs 0.799): **{'yes' if a > b else 'no'}**, {a:.3f} vs {b:.3f} "
+                 f"({a - b:+.4f}).")
+    if vu and not math.isnan(a):
+        v = d(vu[0])
+        L.append(f"- V-Unet Dice above X-Unet (Cheng: ≈0.86 vs ≈0.83): "
+                 f"**{'yes' if v > a else 'no'}**, {v:.3f} vs {a:.3f} ({v - a:+.4f}).")
+    return L + [""]
+
+
 def write_report(out) -> pathlib.Path:
     out = pathlib.Path(out)
     results = read_csv(out / "results.csv")
@@ -212,6 +261,9 @@ def write_report(out) -> pathlib.Path:
                          f"{_paper_pm(P['adjusted_rand'])} | {_pm(O, 'adjusted_rand')} |")
             L.append("")
         trainers = {r.get("trainer") for r in results if r["target"] == target}
+        cheng = [p for p in S if p.startswith(("xunet/", "vunet/"))]
+        if cheng:
+            L += cheng_section(S, results, target)
         F = findings(target, modality, S, stats, "masked" if "masked" in trainers else "keras")
         if F:
             L += ["### Findings of the paper, checked on this run", ""] + [f"- {s}" for s in F] + [""]

@@ -17,10 +17,11 @@ from .stats import comparison_pairs, paired_tests
 from .training import write_csv
 
 log = logging.getLogger("keras_unet_ft")
-RESULT_FIELDS = (["target", "modality", "plan", "trained_as", "fold", "status"]
+RESULT_FIELDS = (["target", "modality", "model", "plan", "trained_as", "fold", "status"]
                  + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
                  + ["n_train", "n_test", "trainable_params", "frozen_params", "train_seconds",
-                    "seconds_per_epoch", "epochs", "seed", "precision", "trainer", "reason",
+                    "seconds_per_epoch", "epochs", "seed", "precision", "trainer",
+                    "encoder_weights", "reason",
                     "run_dir"])
 
 
@@ -52,7 +53,8 @@ def collect(out, cfg: Optional[Config] = None) -> List[dict]:
             row = {k: s.get(k, "") for k in RESULT_FIELDS}
             row.update(target=target_slug(r.target),
                        modality=MODALITY.get(parse_spec(r.target)[0], "other"),
-                       plan=plan, trained_as=r.plan, fold=r.fold, status=s.get("status"),
+                       model=r.model, plan=plan, trained_as=r.plan, fold=r.fold,
+                       status=s.get("status"),
                        reason=s.get("reason", ""),
                        run_dir=str(r.dir(out).relative_to(out)))
             rows.append(row)

@@ -76,8 +76,8 @@ def plan_set(name_or_list, units_path: int = 9, units_level: int = 5) -> List[st
     if name == "smoke":  # every figure's ingredients, few runs
         return ["contracting", "expanding", "shallow_to_deep:1", "shallow_to_deep:5",
                 "shallow_to_deep:9", "deep_to_shallow:1", "deep_to_shallow:5"]
-    if name == "cheng":
-        return ["all", "freeze_bottleneck", "expanding:blocks"]
+    if name == "cheng":  # Cheng & Lam: X-Unet all vs bottleneck frozen; V-Unet two-stage
+        return ["xunet/all", "xunet/freeze_bottleneck", "vunet/expanding:blocks>all"]
     return [p.strip() for p in name.split(",") if p.strip()]
 
 
@@ -139,8 +139,14 @@ def write_provenance(cfg: Config, out: pathlib.Path, precision: str) -> None:
 class RunSpec:
     target: str          # the target spec as given (NAME or NAME:ROOT)
     fold: int
-    plan: str            # canonical plan (trained)
+    plan: str            # canonical plan label (trained), e.g. "contracting" or "xunet/all"
     aliases: List[str]   # other plans with the same trainable layers
+    model: str = "unet"  # model kind of the run
+
+    @property
+    def bare_plan(self) -> str:
+        """The plan without its model prefix (``xunet/all`` -> ``all``)."""
+        return split_model(self.plan, self.model)[1]
 
     def dir(self, out: pathlib.Path) -> pathlib.Path:
         return out / "runs" / target_slug(self.target) / plan_slug(self.plan) / f"fold_{self.fold}"
@@ -169,35 +175,78 @@ def _load_pretrain_data(cfg: Config):
                         cache_directory=cfg.data.cache_dir, **opts)
 
 
-def canonical_plans(cfg: Config, plans: Sequence[str]):
-    """Group plans by their trainable layer set: ``[(canonical, [aliases])]`` in order."""
+MODEL_KINDS = ("unet", "xunet", "vunet")
+
+
+def split_model(plan: str, default: str):
+    """``"xunet/all"`` -> ``("xunet", "all")``; a plan without prefix uses ``default``."""
+    head, sep, rest = plan.partition("/")
+    if sep and head in MODEL_KINDS:
+        return head, rest
+    return default, plan
+
+
+def stages(plan: str) -> List[str]:
+    """``"expanding:blocks>all"`` -> two stages trained one after the other (Cheng's V-Unet)."""
+    parts = [p.strip() for p in plan.split(">")]
+    if any(not p for p in parts):
+        raise ValueError(f"bad staged plan {plan!r}: expected PLAN>PLAN, e.g. expanding:blocks>all")
+    return parts
+
+
+def model_config(cfg: Config, kind: str):
+    return dataclasses.replace(cfg.model, kind=kind)
+
+
+def _block_map(cfg: Config, kind: str):
     import keras
 
     from .blocks import BlockMap
-    from .plans import Plan
 
     keras.backend.clear_session()
-    bm = BlockMap(build_from_config(cfg.model))
-    groups: Dict[frozenset, list] = {}
+    mc = model_config(cfg, kind)
+    if kind == "vunet":
+        mc = dataclasses.replace(mc, encoder_weights=None)  # structure only
+    return BlockMap(build_from_config(mc))
+
+
+def canonical_plans(cfg: Config, plans: Sequence[str]):
+    """Group plans by model and trainable layer sets: ``[(canonical, [aliases], kind)]``."""
+    from .plans import Plan
+
+    maps = {}
+    groups: Dict[tuple, list] = {}
     order = []
     for p in plans:
-        if p in BASELINES:
-            key = frozenset({f"__{p}__"})
+        kind, bare = split_model(p, cfg.model.kind)
+        if kind not in maps:
+            maps[kind] = _block_map(cfg, kind)
+        if bare in BASELINES:
+            key = (kind, f"__{bare}__")
+            label = p
         else:
-            key = Plan.parse(p).trainable_layers(bm)
-            if not key:  # trains nothing = the pretrained net
-                key = frozenset({"__none__"})
+            sets = []
+            for st in stages(bare):
+                layers = Plan.parse(st).trainable_layers(maps[kind])
+                sets.append(layers if layers else frozenset({"__none__"}))
+            key = (kind, tuple(sets))
+            norm = ">".join(str(Plan.parse(st)) for st in stages(bare))
+            label = f"{kind}/{norm}" if p != bare else norm
         if key not in groups:
             groups[key] = []
             order.append(key)
-        groups[key].append(str(Plan.parse(p)) if p not in BASELINES else p)
-    return [(groups[k][0], groups[k][1:]) for k in order], bm
+        groups[key].append(label)
+    return [(groups[k][0], groups[k][1:], k[0]) for k in order], maps
 
 
 def study_plans(cfg: Config, bm_units=(9, 5)) -> List[str]:
     plans = plan_set(cfg.study.plans, *bm_units)
     if cfg.study.baselines:
-        plans = [p for p in plans if p not in BASELINES] + list(BASELINES)
+        # baselines use the model of the first plan (X-Unet for the `cheng` set)
+        kind, _ = split_model(plans[0], cfg.model.kind) if plans else (cfg.model.kind, "")
+        prefix = f"{kind}/" if kind != cfg.model.kind else ""
+        plans = [p for p in plans if split_model(p, "")[1] not in BASELINES] + \
+            [prefix + b for b in BASELINES]
     return plans
 
 
@@ -207,15 +256,14 @@ def list_runs(cfg: Config, targets: Sequence[str]):
 
     from .blocks import BlockMap
 
-    keras.backend.clear_session()
-    bm = BlockMap(build_from_config(cfg.model))
+    bm = _block_map(cfg, cfg.model.kind)
     plans = study_plans(cfg, (bm.units("path"), bm.units("level")))
     groups, _ = canonical_plans(cfg, plans)
     runs = []
     for t in targets:
         for k in range(cfg.finetune.folds):
-            for canon, aliases in groups:
-                runs.append(RunSpec(t, k, canon, aliases))
+            for canon, aliases, kind in groups:
+                runs.append(RunSpec(t, k, canon, aliases, kind))
     return runs, plans, bm
 
 
@@ -245,8 +293,10 @@ class FoldSession:
     ``model.fit`` - needed for fp16 loss scaling and ``tf.distribute``.
     """
 
-    def __init__(self, cfg: Config, fold: int, precision: str, strategy=None):
+    def __init__(self, cfg: Config, fold: int, precision: str, strategy=None,
+                 kind: Optional[str] = None):
         self.cfg, self.fold, self.strategy = cfg, fold, strategy
+        self.mcfg = model_config(cfg, kind or cfg.model.kind)
         self.seed = cfg.study.seed + fold
         self.kind = resolve_trainer(cfg.study.trainer, precision, strategy)
         self.precision = precision
@@ -256,7 +306,7 @@ class FoldSession:
             from .blocks import BlockMap
             from .training import MaskedTrainer
 
-            self.model = build_from_config(cfg.model)
+            self.model = build_from_config(self.mcfg)
             self.bm = BlockMap(self.model)
             self.trainer = MaskedTrainer(self.model, cfg.finetune.learning_rate)
 
@@ -267,43 +317,63 @@ class FoldSession:
         from .plans import Plan, PlanReport, apply_plan, _count
 
         ft = self.cfg.finetune
+        plan = split_model(plan, self.mcfg.kind)[1]
         epochs = 0 if plan == "none" else ft.epochs
-        eff = "all" if plan == "scratch" else plan
+        steps = ["all" if st == "scratch" else st for st in stages(plan)]
+        rows, times = [], []
         if self.kind == "masked":
-            chosen = Plan.parse(eff).trainable_layers(self.bm)
-            self.trainer.reset(None if plan == "scratch" else pretrained_weights, chosen)
-            keras.utils.set_random_seed(self.seed)
-            before = _weights_by_layer(self.model)
-            ordered = tuple(l.name for l in self.model.layers if l.name in chosen)
-            n_tr = sum(_count(l.weights) for l in self.model.layers if l.name in chosen)
-            report = PlanReport(eff, ordered, n_tr, _count(self.model.weights) - n_tr)
-            rows, times = [], []
-            if epochs:
-                ds = make_dataset(train[0], train[1], ft.batch_size, shuffle=True, seed=self.seed)
-                rows, times = self.trainer.fit(ds, epochs)
+            chosen_all = set()
+            for i, st in enumerate(steps):
+                chosen = Plan.parse(st).trainable_layers(self.bm)
+                chosen_all |= chosen
+                if i == 0:
+                    self.trainer.reset(None if plan == "scratch" else pretrained_weights, chosen)
+                    keras.utils.set_random_seed(self.seed)
+                    before = _weights_by_layer(self.model)
+                else:  # next stage: keep the weights, fresh optimizer state
+                    self.trainer.reset(self.model.get_weights(), chosen)
+                if epochs:
+                    ds = make_dataset(train[0], train[1], ft.batch_size, shuffle=True,
+                                      seed=self.seed + i)
+                    r, t = self.trainer.fit(ds, epochs)
+                    rows += [{**x, "stage": i + 1} for x in r]
+                    times += t
+            ordered = tuple(l.name for l in self.model.layers if l.name in chosen_all)
+            n_tr = sum(_count(l.weights) for l in self.model.layers if l.name in chosen_all)
+            report = PlanReport(plan, ordered, n_tr, _count(self.model.weights) - n_tr)
             return self.model, report, rows, times, before, self.bm, self.trainer.predict
         self.resolved = fresh_session(self.seed, self.precision, self.cfg.study.deterministic)
         from .blocks import BlockMap
 
         with strategy_scope(self.strategy):
-            model = build_from_config(self.cfg.model)
+            model = build_from_config(self.mcfg)
             bm = BlockMap(model)
             if plan != "scratch":
                 model.set_weights(pretrained_weights)
             before = _weights_by_layer(model)
-            report = apply_plan(model, eff, block_map=bm,
-                                optimizer=keras.optimizers.Adam(ft.learning_rate),
-                                loss="binary_crossentropy")
-        rows, times = [], []
-        if epochs:
-            timer = EpochTimer()
-            ds = make_dataset(train[0], train[1], ft.batch_size, shuffle=True, seed=self.seed)
-            history = model.fit(ds, epochs=epochs, verbose=verbose, shuffle=False,
-                                callbacks=[keras.callbacks.TerminateOnNaN(), timer])
-            rows, times = history_rows(history), timer.times
-            losses = [r.get("loss", np.nan) for r in rows]
-            if len(losses) < epochs or not np.all(np.isfinite(losses)):
-                raise NaNLossError(f"loss became NaN/inf at epoch {len(losses)}")
+        chosen_all = set()
+        for i, st in enumerate(steps):
+            with strategy_scope(self.strategy):
+                report = apply_plan(model, st, block_map=bm,
+                                    optimizer=keras.optimizers.Adam(ft.learning_rate),
+                                    loss="binary_crossentropy")
+            chosen_all |= set(report.trainable_layers)
+            if epochs:
+                timer = EpochTimer()
+                ds = make_dataset(train[0], train[1], ft.batch_size, shuffle=True,
+                                  seed=self.seed + i)
+                history = model.fit(ds, epochs=epochs, verbose=verbose, shuffle=False,
+                                    callbacks=[keras.callbacks.TerminateOnNaN(), timer])
+                r = history_rows(history)
+                losses = [x.get("loss", np.nan) for x in r]
+                if len(losses) < epochs or not np.all(np.isfinite(losses)):
+                    raise NaNLossError(f"loss became NaN/inf at epoch {len(losses)}")
+                rows += [{**x, "stage": i + 1} for x in r]
+                times += timer.times
+        if len(steps) > 1:
+            ordered = tuple(l.name for l in model.layers if l.name in chosen_all)
+            n_tr = sum(_count(l.weights) for l in model.layers if l.name in chosen_all)
+            report = PlanReport(plan, ordered, n_tr, _count(model.weights) - n_tr)
         return model, report, rows, times, before, bm, \
             (lambda x, batch_size=8: predict(model, x, batch_size))
 
@@ -326,12 +396,12 @@ def run_one(cfg: Config, spec: RunSpec, out: pathlib.Path, train, test, pretrain
     ft = cfg.finetune
     t0 = time.perf_counter()
     model, report, rows, times, before, bm, predict_fn = session.train(
-        spec.plan, train, pretrained_weights, verbose)
+        spec.bare_plan, train, pretrained_weights, verbose)
     train_seconds = time.perf_counter() - t0
     probs = predict_fn(test[0], batch_size=max(ft.batch_size, 8))
     m = batch_metrics(test[1], probs)
     after = _weights_by_layer(model)
-    change = None if spec.plan == "scratch" else _relative_change(before, after, bm)
+    change = None if spec.bare_plan == "scratch" else _relative_change(before, after, bm)
     ids = test[2]
     write_csv(run_dir / "per_image.csv",
               [{"id": i, **{k: float(m[k][j]) for k in METRICS}} for j, i in enumerate(ids)])
@@ -340,10 +410,12 @@ def run_one(cfg: Config, spec: RunSpec, out: pathlib.Path, train, test, pretrain
         pred = (probs[..., 0] > 0.5)
         _atomic_npz(run_dir / "predictions.npz", ids=np.array(ids),
                     shape=np.array(pred.shape), bits=np.packbits(pred.ravel()))
-    none = spec.plan == "none"
+    none = spec.bare_plan == "none"
     total = report.trainable_params + report.frozen_params
     summary = {
         "status": "ok", "target": spec.target, "fold": spec.fold, "plan": spec.plan,
+        "model": spec.model, "encoder_weights": (session.mcfg.encoder_weights
+                                                 if spec.model == "vunet" else None),
         "aliases": spec.aliases, "n_train": int(len(train[0])), "n_test": int(len(ids)),
         **{f"{k}_mean": float(np.mean(m[k])) for k in METRICS},
         **{f"{k}_std": float(np.std(m[k])) for k in METRICS},
@@ -391,6 +463,33 @@ def _fold_arrays(cfg: Config, ds, fold: dict, fold_index: int):
     return (xa, ma), (ds.images[te], ds.masks[te], [ds.ids[i] for i in te])
 
 
+def pretrained_dir(cfg: Config, out: pathlib.Path, kind: str) -> pathlib.Path:
+    return out / ("pretrained" if kind == cfg.model.kind else f"pretrained_{kind}")
+
+
+def pretrained_weights_by_kind(cfg: Config, out, kinds, precision, verbose=0, force=False,
+                               strategy=None) -> Dict[str, list]:
+    """Starting weights per model kind: U-Net / X-Unet pretrained on the salient-object set
+    (reused when present); V-Unet = its VGG16 encoder weights + a seeded random decoder."""
+    import keras
+
+    out = pathlib.Path(out)
+    result, pre_data = {}, None
+    for kind in dict.fromkeys(kinds):
+        sub = dataclasses.replace(cfg, model=model_config(cfg, kind))
+        if kind == "vunet":
+            fresh_session(cfg.study.seed, precision)
+            result[kind] = build_from_config(sub.model).get_weights()
+            continue
+        d = pretrained_dir(cfg, out, kind)
+        if not ((d / "model.keras").exists() and not force):
+            pre_data = pre_data or _load_pretrain_data(cfg)
+        path = pretrain(sub, pre_data, d, precision=precision, verbose=verbose, force=force,
+                        strategy=strategy)
+        result[kind] = keras.saving.load_model(path, compile=False).get_weights()
+    return result
+
+
 def parse_shard(shard) -> tuple:
     if shard in (None, ""):
         return (0, 1)
@@ -423,15 +522,13 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
     write_provenance(cfg, out, precision)
     strategy = get_strategy(distribute)
 
-    pre_data = _load_pretrain_data(cfg)
-    model_path = pretrain(cfg, pre_data, out / "pretrained", precision=precision, verbose=verbose,
-                          force=force_pretrain, strategy=strategy)
-    del pre_data
-    import keras
-
-    pretrained_weights = keras.saving.load_model(model_path, compile=False).get_weights()
-
     runs, _, _ = list_runs(cfg, cfg.data.targets)
+    if any(r.model == "vunet" for r in runs):  # fail before any training, with a clear message
+        from .vunet import resolve_encoder_weights
+
+        resolve_encoder_weights(cfg.model.encoder_weights)
+    pretrained = pretrained_weights_by_kind(cfg, out, [r.model for r in runs], precision,
+                                            verbose, force_pretrain, strategy)
     mine = [r for j, r in enumerate(runs) if j % shard_n == shard_i]
     todo = []
     for r in mine:
@@ -443,7 +540,7 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
         todo.append(r)
     log.info("study: %d runs in this shard, %d to do", len(mine), len(todo))
 
-    cache, session = {}, None
+    cache, sessions = {}, {}
     bar = tqdm(todo, desc="fine-tuning runs", unit="run", disable=not progress)
     for r in bar:
         bar.set_postfix_str(f"{r.target} fold {r.fold} {r.plan}")
@@ -454,12 +551,12 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
             folds = load_or_make_folds(out / "splits" / f"{target_slug(r.target)}.json", ds.ids,
                                        cfg.finetune.folds, cfg.study.seed, ds.strata())
             cache[key] = _fold_arrays(cfg, ds, folds[r.fold], r.fold)
-            session = None
+            sessions = {}
         train, test = cache[key]
         try:
-            if session is None:
-                session = FoldSession(cfg, r.fold, precision, strategy)
-            run_one(cfg, r, out, train, test, pretrained_weights, session, verbose)
+            if r.model not in sessions:
+                sessions[r.model] = FoldSession(cfg, r.fold, precision, strategy, r.model)
+            run_one(cfg, r, out, train, test, pretrained[r.model], sessions[r.model], verbose)
         except Exception as e:  # noqa: BLE001 - recorded, the study goes on
             log.warning("run %s / fold %d / %s failed: %s", r.target, r.fold, r.plan, e)
             atomic_write_text(r.dir(out) / "summary.json", json.dumps({

@@ -56,3 +56,28 @@ def test_sim_lus_deterministic_ranges_and_rib_shadow():
         assert img[m].mean() > 2 * below.mean()  # bright cortex, dark acoustic shadow
     p = load_dataset("sim_lus", n=2, size=64, seed=3, target="pleura", cache=False)
     assert not np.array_equal(p.masks, a.masks[:2])
+
+
+def test_cheng_study_end_to_end(tmp_path):
+    from conftest import tiny_config
+    from keras_unet_ft.figures import CHENG_FIG3, fig3_examples
+    from keras_unet_ft.study import run_study
+
+    cfg = tiny_config(**{"data.targets": "sim_lus", "study.plans": "cheng",
+                         "study.baselines": "true", "model.encoder_weights": "none",
+                         "data.cache_dir": str(tmp_path / "cache")})
+    out = run_study(cfg, tmp_path / "r", progress=False)
+    import csv
+
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    plans = {r["plan"] for r in rows}
+    assert plans == {"xunet/all", "xunet/freeze_bottleneck", "vunet/expanding:blocks>all",
+                     "xunet/none", "xunet/scratch"}
+    assert all(r["status"] == "ok" for r in rows)
+    v = [r for r in rows if r["model"] == "vunet"]
+    assert v and all(r["epochs"] == str(2 * cfg.finetune.epochs) for r in v)  # two stages
+    report = (out / "REPORT.md").read_text()
+    assert "Cheng & Lam" in report and "random VGG16 encoder" in report
+    assert "0.814 ± 0.007" in report
+    png = fig3_examples(out, "sim_lus", plans=CHENG_FIG3, name="examples_vunet_vs_xunet")
+    assert png.exists()
