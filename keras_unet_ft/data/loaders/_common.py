@@ -46,6 +46,18 @@ def image_files(folder: pathlib.Path, exts: Sequence[str] = IMAGE_EXTENSIONS) ->
                   if p.is_file() and p.suffix.lower() in exts and not p.name.startswith("."))
 
 
+def check_unpaired(name: str, missing: List[str], skip_unpaired: bool, n_pairs: int,
+                   what: str = "a mask", root=None) -> None:
+    """Error (or, with ``skip_unpaired``, a warning) listing the first unpaired images."""
+    if missing:
+        msg = f"{name}: {len(missing)} image(s) without {what}, e.g. {missing[:5]}"
+        if not skip_unpaired:
+            raise ValueError(msg + " (use --skip-unpaired / skip_unpaired=True to leave them out)")
+        log.warning("%s; left out", msg)
+    if not n_pairs:
+        raise ValueError(f"{name}: no image/mask pairs found" + (f" under {root}" if root else ""))
+
+
 def pair_by_stem(name: str, images: List[pathlib.Path], masks: Dict[str, list],
                  skip_unpaired: bool) -> List[tuple]:
     """``[(stem, image_path, [mask_paths])]``; error (or warning) on unpaired images."""
@@ -56,15 +68,7 @@ def pair_by_stem(name: str, images: List[pathlib.Path], masks: Dict[str, list],
             pairs.append((p.stem, p, m))
         else:
             missing.append(p.name)
-    if missing:
-        msg = (f"{name}: {len(missing)} image(s) without a mask, e.g. {missing[:5]}"
-               + ("" if skip_unpaired else " (use --skip-unpaired / skip_unpaired=True to "
-                  "leave them out)"))
-        if not skip_unpaired:
-            raise ValueError(msg)
-        log.warning("%s; left out", msg)
-    if not pairs:
-        raise ValueError(f"{name}: no image/mask pairs found")
+    check_unpaired(name, missing, skip_unpaired, len(pairs))
     return pairs
 
 

@@ -2,7 +2,7 @@
 
 import re
 
-from ._common import LayoutError, image_files, read_pairs, require_dir
+from ._common import check_unpaired, LayoutError, image_files, read_pairs, require_dir
 
 LAYOUT = ("  ROOT/benign/benign (1).png, benign (1)_mask.png[, benign (1)_mask_1.png ...]\n"
           "  ROOT/malignant/...\n  ROOT/normal/...      (ROOT may also be the folder above "
@@ -46,10 +46,5 @@ def load(root, size=(256, 256), include_normal=True, skip_unpaired=False, progre
                 classes.append(cls)
             else:
                 missing.append(f"{cls}/{p.name}")
-    if missing:
-        msg = f"busi: {len(missing)} image(s) without a mask, e.g. {missing[:5]}"
-        if not skip_unpaired:
-            raise ValueError(msg + " (use --skip-unpaired / skip_unpaired=True to leave them out)")
-    if not items:
-        raise ValueError(f"busi: no image/mask pairs under {root}")
+    check_unpaired("busi", missing, skip_unpaired, len(items), "a mask", root)
     return read_pairs("busi", items, size, str(root), meta={"class": classes}, progress=progress)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._common import LayoutError, image_files, read_pairs, require_dir
+from ._common import check_unpaired, LayoutError, image_files, read_pairs, require_dir
 
 LAYOUT = ("  ROOT/**/*.IMG                          JSRT: raw 2048x2048, 16-bit big-endian,\n"
           "                                         12-bit values, no header\n"
@@ -51,11 +51,6 @@ def load(root, size=(256, 256), invert=True, skip_unpaired=False, progress=True)
             items.append((p.stem, p, [m["left lung"], m["right lung"]]))
         else:
             missing.append(p.name)
-    if missing:
-        msg = f"jsrt_scr: {len(missing)} image(s) without both lung masks, e.g. {missing[:5]}"
-        if not skip_unpaired:
-            raise ValueError(msg + " (use --skip-unpaired / skip_unpaired=True to leave them out)")
-    if not items:
-        raise ValueError(f"jsrt_scr: no image/mask pairs under {root}")
+    check_unpaired("jsrt_scr", missing, skip_unpaired, len(items), "both lung masks", root)
     return read_pairs("jsrt_scr", items, size, str(root),
                       read=lambda p: read_jsrt(p, invert), progress=progress)

@@ -1,6 +1,6 @@
 """Montgomery County chest X-ray set (Jaeger et al., 2014): 138 images, manual lung masks."""
 
-from ._common import find_dir, image_files, read_pairs, require_dir
+from ._common import check_unpaired, find_dir, image_files, read_pairs, require_dir
 
 LAYOUT = ("  ROOT/CXR_png/*.png\n  ROOT/ManualMask/leftMask/*.png\n"
           "  ROOT/ManualMask/rightMask/*.png     (ROOT may be MontgomerySet or the folder above)")
@@ -18,10 +18,5 @@ def load(root, size=(256, 256), skip_unpaired=False, progress=True):
             items.append((p.stem, p, [left[p.stem], right[p.stem]]))
         else:
             missing.append(p.name)
-    if missing:
-        msg = f"montgomery: {len(missing)} image(s) without both lung masks, e.g. {missing[:5]}"
-        if not skip_unpaired:
-            raise ValueError(msg + " (use --skip-unpaired / skip_unpaired=True to leave them out)")
-    if not items:
-        raise ValueError(f"montgomery: no image/mask pairs under {root}")
+    check_unpaired("montgomery", missing, skip_unpaired, len(items), "both lung masks", root)
     return read_pairs("montgomery", items, size, str(root), progress=progress)
