@@ -3,6 +3,7 @@
 
     python benchmarks/bench.py                 # every section
     python benchmarks/bench.py train plans     # some sections: train, plans, pipeline, data, peak
+    BENCH_CONFIGS=quick BENCH_PRECISIONS=fp32 python benchmarks/bench.py train   # a subset
 
 Sections:
   peak      matmul GFLOP/s of this machine (fp32, bf16), the reference for "fraction of peak"
@@ -29,7 +30,7 @@ CONFIGS = {  # name: (size, base filters, batch)
     "quick": (64, 8, 8),
     "paper": (256, 64, 2),
 }
-STEPS = {"quick": 40, "paper": 4}
+STEPS = {"quick": 150, "paper": 4}  # quick: one epoch of the quick profile
 
 
 def conv_flops(model) -> float:
@@ -66,7 +67,7 @@ def _session(precision):
     fresh_session(0, precision)
 
 
-def bench_train(precisions=("fp32", "bf16")):
+def bench_train(precisions=tuple(os.environ.get("BENCH_PRECISIONS", "fp32,bf16").split(","))):
     import tensorflow as tf
 
     from keras_unet_ft.model import build_unet
@@ -77,7 +78,10 @@ def bench_train(precisions=("fp32", "bf16")):
           f"bf16 {peaks['bf16']:.0f} GFLOP/s)\n")
     print("| config | precision | path | images/s | GFLOP/s | % of peak | ratio package/plain |")
     print("|---|---|---|---|---|---|---|")
+    chosen = os.environ.get("BENCH_CONFIGS", ",".join(CONFIGS)).split(",")
     for name, (size, base, batch) in CONFIGS.items():
+        if name not in chosen:
+            continue
         n = batch * STEPS[name]
         x = np.random.default_rng(0).random((n, size, size, 1), dtype=np.float32)
         y = (x > 0.5).astype(np.uint8)

@@ -32,17 +32,26 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="recompute finished runs")
     p.add_argument("--shard", help="I/N: run a deterministic share of the runs")
     p.add_argument("--distribute", choices=["mirrored"], help="multi-GPU training")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="fine-tuning processes sharing the CPU cores (2 on a 2-core CPU: faster)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args.model = None
     cfg = config_from_args(args)
     out = pathlib.Path(args.out or f"results/{cfg.profile}")
     t0 = time.time()
-    from keras_unet_ft.study import run_study
+    from keras_unet_ft.study import run_study, run_study_parallel
 
     try:
-        run_study(cfg, out, force=args.force, shard=args.shard, distribute=args.distribute,
-                  verbose=1 if args.verbose else 0)
+        if args.jobs > 1:
+            if args.shard or args.distribute:
+                raise ValueError("--jobs runs its own shards; do not combine it with --shard "
+                                 "or --distribute")
+            run_study_parallel(cfg, out, args.jobs, force=args.force,
+                               verbose=1 if args.verbose else 0)
+        else:
+            run_study(cfg, out, force=args.force, shard=args.shard, distribute=args.distribute,
+                      verbose=1 if args.verbose else 0)
     except (ValueError, FileNotFoundError) as e:
         print(f"run_all: error: {e}", file=sys.stderr)
         return 2

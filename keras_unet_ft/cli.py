@@ -166,11 +166,23 @@ def cmd_pretrain(args) -> int:
 
 def cmd_study(args) -> int:
     from .study import run_study
+    from .training import set_threads
 
-    cfg = config_from_args(args)
+    set_threads(args.threads)
+    if args.config:
+        import json
+        import pathlib
+
+        from .config import config_from_dict
+
+        data = json.loads(pathlib.Path(args.config).read_text())
+        cfg = config_from_dict(data.get("config", data))
+    else:
+        cfg = config_from_args(args)
     out = run_study(cfg, args.out, force=args.force, retry_failed=args.retry_failed,
                     shard=args.shard, distribute=args.distribute,
-                    verbose=1 if args.verbose else 0, force_pretrain=args.force_pretrain)
+                    verbose=1 if args.verbose else 0, force_pretrain=args.force_pretrain,
+                    aggregate=not args.no_aggregate, progress=not args.quiet)
     print(f"results: {out} (REPORT.md, results.csv, summary.csv, stats.csv)")
     return 0
 
@@ -206,6 +218,12 @@ def _register_study(sub) -> None:
     p.add_argument("--force-pretrain", action="store_true", help="retrain the pretrained model")
     p.add_argument("--shard", help="I/N: run a deterministic share of the runs")
     p.add_argument("--distribute", choices=["mirrored"], help="tf.distribute strategy")
+    p.add_argument("--config", help="take the whole config from a config.json (e.g. of a "
+                   "results folder) instead of --profile/--set")
+    p.add_argument("--threads", type=int, help="TensorFlow intra-op threads")
+    p.add_argument("--no-aggregate", action="store_true",
+                   help="do not write results.csv/REPORT.md (other shards still running)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("report", help="(re)write results tables, figures and REPORT.md")

@@ -298,7 +298,8 @@ class FoldSession:
         self.cfg, self.fold, self.strategy = cfg, fold, strategy
         self.mcfg = model_config(cfg, kind or cfg.model.kind)
         self.seed = cfg.study.seed + fold
-        self.kind = resolve_trainer(cfg.study.trainer, precision, strategy)
+        steps = cfg.finetune.epochs * -(-cfg.finetune.augment_total // cfg.finetune.batch_size)
+        self.kind = resolve_trainer(cfg.study.trainer, precision, strategy, steps)
         self.precision = precision
         self.trainer = None
         if self.kind == "masked":
@@ -378,11 +379,20 @@ class FoldSession:
             (lambda x, batch_size=8: predict(model, x, batch_size))
 
 
-def resolve_trainer(trainer: str, precision: str, strategy=None) -> str:
+MASKED_MAX_STEPS = 1000  # above this many steps per run, Keras' retrace is paid back
+
+
+def resolve_trainer(trainer: str, precision: str, strategy=None, steps: int = 0) -> str:
+    """``auto``: the masked trainer for short runs (a retrace costs 4-13 s on a CPU, more
+    than a short run's training), Keras' own for long ones (frozen layers then cost
+    less per step: deep_to_shallow:1 ran at 0.45x the step time of ``all``,
+    BENCHMARKS.md), and always for fp16 or tf.distribute."""
     if trainer not in ("auto", "masked", "keras"):
         raise ValueError(f"study.trainer must be auto, masked or keras, got {trainer!r}")
     if trainer == "auto":
-        return "keras" if (strategy is not None or precision == "fp16") else "masked"
+        if strategy is not None or precision == "fp16" or steps > MASKED_MAX_STEPS:
+            return "keras"
+        return "masked"
     if trainer == "masked" and (strategy is not None or precision == "fp16"):
         raise ValueError("the masked trainer supports fp32/bf16 without tf.distribute; "
                          "use study.trainer=keras")
@@ -490,6 +500,53 @@ def pretrained_weights_by_kind(cfg: Config, out, kinds, precision, verbose=0, fo
     return result
 
 
+def run_study_parallel(cfg: Config, out, jobs: int, force: bool = False, verbose: int = 0,
+                       progress: bool = True):
+    """Pretrain once, then run the fine-tuning runs in ``jobs`` shard processes sharing ``out``.
+
+    On a CPU a small U-Net keeps only about one core busy; two processes on two
+    cores finish the grid sooner. Each process gets ``cores // jobs`` TensorFlow
+    threads; the parent shows one progress bar (finished runs on disk) and
+    aggregates at the end.
+    """
+    import os
+    import subprocess
+    import sys as _sys
+
+    from tqdm.auto import tqdm
+
+    out = pathlib.Path(out)
+    run_study(cfg, out, force=False, verbose=verbose, progress=progress, prepare_only=True)
+    runs, _, _ = list_runs(cfg, cfg.data.targets)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    env = {**os.environ, "UNET_FT_NO_PROGRESS": "1"}
+    cmd = [_sys.executable, "-m", "keras_unet_ft.cli", "study", "--config", str(out / "config.json"),
+           "--out", str(out), "--no-aggregate", "--threads", str(threads), "--quiet"]
+    if force:
+        cmd.append("--force")
+    procs = [subprocess.Popen(cmd + ["--shard", f"{i}/{jobs}"], env=env) for i in range(jobs)]
+
+    def done():
+        return sum((r.dir(out) / "summary.json").exists() for r in runs)
+
+    start = done() if not force else 0
+    bar = tqdm(total=len(runs), initial=start, desc=f"fine-tuning runs ({jobs} processes)",
+               unit="run", disable=not progress)
+    while any(p.poll() is None for p in procs):
+        time.sleep(2)
+        bar.update(max(0, done() - bar.n))
+    bar.update(max(0, done() - bar.n))
+    bar.close()
+    bad = [p.returncode for p in procs if p.returncode]
+    if bad:
+        raise RuntimeError(f"{len(bad)} of {jobs} shard processes failed (exit codes {bad}); "
+                           "finished runs are kept - run again to resume")
+    from .results import aggregate as _aggregate
+
+    _aggregate(out, cfg)
+    return out
+
+
 def parse_shard(shard) -> tuple:
     if shard in (None, ""):
         return (0, 1)
@@ -507,7 +564,8 @@ def parse_shard(shard) -> tuple:
 
 def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = False,
               shard=None, distribute: Optional[str] = None, verbose: int = 0,
-              progress: bool = True, force_pretrain: bool = False, aggregate: bool = True):
+              progress: bool = True, force_pretrain: bool = False, aggregate: bool = True,
+              prepare_only: bool = False):
     """Pretrain (or reuse), run every fine-tuning run of this shard, aggregate the results.
 
     Returns:
@@ -529,6 +587,12 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
         resolve_encoder_weights(cfg.model.encoder_weights)
     pretrained = pretrained_weights_by_kind(cfg, out, [r.model for r in runs], precision,
                                             verbose, force_pretrain, strategy)
+    if prepare_only:  # data cached and folds written, for shard processes to share
+        for t in cfg.data.targets:
+            ds = _load_target(cfg, t)
+            load_or_make_folds(out / "splits" / f"{target_slug(t)}.json", ds.ids,
+                               cfg.finetune.folds, cfg.study.seed, ds.strata())
+        return out
     mine = [r for j, r in enumerate(runs) if j % shard_n == shard_i]
     todo = []
     for r in mine:

@@ -177,3 +177,15 @@ def test_config_overrides_and_errors():
         load_config("huge")
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_set(["epochs"])
+
+
+def test_parallel_shard_processes_share_one_folder(tmp_path):
+    from keras_unet_ft.study import run_study_parallel
+
+    cfg = tiny_config(**{"data.targets": "sim_bus", "study.plans": "contracting,expanding",
+                         "study.baselines": "false",
+                         "data.cache_dir": str(tmp_path / "cache")})
+    out = run_study_parallel(cfg, tmp_path / "r", jobs=2, progress=False)
+    rows = _rows(out / "results.csv")
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    assert (out / "REPORT.md").exists()
