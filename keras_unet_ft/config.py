@@ -70,6 +70,7 @@ class StudyConfig:
     deterministic: bool = True    # tf.config.experimental.enable_op_determinism
     save_predictions: bool = True
     trainer: str = "auto"         # auto | masked | keras (see study.FoldSession)
+    am_steps: int = 100           # activation-maximization steps for Fig. 5
 
 
 @dataclasses.dataclass
@@ -103,7 +104,7 @@ PROFILES: Dict[str, Dict[str, Any]] = {
         "data.pretrain_n": 64, "data.target_n": 24,
         "pretrain.epochs": 2, "pretrain.batch_size": 8,
         "finetune.epochs": 2, "finetune.batch_size": 8, "finetune.augment_total": 32,
-        "finetune.folds": 2, "study.plans": "smoke",
+        "finetune.folds": 2, "study.plans": "smoke", "study.am_steps": 20,
     },
 }
 

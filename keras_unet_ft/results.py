@@ -144,7 +144,7 @@ def aggregate(out, cfg: Optional[Config] = None, report: bool = True, figures: b
             make_all_figures = None
         if make_all_figures is not None:
             try:
-                make_all_figures(out)
+                make_all_figures(out, steps=cfg.study.am_steps)
             except Exception as e:  # noqa: BLE001 - figures must not lose the results
                 log.warning("figures failed: %s", e)
     if report:

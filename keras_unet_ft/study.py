@@ -45,7 +45,7 @@ from . import __version__
 from .config import Config
 from .data.augment import AugmentParams, augment_to
 from .data.folds import load_or_make_folds, write_json
-from .data.registry import load_dataset, parse_spec
+from .data.registry import REGISTRY, load_dataset, parse_spec
 from .metrics import METRICS, batch_metrics
 from .training import (NaNLossError, atomic_write_text, build_from_config, fresh_session,
                        get_strategy, history_rows, make_dataset, predict, pretrain,
@@ -155,7 +155,7 @@ class RunSpec:
 def _load_target(cfg: Config, spec: str):
     name, _ = parse_spec(spec)
     opts = {}
-    if name in ("sim_bus", "synth_cxr", "synth_salient", "sim_lus"):
+    if REGISTRY[name].kind == "builtin":
         opts["seed"] = cfg.study.seed + 1
         if cfg.data.target_n:
             opts["n"] = cfg.data.target_n
@@ -165,7 +165,7 @@ def _load_target(cfg: Config, spec: str):
 def _load_pretrain_data(cfg: Config):
     name, _ = parse_spec(cfg.data.pretrain)
     opts = {}
-    if name in ("sim_bus", "synth_cxr", "synth_salient", "sim_lus"):
+    if REGISTRY[name].kind == "builtin":
         opts["seed"] = cfg.study.seed
         if cfg.data.pretrain_n:
             opts["n"] = cfg.data.pretrain_n
