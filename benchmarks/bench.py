@@ -68,8 +68,6 @@ def _session(precision):
 
 
 def bench_train(precisions=tuple(os.environ.get("BENCH_PRECISIONS", "fp32,bf16").split(","))):
-    import tensorflow as tf
-
     from keras_unet_ft.model import build_unet
     from keras_unet_ft.training import MaskedTrainer, make_dataset
 

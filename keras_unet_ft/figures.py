@@ -65,6 +65,15 @@ def _targets(rows) -> List[str]:
     return list(dict.fromkeys(r["target"] for r in rows))
 
 
+def _runs_by_plan(rows, target) -> Dict[str, List[dict]]:
+    """Result rows of ``target`` grouped by plan, plans in study order."""
+    groups: Dict[str, List[dict]] = {}
+    for r in rows:
+        if r["target"] == target:
+            groups.setdefault(r["plan"], []).append(r)
+    return groups
+
+
 def _f(x) -> float:
     try:
         return float(x)
@@ -363,14 +372,10 @@ def fig_dice_boxplots(out) -> Optional[pathlib.Path]:
     fig, axes = plt.subplots(len(targets), 1, figsize=(max(8, 0.45 * 25), 3.6 * len(targets)),
                              squeeze=False)
     for ax, t in zip(axes[:, 0], targets):
-        plans = list(dict.fromkeys(r["plan"] for r in R if r["target"] == t))
-        data = []
-        for p in plans:
-            v = []
-            for r in R:
-                if r["target"] == t and r["plan"] == p:
-                    v += [x["dice"] for x in per_image(out, r).values()]
-            data.append(v)
+        groups = _runs_by_plan(R, t)
+        plans = list(groups)
+        data = [[x["dice"] for r in rs for x in per_image(out, r).values()]
+                for rs in groups.values()]
         ax.boxplot(data, showfliers=False)
         ax.set_xticks(range(1, len(plans) + 1), plans, rotation=60, ha="right", fontsize=7)
         ax.set_ylabel("Dice per held-out image")
@@ -434,15 +439,15 @@ def fig_weight_change(out, target: Optional[str] = None) -> Optional[pathlib.Pat
     target = target or _ultrasound_target(R)
     if target is None:
         return None
-    plans = list(dict.fromkeys(r["plan"] for r in R if r["target"] == target))
+    groups = _runs_by_plan(R, target)
+    plans = list(groups)
     mats = []
-    for p in plans:
+    for rs in groups.values():
         vals = []
-        for r in R:
-            if r["target"] == target and r["plan"] == p:
-                wc = json.loads((out / r["run_dir"] / "summary.json").read_text()).get("weight_change")
-                if wc:
-                    vals.append([wc[k] for k in sorted(wc, key=int)])
+        for r in rs:
+            wc = json.loads((out / r["run_dir"] / "summary.json").read_text()).get("weight_change")
+            if wc:
+                vals.append([wc[k] for k in sorted(wc, key=int)])
         mats.append(np.mean(vals, axis=0) if vals else None)
     keep = [i for i, m in enumerate(mats) if m is not None]
     if not keep:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from .results import read_csv
 from .training import atomic_write_text

@@ -44,7 +44,7 @@ import numpy as np
 from . import __version__
 from .config import Config
 from .data.augment import AugmentParams, augment_to
-from .data.folds import load_or_make_folds, write_json
+from .data.folds import load_or_make_folds
 from .data.registry import REGISTRY, load_dataset, parse_spec
 from .metrics import METRICS, batch_metrics
 from .training import (NaNLossError, atomic_write_text, build_from_config, fresh_session,
@@ -252,10 +252,6 @@ def study_plans(cfg: Config, bm_units=(9, 5)) -> List[str]:
 
 def list_runs(cfg: Config, targets: Sequence[str]):
     """Every run of the study in a fixed order (targets, folds, plans)."""
-    import keras
-
-    from .blocks import BlockMap
-
     bm = _block_map(cfg, cfg.model.kind)
     plans = study_plans(cfg, (bm.units("path"), bm.units("level")))
     groups, _ = canonical_plans(cfg, plans)

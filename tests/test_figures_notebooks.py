@@ -1,6 +1,5 @@
 """Each figure function on the tiny study; each notebook executes headless."""
 
-import os
 import pathlib
 
 import pytest

@@ -6,7 +6,6 @@ import logging
 import pathlib
 from typing import Callable, Dict, List, Optional, Sequence
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from ..dataset import Dataset
