@@ -59,6 +59,9 @@ class FinetuneConfig:
     shear: float = 0.05
     zoom: float = 0.05
     hflip: bool = True
+    # one learning rate per stage of a staged plan (``A>B``); empty = learning_rate for all.
+    # Cheng & Lam's V-Unet: 1e-5 (decoder only) then 5e-6 (all layers).
+    stage_learning_rates: List[float] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -74,6 +77,22 @@ class StudyConfig:
 
 
 @dataclasses.dataclass
+class SizesConfig:
+    """Cheng & Lam's dataset-size study: Dice vs number of training images, +- augmentation.
+
+    For each count N a seeded, nested subset of N images of each training fold is
+    used as it is (``no augmentation``) or augmented to ``augment_factor * N``
+    images (``augmentation``); the epochs are the fine-tuning epochs (Cheng kept
+    the epochs, their extra frames being flips). Counts above a fold's training
+    images are skipped and listed in the report.
+    """
+    run: str = "auto"             # auto (with the cheng plan set) | yes | no
+    counts: List[int] = dataclasses.field(default_factory=lambda: [50, 100, 200, 400])
+    plans: str = "xunet/all,vunet/expanding:blocks>all"
+    augment_factor: int = 2
+
+
+@dataclasses.dataclass
 class Config:
     profile: str = "paper"
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -81,6 +100,7 @@ class Config:
     pretrain: PretrainConfig = dataclasses.field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     study: StudyConfig = dataclasses.field(default_factory=StudyConfig)
+    sizes: SizesConfig = dataclasses.field(default_factory=SizesConfig)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -105,8 +125,18 @@ PROFILES: Dict[str, Dict[str, Any]] = {
         "pretrain.epochs": 2, "pretrain.batch_size": 8,
         "finetune.epochs": 2, "finetune.batch_size": 8, "finetune.augment_total": 32,
         "finetune.folds": 2, "study.plans": "smoke", "study.am_steps": 20,
+        "sizes.counts": "4,8,12",
     },
 }
+
+
+def _number(text: str):
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _coerce(current, value):
@@ -122,7 +152,7 @@ def _coerce(current, value):
         if isinstance(current, float):
             return float(value)
         if isinstance(current, list):
-            return [v for v in value.split(",") if v]
+            return [_number(v.strip()) for v in value.split(",") if v.strip()]
         if current is None or (isinstance(current, str) and value.lower() in ("none", "null")):
             if value.lower() in ("none", "null"):
                 return None
@@ -142,7 +172,7 @@ def apply_overrides(cfg: Config, overrides: Dict[str, Any]) -> Config:
         target = getattr(cfg, section, None)
         if not field or target is None or not dataclasses.is_dataclass(target):
             raise ValueError(f"unknown config key {key!r}; keys look like 'finetune.epochs' "
-                             f"(sections: model, data, pretrain, finetune, study)")
+                             f"(sections: model, data, pretrain, finetune, study, sizes)")
         if field not in {f.name for f in dataclasses.fields(target)}:
             names = ", ".join(f.name for f in dataclasses.fields(target))
             raise ValueError(f"unknown config key {key!r}; {section} has: {names}")
@@ -173,7 +203,7 @@ def load_config(profile: str = "quick", overrides: Optional[Dict[str, Any]] = No
 
 def config_from_dict(d: Dict[str, Any]) -> Config:
     cfg = Config(profile=d.get("profile", "paper"))
-    for section in ("model", "data", "pretrain", "finetune", "study"):
+    for section in ("model", "data", "pretrain", "finetune", "study", "sizes"):
         for k, v in d.get(section, {}).items():
             setattr(getattr(cfg, section), k, v)
     return cfg

@@ -464,12 +464,62 @@ def fig_weight_change(out, target: Optional[str] = None) -> Optional[pathlib.Pat
     return _save(fig, out, f"weight_change_{target}")
 
 
+SIZE_LABELS = {"xunet/all": "X-Unet, all layers",
+               "vunet/expanding:blocks>all": "V-Unet, decoder then all"}
+
+
+def fig_dice_vs_size(out) -> Optional[pathlib.Path]:
+    """Dice vs number of training images, with and without augmentation (Cheng & Lam).
+
+    One panel per target; one colour per model/plan; solid = augmented, dashed =
+    the originals only; error bars: std over folds. Sizes skipped in every fold
+    (a fold with fewer training images) are not drawn.
+    """
+    path = pathlib.Path(out) / "sizes_summary.csv"
+    if not path.exists():
+        return None
+    plt = _plt()
+    S = [r for r in read_csv(path) if int(r["folds_ok"]) > 0]
+    targets = _targets(S)
+    if not targets:
+        return None
+    fig, axes = plt.subplots(1, len(targets), figsize=(5.6 * len(targets), 4.2), squeeze=False)
+    colors = ["tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:cyan"]
+    for ax, t in zip(axes[0], targets):
+        rows = [r for r in S if r["target"] == t]
+        plans = list(dict.fromkeys(r["plan"] for r in rows))
+        for plan, color in zip(plans, colors * 4):
+            for aug, ls, mk in ((1, "-", "o"), (0, "--", "s")):
+                pts = sorted((int(r["n_originals"]), _f(r["dice_mean"]), _f(r["dice_std"]))
+                             for r in rows if r["plan"] == plan and int(r["augment"]) == aug)
+                if not pts:
+                    continue
+                n, m, sd = zip(*pts)
+                ax.errorbar(n, m, yerr=sd, color=color, ls=ls, marker=mk, capsize=3,
+                            mfc="white" if not aug else color,
+                            label=f"{SIZE_LABELS.get(plan, plan)}, "
+                                  f"{'augmented' if aug else 'no augmentation'}")
+        ns = sorted({int(r["n_originals"]) for r in rows})
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.minorticks_off()
+        ax.set_xlabel("original training images per fold")
+        ax.set_ylabel("average Dice (held-out folds)")
+        ax.set_title(t)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle("Dice vs training-set size (Cheng & Lam's data-size study); "
+                 "error bars: std over folds", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out, "dice_vs_training_size")
+
+
 def make_all_figures(out, steps: int = 100) -> List[pathlib.Path]:
     """Every figure the results folder has data for; returns the PNG paths."""
     S = _summary(out)
     made = [fig4_dice_vs_blocks(out, "path"), fig4_dice_vs_blocks(out, "level"),
             fig_dice_boxplots(out), fig_training_time(out), fig_param_share(out),
-            fig_weight_change(out)]
+            fig_weight_change(out), fig_dice_vs_size(out)]
     made += [fig3_examples(out, t) for t in _targets(S)]
     made += [fig3_examples(out, t, plans=CHENG_FIG3, name="examples_vunet_vs_xunet")
              for t in _targets(S)]

@@ -13,6 +13,8 @@ import math
 import pathlib
 from typing import Dict, List
 
+import numpy as np
+
 from .results import read_csv
 from .training import atomic_write_text
 
@@ -217,12 +219,62 @@ def cheng_section(S, results, target) -> List[str]:
     return L + [""]
 
 
+def sizes_section(rows: List[dict], target: str) -> List[str]:
+    """The dataset-size study of ``target``: Dice per size with / without augmentation,
+    and Cheng & Lam's two claims (data size and augmentation matter) checked."""
+    rows = [r for r in rows if r["target"] == target]
+    if not rows:
+        return []
+    L = ["### Dice vs training-set size (Cheng & Lam's data-size study)", "",
+         "Cheng & Lam: 200 vs 400 frames (V-Unet), 400 vs 600 (X-Unet), the extra frames being "
+         "flips; \"data size and augmentation matter\". Here: nested subsets of each training "
+         "fold, used as they are or augmented; Dice mean ± std over folds (folds run).", "",
+         "| model / plan | training images | no augmentation | augmented |", "|---|---|---|---|"]
+    by = {(r["plan"], int(r["n_originals"]), int(r["augment"])): r for r in rows}
+    plans = list(dict.fromkeys(r["plan"] for r in rows))
+    skipped = []
+    for p in plans:
+        for n in sorted({k[1] for k in by if k[0] == p}):
+            cells = []
+            for aug in (0, 1):
+                r = by.get((p, n, aug))
+                if r is None or int(r["folds_ok"]) == 0:
+                    cells.append("-")
+                    if r is not None and int(r["folds_skipped"]):
+                        skipped.append(f"{p} n={n}")
+                else:
+                    cells.append(f"{_pm(r, 'dice')} ({r['folds_ok']})")
+            L.append(f"| {p} | {n} | {cells[0]} | {cells[1]} |")
+    L.append("")
+    if skipped:
+        L += ["Skipped (a fold has fewer training images): "
+              + ", ".join(dict.fromkeys(skipped)) + ".", ""]
+    for p in plans:
+        for aug, label in ((1, "augmented"), (0, "no augmentation")):
+            pts = sorted((int(r["n_originals"]), float(r["dice_mean"])) for r in rows
+                         if r["plan"] == p and int(r["augment"]) == aug and int(r["folds_ok"]))
+            if len(pts) >= 2:
+                (n0, d0), (n1, d1) = pts[0], pts[-1]
+                L.append(f"- {p}, {label}: more data helps: **{'yes' if d1 > d0 else 'no'}**, "
+                         f"{n0} → {n1} images: {d0:.3f} → {d1:.3f} ({d1 - d0:+.4f}).")
+        diffs = [float(by[(p, n, 1)]["dice_mean"]) - float(by[(p, n, 0)]["dice_mean"])
+                 for (q, n, a) in by if q == p and a == 1 and (p, n, 0) in by
+                 and int(by[(p, n, 1)]["folds_ok"]) and int(by[(p, n, 0)]["folds_ok"])]
+        if diffs:
+            L.append(f"- {p}: augmentation helps: **{'yes' if np.mean(diffs) > 0 else 'no'}**, "
+                     f"augmented − not, averaged over {len(diffs)} sizes: {np.mean(diffs):+.4f} "
+                     f"Dice (better at {sum(d > 0 for d in diffs)} of {len(diffs)}).")
+    return L + [""]
+
+
 def write_report(out) -> pathlib.Path:
     out = pathlib.Path(out)
     results = read_csv(out / "results.csv")
     summary = read_csv(out / "summary.csv")
     stats = read_csv(out / "stats.csv") if (out / "stats.csv").exists() else []
     stats = [s for s in stats if s.get("plan_a")]
+    sizes = (read_csv(out / "sizes_summary.csv") if (out / "sizes_summary.csv").exists()
+             else [])
     prov = json.loads((out / "config.json").read_text())
     cfg = prov["config"]
     L = ["# Which layers to fine-tune? — results", ""]
@@ -264,6 +316,7 @@ def write_report(out) -> pathlib.Path:
         cheng = [p for p in S if p.startswith(("xunet/", "vunet/"))]
         if cheng:
             L += cheng_section(S, results, target)
+        L += sizes_section(sizes, target)
         F = findings(target, modality, S, stats, "masked" if "masked" in trainers else "keras")
         if F:
             L += ["### Findings of the paper, checked on this run", ""] + [f"- {s}" for s in F] + [""]

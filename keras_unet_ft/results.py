@@ -35,8 +35,17 @@ def load_config_of(out) -> Config:
     return config_from_dict(data["config"])
 
 
-def collect(out, cfg: Optional[Config] = None) -> List[dict]:
-    """One row per (target, plan, fold) of the study, aliases included."""
+SIZE_FIELDS = (["target", "model", "plan", "n_originals", "augment", "fold", "status"]
+               + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+               + ["n_train", "n_test", "epochs", "train_seconds", "reason", "run_dir"])
+
+
+def collect(out, cfg: Optional[Config] = None, sizes: bool = False) -> List[dict]:
+    """One row per (target, plan, fold) of the study, aliases included.
+
+    With ``sizes=True``: the runs of the dataset-size study instead, one row per
+    (target, plan, training images, augmentation, fold), skipped ones included.
+    """
     from .study import MODALITY, list_runs, target_slug
     from .data.registry import parse_spec
 
@@ -45,20 +54,46 @@ def collect(out, cfg: Optional[Config] = None) -> List[dict]:
     runs, _, _ = list_runs(cfg, cfg.data.targets)
     rows = []
     for r in runs:
+        if (r.n_train is not None) != sizes:
+            continue
         s_path = r.dir(out) / "summary.json"
         if not s_path.exists():
             continue
         s = json.loads(s_path.read_text())
         for plan in [r.plan] + list(r.aliases):
-            row = {k: s.get(k, "") for k in RESULT_FIELDS}
+            row = {k: s.get(k, "") for k in (SIZE_FIELDS if sizes else RESULT_FIELDS)}
             row.update(target=target_slug(r.target),
                        modality=MODALITY.get(parse_spec(r.target)[0], "other"),
                        model=r.model, plan=plan, trained_as=r.plan, fold=r.fold,
                        status=s.get("status"),
                        reason=s.get("reason", ""),
                        run_dir=str(r.dir(out).relative_to(out)))
+            if sizes:
+                row.update(n_originals=r.n_train, augment=int(r.augment))
+                row.pop("modality", None)
+                row.pop("trained_as", None)
             rows.append(row)
     return rows
+
+
+def summarize_sizes(rows: List[dict]) -> List[dict]:
+    """Mean and std over folds per (target, plan, training images, augmentation)."""
+    groups: Dict[tuple, List[dict]] = {}
+    for r in rows:
+        key = (r["target"], r["plan"], int(r["n_originals"]), int(r["augment"]))
+        groups.setdefault(key, []).append(r)
+    out = []
+    for (target, plan, n, aug), rs in sorted(groups.items()):
+        ok = [r for r in rs if r["status"] == "ok"]
+        row = {"target": target, "plan": plan, "n_originals": n, "augment": aug,
+               "folds_ok": len(ok), "folds_skipped": sum(r["status"] == "skipped" for r in rs),
+               "folds_failed": sum(r["status"] == "failed" for r in rs)}
+        for m in METRICS:
+            v = [float(r[f"{m}_mean"]) for r in ok]
+            row[f"{m}_mean"] = float(np.mean(v)) if v else math.nan
+            row[f"{m}_std"] = float(np.std(v)) if v else math.nan
+        out.append(row)
+    return out
 
 
 def summarize(rows: List[dict]) -> List[dict]:
@@ -137,6 +172,10 @@ def aggregate(out, cfg: Optional[Config] = None, report: bool = True, figures: b
     units = BlockMap(build_from_config(cfg.model)).units("path")
     st = paired_stats(out, rows, "dice", units)
     write_csv(out / "stats.csv", st, list(st[0].keys()) if st else ["target"])
+    size_rows = collect(out, cfg, sizes=True)
+    if size_rows:
+        write_csv(out / "sizes.csv", size_rows, SIZE_FIELDS)
+        write_csv(out / "sizes_summary.csv", summarize_sizes(size_rows))
     if figures:
         try:
             from .figures import make_all_figures

@@ -142,14 +142,26 @@ class RunSpec:
     plan: str            # canonical plan label (trained), e.g. "contracting" or "xunet/all"
     aliases: List[str]   # other plans with the same trainable layers
     model: str = "unet"  # model kind of the run
+    n_train: Optional[int] = None  # dataset-size study: original training images used
+    augment: bool = True           # dataset-size study: augmented (True) or as they are
 
     @property
     def bare_plan(self) -> str:
         """The plan without its model prefix (``xunet/all`` -> ``all``)."""
         return split_model(self.plan, self.model)[1]
 
+    @property
+    def variant(self) -> Optional[str]:
+        """``n0050-aug`` / ``n0050-noaug`` for a dataset-size run, else None."""
+        if self.n_train is None:
+            return None
+        return f"n{self.n_train:04d}-{'aug' if self.augment else 'noaug'}"
+
     def dir(self, out: pathlib.Path) -> pathlib.Path:
-        return out / "runs" / target_slug(self.target) / plan_slug(self.plan) / f"fold_{self.fold}"
+        base = out / "runs" / target_slug(self.target)
+        if self.variant:
+            base = base / "sizes" / self.variant
+        return base / plan_slug(self.plan) / f"fold_{self.fold}"
 
 
 def _load_target(cfg: Config, spec: str):
@@ -250,16 +262,67 @@ def study_plans(cfg: Config, bm_units=(9, 5)) -> List[str]:
     return plans
 
 
+def sizes_enabled(cfg: Config) -> bool:
+    """Whether the dataset-size study runs (``sizes.run``: auto = with the ``cheng`` plans)."""
+    run = str(cfg.sizes.run).lower()
+    if run not in ("auto", "yes", "no", "true", "false"):
+        raise ValueError(f"sizes.run must be auto, yes or no, got {cfg.sizes.run!r}")
+    if run == "auto":
+        return cfg.study.plans == "cheng"
+    return run in ("yes", "true")
+
+
+def size_counts(cfg: Config) -> List[int]:
+    """The training-set sizes of the dataset-size study, checked."""
+    counts = []
+    for c in cfg.sizes.counts:
+        try:
+            n = int(c)
+        except (TypeError, ValueError):
+            n = 0
+        if n < 1 or str(n) != str(c).strip():
+            raise ValueError(f"sizes.counts must be positive whole numbers, got {c!r} "
+                             f"in {cfg.sizes.counts!r}")
+        counts.append(n)
+    if int(cfg.sizes.augment_factor) < 1:
+        raise ValueError(f"sizes.augment_factor must be >= 1, got {cfg.sizes.augment_factor!r}")
+    return sorted(set(counts))
+
+
+def stage_learning_rate(cfg: Config, stage: int) -> float:
+    """Learning rate of stage ``stage`` (0-based) of a staged plan."""
+    rates = cfg.finetune.stage_learning_rates or []
+    if stage < len(rates):
+        try:
+            lr = float(rates[stage])
+        except (TypeError, ValueError):
+            lr = -1.0
+        if not lr > 0:
+            raise ValueError(f"finetune.stage_learning_rates must be positive numbers, "
+                             f"got {rates[stage]!r} in {rates!r}")
+        return lr
+    return float(cfg.finetune.learning_rate)
+
+
 def list_runs(cfg: Config, targets: Sequence[str]):
-    """Every run of the study in a fixed order (targets, folds, plans)."""
+    """Every run of the study in a fixed order (targets, folds, plans, then the
+    dataset-size runs of that fold when the size study is on)."""
     bm = _block_map(cfg, cfg.model.kind)
     plans = study_plans(cfg, (bm.units("path"), bm.units("level")))
     groups, _ = canonical_plans(cfg, plans)
+    size_groups, counts = [], []
+    if sizes_enabled(cfg):
+        counts = size_counts(cfg)
+        size_groups, _ = canonical_plans(cfg, plan_set(cfg.sizes.plans))
     runs = []
     for t in targets:
         for k in range(cfg.finetune.folds):
             for canon, aliases, kind in groups:
                 runs.append(RunSpec(t, k, canon, aliases, kind))
+            for canon, aliases, kind in size_groups:
+                for n in counts:
+                    for aug in (False, True):
+                        runs.append(RunSpec(t, k, canon, aliases, kind, n_train=n, augment=aug))
     return runs, plans, bm
 
 
@@ -315,6 +378,7 @@ class FoldSession:
 
         ft = self.cfg.finetune
         plan = split_model(plan, self.mcfg.kind)[1]
+        lrs = [stage_learning_rate(self.cfg, i) for i in range(len(stages(plan)))]
         epochs = 0 if plan == "none" else ft.epochs
         steps = ["all" if st == "scratch" else st for st in stages(plan)]
         rows, times = [], []
@@ -324,11 +388,12 @@ class FoldSession:
                 chosen = Plan.parse(st).trainable_layers(self.bm)
                 chosen_all |= chosen
                 if i == 0:
-                    self.trainer.reset(None if plan == "scratch" else pretrained_weights, chosen)
+                    self.trainer.reset(None if plan == "scratch" else pretrained_weights, chosen,
+                                       lrs[i])
                     keras.utils.set_random_seed(self.seed)
                     before = _weights_by_layer(self.model)
                 else:  # next stage: keep the weights, fresh optimizer state
-                    self.trainer.reset(self.model.get_weights(), chosen)
+                    self.trainer.reset(self.model.get_weights(), chosen, lrs[i])
                 if epochs:
                     ds = make_dataset(train[0], train[1], ft.batch_size, shuffle=True,
                                       seed=self.seed + i)
@@ -352,7 +417,7 @@ class FoldSession:
         for i, st in enumerate(steps):
             with strategy_scope(self.strategy):
                 report = apply_plan(model, st, block_map=bm,
-                                    optimizer=keras.optimizers.Adam(ft.learning_rate),
+                                    optimizer=keras.optimizers.Adam(lrs[i]),
                                     loss="binary_crossentropy")
             chosen_all |= set(report.trainable_layers)
             if epochs:
@@ -423,6 +488,7 @@ def run_one(cfg: Config, spec: RunSpec, out: pathlib.Path, train, test, pretrain
         "model": spec.model, "encoder_weights": (session.mcfg.encoder_weights
                                                  if spec.model == "vunet" else None),
         "aliases": spec.aliases, "n_train": int(len(train[0])), "n_test": int(len(ids)),
+        "n_originals": spec.n_train, "augment": spec.augment if spec.n_train else None,
         **{f"{k}_mean": float(np.mean(m[k])) for k in METRICS},
         **{f"{k}_std": float(np.std(m[k])) for k in METRICS},
         "trainable_params": 0 if none else report.trainable_params,
@@ -457,13 +523,24 @@ def load_predictions(run_dir) -> Dict[str, np.ndarray]:
         return dict(zip([str(i) for i in z["ids"]], pred))
 
 
-def _fold_arrays(cfg: Config, ds, fold: dict, fold_index: int):
+def _fold_arrays(cfg: Config, ds, fold: dict, fold_index: int,
+                 n_train: Optional[int] = None, augment: bool = True):
+    """Training (augmented) and test arrays of a fold. With ``n_train`` (dataset-size
+    study): a seeded subset of ``n_train`` training images - nested, so the 50
+    images are among the 100 - augmented to ``sizes.augment_factor * n_train``
+    images, or used as they are when ``augment`` is False."""
     index = {i: j for j, i in enumerate(ds.ids)}
     tr = np.array([index[i] for i in fold["train"]])
     te = np.array([index[i] for i in fold["test"]])
     ft = cfg.finetune
     params = AugmentParams(ft.rotation, ft.shift, ft.shear, ft.zoom, ft.hflip)
     total = max(ft.augment_total, len(tr))
+    if n_train is not None:
+        if n_train > len(tr):
+            raise ValueError(f"n_train={n_train} but the fold has {len(tr)} training images")
+        order = np.random.default_rng([cfg.study.seed, fold_index, 7]).permutation(len(tr))
+        tr = tr[np.sort(order[:n_train])]
+        total = int(cfg.sizes.augment_factor) * n_train if augment else n_train
     xa, ma, _ = augment_to(ds.images[tr], ds.masks[tr], total=total,
                            seed=cfg.study.seed * 1000 + fold_index, params=params)
     return (xa, ma), (ds.images[te], ds.masks[te], [ds.ids[i] for i in te])
@@ -577,6 +654,8 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
     strategy = get_strategy(distribute)
 
     runs, _, _ = list_runs(cfg, cfg.data.targets)
+    for i in range(max(len(stages(split_model(r.plan, r.model)[1])) for r in runs)):
+        stage_learning_rate(cfg, i)  # bad values fail before any training
     if any(r.model == "vunet" for r in runs):  # fail before any training, with a clear message
         from .vunet import resolve_encoder_weights
 
@@ -610,9 +689,23 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
             ds = _load_target(cfg, r.target)
             folds = load_or_make_folds(out / "splits" / f"{target_slug(r.target)}.json", ds.ids,
                                        cfg.finetune.folds, cfg.study.seed, ds.strata())
-            cache[key] = _fold_arrays(cfg, ds, folds[r.fold], r.fold)
+            cache[key] = {"ds": ds, "fold": folds[r.fold], "arrays": {}}
             sessions = {}
-        train, test = cache[key]
+        c = cache[key]
+        have = len(c["fold"]["train"])
+        if r.n_train is not None and r.n_train > have:
+            atomic_write_text(r.dir(out) / "summary.json", json.dumps({
+                "status": "skipped", "target": r.target, "fold": r.fold, "plan": r.plan,
+                "aliases": r.aliases, "n_originals": r.n_train, "augment": r.augment,
+                "reason": f"the fold has {have} training images, fewer than {r.n_train}",
+            }, indent=1))
+            continue
+        variant = (r.n_train, r.augment)
+        if variant not in c["arrays"]:  # keep the full fold's arrays and the current variant
+            c["arrays"] = {v: a for v, a in c["arrays"].items() if v == (None, True)}
+            c["arrays"][variant] = _fold_arrays(cfg, c["ds"], c["fold"], r.fold,
+                                                r.n_train, r.augment)
+        train, test = c["arrays"][variant]
         try:
             if r.model not in sessions:
                 sessions[r.model] = FoldSession(cfg, r.fold, precision, strategy, r.model)

@@ -319,7 +319,7 @@ class MaskedTrainer:
         self.optimizer.apply_gradients(zip(grads, self.vars))
         return loss
 
-    def reset(self, weights=None, trainable_layers=()):
+    def reset(self, weights=None, trainable_layers=(), learning_rate=None):
         """Back to the initial state (or ``weights``), fresh optimizer, masks for a plan."""
         for v, val in zip(self.model.variables, self._model_state):
             v.assign(val)
@@ -327,6 +327,8 @@ class MaskedTrainer:
             self.model.set_weights(weights)
         for v, val in zip(self.optimizer.variables, self._opt_state):
             v.assign(val)
+        if learning_rate is not None:
+            self.optimizer.learning_rate = float(learning_rate)
         chosen = set(trainable_layers)
         for m, name in zip(self.masks, self.var_layer):
             m.assign(1.0 if name in chosen else 0.0)

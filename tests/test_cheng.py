@@ -65,6 +65,8 @@ def test_cheng_study_end_to_end(tmp_path):
 
     cfg = tiny_config(**{"data.targets": "sim_lus", "study.plans": "cheng",
                          "study.baselines": "true", "model.encoder_weights": "none",
+                         "sizes.counts": "2,4,6", "sizes.plans": "xunet/all",
+                         "finetune.stage_learning_rates": "1e-3,5e-4",
                          "data.cache_dir": str(tmp_path / "cache")})
     out = run_study(cfg, tmp_path / "r", progress=False)
     import csv
@@ -81,3 +83,14 @@ def test_cheng_study_end_to_end(tmp_path):
     assert "0.814 ± 0.007" in report
     png = fig3_examples(out, "sim_lus", plans=CHENG_FIG3, name="examples_vunet_vs_xunet")
     assert png.exists()
+    # the dataset-size study ran with the cheng plans (4 training images per fold here)
+    sizes = list(csv.DictReader(open(out / "sizes.csv")))
+    assert len(sizes) == 3 * 2 * cfg.finetune.folds
+    for r in sizes:
+        n, aug = int(r["n_originals"]), int(r["augment"])
+        if n > 4:
+            assert r["status"] == "skipped" and "fewer than 6" in r["reason"]
+        else:
+            assert r["status"] == "ok" and int(r["n_train"]) == (2 * n if aug else n)
+    assert "### Dice vs training-set size" in report and "Skipped" in report
+    assert (out / "figures" / "dice_vs_training_size.png").exists()

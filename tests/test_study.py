@@ -191,3 +191,56 @@ def test_parallel_shard_processes_share_one_folder(tmp_path):
     rows = _rows(out / "results.csv")
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
     assert (out / "REPORT.md").exists()
+
+
+def test_stage_learning_rates_reach_each_stage(tiny_study, trainer="masked"):
+    """A staged plan ``A>B`` trains stage 2 with its own rate: a vanishing second rate
+    leaves the layers frozen in stage 1 where the pretrained net had them."""
+    import keras
+
+    out, _ = tiny_study
+    weights = keras.saving.load_model(out / "pretrained/model.keras", compile=False).get_weights()
+    x = np.random.default_rng(2).random((8, 32, 32, 1), dtype=np.float32)
+    train = (x, (x > 0.5).astype(np.uint8))
+    moved = {}
+    for rates in ("1e-3,1e-3", "1e-3,1e-12"):
+        c = tiny_config(**{"study.trainer": trainer, "finetune.stage_learning_rates": rates})
+        session = study_mod.FoldSession(c, 0, "fp32")
+        model, report, rows, _, before, _, _ = session.train("expanding:blocks>all", train, weights)
+        assert [r["stage"] for r in rows] == [1, 2]
+        w0, w1 = before["enc1_conv1"][0], model.get_layer("enc1_conv1").get_weights()[0]
+        moved[rates] = float(np.abs(w1 - w0).max())
+    assert moved["1e-3,1e-3"] > 1e-4 and moved["1e-3,1e-12"] < 1e-6, moved
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("finetune.stage_learning_rates", "1e-5,fast", "stage_learning_rates must be positive"),
+    ("finetune.stage_learning_rates", "-1e-5", "stage_learning_rates must be positive"),
+    ("sizes.counts", "50,0", "sizes.counts must be positive whole numbers"),
+    ("sizes.counts", "50,1.5", "sizes.counts must be positive whole numbers"),
+    ("sizes.run", "maybe", "sizes.run must be auto, yes or no"),
+])
+def test_size_study_and_stage_rate_errors_name_the_value(tmp_path, key, value, match):
+    cfg = tiny_config(**{"sizes.run": "yes", "study.plans": "all,expanding:blocks>all", key: value})
+    with pytest.raises(ValueError, match=match):
+        run_study(cfg, tmp_path / "r", progress=False)
+    assert not (tmp_path / "r" / "runs").exists()  # nothing trained
+
+
+def test_size_subsets_are_nested_and_augmented_by_the_factor():
+    from keras_unet_ft.data.dataset import Dataset
+
+    cfg = tiny_config(**{"sizes.augment_factor": "3"})
+    n = 20
+    imgs = np.random.default_rng(0).random((n, 16, 16, 1), dtype=np.float32)
+    ds = Dataset("t", imgs, (imgs > 0.5).astype(np.uint8), [f"i{k}" for k in range(n)])
+    fold = {"train": ds.ids[:16], "test": ds.ids[16:]}
+    picked = {}
+    for size in (4, 8, 16):
+        for aug in (False, True):
+            (x, y), (xt, _, ids) = study_mod._fold_arrays(cfg, ds, fold, 0, size, aug)
+            assert len(x) == (3 * size if aug else size) and ids == ds.ids[16:]
+            picked[size] = {float(v) for v in x[:size, 0, 0, 0]}  # originals come first
+    assert picked[4] < picked[8] < picked[16]  # nested subsets
+    with pytest.raises(ValueError, match="n_train=17 but the fold has 16"):
+        study_mod._fold_arrays(cfg, ds, fold, 0, 17, True)

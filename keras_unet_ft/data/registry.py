@@ -81,7 +81,7 @@ def _registry() -> Dict[str, DatasetInfo]:
         from .synthetic import lung  # noqa: F401
         entries.append(_builtin("sim_lus", "lung", "sim_lus",
                                 "simulated lung ultrasound, rib masks (Cheng & Lam)",
-                                "built in: n=400 images"))
+                                "built in: n=500 images (5 folds leave 400 to train)"))
     except ImportError:
         pass
     return {e.name: e for e in entries}

@@ -90,9 +90,12 @@ def lung_image(rng: np.random.Generator, size: int, target: str = "ribs",
     return img, m[np.ix_(rows, cols)].astype(np.uint8)
 
 
-def sim_lus(n: int = 400, size: int = 256, seed: int = 0, target: str = "ribs",
+def sim_lus(n: int = 500, size: int = 256, seed: int = 0, target: str = "ribs",
             progress: bool = True):
-    """The ``sim_lus`` dataset: simulated lung ultrasound; mask = ribs (or pleura)."""
+    """The ``sim_lus`` dataset: simulated lung ultrasound; mask = ribs (or pleura).
+
+    500 images by default, so that 5-fold cross-validation leaves 400 training images
+    per fold for the largest size of the dataset-size study."""
     from . import generate_images
 
     return generate_images("sim_lus", n, size, seed,
