@@ -25,7 +25,7 @@ from skimage import color, io, transform
 from .dataset import Dataset
 
 log = logging.getLogger("keras_unet_ft.data")
-CACHE_VERSION = 1  # bump when preprocessing changes: old caches are rebuilt
+CACHE_VERSION = 2  # bump when preprocessing changes: old caches are rebuilt
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .ultrasound import Probe, log_compress, point_sample, simulate_envelope
+from .ultrasound import Probe, log_compress, point_sample, sample_index, simulate_envelope
 
 LUNG_PROBE = Probe(depth_mm=50.0, width_mm=40.0)
 
@@ -82,8 +82,9 @@ def lung_image(rng: np.random.Generator, size: int, target: str = "ribs",
     echo = ndimage.gaussian_filter1d(echo, 0.8, axis=1)
     echo = np.repeat(echo, 4, axis=0)[:nz]
 
-    env = simulate_envelope(echo, rng, probe, tgc_error_db=rng.uniform(0, 3))
-    img = log_compress(point_sample(env, size), rng.uniform(50, 60))
+    env = simulate_envelope(echo, rng, probe, tgc_error_db=rng.uniform(0, 3),
+                            lines=sample_index(nx, size))
+    img = log_compress(point_sample(env, size, cols=False), rng.uniform(50, 60))
     rows = (np.linspace(0, nz - 1, size).round() // 4).astype(int)
     cols = np.linspace(0, nx - 1, size).round().astype(int)
     m = rib_mask if target == "ribs" else pleura
