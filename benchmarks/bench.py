@@ -191,8 +191,10 @@ def bench_data():
     print("\n## Built-in data generation\n")
     print("| generator | size | images | seconds | images/s |")
     print("|---|---|---|---|---|")
-    for name in ("sim_bus", "synth_salient", "synth_cxr"):
-        for size, n in ((64, 100), (256, 100)):
+    for name, size, n in (("sim_bus", 64, 100), ("sim_bus", 256, 600), ("sim_lus", 256, 100),
+                          ("synth_salient", 64, 100), ("synth_salient", 256, 100),
+                          ("synth_cxr", 64, 100), ("synth_cxr", 256, 100)):
+        if True:
             t = time.perf_counter()
             load_dataset(name, n=n, size=size, cache=False, progress=False)
             s = time.perf_counter() - t

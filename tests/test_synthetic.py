@@ -52,3 +52,15 @@ def test_salient_is_not_solved_by_one_threshold():
         t = threshold_otsu(img)
         scores.append(max(dice(m, img > t), dice(m, img <= t)))
     assert np.mean(scores) < 0.6, np.mean(scores)
+
+
+def test_sim_bus_must_is_seeded_and_explains_a_missing_pymust(monkeypatch):
+    pytest.importorskip("pymust")
+    a = load_dataset("sim_bus_must", n=2, size=32, seed=1, scatterers=300, cache=False)
+    b = load_dataset("sim_bus_must", n=2, size=32, seed=1, scatterers=300, cache=False)
+    np.testing.assert_array_equal(a.images, b.images)  # own generator, not NumPy's global state
+    assert a.images.shape == (2, 32, 32, 1) and 0 <= a.images.min() and a.images.max() <= 1
+    assert set(np.unique(a.masks)) <= {0, 1} and a.masks.sum() > 0
+    monkeypatch.setitem(__import__("sys").modules, "pymust", None)
+    with pytest.raises(ImportError, match=r"keras-unet-ft\[sim\]"):
+        load_dataset("sim_bus_must", n=1, size=32, cache=False)

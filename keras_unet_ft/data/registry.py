@@ -84,6 +84,10 @@ def _registry() -> Dict[str, DatasetInfo]:
                                 "built in: n=500 images (5 folds leave 400 to train)"))
     except ImportError:
         pass
+    entries.append(_builtin("sim_bus_must", "must", "sim_bus_must",
+                            "sim_bus phantoms imaged by pymust (simus + DAS); optional [sim] "
+                            "extra, minutes per image",
+                            "built in (needs pymust): n=8 images"))
     return {e.name: e for e in entries}
 
 
