@@ -13,6 +13,7 @@ Sections:
   plans     step time per plan as a ratio to ``all``: masked trainer vs Keras (apply_plan + fit)
   pipeline  augmentation + batching + prefetch alone, images/s, vs the training rate
   data      built-in data generation, images/s per generator
+  torch     the package's training path vs the same U-Net in PyTorch (if torch is installed)
 """
 
 from __future__ import annotations
@@ -201,10 +202,77 @@ def bench_data():
             print(f"| {name} | {size} | {n} | {s:.1f} | {n / s:.1f} |", flush=True)
 
 
+def _torch_rate(size, base, batch, steps, precision):
+    """images/s of a plain PyTorch training loop of the same U-Net (benchmarks/torch_unet.py)."""
+    import torch
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from torch_unet import TorchUNet
+
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = TorchUNet(base).train()
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    x = torch.rand(batch * steps, 1, size, size)
+    y = (x > 0.5).float()
+
+    def epoch(n):
+        for i in range(n):
+            xb, yb = x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = loss_fn(model(xb).float(), yb)
+            loss.backward()
+            opt.step()
+
+    epoch(2)
+    t = time.perf_counter()
+    epoch(steps)
+    return batch * steps / (time.perf_counter() - t)
+
+
+TORCH_CONFIGS = {**CONFIGS, "issue-small": (128, 16, 8)}
+TORCH_STEPS = {"quick": 150, "paper": 4, "issue-small": 30}
+
+
+def bench_torch(precisions=tuple(os.environ.get("BENCH_PRECISIONS", "fp32,bf16").split(","))):
+    """The package's training path vs the same U-Net in PyTorch, same run, same data size."""
+    try:
+        import torch
+    except ImportError:
+        print("\n## PyTorch peer: torch is not installed (pip install torch==2.13.0), skipped")
+        return
+    from keras_unet_ft.model import build_unet
+    from keras_unet_ft.training import MaskedTrainer, make_dataset
+
+    print(f"\n## The package vs the same U-Net in PyTorch {torch.__version__} (CPU)\n")
+    print("| config | precision | package images/s | PyTorch images/s | ratio package/PyTorch |")
+    print("|---|---|---|---|---|")
+    chosen = os.environ.get("BENCH_CONFIGS", ",".join(TORCH_CONFIGS)).split(",")
+    for name, (size, base, batch) in TORCH_CONFIGS.items():
+        if name not in chosen:
+            continue
+        steps = TORCH_STEPS[name]
+        n = batch * steps
+        x = np.random.default_rng(0).random((n, size, size, 1), dtype=np.float32)
+        y = (x > 0.5).astype(np.uint8)
+        for prec in precisions:
+            _session(prec)
+            tr = MaskedTrainer(build_unet((size, size, 1), base), 1e-4)
+            tr.fit(make_dataset(x[:batch * 2], y[:batch * 2], batch), 1)
+            t = time.perf_counter()
+            tr.fit(make_dataset(x, y, batch, shuffle=True), 1)
+            ours = n / (time.perf_counter() - t)
+            theirs = _torch_rate(size, base, batch, steps, prec)
+            print(f"| {name} ({size}px, base {base}, batch {batch}) | {prec} | {ours:.2f} | "
+                  f"{theirs:.2f} | {ours / theirs:.2f} |", flush=True)
+
+
 SECTIONS = {"peak": lambda: print(f"\npeak matmul GFLOP/s: fp32 {peak('float32'):.0f}, "
                                    f"bf16 {peak('bfloat16'):.0f}"),
             "train": bench_train, "plans": bench_plans, "pipeline": bench_pipeline,
-            "data": bench_data}
+            "data": bench_data, "torch": bench_torch}
 
 
 if __name__ == "__main__":
