@@ -233,7 +233,7 @@ def _torch_rate(size, base, batch, steps, precision):
 
 
 TORCH_CONFIGS = {**CONFIGS, "issue-small": (128, 16, 8)}
-TORCH_STEPS = {"quick": 150, "paper": 4, "issue-small": 30}
+TORCH_STEPS = {"quick": 150, "paper": 10, "issue-small": 30}
 
 
 def bench_torch(precisions=tuple(os.environ.get("BENCH_PRECISIONS", "fp32,bf16").split(","))):

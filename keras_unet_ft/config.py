@@ -114,9 +114,11 @@ PROFILES: Dict[str, Dict[str, Any]] = {
     "quick": {
         # CPU-sized; the sizes are chosen by measurement, see BENCHMARKS.md / README
         "model.size": 64, "model.base_filters": 8,
-        "data.pretrain_n": 1200,
+        # 2,400 pretraining images and 7 fine-tuning epochs (were 1,200 and 6) since the
+        # fine-tuning grid runs in 2 processes (run_all --jobs auto)
+        "data.pretrain_n": 2400,
         "pretrain.epochs": 6, "pretrain.batch_size": 8, "pretrain.learning_rate": 3e-4,
-        "finetune.epochs": 6, "finetune.batch_size": 8, "finetune.augment_total": 200,
+        "finetune.epochs": 7, "finetune.batch_size": 8, "finetune.augment_total": 200,
         "finetune.folds": 3, "finetune.learning_rate": 3e-4,
     },
     "smoke": {

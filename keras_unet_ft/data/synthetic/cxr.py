@@ -1,7 +1,7 @@
 """Synthetic posterior-anterior chest radiographs with lung masks (``synth_cxr``).
 
-A radiograph-like phantom (air dark, bone bright): body outline with shoulders
-and soft tissue, two lung fields of varied shape and size (the right lung,
+A radiograph-like phantom (air dark, bone bright): body outline with neck,
+sloping shoulders and upper arms, two lung fields of varied shape and size (the right lung,
 on the image's left, shorter and wider; costophrenic angles), the heart shadow
 overlapping the left lung, mediastinum and spine, ribs as bright arcs crossing
 the lungs, clavicles, diaphragm domes, vascular markings, then blur, noise and
@@ -41,16 +41,37 @@ def _lung_polygon(rng, side: int, size: int):
     return ndimage.binary_closing(m, iterations=2), cx
 
 
+def _smoothstep(u):
+    u = np.clip(u, 0.0, 1.0)
+    return u * u * (3 - 2 * u)
+
+
+def _body(rng, yy, xx, size) -> np.ndarray:
+    """Soft-tissue density of the body: neck, sloping shoulders, a torso that widens
+    slightly towards the abdomen, and both upper arms beside it (a dark gap of air
+    between arm and chest wall), edges blurred."""
+    neck_w = rng.uniform(0.07, 0.09)
+    body_w = rng.uniform(0.38, 0.43)
+    neck_y, shoulder_y = rng.uniform(0.02, 0.05), rng.uniform(0.15, 0.21)
+    sh = _smoothstep((yy - neck_y) / (shoulder_y - neck_y))
+    # the trapezius slope: steep beside the neck, flattening towards the shoulder tip
+    half = neck_w + (body_w - neck_w) * sh ** 0.7 + rng.uniform(0.0, 0.03) * yy ** 2
+    shift = rng.uniform(-0.015, 0.015)  # the patient is not exactly centred
+    dx = np.abs(xx - 0.5 - shift)
+    body = dx < half
+    # upper arms: from the shoulders down the sides, narrowing
+    gap, arm_w = rng.uniform(0.015, 0.03), rng.uniform(0.05, 0.08)
+    arm_top = shoulder_y - 0.03
+    arm = ((dx > half + gap) & (dx < half + gap + arm_w * (1 - 0.4 * yy))
+           & (yy > arm_top)) | ((dx >= half) & (dx < half + gap + arm_w) & (np.abs(yy - arm_top) < 0.04))
+    density = body.astype(np.float32) + 0.8 * arm
+    return ndimage.gaussian_filter(density, size * 0.008)
+
+
 def chest_xray(rng: np.random.Generator, size: int):
     """One synthetic chest X-ray ``(size, size)`` in [0, 1] and its lung mask."""
     yy, xx = np.mgrid[:size, :size] / size
-    # body: soft tissue attenuation (bright) against air (dark)
-    body_w = rng.uniform(0.40, 0.47)
-    body = (np.abs(xx - 0.5) / body_w) ** 2 + ((yy - 1.05) / 1.0) ** 4 < 1
-    shoulders = (yy > rng.uniform(0.06, 0.12)) & (np.abs(xx - 0.5) < body_w + 0.02)
-    body = body | (shoulders & (yy > 0.1))
-    body = ndimage.gaussian_filter(body.astype(np.float32), size * 0.01)
-    img = 0.05 + 0.55 * body
+    img = 0.05 + 0.55 * _body(rng, yy, xx, size)
 
     right, cxr_ = _lung_polygon(rng, -1, size)
     left, cxl = _lung_polygon(rng, +1, size)
@@ -69,26 +90,28 @@ def chest_xray(rng: np.random.Generator, size: int):
     spine = np.exp(-0.5 * ((xx - 0.5) / rng.uniform(0.025, 0.035)) ** 2) * (yy > 0.05)
     vert = 0.5 + 0.5 * np.cos(2 * np.pi * yy / rng.uniform(0.045, 0.06))
     img += 0.12 * spine * (0.7 + 0.3 * vert)
-    # ribs: posterior arcs from the spine, sloping down laterally
+    # ribs: posterior arcs from the spine, sloping down laterally (centre lines drawn
+    # on one canvas, thickened and blurred once)
+    ribs = np.zeros((size, size), bool)
+    t = np.linspace(0, 1, 120)
     for k in range(10):
         y0 = 0.16 + k * rng.uniform(0.055, 0.065)
         for side in (-1, 1):
-            t = np.linspace(0, 1, 60)
             x = 0.5 + side * (0.04 + 0.38 * t)
             y = y0 - 0.05 * np.sin(np.pi * t * 0.9) + 0.12 * t ** 2
-            rr, cc = np.clip((y * size).astype(int), 0, size - 1), np.clip((x * size).astype(int), 0, size - 1)
-            rib = np.zeros((size, size), np.float32)
-            rib[rr, cc] = 1
-            width = max(1.0, size * 0.012)
-            rib = ndimage.gaussian_filter(ndimage.binary_dilation(rib > 0, iterations=max(1, int(width))).astype(np.float32), width * 0.6)
-            img += 0.08 * rib
+            ribs[np.clip((y * size).astype(int), 0, size - 1),
+                 np.clip((x * size).astype(int), 0, size - 1)] = True
+    width = max(1.0, size * 0.012)
+    ribs = ndimage.binary_dilation(ribs, iterations=max(1, int(width)))
+    img += 0.08 * ndimage.gaussian_filter(ribs.astype(np.float32), width * 0.6)
     # clavicles
+    clav = np.zeros((size, size), bool)
     for side in (-1, 1):
         rr, cc = draw.line(int(0.2 * size), int((0.5 + side * 0.05) * size),
                            int(rng.uniform(0.12, 0.16) * size), int((0.5 + side * 0.33) * size))
-        cl = np.zeros((size, size), np.float32)
-        cl[rr, cc] = 1
-        img += 0.15 * ndimage.gaussian_filter(ndimage.binary_dilation(cl > 0, iterations=max(1, size // 80)).astype(np.float32), size * 0.006)
+        clav[np.clip(rr, 0, size - 1), np.clip(cc, 0, size - 1)] = True
+    clav = ndimage.binary_dilation(clav, iterations=max(1, size // 80))
+    img += 0.15 * ndimage.gaussian_filter(clav.astype(np.float32), size * 0.006)
     # heart and diaphragm are soft tissue: already bright where not lung
     # exposure, blur, noise
     img = np.clip(img, 0, None)
