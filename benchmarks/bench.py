@@ -255,6 +255,11 @@ def bench_torch(precisions=tuple(os.environ.get("BENCH_PRECISIONS", "fp32,bf16")
             continue
         steps = TORCH_STEPS[name]
         n = batch * steps
+        from keras_unet_ft.training import configure_cpu_threads
+
+        # as the study does; takes effect only before TensorFlow starts (run the paper
+        # row alone: BENCH_CONFIGS=paper)
+        configure_cpu_threads(base)
         x = np.random.default_rng(0).random((n, size, size, 1), dtype=np.float32)
         y = (x > 0.5).astype(np.uint8)
         for prec in precisions:

@@ -47,7 +47,8 @@ from .data.augment import AugmentParams, augment_to
 from .data.folds import load_or_make_folds
 from .data.registry import REGISTRY, load_dataset, parse_spec
 from .metrics import METRICS, batch_metrics
-from .training import (NaNLossError, atomic_write_text, build_from_config, fresh_session,
+from .training import (NaNLossError, atomic_write_text, build_from_config, configure_cpu_threads,
+                       fresh_session,
                        get_strategy, history_rows, make_dataset, predict, pretrain,
                        resolve_precision, strategy_scope, write_csv, EpochTimer)
 
@@ -649,6 +650,7 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     shard_i, shard_n = parse_shard(shard)
+    configure_cpu_threads(cfg.model.base_filters)
     precision = resolve_precision(cfg.study.precision)
     write_provenance(cfg, out, precision)
     strategy = get_strategy(distribute)

@@ -244,3 +244,15 @@ def test_size_subsets_are_nested_and_augmented_by_the_factor():
     assert picked[4] < picked[8] < picked[16]  # nested subsets
     with pytest.raises(ValueError, match="n_train=17 but the fold has 16"):
         study_mod._fold_arrays(cfg, ds, fold, 0, 17, True)
+
+
+def test_cpu_threads_left_alone_for_small_nets_and_after_start():
+    import tensorflow as tf
+
+    from keras_unet_ft.training import configure_cpu_threads
+
+    before = tf.config.threading.get_inter_op_parallelism_threads()
+    assert configure_cpu_threads(8) is None  # small nets keep TensorFlow's default
+    tf.constant(1.0) + 1  # TensorFlow running: changing it now must not raise
+    assert configure_cpu_threads(64) in (None, 1)
+    assert tf.config.threading.get_inter_op_parallelism_threads() in (before, 1)
