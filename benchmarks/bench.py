@@ -68,9 +68,22 @@ def _session(precision):
     fresh_session(0, precision)
 
 
-def bench_train(precisions=tuple(os.environ.get("BENCH_PRECISIONS", "fp32,bf16").split(","))):
+def _package_rate(x, y, base, batch, precision) -> float:
+    """images/s of the study's training path (masked trainer + tf.data), one timed epoch."""
     from keras_unet_ft.model import build_unet
     from keras_unet_ft.training import MaskedTrainer, make_dataset
+
+    _session(precision)
+    tr = MaskedTrainer(build_unet(x.shape[1:], base), 1e-4)
+    tr.fit(make_dataset(x[:batch * 2], y[:batch * 2], batch), 1)  # trace + warm up
+    t = time.perf_counter()
+    tr.fit(make_dataset(x, y, batch, shuffle=True), 1)
+    return len(x) / (time.perf_counter() - t)
+
+
+def bench_train(precisions=tuple(os.environ.get("BENCH_PRECISIONS", "fp32,bf16").split(","))):
+    from keras_unet_ft.model import build_unet
+    from keras_unet_ft.training import configure_cpu_threads
 
     peaks = {"fp32": peak("float32"), "bf16": peak("bfloat16")}
     print(f"\n## Training throughput (peak matmul: fp32 {peaks['fp32']:.0f}, "
@@ -82,6 +95,7 @@ def bench_train(precisions=tuple(os.environ.get("BENCH_PRECISIONS", "fp32,bf16")
         if name not in chosen:
             continue
         n = batch * STEPS[name]
+        configure_cpu_threads(base)  # as the study; only before TensorFlow starts
         x = np.random.default_rng(0).random((n, size, size, 1), dtype=np.float32)
         y = (x > 0.5).astype(np.uint8)
         for prec in precisions:
@@ -98,14 +112,7 @@ def bench_train(precisions=tuple(os.environ.get("BENCH_PRECISIONS", "fp32,bf16")
             t = time.perf_counter()
             m.fit(x, y.astype(np.float32), batch_size=batch, epochs=1, verbose=0)
             rates["plain fit"] = n / (time.perf_counter() - t)
-            # the package's path
-            _session(prec)
-            m = build_unet((size, size, 1), base)
-            tr = MaskedTrainer(m, 1e-4)
-            tr.fit(make_dataset(x[:batch * 2], y[:batch * 2], batch), 1)
-            t = time.perf_counter()
-            tr.fit(make_dataset(x, y, batch, shuffle=True), 1)
-            rates["package"] = n / (time.perf_counter() - t)
+            rates["package"] = _package_rate(x, y, base, batch, prec)
             for path, r in rates.items():
                 g = r * flops / 1e9
                 ratio = f"{rates['package'] / rates['plain fit']:.2f}" if path == "package" else ""
@@ -243,8 +250,7 @@ def bench_torch(precisions=tuple(os.environ.get("BENCH_PRECISIONS", "fp32,bf16")
     except ImportError:
         print("\n## PyTorch peer: torch is not installed (pip install torch==2.13.0), skipped")
         return
-    from keras_unet_ft.model import build_unet
-    from keras_unet_ft.training import MaskedTrainer, make_dataset
+    from keras_unet_ft.training import configure_cpu_threads
 
     print(f"\n## The package vs the same U-Net in PyTorch {torch.__version__} (CPU)\n")
     print("| config | precision | package images/s | PyTorch images/s | ratio package/PyTorch |")
@@ -255,20 +261,13 @@ def bench_torch(precisions=tuple(os.environ.get("BENCH_PRECISIONS", "fp32,bf16")
             continue
         steps = TORCH_STEPS[name]
         n = batch * steps
-        from keras_unet_ft.training import configure_cpu_threads
-
         # as the study does; takes effect only before TensorFlow starts (run the paper
         # row alone: BENCH_CONFIGS=paper)
         configure_cpu_threads(base)
         x = np.random.default_rng(0).random((n, size, size, 1), dtype=np.float32)
         y = (x > 0.5).astype(np.uint8)
         for prec in precisions:
-            _session(prec)
-            tr = MaskedTrainer(build_unet((size, size, 1), base), 1e-4)
-            tr.fit(make_dataset(x[:batch * 2], y[:batch * 2], batch), 1)
-            t = time.perf_counter()
-            tr.fit(make_dataset(x, y, batch, shuffle=True), 1)
-            ours = n / (time.perf_counter() - t)
+            ours = _package_rate(x, y, base, batch, prec)
             theirs = _torch_rate(size, base, batch, steps, prec)
             print(f"| {name} ({size}px, base {base}, batch {batch}) | {prec} | {ours:.2f} | "
                   f"{theirs:.2f} | {ours / theirs:.2f} |", flush=True)

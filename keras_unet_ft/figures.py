@@ -165,9 +165,9 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
     """Image, ground truth and the predictions of three plans (Dice in the titles).
 
     The paper's columns (default): pretrained, expanding-tuned, contracting-tuned.
-    Examples are chosen from held-out images: one where the last two plans both
-    work well, then those where the last plan wins most clearly over the second
-    (per-image Dice) - or given by ``ids``.
+    Examples are chosen from held-out images: the one where the last two plans
+    both do best, then those where the last plan leads the second most (per-image
+    Dice) - or given by ``ids``. The title says what was found (whether both work).
     """
     from .study import _load_target, load_predictions
 
@@ -204,11 +204,17 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
         missing = [i for i in ids if i not in gt]
         if missing:
             raise ValueError(f"ids not among the held-out images of {target}: {missing[:5]}")
+        caption = "chosen images"
     else:
         both = max(common, key=lambda i: min(d[(b_plan, i)], d[(a_plan, i)]))
         wins = sorted((i for i in common if i != both),
                       key=lambda i: d[(b_plan, i)] - d[(a_plan, i)], reverse=True)
         chosen = [both] + wins[: max(0, n_rows - 1)]
+        floor = min(d[(b_plan, both)], d[(a_plan, both)])
+        first = (f"both {labels[1]} and {labels[2]} work (Dice >= {floor:.2f})" if floor >= 0.7
+                 else f"the best image for both {labels[1]} and {labels[2]}, yet the lower "
+                      f"Dice is only {floor:.2f}")
+        caption = f"row 1: {first}; then where {labels[2]} leads {labels[1]} most"
     titles = ["image", "ground truth"] + labels
     fig, axes = plt.subplots(len(chosen), 5, figsize=(12, 2.6 * len(chosen)), squeeze=False)
     for r, i in enumerate(chosen):
@@ -223,8 +229,7 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
             elif c == 0:
                 t += f"\n{i} (fold {fold_of.get(i, '?')})"
             ax.set_title(t, fontsize=8)
-    fig.suptitle(f"Fig. 3 — {target}: held-out examples (row 1: both {labels[1]} and "
-                 f"{labels[2]} work; then {labels[2]} wins most)", fontsize=10)
+    fig.suptitle(f"Fig. 3 — {target}: held-out examples ({caption})", fontsize=10)
     fig.tight_layout()
     return _save(fig, out, f"{name}_{target}")
 

@@ -4,8 +4,8 @@ An optional mode for small sets and for checking the fast linear model of
 :mod:`.ultrasound`: the same breast phantom and lesion, imaged by the MUST
 toolbox (``pip install "keras-unet-ft[sim]"``): a 128-element 7.6 MHz linear
 array (MUST's ``L11-5v``), one plane wave at 0 degrees, ``simus`` for the
-element RF signals, I/Q demodulation, time-gain compensation, and delay-and-sum
-beamforming (``dasmtx``) directly at the output pixels, an exponential
+element RF signals, I/Q demodulation, delay-and-sum beamforming
+(``dasmtx``) directly at the output pixels, an exponential
 time-gain compensation fitted to the image, then the same log compression as
 the fast model.
 
@@ -15,15 +15,16 @@ Choices (measured on a 2-core CPU, see ../shared/DESIGN.md):
   washes out the lesion contrast.
 * Scatterers are drawn from the image's own seeded generator (``genscat``
   uses NumPy's global state) and fed to ``simus`` in chunks of 2,000.
-* Time: about 4 ms per scatterer here (4,000 scatterers ~17 s); the default
-  20,000 scatterers take ~1.5 min per image. Never the default dataset.
+* Time: about 4 CPU-ms per scatterer here (4,000 scatterers ~17 s); with the
+  default 20,000 scatterers a 128-px image takes ~65 s on 2 cores. Never the
+  default dataset.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .ultrasound import Probe, breast_phantom, log_compress, _inside
+from .ultrasound import Probe, breast_dataset, breast_phantom, log_compress, _inside
 
 MUST_PROBE = "L11-5v"
 CHUNK = 2000
@@ -59,18 +60,13 @@ def simulate_breast_image_must(rng: np.random.Generator, size: int, malignant: b
     rc = rng.standard_normal(scatterers) * echo[iz, ix]
     x_m, z_m = (xs_mm - width_mm / 2) * 1e-3, zs_mm * 1e-3
     delays = pymust.txdelay(param, 0)
-    rf = None
-    for i in range(0, scatterers, CHUNK):
+    parts = []
+    for i in range(0, scatterers, CHUNK):  # RF is linear in the scatterers: sum the chunks
         part = pymust.simus(x_m[i:i + CHUNK], z_m[i:i + CHUNK], rc[i:i + CHUNK], delays, param)
-        part = part[0] if isinstance(part, tuple) else part
-        if rf is None:
-            rf = np.array(part, dtype=np.float64)
-        else:
-            n = max(len(rf), len(part))
-            grown = np.zeros((n, rf.shape[1]))
-            grown[:len(rf)] += rf
-            grown[:len(part)] += part
-            rf = grown
+        parts.append(part[0] if isinstance(part, tuple) else part)
+    rf = np.zeros((max(len(p) for p in parts), parts[0].shape[1]))
+    for p in parts:  # chunks end at their deepest scatterer's echo: pad with zeros
+        rf[:len(p)] += p
     iq = pymust.rf2iq(rf, param)  # param.fc given: no random scan-line choice inside
     # beamform at the output pixels (point sampling, as the fast model)
     xo_mm = (np.arange(size) + 0.5) / size * width_mm
@@ -103,15 +99,6 @@ def sim_bus_must(n: int = 8, size: int = 128, seed: int = 0, malignant_fraction:
             resolution cell of fully developed speckle (several 100,000 here, hours per
             image): the speckle is coarser than a real scanner's.
     """
-    from . import generate_images
-
     _require_pymust()
-    if not 0 <= malignant_fraction <= 1:
-        raise ValueError(f"malignant_fraction must be in [0, 1], got {malignant_fraction!r}")
-
-    def one(rng, i, size):
-        malignant = bool(rng.random() < malignant_fraction)
-        img, mask = simulate_breast_image_must(rng, size, malignant, scatterers)
-        return img, mask, {"class": "malignant" if malignant else "benign"}
-
-    return generate_images("sim_bus_must", n, size, seed, one, progress)
+    return breast_dataset("sim_bus_must", n, size, seed, malignant_fraction, progress,
+                          lambda rng, s, m: simulate_breast_image_must(rng, s, m, scatterers))

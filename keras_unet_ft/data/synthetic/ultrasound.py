@@ -342,6 +342,13 @@ def sim_bus(n: int = 163, size: int = 256, seed: int = 0, malignant_fraction: fl
         A :class:`~keras_unet_ft.data.dataset.Dataset` with ``meta["class"]``
         ``"benign"`` / ``"malignant"``.
     """
+    return breast_dataset("sim_bus", n, size, seed, malignant_fraction, progress,
+                          simulate_breast_image)
+
+
+def breast_dataset(name, n, size, seed, malignant_fraction, progress, simulate):
+    """Images ``simulate(rng, size, malignant) -> (image, mask)``, benign or malignant-like
+    with probability ``malignant_fraction``, class in ``meta["class"]``."""
     from . import generate_images
 
     if not 0 <= malignant_fraction <= 1:
@@ -349,7 +356,7 @@ def sim_bus(n: int = 163, size: int = 256, seed: int = 0, malignant_fraction: fl
 
     def one(rng, i, size):
         malignant = bool(rng.random() < malignant_fraction)
-        img, mask = simulate_breast_image(rng, size, malignant)
+        img, mask = simulate(rng, size, malignant)
         return img, mask, {"class": "malignant" if malignant else "benign"}
 
-    return generate_images("sim_bus", n, size, seed, one, progress)
+    return generate_images(name, n, size, seed, one, progress)
