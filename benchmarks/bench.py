@@ -63,7 +63,7 @@ def peak(dtype: str = "float32", n: int = 2048, reps: int = 10) -> float:
 
 
 def _session(precision):
-    from keras_unet_ft.training import fresh_session
+    from keras_unet_ft.runtime import fresh_session
 
     fresh_session(0, precision)
 
@@ -71,7 +71,8 @@ def _session(precision):
 def _package_rate(x, y, base, batch, precision) -> float:
     """images/s of the study's training path (masked trainer + tf.data), one timed epoch."""
     from keras_unet_ft.model import build_unet
-    from keras_unet_ft.training import MaskedTrainer, make_dataset
+    from keras_unet_ft.finetune import MaskedTrainer
+    from keras_unet_ft.runtime import make_dataset
 
     _session(precision)
     tr = MaskedTrainer(build_unet(x.shape[1:], base), 1e-4)
@@ -83,7 +84,7 @@ def _package_rate(x, y, base, batch, precision) -> float:
 
 def bench_train(precisions=tuple(os.environ.get("BENCH_PRECISIONS", "fp32,bf16").split(","))):
     from keras_unet_ft.model import build_unet
-    from keras_unet_ft.training import configure_cpu_threads
+    from keras_unet_ft.runtime import configure_cpu_threads
 
     peaks = {"fp32": peak("float32"), "bf16": peak("bfloat16")}
     print(f"\n## Training throughput (peak matmul: fp32 {peaks['fp32']:.0f}, "
@@ -126,7 +127,8 @@ def bench_plans(precision="fp32"):
     from keras_unet_ft.blocks import BlockMap
     from keras_unet_ft.model import build_unet
     from keras_unet_ft.plans import Plan, apply_plan
-    from keras_unet_ft.training import MaskedTrainer, make_dataset
+    from keras_unet_ft.finetune import MaskedTrainer
+    from keras_unet_ft.runtime import make_dataset
 
     size, base, batch = CONFIGS["quick"]
     plans = ["all", "contracting", "expanding", "shallow_to_deep:1", "deep_to_shallow:1",
@@ -168,7 +170,7 @@ def bench_plans(precision="fp32"):
 
 def bench_pipeline():
     from keras_unet_ft.data.augment import augment_to
-    from keras_unet_ft.training import make_dataset
+    from keras_unet_ft.runtime import make_dataset
 
     print("\n## Input pipeline alone\n")
     print("| stage | size | images/s |")
@@ -250,7 +252,7 @@ def bench_torch(precisions=tuple(os.environ.get("BENCH_PRECISIONS", "fp32,bf16")
     except ImportError:
         print("\n## PyTorch peer: torch is not installed (pip install torch==2.13.0), skipped")
         return
-    from keras_unet_ft.training import configure_cpu_threads
+    from keras_unet_ft.runtime import configure_cpu_threads
 
     print(f"\n## The package vs the same U-Net in PyTorch {torch.__version__} (CPU)\n")
     print("| config | precision | package images/s | PyTorch images/s | ratio package/PyTorch |")
@@ -292,7 +294,8 @@ if __name__ == "__main__":
                          if f in open("/proc/cpuinfo").read())
     except OSError:
         pass
-    print(f"# keras-unet-ft benchmarks — {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+    cpu = platform.processor() or platform.machine()
+    print(f"# keras-unet-ft benchmarks — {time.strftime('%Y-%m-%d')}, {cpu}, "
           f"{os.cpu_count()} CPUs, flags: {flags or 'n/a'}")
     for c in chosen:
         SECTIONS[c]()

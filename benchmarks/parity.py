@@ -20,7 +20,7 @@ import numpy as np
 os.environ.setdefault("UNET_FT_NO_PROGRESS", "1")
 
 from keras_unet_ft.config import load_config  # noqa: E402
-from keras_unet_ft.results import aggregate  # noqa: E402
+from keras_unet_ft.results import write_tables  # noqa: E402
 from keras_unet_ft.study import run_study  # noqa: E402
 
 PLANS = "contracting,expanding,all"
@@ -43,9 +43,9 @@ def main(root):
     for prec in ("fp32", "bf16"):
         cfg = load_config("quick", {**OVERRIDES, "study.precision": prec})
         t = time.perf_counter()
-        out = run_study(cfg, root / prec, progress=False, aggregate=False)
+        out = run_study(cfg, root / prec, progress=False)
         seconds[prec] = time.perf_counter() - t
-        aggregate(out, cfg, report=False, figures=False)
+        write_tables(out)
         summaries[prec] = {r["plan"]: r for r in csv.DictReader(open(out / "summary.csv"))}
         images[prec] = per_image(out)
     print(f"\n## bf16 vs fp32 Dice, quick profile on sim_bus ({PLANS}), same folds and seed\n")

@@ -18,7 +18,11 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+import os  # noqa: E402
+
 from keras_unet_ft.cli import add_config_args, config_from_args  # noqa: E402
+from keras_unet_ft.pipeline import run  # noqa: E402
+from keras_unet_ft.runtime import has_gpu  # noqa: E402
 
 
 def resolve_jobs(jobs, sharded) -> int:
@@ -35,10 +39,6 @@ def resolve_jobs(jobs, sharded) -> int:
         return n
     if sharded:
         return 1
-    import os
-
-    from keras_unet_ft.training import has_gpu
-
     return 2 if (os.cpu_count() or 1) >= 2 and not has_gpu() else 1
 
 
@@ -62,19 +62,13 @@ def main(argv=None) -> int:
     cfg = config_from_args(args)
     out = pathlib.Path(args.out or f"results/{cfg.profile}")
     t0 = time.time()
-    from keras_unet_ft.study import run_study, run_study_parallel
-
     try:
         jobs = resolve_jobs(args.jobs, args.shard or args.distribute)
-        if jobs > 1:
-            if args.shard or args.distribute:
-                raise ValueError("--jobs runs its own shards; do not combine it with --shard "
-                                 "or --distribute")
-            run_study_parallel(cfg, out, jobs, force=args.force,
-                               verbose=1 if args.verbose else 0)
-        else:
-            run_study(cfg, out, force=args.force, shard=args.shard, distribute=args.distribute,
-                      verbose=1 if args.verbose else 0)
+        if jobs > 1 and (args.shard or args.distribute):
+            raise ValueError("--jobs runs its own shards; do not combine it with --shard "
+                             "or --distribute")
+        run(cfg, out, jobs=jobs, force=args.force, shard=args.shard,
+            distribute=args.distribute, verbose=1 if args.verbose else 0)
     except (ValueError, FileNotFoundError) as e:
         print(f"run_all: error: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """The block map of a built U-Net: what "shallow" and "deep" mean.
 
 Amiri et al. group "all layers between two consecutive max-pooling or
-up-sampling layers" into one block (PAPER.md A). The map is computed from the
+up-sampling layers" into one block (docs/paper.md A). The map is computed from the
 model's graph, never from hard-coded layer indices:
 
 * a layer's block index is the number of max-pool / up-sampling boundaries on
@@ -13,7 +13,7 @@ model's graph, never from hard-coded layer indices:
   block ``P+1`` is the bottleneck and the rest the expanding part. The head
   belongs to the last block.
 
-Two depth schemes (PAPER.md B):
+Two depth schemes (docs/paper.md B):
 
 * ``path`` - the paper's: units are the blocks, 1 = shallowest (first
   contracting block), ``2P+1`` = deepest (last expanding block).
@@ -27,11 +27,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Tuple
 
-import keras
-
 SCHEMES = ("path", "level")
-_DOWN = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
-_UP = (keras.layers.UpSampling2D,)
+
+
+def _down_types():
+    import keras  # lazy: the plan grammar (and reading results) needs no Keras
+
+    return (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +58,9 @@ class Block:
 
 
 def _is_up(layer) -> bool:
-    if isinstance(layer, _UP):
+    import keras
+
+    if isinstance(layer, keras.layers.UpSampling2D):
         return True
     if isinstance(layer, keras.layers.Conv2DTranspose):
         strides = layer.strides if isinstance(layer.strides, tuple) else (layer.strides,)
@@ -64,7 +68,7 @@ def _is_up(layer) -> bool:
     return False
 
 
-def _parents(layer) -> List[keras.layers.Layer]:
+def _parents(layer) -> list:
     out = []
     for node in getattr(layer, "_inbound_nodes", []):
         for parent in node.parent_nodes:
@@ -99,7 +103,8 @@ class BlockMap:
         5
     """
 
-    def __init__(self, model: keras.Model):
+    def __init__(self, model):
+        down = _down_types()
         self.model = model
         block_of: Dict[str, int] = {}
         for layer in model.layers:  # functional models list layers in topological order
@@ -107,11 +112,11 @@ class BlockMap:
             if not parents:
                 b = 1
             else:
-                b = max(block_of[p.name] + (1 if isinstance(p, _DOWN) else 0) for p in parents)
+                b = max(block_of[p.name] + (1 if isinstance(p, down) else 0) for p in parents)
             if _is_up(layer):
                 b += 1
             block_of[layer.name] = b
-        n_pools = sum(isinstance(l, _DOWN) for l in model.layers)
+        n_pools = sum(isinstance(l, down) for l in model.layers)
         n_blocks = max(block_of.values())
         if n_pools < 1 or n_blocks != 2 * n_pools + 1:
             raise ValueError(
@@ -149,8 +154,14 @@ class BlockMap:
         units = set(units)
         return [b for b in self.blocks if self.unit_of(b, scheme) in units]
 
+    def layer_params(self, name: str) -> int:
+        """Number of parameters of the layer ``name``."""
+        return _layer_params(self.model.get_layer(name))
+
     def conv_layers(self) -> List[str]:
         """Convolution layers in data-flow order (the paper counts these)."""
+        import keras
+
         return [l.name for l in self.model.layers
                 if isinstance(l, keras.layers.Conv2D) and l.weights]
 

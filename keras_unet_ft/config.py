@@ -4,7 +4,7 @@
 * ``quick`` - the default: a CPU-sized version of the paper that still covers
   both targets, all 9 + 9 block plans, contracting / expanding, both baselines
   and 3 folds.
-* ``paper`` - the paper's settings (PAPER.md A and D): 256 x 256, base 64, 40
+* ``paper`` - the paper's settings (docs/paper.md A and D): 256 x 256, base 64, 40
   pretraining epochs on 10,000 images with 10 % validation, 600 augmented
   training images per fold, 20 fine-tuning epochs, 5 folds, Adam 1e-4, binary
   cross-entropy, batch 2. Meant for a GPU.
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Dict, List, Optional
+import typing
+from typing import Any, Dict, List, Optional, Tuple
 
 
 @dataclasses.dataclass
@@ -72,8 +73,11 @@ class StudyConfig:
     precision: str = "auto"       # auto | fp32 | bf16 | fp16
     deterministic: bool = True    # tf.config.experimental.enable_op_determinism
     save_predictions: bool = True
-    trainer: str = "auto"         # auto | masked | keras (see study.FoldSession)
+    trainer: str = "auto"         # auto | masked | keras (see finetune.FoldSession)
     am_steps: int = 100           # activation-maximization steps for Fig. 5
+    # fine-tuned weights kept as runs/.../model.keras: none | figures (the runs the
+    # figures need: all layers, fold 0, per target) | all
+    save_weights: str = "figures"
 
 
 @dataclasses.dataclass
@@ -132,57 +136,132 @@ PROFILES: Dict[str, Dict[str, Any]] = {
 }
 
 
-def _number(text: str):
-    for conv in (int, float):
+# -- validation: one place for types, allowed values and ranges ----------------
+MODEL_KINDS = ("unet", "xunet", "vunet")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TRAINERS = ("auto", "masked", "keras")
+SAVE_WEIGHTS = ("none", "figures", "all")
+SECTIONS = ("model", "data", "pretrain", "finetune", "study", "sizes")
+
+#: allowed values of the fields that take one of a few words (the CLI uses these too)
+CHOICES: Dict[str, Tuple[str, ...]] = {
+    "model.kind": MODEL_KINDS,
+    "study.precision": PRECISIONS,
+    "study.trainer": TRAINERS,
+    "study.save_weights": SAVE_WEIGHTS,
+    "sizes.run": ("auto", "yes", "no"),
+}
+_POSITIVE = ("model.size", "model.base_filters", "model.depth", "pretrain.epochs",
+             "pretrain.batch_size", "pretrain.learning_rate", "finetune.epochs",
+             "finetune.batch_size", "finetune.learning_rate", "finetune.augment_total",
+             "sizes.augment_factor", "study.am_steps")
+
+
+def _section_types(section) -> Dict[str, Any]:
+    return typing.get_type_hints(type(section))
+
+
+def _is_none_word(value) -> bool:
+    return isinstance(value, str) and value.strip().lower() in ("none", "null", "")
+
+
+def _convert(tp, value, key):
+    """``value`` (a string from ``--set`` or a JSON value) as the declared type ``tp``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union:  # Optional[X]
+        inner = [a for a in args if a is not type(None)][0]
+        if value is None or _is_none_word(value):
+            return None
+        return _convert(inner, value, key)
+    if origin in (list, List):
+        (inner,) = args
+        if isinstance(value, str):
+            items = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise ValueError(f"{key}: expected a comma-separated list, got {value!r}")
+        return [_convert(inner, v, key) for v in items]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{key}: expected a boolean (true/false), got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{key}: expected a whole number, got {value!r}")
         try:
-            return conv(text)
-        except ValueError:
-            pass
-    return text
-
-
-def _coerce(current, value):
-    if isinstance(value, str):
-        if isinstance(current, bool):
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"expected a boolean, got {value!r}")
-        if isinstance(current, int):
-            return int(value)
-        if isinstance(current, float):
+            return int(value) if not isinstance(value, str) else int(value.strip())
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: expected a whole number, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{key}: expected a number, got {value!r}")
+        try:
             return float(value)
-        if isinstance(current, list):
-            return [_number(v.strip()) for v in value.split(",") if v.strip()]
-        if current is None or (isinstance(current, str) and value.lower() in ("none", "null")):
-            if value.lower() in ("none", "null"):
-                return None
-            for conv in (int, float):
-                try:
-                    return conv(value)
-                except ValueError:
-                    pass
-            return None if value.lower() in ("none", "null", "") else value
-    return value
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: expected a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ValueError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"{key}: unsupported field type {tp!r}")  # a bug in this module
+
+
+def _field(cfg: "Config", key: str):
+    section, _, name = key.partition(".")
+    target = getattr(cfg, section, None) if section in SECTIONS else None
+    if not name or target is None:
+        raise ValueError(f"unknown config key {key!r}; keys look like 'finetune.epochs' "
+                         f"(sections: {', '.join(SECTIONS)})")
+    types = _section_types(target)
+    if name not in types:
+        raise ValueError(f"unknown config key {key!r}; {section} has: {', '.join(types)}")
+    return target, name, types[name]
+
+
+def set_value(cfg: "Config", key: str, value) -> None:
+    """Set ``section.field`` from a string or JSON value, converted to the declared type."""
+    target, name, tp = _field(cfg, key)
+    setattr(target, name, _convert(tp, value, key))
+
+
+def validate(cfg: "Config") -> "Config":
+    """Check allowed values and ranges; errors name the key and repeat the bad value."""
+    for key, allowed in CHOICES.items():
+        section, _, name = key.partition(".")
+        v = getattr(getattr(cfg, section), name)
+        if v not in allowed:
+            raise ValueError(f"bad value for {key}: {v!r}; expected one of {', '.join(allowed)}")
+    for key in _POSITIVE:
+        section, _, name = key.partition(".")
+        v = getattr(getattr(cfg, section), name)
+        if not v > 0:
+            raise ValueError(f"bad value for {key}: {v!r}; expected a number > 0")
+    if cfg.finetune.folds < 2:
+        raise ValueError(f"bad value for finetune.folds: {cfg.finetune.folds!r}; expected >= 2")
+    if not 0 < cfg.pretrain.val_fraction < 1:
+        raise ValueError(f"bad value for pretrain.val_fraction: {cfg.pretrain.val_fraction!r}; "
+                         "expected a number in (0, 1)")
+    bad = [r for r in cfg.finetune.stage_learning_rates if not r > 0]
+    if bad:
+        raise ValueError(f"bad value for finetune.stage_learning_rates: "
+                         f"{cfg.finetune.stage_learning_rates!r}; expected positive numbers")
+    bad = [c for c in cfg.sizes.counts if c < 1]
+    if bad:
+        raise ValueError(f"bad value for sizes.counts: {cfg.sizes.counts!r}; expected positive "
+                         "whole numbers")
+    return cfg
 
 
 def apply_overrides(cfg: Config, overrides: Dict[str, Any]) -> Config:
-    """Set ``section.field`` values (strings are converted to the field's type)."""
+    """Set ``section.field`` values (converted to the field's declared type), then validate."""
     for key, value in overrides.items():
-        section, _, field = key.partition(".")
-        target = getattr(cfg, section, None)
-        if not field or target is None or not dataclasses.is_dataclass(target):
-            raise ValueError(f"unknown config key {key!r}; keys look like 'finetune.epochs' "
-                             f"(sections: model, data, pretrain, finetune, study, sizes)")
-        if field not in {f.name for f in dataclasses.fields(target)}:
-            names = ", ".join(f.name for f in dataclasses.fields(target))
-            raise ValueError(f"unknown config key {key!r}; {section} has: {names}")
-        try:
-            setattr(target, field, _coerce(getattr(target, field), value))
-        except ValueError as e:
-            raise ValueError(f"bad value for {key}: {e}") from None
-    return cfg
+        set_value(cfg, key, value)
+    return validate(cfg)
 
 
 def load_config(profile: str = "quick", overrides: Optional[Dict[str, Any]] = None) -> Config:
@@ -204,11 +283,25 @@ def load_config(profile: str = "quick", overrides: Optional[Dict[str, Any]] = No
 
 
 def config_from_dict(d: Dict[str, Any]) -> Config:
-    cfg = Config(profile=d.get("profile", "paper"))
-    for section in ("model", "data", "pretrain", "finetune", "study", "sizes"):
-        for k, v in d.get(section, {}).items():
-            setattr(getattr(cfg, section), k, v)
-    return cfg
+    """A config from its ``to_dict()`` form (e.g. ``config.json`` of a results folder).
+
+    Unknown sections or keys are errors (a config written by another version is not
+    silently half-read); values are converted to the declared types and validated.
+    """
+    if not isinstance(d, dict):
+        raise ValueError(f"a config must be a JSON object, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(SECTIONS) - {"profile"})
+    if unknown:
+        raise ValueError(f"unknown config section(s) {unknown}; expected profile and "
+                         f"{', '.join(SECTIONS)}")
+    cfg = Config(profile=str(d.get("profile", "paper")))
+    for section in SECTIONS:
+        values = d.get(section, {})
+        if not isinstance(values, dict):
+            raise ValueError(f"config section {section!r} must be an object, got {values!r}")
+        for k, v in values.items():
+            set_value(cfg, f"{section}.{k}", v)
+    return validate(cfg)
 
 
 def parse_set(items) -> Dict[str, str]:

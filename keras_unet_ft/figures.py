@@ -17,7 +17,6 @@ PNG path. :func:`make_all_figures` draws every figure the folder has data for.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pathlib
@@ -25,8 +24,15 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .blocks import BlockMap
+from .data.study_data import load_target
+from .io import read_csv, read_json
+from .layout import (RESULTS, SIZES_SUMMARY, SUMMARY, folds_of, load_config_of,
+                     load_predictions, read_manifest, weights_path)
+from .layout import figures_dir as _figures_dir
 from .metrics import dice as dice_score
-from .results import load_config_of, read_csv
+from .plans import Plan, all_layers_plan
+from .results import per_image
 
 log = logging.getLogger("keras_unet_ft")
 MAX_AM_STEPS_ENV = "UNET_FT_MAX_AM_STEPS"   # caps activation-maximization steps (tests)
@@ -44,7 +50,7 @@ def _plt():
 
 
 def _save(fig, out, name) -> pathlib.Path:
-    d = pathlib.Path(out) / "figures"
+    d = _figures_dir(out)
     d.mkdir(parents=True, exist_ok=True)
     png = d / f"{name}.png"
     fig.savefig(png, dpi=120, bbox_inches="tight")
@@ -54,11 +60,24 @@ def _save(fig, out, name) -> pathlib.Path:
 
 
 def _summary(out) -> List[dict]:
-    return read_csv(pathlib.Path(out) / "summary.csv")
+    return read_csv(pathlib.Path(out) / SUMMARY)
 
 
 def _results(out) -> List[dict]:
-    return read_csv(pathlib.Path(out) / "results.csv")
+    return read_csv(pathlib.Path(out) / RESULTS)
+
+
+def _unit_plans(rows, kind: str, scheme: str) -> Dict[int, str]:
+    """``{K: plan}`` of the ``kind:K`` plans (no model prefix) of ``scheme`` in ``rows``."""
+    out = {}
+    for p in rows:
+        try:
+            q = Plan.parse(p)
+        except ValueError:
+            continue
+        if q.kind == kind and q.model is None and q.scheme == scheme:
+            out[q.k] = p
+    return dict(sorted(out.items()))
 
 
 def _targets(rows) -> List[str]:
@@ -86,29 +105,24 @@ def fig4_dice_vs_blocks(out, scheme: str = "path") -> Optional[pathlib.Path]:
     """Average Dice vs number of blocks fine-tuned, both directions, one panel per target."""
     plt = _plt()
     S = _summary(out)
-    suffix = "@level" if scheme == "level" else ""
     targets = [t for t in _targets(S)
-               if any(r["plan"].startswith("shallow_to_deep:") and r["plan"].endswith(suffix)
-                      and (scheme == "level") == r["plan"].endswith("@level")
-                      for r in S if r["target"] == t)]
+               if _unit_plans([r["plan"] for r in S if r["target"] == t], "shallow_to_deep",
+                              scheme)]
     if not targets:
         return None
     fig, axes = plt.subplots(1, len(targets), figsize=(5.2 * len(targets), 4.2), squeeze=False)
     for ax, t in zip(axes[0], targets):
         rows = {r["plan"]: r for r in S if r["target"] == t}
-        for prefix, color, label in (("shallow_to_deep", SHALLOW_COLOR, "shallow → deep"),
-                                     ("deep_to_shallow", DEEP_COLOR, "deep → shallow")):
-            ks = sorted(int(p.split(":")[1].split("@")[0]) for p in rows
-                        if p.startswith(prefix + ":") and p.endswith(suffix)
-                        and (scheme == "level") == p.endswith("@level"))
-            if not ks:
+        for kind, color, label in (("shallow_to_deep", SHALLOW_COLOR, "shallow → deep"),
+                                   ("deep_to_shallow", DEEP_COLOR, "deep → shallow")):
+            by_k = _unit_plans(rows, kind, scheme)
+            if not by_k:
                 continue
-            m = [_f(rows[f"{prefix}:{k}{suffix}"]["dice_mean"]) for k in ks]
-            s = [_f(rows[f"{prefix}:{k}{suffix}"]["dice_std"]) for k in ks]
-            ax.errorbar(ks, m, yerr=s, marker="o", color=color, capsize=3, label=label)
+            m = [_f(rows[p]["dice_mean"]) for p in by_k.values()]
+            s = [_f(rows[p]["dice_std"]) for p in by_k.values()]
+            ax.errorbar(list(by_k), m, yerr=s, marker="o", color=color, capsize=3, label=label)
         if scheme == "path":
-            mid = (max(int(p.split(":")[1]) for p in rows if p.startswith("shallow_to_deep:")
-                       and "@" not in p) + 1) / 2
+            mid = (max(_unit_plans(rows, "shallow_to_deep", "path")) + 1) / 2
             for plan, color, mk, dx in (("contracting", SHALLOW_COLOR, "s", -0.2),
                                         ("expanding", DEEP_COLOR, "D", 0.2)):
                 if plan in rows:
@@ -132,18 +146,13 @@ def fig4_dice_vs_blocks(out, scheme: str = "path") -> Optional[pathlib.Path]:
 
 
 # ---------------------------------------------------------------------------
-def _target_spec(cfg, slug):
-    from .study import target_slug
-
-    for spec in cfg.data.targets:
-        if target_slug(spec) == slug:
-            return spec
-    raise ValueError(f"target {slug!r} is not in this study's config ({cfg.data.targets})")
-
-
-def _fold_of(out, slug) -> Dict[str, int]:
-    data = json.loads((pathlib.Path(out) / "splits" / f"{slug}.json").read_text())
-    return {i: k for k, f in enumerate(data["folds"]) for i in f["test"]}
+def _target_spec(out, slug):
+    targets = read_manifest(out)["targets"]
+    for t in targets:
+        if t["slug"] == slug:
+            return t["spec"]
+    raise ValueError(f"target {slug!r} is not in this study; its targets are "
+                     f"{[t['slug'] for t in targets]}")
 
 
 def _ultrasound_target(rows) -> Optional[str]:
@@ -151,6 +160,11 @@ def _ultrasound_target(rows) -> Optional[str]:
         if r["modality"] == "ultrasound":
             return r["target"]
     return rows[0]["target"] if rows else None
+
+
+def ultrasound_target(out) -> Optional[str]:
+    """The study's first ultrasound target (else its first target), as a slug."""
+    return _ultrasound_target(_results(out))
 
 
 PAPER_FIG3 = (("none", "pretrained (not tuned)"), ("expanding", "expanding tuned"),
@@ -169,8 +183,6 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
     both do best, then those where the last plan leads the second most (per-image
     Dice) - or given by ``ids``. The title says what was found (whether both work).
     """
-    from .study import _load_target, load_predictions
-
     plt = _plt()
     out = pathlib.Path(out)
     R = _results(out)
@@ -185,8 +197,8 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
         return None
     a_plan, b_plan = plans[1], plans[2]
     cfg = load_config_of(out)
-    ds = _load_target(cfg, _target_spec(cfg, target))
-    fold_of = _fold_of(out, target)
+    ds = load_target(cfg, _target_spec(out, target))
+    fold_of = folds_of(out, target)
     preds = {}
     for p in plans:
         for (q, k), r in by.items():
@@ -235,47 +247,44 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
 
 
 # ---------------------------------------------------------------------------
-def finetuned_model(out, target: str, plan: str = "shallow_to_deep:9", fold: int = 0):
+def all_layers_plans(out) -> List[str]:
+    """Labels the all-layers plan can have in this study, most specific first."""
+    m = read_manifest(out)
+    return [all_layers_plan(m["models"][m["model"]]["units"]["path"]), "all", "xunet/all"]
+
+
+def finetuned_model(out, target: Optional[str] = None, plan: Optional[str] = None,
+                    fold: int = 0):
     """The net fine-tuned with ``plan`` on ``target`` (fold ``fold``), as a Keras model.
 
-    Uses ``model.weights.h5`` of that run when the study saved it; otherwise the
-    run is reproduced (same data, fold, seed and plan) and its weights are saved
-    there for next time.
+    Loads ``model.keras`` of that run, saved by the study (``study.save_weights``:
+    ``figures`` keeps the all-layers run of fold 0, ``all`` every run). Nothing is
+    re-trained: a run without saved weights is an error saying how to get them.
+
+    Args:
+        out: results folder. target: target slug (default: the first ultrasound one).
+        plan: plan label (default: the all-layers plan). fold: fold index.
     """
     import keras
 
-    from .study import (FoldSession, _fold_arrays, _load_target, list_runs,
-                        pretrained_weights_by_kind, target_slug)
-    from .data.folds import load_or_make_folds
-    from .training import build_from_config, resolve_precision
-
     out = pathlib.Path(out)
-    cfg = load_config_of(out)
-    spec = _target_spec(cfg, target)
-    runs, _, _ = list_runs(cfg, [spec])
-    run = next((r for r in runs if r.fold == fold and (r.plan == plan or plan in r.aliases)), None)
-    if run is None:
-        raise ValueError(f"plan {plan!r} is not in this study")
-    wpath = run.dir(out) / "model.weights.h5"
-    if wpath.exists():
-        from .study import model_config
-
-        keras.backend.clear_session()
-        model = build_from_config(model_config(cfg, run.model))
-        model.load_weights(wpath)
-        return model
-    log.info("reproducing %s / %s / fold %d to get its weights", target, plan, fold)
-    ds = _load_target(cfg, spec)
-    folds = load_or_make_folds(out / "splits" / f"{target_slug(spec)}.json", ds.ids,
-                               cfg.finetune.folds, cfg.study.seed, ds.strata())
-    train, _ = _fold_arrays(cfg, ds, folds[fold], fold)
-    precision = resolve_precision(cfg.study.precision)
-    pre = pretrained_weights_by_kind(cfg, out, [run.model], precision)[run.model]
-    session = FoldSession(cfg, fold, precision, kind=run.model)
-    model = session.train(run.bare_plan, train, pre)[0]
-    wpath.parent.mkdir(parents=True, exist_ok=True)
-    model.save_weights(wpath)
-    return model
+    R = _results(out)
+    target = target or _ultrasound_target(R)
+    rows = [r for r in R if r["target"] == target and r["status"] == "ok"
+            and int(r["fold"]) == int(fold)]
+    have = {r["plan"]: r for r in rows}
+    if plan is None:
+        plan = next((p for p in all_layers_plans(out) if p in have), None)
+    if plan not in have:
+        raise ValueError(f"no finished run of plan {plan!r} on {target!r}, fold {fold}; "
+                         f"plans with finished runs: {sorted(have)[:8]}")
+    path = weights_path(out / have[plan]["run_dir"])
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: the study did not keep this run's weights; rerun the study "
+            f"with --set study.save_weights=all and --force on this run, or "
+            f"study.save_weights=figures (the default) for the all-layers run of fold 0")
+    return keras.saving.load_model(path, compile=False)
 
 
 def activation_maximization(model, layer: str, filters: Sequence[int], steps: int = 100,
@@ -317,8 +326,6 @@ def activation_maximization(model, layer: str, filters: Sequence[int], steps: in
 
 def am_layers(model) -> List[str]:
     """The 4th conv layer and the deepest conv layer with more than 2 filters."""
-    from .blocks import BlockMap
-
     convs = BlockMap(model).conv_layers()
     deep = [c for c in convs if model.get_layer(c).filters > 2]
     return [convs[3], deep[-1]]
@@ -338,10 +345,14 @@ def fig5_activation_maximization(out, target: Optional[str] = None, n_filters: i
     if target is None:
         return None
     have = {r["plan"] for r in R if r["target"] == target}
-    plan = plan or next((p for p in ("shallow_to_deep:9", "all", "xunet/all") if p in have), None)
+    plan = plan or next((p for p in all_layers_plans(out) if p in have), None)
     if plan is None:
         return None
-    model = finetuned_model(out, target, plan)
+    try:
+        model = finetuned_model(out, target, plan)
+    except FileNotFoundError as e:
+        log.warning("Fig. 5 not drawn: %s", e)
+        return None
     layers = am_layers(model)
     fig, axes = plt.subplots(len(layers), n_filters, figsize=(1.6 * n_filters, 1.9 * len(layers)),
                              squeeze=False)
@@ -367,8 +378,6 @@ def fig5_activation_maximization(out, target: Optional[str] = None, n_filters: i
 # ---------------------------------------------------------------------------
 def fig_dice_boxplots(out) -> Optional[pathlib.Path]:
     """Per-image Dice of every plan (pooled over folds), one panel per target."""
-    from .results import per_image
-
     plt = _plt()
     R = [r for r in _results(out) if r["status"] == "ok"]
     targets = _targets(R)
@@ -410,17 +419,11 @@ def fig_training_time(out) -> Optional[pathlib.Path]:
 
 
 def fig_param_share(out) -> pathlib.Path:
-    """Share of the parameters per block (from the block map of the study's model)."""
-    import keras
-
-    from .blocks import BlockMap
-    from .training import build_from_config
-
+    """Share of the parameters per block (the block table of the study's model, runs.json)."""
     plt = _plt()
-    cfg = load_config_of(out)
-    keras.backend.clear_session()
-    bm = BlockMap(build_from_config(cfg.model))
-    rows = bm.table()
+    m = read_manifest(out)
+    table = m["models"][m["model"]]
+    rows, total = table["blocks"], table["total_params"]
     colors = {"contracting": SHALLOW_COLOR, "bottleneck": "tab:purple", "expanding": DEEP_COLOR}
     fig, ax = plt.subplots(figsize=(7, 3.4))
     ax.bar([r["block"] for r in rows], [r["share_percent"] for r in rows],
@@ -430,7 +433,7 @@ def fig_param_share(out) -> pathlib.Path:
                 va="bottom", fontsize=7)
     ax.set_xlabel("block (1 = shallowest, path scheme)")
     ax.set_ylabel("% of parameters")
-    ax.set_title(f"Parameter share per block ({bm.total_params:,} parameters; blue: contracting, "
+    ax.set_title(f"Parameter share per block ({total:,} parameters; blue: contracting, "
                  "purple: bottleneck, red: expanding)", fontsize=9)
     fig.tight_layout()
     return _save(fig, out, "param_share")
@@ -450,7 +453,7 @@ def fig_weight_change(out, target: Optional[str] = None) -> Optional[pathlib.Pat
     for rs in groups.values():
         vals = []
         for r in rs:
-            wc = json.loads((out / r["run_dir"] / "summary.json").read_text()).get("weight_change")
+            wc = read_json(out / r["run_dir"] / "summary.json").get("weight_change")
             if wc:
                 vals.append([wc[k] for k in sorted(wc, key=int)])
         mats.append(np.mean(vals, axis=0) if vals else None)
@@ -480,7 +483,7 @@ def fig_dice_vs_size(out) -> Optional[pathlib.Path]:
     the originals only; error bars: std over folds. Sizes skipped in every fold
     (a fold with fewer training images) are not drawn.
     """
-    path = pathlib.Path(out) / "sizes_summary.csv"
+    path = pathlib.Path(out) / SIZES_SUMMARY
     if not path.exists():
         return None
     plt = _plt()

@@ -2,7 +2,7 @@
 
 Predictions are thresholded at 0.5 (``p > 0.5`` is foreground, as in the
 paper); ground truth is binarised the same way. Conventions for empty masks
-(PAPER.md D):
+(docs/paper.md D):
 
 * Dice: ``2 TP / (|GT| + |P|)``; when ground truth and prediction are both
   empty, Dice = 1.0 (a perfect answer); one empty and the other not: 0.0.

@@ -1,7 +1,7 @@
 """The networks of the study: the paper's U-Net (and Cheng & Lam's X-Unet variant).
 
 The layout follows zhixuhao/unet, the Keras U-Net that Amiri et al. describe
-(PAPER.md A): blocks of two 3x3 conv + ReLU, ``base_filters`` in the first block,
+(docs/paper.md A): blocks of two 3x3 conv + ReLU, ``base_filters`` in the first block,
 doubling after every max-pool and halving after every up-sampling, dropout
 after the contracting path, an expanding path of ``UpSampling2D(2)`` + 2x2 conv,
 concatenation with the skip and two 3x3 convs, an extra 3x3 conv with 2 filters
@@ -18,8 +18,12 @@ by the resolution level they restore, as the encoder blocks they mirror).
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 from keras import layers
+
+from .vunet import build_vunet
 
 DEFAULT_INPUT_SHAPE = (256, 256, 1)
 DEFAULT_BASE_FILTERS = 64
@@ -148,17 +152,32 @@ def build_xunet(input_shape=DEFAULT_INPUT_SHAPE, base_filters: int = DEFAULT_BAS
                       extra_head_conv=False, name="xunet")
 
 
-MODEL_BUILDERS = {"unet": build_unet, "xunet": build_xunet}
+MODEL_BUILDERS = {"unet": build_unet, "xunet": build_xunet, "vunet": build_vunet}
 
 
 def build_model(kind: str = "unet", **kwargs) -> keras.Model:
-    """Build a model by name (``unet``, ``xunet``; ``vunet`` when available)."""
-    builders = dict(MODEL_BUILDERS)
-    try:
-        from .vunet import build_vunet  # noqa: F401  (optional, see issue on Cheng & Lam)
-        builders["vunet"] = build_vunet
-    except ImportError:
-        pass
-    if kind not in builders:
-        raise ValueError(f"unknown model {kind!r}; expected one of {sorted(builders)}")
-    return builders[kind](**kwargs)
+    """Build a model by name: ``unet``, ``xunet`` or ``vunet``."""
+    if kind not in MODEL_BUILDERS:
+        raise ValueError(f"unknown model {kind!r}; expected one of {sorted(MODEL_BUILDERS)}")
+    return MODEL_BUILDERS[kind](**kwargs)
+
+
+def build_from_config(mcfg) -> keras.Model:
+    """The network a :class:`~keras_unet_ft.config.ModelConfig` describes."""
+    kw = dict(input_shape=(mcfg.size, mcfg.size, 1))
+    if mcfg.kind == "unet":
+        kw.update(base_filters=mcfg.base_filters, depth=mcfg.depth, dropout=mcfg.dropout)
+    elif mcfg.kind == "xunet":
+        kw.update(base_filters=mcfg.base_filters, depth=mcfg.depth)
+    else:
+        kw.update(encoder_weights=mcfg.encoder_weights)
+    return build_model(mcfg.kind, **kw)
+
+
+def model_config(cfg, kind: str, structure_only: bool = False):
+    """``cfg.model`` for the model ``kind`` (V-Unet without encoder weights when
+    ``structure_only``: for block maps and parameter counts)."""
+    mc = dataclasses.replace(cfg.model, kind=kind)
+    if structure_only and kind == "vunet":
+        mc = dataclasses.replace(mc, encoder_weights=None)
+    return mc

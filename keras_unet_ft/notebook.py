@@ -6,7 +6,11 @@ import logging
 import pathlib
 from typing import List, Optional
 
-from .results import read_csv
+from .config import load_config
+from .io import read_csv
+from .layout import RESULTS, STATS, SUMMARY, read_manifest
+from .pipeline import run
+from .report import findings
 
 log = logging.getLogger("keras_unet_ft")
 
@@ -35,23 +39,20 @@ def find_results(path: Optional[str] = None, run_smoke_if_missing: bool = True) 
         return newest
     if not run_smoke_if_missing:
         raise FileNotFoundError("no results folder found under results/")
-    from .config import load_config
-    from .study import run_study
-
     out = _repo_roots()[-1] / "results" / "smoke"
     print(f"No results yet: running the smoke profile into {out} (a few minutes) ...")
-    return run_study(load_config("smoke"), out, progress=False)
+    return run(load_config("smoke"), out, progress=False)
 
 
 def findings_text(out, modality: Optional[str] = None) -> str:
     """The report's computed finding sentences for every target (optionally one modality)."""
-    from .report import findings
-
     out = pathlib.Path(out)
-    summary = read_csv(out / "summary.csv")
-    stats = [s for s in read_csv(out / "stats.csv") if s.get("plan_a")] \
-        if (out / "stats.csv").exists() else []
-    results = read_csv(out / "results.csv")
+    summary = read_csv(out / SUMMARY)
+    stats = [s for s in read_csv(out / STATS) if s.get("plan_a")] \
+        if (out / STATS).exists() else []
+    results = read_csv(out / RESULTS)
+    manifest = read_manifest(out)
+    units = manifest["models"][manifest["model"]]["units"]["path"]
     lines = []
     for target in dict.fromkeys(r["target"] for r in summary):
         S = {r["plan"]: r for r in summary if r["target"] == target}
@@ -60,5 +61,5 @@ def findings_text(out, modality: Optional[str] = None) -> str:
             continue
         trainer = "masked" if any(r.get("trainer") == "masked" for r in results
                                   if r["target"] == target) else "keras"
-        lines += [f"- {s}" for s in findings(target, mod, S, stats, trainer)]
+        lines += [f"- {s}" for s in findings(target, mod, S, stats, trainer, units)]
     return "\n".join(lines) if lines else "(no findings: the study lacks the plans they need)"

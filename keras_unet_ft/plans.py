@@ -1,12 +1,12 @@
-"""Fine-tuning plans: which layers of a pretrained U-Net are trained.
+"""Fine-tuning plans: the whole grammar of "which layers are trained", as data.
 
 A plan is a small, serialisable value (:class:`Plan`) that resolves, on a given
-model, to the set of layers whose weights are trained; every other layer is
-frozen. Plans print as strings and parse back::
+block map, to the set of layers whose weights are trained; every other layer is
+frozen. Plans print as strings and parse back (``str(Plan.parse(s)) == s``)::
 
-    all | none | freeze_bottleneck
+    all | none | scratch | freeze_bottleneck
     contracting | expanding                 the paper's split: conv layers 1..2P+1
-                                            vs the rest (PAPER.md A: conv 1-9 vs 10-24)
+                                            vs the rest (docs/paper.md: conv 1-9 vs 10-24)
     contracting:blocks | expanding:blocks   split at block boundaries: contracting
                                             blocks + bottleneck vs the expanding blocks
                                             (= Cheng & Lam's "decoder only")
@@ -14,29 +14,56 @@ frozen. Plans print as strings and parse back::
     deep_to_shallow:K[@scheme]              the K deepest units trained
     only_block:I[@scheme]                   unit I alone
     layers:REGEX                            layers whose name matches REGEX (re.search)
+    MODEL/PLAN                              the plan on another network: xunet/all
+    PLAN>PLAN[>...]                         stages trained one after the other, each with a
+                                            fresh optimizer (V-Unet: expanding:blocks>all)
 
-``scheme`` is ``path`` (default; units = the 2P+1 blocks) or ``level``
-(units = the P+1 resolution levels), see :mod:`keras_unet_ft.blocks`.
+``scheme`` is ``path`` (default; units = the 2P+1 blocks) or ``level`` (units =
+the P+1 resolution levels), see :mod:`keras_unet_ft.blocks`. The baselines are
+plan kinds too: ``none`` (the pretrained net, not fine-tuned) and ``scratch``
+(random initialisation, every layer trained).
+
+Plan sets (:data:`PLAN_SETS`) are data: ``N`` stands for the number of units of
+the model under the plan's scheme and ``MID`` for ``(N + 1) // 2``, so the sets
+follow ``--set model.depth=3`` (7 blocks) instead of assuming 9. The answer to
+"which layers does plan X train?" for every plan of a set is
+:func:`plan_matrix` (``unet-ft plans --matrix``; ``docs/plans.md``).
 
 Keras 3 reads ``trainable`` flags only when a model is compiled, so
-:func:`apply_plan` always recompiles (it does not warn otherwise).
+:func:`apply_plan` always recompiles (Keras does not warn otherwise).
+
+This module imports no Keras at import time: reading results uses the grammar.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import FrozenSet, Optional, Tuple
+from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
-import keras
+from .blocks import SCHEMES, check_scheme
+from .config import MODEL_KINDS
 
-from .blocks import SCHEMES, BlockMap, check_scheme
-
-SIMPLE_KINDS = ("all", "none", "freeze_bottleneck")
+BASELINES = ("none", "scratch")
+SIMPLE_KINDS = ("all", "none", "scratch", "freeze_bottleneck")
 SPLIT_KINDS = ("contracting", "expanding")
 SPLITS = ("conv", "blocks")
 UNIT_KINDS = ("shallow_to_deep", "deep_to_shallow", "only_block")
-KINDS = SIMPLE_KINDS + SPLIT_KINDS + UNIT_KINDS + ("layers",)
+KINDS = SIMPLE_KINDS + SPLIT_KINDS + UNIT_KINDS + ("layers", "staged")
+
+#: named plan sets; ``N`` = units of the scheme, ``MID`` = (N + 1) // 2, ``1..N`` = every K
+PLAN_SETS: Dict[str, Tuple[str, ...]] = {
+    # the paper (MICCAI 2019): contracting vs expanding, the two block curves of Fig. 4
+    "paper": ("contracting", "expanding", "shallow_to_deep:1..N", "deep_to_shallow:1..N"),
+    # the journal version (TUFFC 2020): the paper's set under both depth schemes
+    "tuffc": ("contracting", "expanding", "shallow_to_deep:1..N", "deep_to_shallow:1..N",
+              "shallow_to_deep:1..N@level", "deep_to_shallow:1..N@level"),
+    # every figure's ingredients, few runs (tests, first look)
+    "smoke": ("contracting", "expanding", "shallow_to_deep:1", "shallow_to_deep:MID",
+              "shallow_to_deep:N", "deep_to_shallow:1", "deep_to_shallow:MID"),
+    # Cheng & Lam: X-Unet all vs bottleneck frozen; V-Unet decoder first, then all
+    "cheng": ("xunet/all", "xunet/freeze_bottleneck", "vunet/expanding:blocks>all"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,12 +77,18 @@ class Plan:
         scheme: depth scheme for unit kinds, ``path`` or ``level``.
         split: ``conv`` (the paper's) or ``blocks`` for contracting/expanding.
         pattern: regular expression for ``layers``.
+        model: the network the plan is for (``unet``, ``xunet``, ``vunet``); None =
+            the study's model.
+        stages: for ``staged``: the plans trained one after the other.
 
     Examples:
-        >>> Plan.parse("shallow_to_deep:3@level")
-        Plan(kind='shallow_to_deep', k=3, scheme='level', split='conv', pattern=None)
+        >>> Plan.parse("shallow_to_deep:3@level").k
+        3
         >>> str(Plan("deep_to_shallow", k=2))
         'deep_to_shallow:2'
+        >>> p = Plan.parse("vunet/expanding:blocks>all")
+        >>> p.model, [str(s) for s in p.steps]
+        ('vunet', ['expanding:blocks', 'all'])
     """
 
     kind: str
@@ -63,11 +96,26 @@ class Plan:
     scheme: str = "path"
     split: str = "conv"
     pattern: Optional[str] = None
+    model: Optional[str] = None
+    stages: Tuple["Plan", ...] = ()
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown plan kind {self.kind!r}; expected one of {KINDS}")
         check_scheme(self.scheme)
+        if self.model is not None and self.model not in MODEL_KINDS:
+            raise ValueError(f"unknown model {self.model!r} in plan; expected one of "
+                             f"{MODEL_KINDS}")
+        if self.kind == "staged":
+            if len(self.stages) < 2:
+                raise ValueError("a staged plan needs two or more stages, e.g. "
+                                 "expanding:blocks>all")
+            for st in self.stages:
+                if st.kind in BASELINES + ("staged",) or st.model is not None:
+                    raise ValueError(f"stage {str(st)!r}: a stage is a plain plan (no "
+                                     "baseline, model prefix or nested stages)")
+        elif self.stages:
+            raise ValueError(f"plan {self.kind!r} takes no stages")
         if self.kind in UNIT_KINDS:
             if self.k is None or int(self.k) != self.k or self.k < 1:
                 raise ValueError(f"plan {self.kind!r} needs a positive integer k, got {self.k!r}")
@@ -91,6 +139,12 @@ class Plan:
 
     # -- strings ---------------------------------------------------------------
     def __str__(self) -> str:
+        prefix = f"{self.model}/" if self.model else ""
+        return prefix + self._bare_str()
+
+    def _bare_str(self) -> str:
+        if self.kind == "staged":
+            return ">".join(str(s) for s in self.stages)
         if self.kind in UNIT_KINDS:
             s = f"{self.kind}:{self.k}"
             return s if self.scheme == "path" else f"{s}@{self.scheme}"
@@ -108,6 +162,20 @@ class Plan:
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"a plan must be a non-empty string, got {text!r}")
         text = text.strip()
+        head, sep, rest = text.partition("/")
+        model = None
+        if sep and head in MODEL_KINDS:
+            model, text = head, rest
+        if ">" in text and not text.startswith("layers:"):
+            parts = [p.strip() for p in text.split(">")]
+            if any(not p for p in parts):
+                raise ValueError(f"bad staged plan {text!r}: expected PLAN>PLAN, e.g. "
+                                 "expanding:blocks>all")
+            return cls("staged", model=model, stages=tuple(cls._parse_one(p) for p in parts))
+        return dataclasses.replace(cls._parse_one(text), model=model)
+
+    @classmethod
+    def _parse_one(cls, text: str) -> "Plan":
         kind, _, arg = text.partition(":")
         if kind == "layers":
             return cls("layers", pattern=arg)
@@ -127,14 +195,52 @@ class Plan:
                     f"positive integer and SCHEME in {SCHEMES}"
                 ) from None
             return cls(kind, k=k, scheme=scheme or "path")
-        raise ValueError(f"unknown plan {text!r}; plan kinds are {KINDS}")
+        raise ValueError(f"unknown plan {text!r}; plan kinds are "
+                         f"{tuple(k for k in KINDS if k != 'staged')}, optionally MODEL/PLAN "
+                         "or PLAN>PLAN")
+
+    # -- properties ------------------------------------------------------------
+    @property
+    def bare(self) -> "Plan":
+        """The plan without its model prefix."""
+        return dataclasses.replace(self, model=None)
+
+    @property
+    def steps(self) -> Tuple["Plan", ...]:
+        """The stages trained one after the other (one for an unstaged plan)."""
+        return self.stages if self.kind == "staged" else (self.bare,)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.kind in BASELINES
+
+    @property
+    def trains(self) -> bool:
+        """Whether the plan trains at all (``none`` does not)."""
+        return self.kind != "none"
+
+    def model_or(self, default: str) -> str:
+        return self.model or default
 
     # -- resolution --------------------------------------------------------------
-    def trainable_layers(self, block_map: BlockMap) -> FrozenSet[str]:
-        """Names of the weighted layers this plan trains on the mapped model."""
-        bm = block_map
+    def stage_layers(self, block_map) -> List[FrozenSet[str]]:
+        """Trainable layers of every stage (see :meth:`trainable_layers`)."""
+        return [st._layers(block_map) for st in self.steps]
+
+    def trainable_layers(self, block_map) -> FrozenSet[str]:
+        """Names of the weighted layers this plan trains (all stages) on the mapped model.
+
+        Args:
+            block_map: a :class:`~keras_unet_ft.blocks.BlockMap` of the model.
+        """
+        out: FrozenSet[str] = frozenset()
+        for layers in self.stage_layers(block_map):
+            out = out | layers
+        return out
+
+    def _layers(self, bm) -> FrozenSet[str]:
         weighted = [n for b in bm.blocks for n in b.weighted_layers]
-        if self.kind == "all":
+        if self.kind in ("all", "scratch"):
             return frozenset(weighted)
         if self.kind == "none":
             return frozenset()
@@ -177,6 +283,151 @@ class Plan:
                          for n in b.weighted_layers)
 
 
+def all_layers_plan(units: int) -> str:
+    """The block plan that trains every block (``shallow_to_deep:N``)."""
+    return f"shallow_to_deep:{int(units)}"
+
+
+# -- plan sets -------------------------------------------------------------------
+def _expand(item: str, units: Mapping[str, int]) -> List[str]:
+    scheme = "level" if item.endswith("@level") else "path"
+    n = int(units.get(scheme, 0))
+    m = re.search(r":(1\.\.N|N|MID)(@\w+)?$", item)
+    if not m:
+        return [item]
+    if not n:
+        raise ValueError(f"plan {item!r} needs the number of {scheme} units of the model")
+    head, tail = item[:m.start(1)], item[m.end(1):]
+    token = m.group(1)
+    ks = range(1, n + 1) if token == "1..N" else [n] if token == "N" else [(n + 1) // 2]
+    return [f"{head}{k}{tail}" for k in ks]
+
+
+def plan_set(name_or_list, units: Optional[Mapping[str, int]] = None) -> List[str]:
+    """The plans of a named set (:data:`PLAN_SETS`) or of a comma-separated list / sequence.
+
+    Args:
+        name_or_list: ``paper``, ``tuffc``, ``smoke``, ``cheng``, ``"a,b,c"`` or a list.
+        units: units per scheme of the study's model, e.g. ``{"path": 9, "level": 5}``
+            (expands ``N``, ``MID`` and ``1..N``; the paper's U-Net when None).
+
+    Examples:
+        >>> plan_set("smoke", {"path": 7, "level": 4})[2:5]
+        ['shallow_to_deep:1', 'shallow_to_deep:4', 'shallow_to_deep:7']
+    """
+    units = units or {"path": 9, "level": 5}
+    if isinstance(name_or_list, (list, tuple)):
+        items = [str(p).strip() for p in name_or_list]
+    elif str(name_or_list) in PLAN_SETS:
+        items = list(PLAN_SETS[str(name_or_list)])
+    else:
+        items = [p.strip() for p in str(name_or_list).split(",")]
+    items = [p for p in items if p]
+    if not items:
+        raise ValueError(f"no plans in {name_or_list!r}; give a plan set "
+                         f"({', '.join(PLAN_SETS)}) or comma-separated plans")
+    out = [p for item in items for p in _expand(item, units)]
+    for p in out:
+        Plan.parse(p)  # a bad plan fails here, before any training
+    return out
+
+
+def group_plans(plans: Sequence[str], block_maps: Mapping[str, object],
+                default_model: str) -> List[Tuple[str, List[str], str]]:
+    """Group plans that train the same layers: ``[(canonical, [aliases], model kind)]``.
+
+    ``shallow_to_deep:9`` = ``deep_to_shallow:9`` = ``all`` on the paper's U-Net: the
+    first one listed is trained and the others point to it. Baselines are never merged.
+
+    Args:
+        plans: plan strings (as given by the user or a plan set).
+        block_maps: a block map per model kind used by the plans.
+        default_model: the model kind of plans without prefix.
+    """
+    groups: Dict[tuple, list] = {}
+    order = []
+    for p in plans:
+        plan = Plan.parse(p)
+        kind = plan.model_or(default_model)
+        if plan.is_baseline:
+            key, label = (kind, f"__{plan.kind}__"), p
+        else:
+            sets = tuple(layers if layers else frozenset({"__none__"})
+                         for layers in plan.stage_layers(block_maps[kind]))
+            key = (kind, sets)
+            label = str(plan) if plan.model else str(plan.bare)
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(label)
+    return [(groups[k][0], groups[k][1:], k[0]) for k in order]
+
+
+# -- the answer to "which layers": one table ---------------------------------------
+@dataclasses.dataclass
+class PlanRow:
+    """One row of :func:`plan_matrix`."""
+
+    plan: str
+    cells: List[str]            # per block: "X" all of it trained, "x" part, "." frozen
+    trainable_layers: List[str]
+    trainable_params: int
+    total_params: int
+
+    @property
+    def share(self) -> float:
+        return 100.0 * self.trainable_params / self.total_params if self.total_params else 0.0
+
+
+def plan_matrix(plans: Sequence[str], block_map) -> List[PlanRow]:
+    """Which blocks and layers each plan trains, and how many parameters.
+
+    Args:
+        plans: plan strings (model prefixes are ignored: the block map decides).
+        block_map: the :class:`~keras_unet_ft.blocks.BlockMap` of the model.
+    """
+    params = {}
+    for b in block_map.blocks:
+        for n in b.weighted_layers:
+            params[n] = block_map.layer_params(n)
+    order = [n for b in block_map.blocks for n in b.weighted_layers]
+    rows = []
+    for p in plans:
+        plan = Plan.parse(p)
+        chosen = frozenset() if plan.kind == "none" else plan.trainable_layers(block_map)
+        cells = []
+        for b in block_map.blocks:
+            hit = [n for n in b.weighted_layers if n in chosen]
+            cells.append("X" if hit and len(hit) == len(b.weighted_layers)
+                         else "x" if hit else ".")
+        rows.append(PlanRow(str(p), cells, [n for n in order if n in chosen],
+                            sum(params[n] for n in chosen), block_map.total_params))
+    return rows
+
+
+def format_matrix(rows: Sequence[PlanRow], block_map, markdown: bool = False) -> str:
+    """:func:`plan_matrix` as a text (or Markdown) table, one column per block."""
+    heads = [f"{b.index}{b.part[0]}" for b in block_map.blocks]
+    if markdown:
+        lines = ["| plan | " + " | ".join(heads) + " | trainable params | % | trained layers |",
+                 "|---|" + "---|" * len(heads) + "---:|---:|---|"]
+        for r in rows:
+            lines.append(f"| `{r.plan}` | " + " | ".join(r.cells)
+                         + f" | {r.trainable_params:,} | {r.share:.2f} | "
+                         + (", ".join(r.trainable_layers) or "(none)") + " |")
+        return "\n".join(lines)
+    w = max([len("plan")] + [len(r.plan) for r in rows])
+    lines = [f"{'plan':<{w}}  " + " ".join(f"{h:>3}" for h in heads)
+             + f"  {'trainable':>12} {'%':>7}"]
+    for r in rows:
+        lines.append(f"{r.plan:<{w}}  " + " ".join(f"{c:>3}" for c in r.cells)
+                     + f"  {r.trainable_params:>12,} {r.share:>6.2f}%")
+    lines.append("columns: block index + part (c contracting, b bottleneck, e expanding); "
+                 "X = whole block trained, x = part of it, . = frozen")
+    return "\n".join(lines)
+
+
+# -- applying a plan to a Keras model -------------------------------------------------
 @dataclasses.dataclass
 class PlanReport:
     """What :func:`apply_plan` did."""
@@ -194,7 +445,8 @@ class PlanReport:
                 f"layers: {', '.join(self.trainable_layers) or '(none)'}")
 
 
-def _count(weights) -> int:
+def count_params(weights) -> int:
+    """Number of scalars in a list of weights (Keras variables or arrays)."""
     n = 0
     for w in weights:
         s = 1
@@ -204,18 +456,29 @@ def _count(weights) -> int:
     return n
 
 
+def plan_report(model, plan, layers) -> PlanReport:
+    """A :class:`PlanReport` for ``layers`` (names) trained on ``model``."""
+    chosen = set(layers)
+    ordered = tuple(layer.name for layer in model.layers if layer.name in chosen)
+    n_tr = sum(count_params(layer.weights) for layer in model.layers if layer.name in chosen)
+    return PlanReport(str(plan), ordered, n_tr, count_params(model.weights) - n_tr)
+
+
 def default_optimizer(learning_rate: float = 1e-4):
-    """The paper's (zhixuhao's) optimizer: Adam, learning rate 1e-4 (PAPER.md D)."""
+    """The paper's (zhixuhao's) optimizer: Adam, learning rate 1e-4 (docs/paper.md D)."""
+    import keras
+
     return keras.optimizers.Adam(learning_rate=learning_rate)
 
 
-def apply_plan(model: keras.Model, plan, *, block_map: Optional[BlockMap] = None,
-               optimizer=None, loss=None, metrics=None, compile: bool = True) -> PlanReport:
+def apply_plan(model, plan, *, block_map=None, optimizer=None, loss=None, metrics=None,
+               compile: bool = True) -> PlanReport:
     """Set ``trainable`` flags for ``plan`` and recompile the model.
 
     Args:
         model: a U-Net built by :mod:`keras_unet_ft.model`.
-        plan: a :class:`Plan` or a plan string.
+        plan: a :class:`Plan` or a plan string (one stage; a staged plan is applied
+            one stage at a time).
         block_map: a precomputed :class:`BlockMap` of ``model`` (computed if None).
         optimizer, loss, metrics: passed to ``compile``. ``optimizer`` defaults to a
             fresh copy of the model's current optimizer (same config, new state)
@@ -231,9 +494,14 @@ def apply_plan(model: keras.Model, plan, *, block_map: Optional[BlockMap] = None
         >>> apply_plan(m, "contracting").trainable_params
         9403840
     """
+    from .blocks import BlockMap
+
     plan = Plan.parse(plan)
+    if plan.kind == "staged":
+        raise ValueError(f"apply_plan takes one stage at a time; got the staged plan "
+                         f"{str(plan)!r} (apply {', then '.join(map(str, plan.stages))})")
     bm = block_map if block_map is not None else BlockMap(model)
-    chosen = plan.trainable_layers(bm)
+    chosen = plan.trainable_layers(bm) if plan.trains else frozenset()
     model.trainable = True
     for layer in model.layers:
         layer.trainable = layer.name in chosen if layer.weights else True
@@ -246,5 +514,5 @@ def apply_plan(model: keras.Model, plan, *, block_map: Optional[BlockMap] = None
             loss = getattr(model, "loss", None) or "binary_crossentropy"
         model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     ordered = tuple(layer.name for layer in model.layers if layer.name in chosen)
-    return PlanReport(str(plan), ordered, _count(model.trainable_weights),
-                      _count(model.non_trainable_weights))
+    return PlanReport(str(plan), ordered, count_params(model.trainable_weights),
+                      count_params(model.non_trainable_weights))

@@ -1,9 +1,10 @@
 """REPORT.md of a results folder: the paper's numbers beside ours, all computed.
 
 Every number in the report is read from results.csv / summary.csv / stats.csv
-of that folder (written by the same run); the paper's numbers come from
-:data:`PAPER` (PAPER.md A). Each finding of the paper gets one computed sentence
-saying whether this run reproduces it.
+of that folder (written by the same run) and its ``runs.json``; the papers'
+numbers come from :mod:`keras_unet_ft.references` (docs/paper.md). Each finding
+of the paper gets one computed sentence saying whether this run reproduces it.
+No model is built and no Keras is imported.
 """
 
 from __future__ import annotations
@@ -15,25 +16,12 @@ from typing import Dict, List
 
 import numpy as np
 
-from .results import read_csv
-from .training import atomic_write_text
+from .io import atomic_write_text, read_csv, read_json
+from .layout import (CONFIG, REPORT, RESULTS, SIZES_SUMMARY, STATS, SUMMARY, figures_dir,
+                     read_manifest)
+from .plans import UNIT_KINDS, Plan, all_layers_plan
+from .references import CHENG, CHENG_TEST, PAPER, PAPER_CONTRACTING_RATIO, PAPER_DATA
 
-# PAPER.md A: mean +- std over 5 folds (std not given for X-ray)
-PAPER = {
-    "ultrasound": {
-        "contracting": {"dice": (0.80, 0.03), "pixel_error": (1.4, 0.5), "adjusted_rand": (0.78, 0.03)},
-        "expanding": {"dice": (0.72, 0.04), "pixel_error": (1.9, 0.6), "adjusted_rand": (0.71, 0.05)},
-    },
-    "xray": {
-        "contracting": {"dice": (0.98, None), "pixel_error": (1.1, None), "adjusted_rand": (0.95, None)},
-        "expanding": {"dice": (0.98, None), "pixel_error": (1.3, None), "adjusted_rand": (0.95, None)},
-    },
-}
-PAPER_DATA = {"ultrasound": "breast US, UDIAT Dataset B (163 images)",
-              "xray": "chest X-ray, 240 images (JSRT/SCR)"}
-# PAPER.md C: Cheng & Lam, 5-fold CV Dice (their notebooks) and their test split
-CHENG = {"xunet/all": (0.814, 0.007), "xunet/freeze_bottleneck": (0.799, 0.011)}
-CHENG_TEST = {"vunet": 0.86, "xunet": 0.83}
 CLOSE_DICE = 0.03   # "close" curves / scores on X-ray (the paper's Fig. 4 spread)
 MIN_DIFF = 0.01     # a Dice difference smaller than this is no difference
 ALPHA = 0.05
@@ -80,17 +68,29 @@ def _paper_pm(v, nd=2, unit="") -> str:
 
 
 def _units(summary, prefix, scheme=""):
+    """The K of the ``prefix:K`` plans (``prefix`` = ``shallow_to_deep:`` ...) of a scheme."""
+    kind, want = prefix.rstrip(":"), ("level" if scheme == "@level" else "path")
     ks = []
     for r in summary:
-        p = r["plan"]
-        if p.startswith(prefix) and (p.endswith("@level") == (scheme == "@level")):
-            ks.append(int(p.split(":")[1].split("@")[0]))
+        try:
+            p = Plan.parse(r["plan"])
+        except ValueError:
+            continue
+        if p.kind == kind and p.kind in UNIT_KINDS and p.model is None and p.scheme == want:
+            ks.append(p.k)
     return sorted(set(ks))
 
 
 def findings(target: str, modality: str, S: Dict[str, dict], stats: List[dict],
-             trainer: str = "keras") -> List[str]:
-    """One computed sentence per finding of the paper that this target can test."""
+             trainer: str = "keras", units: int = 9) -> List[str]:
+    """One computed sentence per finding of the paper that this target can test.
+
+    Args:
+        target: target slug. modality: ``ultrasound``, ``xray`` or ``other``.
+        S: summary rows of the target by plan. stats: rows of stats.csv.
+        trainer: ``masked`` or ``keras`` (the masked trainer cannot time plans).
+        units: blocks of the model (the all-layers plan is ``shallow_to_deep:units``).
+    """
     out = []
     st = {(r["plan_a"], r["plan_b"]): r for r in stats if r["target"] == target}
 
@@ -117,7 +117,8 @@ def findings(target: str, modality: str, S: Dict[str, dict], stats: List[dict],
         if tc and te:
             ratio = float(tc) / float(te)
             out.append(f"The contracting part has {ratio:.2f}x the expanding part's parameters "
-                       f"(paper: 'almost half', 0.43), and fine-tuning it gives "
+                       f"(paper: 'almost half', {PAPER_CONTRACTING_RATIO}), and fine-tuning it "
+                       f"gives "
                        f"{'higher' if c > e else 'lower' if c < e else 'equal'} Dice "
                        f"({c:.3f} vs {e:.3f}).")
     ks = [k for k in _units(list(S.values()), "shallow_to_deep:")
@@ -150,7 +151,8 @@ def findings(target: str, modality: str, S: Dict[str, dict], stats: List[dict],
                    f"**{'yes' if rank == 1 else 'no'}**, deep_to_shallow:1 ranks {rank} of "
                    f"{len(ranked)} (Dice {dice('deep_to_shallow:1'):.3f}; lowest: {ranked[0]} "
                    f"{dice(ranked[0]):.3f}).")
-    full = "all" if "all" in S else ("shallow_to_deep:9" if "shallow_to_deep:9" in S else None)
+    full = "all" if "all" in S else (all_layers_plan(units) if all_layers_plan(units) in S
+                                     else None)
     if full and "shallow_to_deep:1" in S and trainer == "masked":
         out.append("Fine-tuning the shallowest block is faster than the whole network (TUFFC): "
                    "**not measured** - this study used the masked trainer, where every plan "
@@ -268,14 +270,16 @@ def sizes_section(rows: List[dict], target: str) -> List[str]:
 
 
 def write_report(out) -> pathlib.Path:
+    """Write ``<out>/REPORT.md`` from the folder's tables (see :mod:`keras_unet_ft.results`)."""
     out = pathlib.Path(out)
-    results = read_csv(out / "results.csv")
-    summary = read_csv(out / "summary.csv")
-    stats = read_csv(out / "stats.csv") if (out / "stats.csv").exists() else []
+    results = read_csv(out / RESULTS)
+    summary = read_csv(out / SUMMARY)
+    stats = read_csv(out / STATS) if (out / STATS).exists() else []
     stats = [s for s in stats if s.get("plan_a")]
-    sizes = (read_csv(out / "sizes_summary.csv") if (out / "sizes_summary.csv").exists()
-             else [])
-    prov = json.loads((out / "config.json").read_text())
+    sizes = (read_csv(out / SIZES_SUMMARY) if (out / SIZES_SUMMARY).exists() else [])
+    prov = read_json(out / CONFIG)
+    manifest = read_manifest(out)
+    units = manifest["models"][manifest["model"]]["units"]["path"]
     cfg = prov["config"]
     L = ["# Which layers to fine-tune? — results", ""]
     L += [f"Profile **{cfg['profile']}**; model {cfg['model']['kind']} "
@@ -290,7 +294,7 @@ def write_report(out) -> pathlib.Path:
           "fold, then mean ± std over folds; pixel error is in percent.", ""]
     pre = out / "pretrained" / "summary.json"
     if pre.exists():
-        p = json.loads(pre.read_text())
+        p = read_json(pre)
         L += [f"Pretraining: {p['train_images']} training / {p['val_images']} validation images "
               f"of {p['dataset']}, {p['epochs']} epochs, best validation loss "
               f"{_f(p['best_val_loss'], 4)} at epoch {p['best_epoch']}, {_f(p['seconds'], 0)} s.",
@@ -317,7 +321,8 @@ def write_report(out) -> pathlib.Path:
         if cheng:
             L += cheng_section(S, results, target)
         L += sizes_section(sizes, target)
-        F = findings(target, modality, S, stats, "masked" if "masked" in trainers else "keras")
+        F = findings(target, modality, S, stats, "masked" if "masked" in trainers else "keras",
+                     units)
         if F:
             L += ["### Findings of the paper, checked on this run", ""] + [f"- {s}" for s in F] + [""]
             all_findings += F
@@ -365,12 +370,12 @@ def write_report(out) -> pathlib.Path:
     else:
         L.append("None.")
     L.append("")
-    figs = sorted((out / "figures").glob("*.png")) if (out / "figures").is_dir() else []
+    figs = sorted(figures_dir(out).glob("*.png")) if figures_dir(out).is_dir() else []
     if figs:
         L += ["## Figures", ""] + [f"- [{f.stem}](figures/{f.name})" for f in figs] + [""]
     L += ["## Configuration", "", "```json", json.dumps(cfg, indent=1, sort_keys=True), "```", "",
           "Package versions: " + ", ".join(f"{k} {v}" for k, v in prov.get("versions", {}).items()),
           ""]
-    path = out / "REPORT.md"
+    path = out / REPORT
     atomic_write_text(path, "\n".join(L))
     return path

@@ -1,9 +1,12 @@
-"""Collect a study's run folders into tidy tables: results.csv, summary.csv, stats.csv."""
+"""Tidy tables from a results folder's files: results.csv, summary.csv, stats.csv, sizes*.csv.
+
+Reads only the files the study wrote (``runs.json``, each run's ``summary.json``
+and ``per_image.csv``) through :mod:`keras_unet_ft.layout`; builds no model and
+imports neither Keras nor TensorFlow, so ``unet-ft report`` is cheap.
+"""
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 import pathlib
@@ -11,10 +14,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .config import Config, config_from_dict
+from .io import read_csv, write_csv
+from .layout import (RESULTS, SIZES, SIZES_SUMMARY, STATS, SUMMARY, manifest_runs,
+                     read_manifest, read_run_summary)
 from .metrics import METRICS
 from .stats import comparison_pairs, paired_tests
-from .training import write_csv
 
 log = logging.getLogger("keras_unet_ft")
 RESULT_FIELDS = (["target", "modality", "model", "plan", "trained_as", "fold", "status"]
@@ -23,51 +27,36 @@ RESULT_FIELDS = (["target", "modality", "model", "plan", "trained_as", "fold", "
                     "seconds_per_epoch", "epochs", "seed", "precision", "trainer",
                     "encoder_weights", "reason",
                     "run_dir"])
-
-
-def read_csv(path) -> List[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def load_config_of(out) -> Config:
-    data = json.loads((pathlib.Path(out) / "config.json").read_text())
-    return config_from_dict(data["config"])
-
-
 SIZE_FIELDS = (["target", "model", "plan", "n_originals", "augment", "fold", "status"]
                + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
                + ["n_train", "n_test", "epochs", "train_seconds", "reason", "run_dir"])
 
 
-def collect(out, cfg: Optional[Config] = None, sizes: bool = False) -> List[dict]:
+def collect(out, manifest: Optional[dict] = None, sizes: bool = False) -> List[dict]:
     """One row per (target, plan, fold) of the study, aliases included.
 
     With ``sizes=True``: the runs of the dataset-size study instead, one row per
     (target, plan, training images, augmentation, fold), skipped ones included.
+    Runs not finished yet have no row.
     """
-    from .study import MODALITY, list_runs, target_slug
-    from .data.registry import parse_spec
-
     out = pathlib.Path(out)
-    cfg = cfg or load_config_of(out)
-    runs, _, _ = list_runs(cfg, cfg.data.targets)
+    manifest = manifest or read_manifest(out)
+    modality = {t["spec"]: t["modality"] for t in manifest["targets"]}
+    slug = {t["spec"]: t["slug"] for t in manifest["targets"]}
     rows = []
-    for r in runs:
+    for r in manifest_runs(manifest):
         if (r.n_train is not None) != sizes:
             continue
-        s_path = r.dir(out) / "summary.json"
-        if not s_path.exists():
+        s = read_run_summary(r.dir(out))
+        if s is None:
             continue
-        s = json.loads(s_path.read_text())
         for plan in [r.plan] + list(r.aliases):
             row = {k: s.get(k, "") for k in (SIZE_FIELDS if sizes else RESULT_FIELDS)}
-            row.update(target=target_slug(r.target),
-                       modality=MODALITY.get(parse_spec(r.target)[0], "other"),
+            row.update(target=slug[r.target], modality=modality[r.target],
                        model=r.model, plan=plan, trained_as=r.plan, fold=r.fold,
                        status=s.get("status"),
                        reason=s.get("reason", ""),
-                       run_dir=str(r.dir(out).relative_to(out)))
+                       run_dir=str(r.rel_dir()))
             if sizes:
                 row.update(n_originals=r.n_train, augment=int(r.augment))
                 row.pop("modality", None)
@@ -155,39 +144,23 @@ def paired_stats(out, rows: List[dict], metric: str = "dice", units: int = 9) ->
     return result
 
 
-def aggregate(out, cfg: Optional[Config] = None, report: bool = True, figures: bool = True):
-    """Write results.csv, summary.csv, stats.csv and (optionally) REPORT.md and figures."""
-    from .blocks import BlockMap
-    from .training import build_from_config
-
+def write_tables(out, manifest: Optional[dict] = None) -> Dict[str, List[dict]]:
+    """Write results.csv, summary.csv, stats.csv (and sizes.csv, sizes_summary.csv when the
+    dataset-size study ran); returns the tables by file name."""
     out = pathlib.Path(out)
-    cfg = cfg or load_config_of(out)
-    rows = collect(out, cfg)
-    write_csv(out / "results.csv", rows, RESULT_FIELDS)
+    manifest = manifest or read_manifest(out)
+    rows = collect(out, manifest)
+    write_csv(out / RESULTS, rows, RESULT_FIELDS)
     summary = summarize(rows)
-    write_csv(out / "summary.csv", summary)
-    import keras
-
-    keras.backend.clear_session()
-    units = BlockMap(build_from_config(cfg.model)).units("path")
+    write_csv(out / SUMMARY, summary)
+    units = manifest["models"][manifest["model"]]["units"]["path"]
     st = paired_stats(out, rows, "dice", units)
-    write_csv(out / "stats.csv", st, list(st[0].keys()) if st else ["target"])
-    size_rows = collect(out, cfg, sizes=True)
+    write_csv(out / STATS, st, list(st[0].keys()) if st else ["target"])
+    tables = {RESULTS: rows, SUMMARY: summary, STATS: st}
+    size_rows = collect(out, manifest, sizes=True)
     if size_rows:
-        write_csv(out / "sizes.csv", size_rows, SIZE_FIELDS)
-        write_csv(out / "sizes_summary.csv", summarize_sizes(size_rows))
-    if figures:
-        try:
-            from .figures import make_all_figures
-        except ImportError:
-            make_all_figures = None
-        if make_all_figures is not None:
-            try:
-                make_all_figures(out, steps=cfg.study.am_steps)
-            except Exception as e:  # noqa: BLE001 - figures must not lose the results
-                log.warning("figures failed: %s", e)
-    if report:
-        from .report import write_report
-
-        write_report(out)
-    return out
+        write_csv(out / SIZES, size_rows, SIZE_FIELDS)
+        tables[SIZES] = size_rows
+        tables[SIZES_SUMMARY] = summarize_sizes(size_rows)
+        write_csv(out / SIZES_SUMMARY, tables[SIZES_SUMMARY])
+    return tables

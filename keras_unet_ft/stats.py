@@ -21,6 +21,8 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from scipy import stats
 
+from .plans import UNIT_KINDS, Plan, all_layers_plan
+
 
 def paired_tests(a: Sequence[float], b: Sequence[float]) -> Dict[str, float]:
     """Mean difference (a - b), paired t-test p and Wilcoxon p (NaN when undefined)."""
@@ -50,16 +52,23 @@ def comparison_pairs(plans: Sequence[str], units: int = 9) -> List[Tuple[str, st
     """``(plan_a, plan_b, why)`` pairs present in ``plans``.
 
     contracting vs expanding; shallow_to_deep:K vs deep_to_shallow:K (the two
-    curves of Fig. 4 at the same number of blocks) and vs
-    deep_to_shallow:(units-K) (complementary halves of the network).
+    curves of Fig. 4 at the same number of units) and vs deep_to_shallow:(N-K)
+    (complementary parts of the network), under both depth schemes; the
+    all-layers plan vs scratch (transfer vs random initialisation).
+
+    Args:
+        plans: the study's plan strings.
+        units: number of blocks of the model (path scheme); the level scheme's count
+            is read from the plans.
     """
     have = set(plans)
+    parsed = {p: Plan.parse(p) for p in plans}
     pairs = []
     if {"contracting", "expanding"} <= have:
         pairs.append(("contracting", "expanding", "the paper's split"))
-    for scheme, n in (("", units), ("@level", None)):
-        n = n if scheme == "" else max((int(p.split(":")[1].split("@")[0]) for p in plans
-                                        if p.endswith("@level") and ":" in p), default=0)
+    n_level = max((q.k for q in parsed.values() if q.kind in UNIT_KINDS and q.model is None
+                   and q.scheme == "level"), default=0)
+    for scheme, n in (("", units), ("@level", n_level)):
         for k in range(1, n):
             a, b = f"shallow_to_deep:{k}{scheme}", f"deep_to_shallow:{k}{scheme}"
             if {a, b} <= have:
@@ -67,8 +76,9 @@ def comparison_pairs(plans: Sequence[str], units: int = 9) -> List[Tuple[str, st
             c = f"deep_to_shallow:{n - k}{scheme}"
             if {a, c} <= have:
                 pairs.append((a, c, "complementary parts"))
+    full = all_layers_plan(units)
     if {"all", "scratch"} <= have:
         pairs.append(("all", "scratch", "transfer vs random init"))
-    elif {"shallow_to_deep:9", "scratch"} <= have:
-        pairs.append(("shallow_to_deep:9", "scratch", "transfer vs random init"))
+    elif {full, "scratch"} <= have:
+        pairs.append((full, "scratch", "transfer vs random init"))
     return pairs

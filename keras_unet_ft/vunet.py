@@ -1,4 +1,4 @@
-"""Cheng & Lam's V-Unet: a U-Net whose encoder is Keras' VGG16 (PAPER.md C).
+"""Cheng & Lam's V-Unet: a U-Net whose encoder is Keras' VGG16 (docs/paper.md C).
 
 Encoder: ``keras.applications.VGG16(include_top=False)`` up to ``block5_conv3``
 (``block5_pool`` is not used); skips from ``block4_conv3``, ``block3_conv3``,

@@ -5,8 +5,10 @@ from keras_unet_ft.metrics import adjusted_rand, batch_metrics, dice, pixel_erro
 
 Z = np.zeros((4, 4))
 O = np.ones((4, 4))
-HALF = np.zeros((4, 4)); HALF[:2] = 1
-QUARTER = np.zeros((4, 4)); QUARTER[:1] = 1
+HALF = np.zeros((4, 4))
+HALF[:2] = 1
+QUARTER = np.zeros((4, 4))
+QUARTER[:1] = 1
 
 
 @pytest.mark.parametrize("t, p, d, pe, ari", [

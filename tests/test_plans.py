@@ -6,7 +6,7 @@ import keras
 from keras_unet_ft.blocks import BlockMap
 from keras_unet_ft.cli import main
 from keras_unet_ft.model import build_unet, build_xunet
-from keras_unet_ft.plans import Plan, apply_plan
+from keras_unet_ft.plans import Plan, apply_plan, plan_set
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +132,119 @@ def test_cli_plans_prints_table_and_plan(capsys):
     assert "9,403,840 trainable" in out
     assert main(["plans", "--size", "100"]) == 2
     assert "divisible" in capsys.readouterr().err
+
+
+def test_plan_sets():
+    p = plan_set("paper")
+    assert len(p) == 20 and p[:2] == ["contracting", "expanding"]
+    assert len(plan_set("tuffc")) == 30
+    assert plan_set("all, contracting") == ["all", "contracting"]
+
+
+@pytest.mark.parametrize("text, model, steps, baseline", [
+    ("xunet/all", "xunet", ["all"], False),
+    ("vunet/expanding:blocks>all", "vunet", ["expanding:blocks", "all"], False),
+    ("expanding:blocks>all", None, ["expanding:blocks", "all"], False),
+    ("xunet/none", "xunet", ["none"], True),
+    ("scratch", None, ["scratch"], True),
+    ("layers:^enc>x", None, ["layers:^enc>x"], False),  # a regex may hold '>'
+])
+def test_model_prefix_stages_and_baselines_parse_and_print(text, model, steps, baseline):
+    p = Plan.parse(text)
+    assert p.model == model and [str(s) for s in p.steps] == steps
+    assert p.is_baseline == baseline and str(p) == text
+
+
+@pytest.mark.parametrize("text, message", [
+    ("all>", "bad staged plan"),
+    ("none>all", "a stage is a plain plan"),
+    ("resnet/all", "unknown plan 'resnet/all'"),
+])
+def test_bad_grammar(text, message):
+    with pytest.raises(ValueError, match=message):
+        Plan.parse(text)
+
+
+def test_staged_plan_trains_the_union_of_its_stages(small):
+    _, bm = small
+    p = Plan.parse("expanding:blocks>shallow_to_deep:1")
+    assert p.trainable_layers(bm) == _blocks(bm, [1, 6, 7, 8, 9])
+    with pytest.raises(ValueError, match="one stage at a time"):
+        apply_plan(small[0], p, compile=False)
+
+
+def test_plan_sets_follow_the_model_depth():
+    assert plan_set("paper", {"path": 7, "level": 4})[-1] == "deep_to_shallow:7"
+    assert plan_set("smoke")[2:5] == ["shallow_to_deep:1", "shallow_to_deep:5",
+                                      "shallow_to_deep:9"]
+    assert plan_set("cheng") == ["xunet/all", "xunet/freeze_bottleneck",
+                                 "vunet/expanding:blocks>all"]
+    with pytest.raises(ValueError, match="unknown plan 'sidways'"):
+        plan_set("all,sidways")
+    with pytest.raises(ValueError, match="no plans"):
+        plan_set(" , ")
+
+
+def test_depth_3_study_grid_has_7_block_plans():
+    from conftest import tiny_config
+    from keras_unet_ft.study import list_runs
+
+    cfg = tiny_config(**{"model.depth": "3", "study.plans": "paper", "data.targets": "sim_bus"})
+    runs, plans, maps = list_runs(cfg, cfg.data.targets)
+    assert maps["unet"].units("path") == 7
+    assert "shallow_to_deep:7" in plans and "shallow_to_deep:9" not in plans
+    fold0 = [r for r in runs if r.fold == 0]
+    full = next(r for r in fold0 if r.plan == "shallow_to_deep:7")
+    assert full.aliases == ["deep_to_shallow:7"]
+
+
+def test_group_plans_trains_equal_layer_sets_once(small):
+    from keras_unet_ft.plans import group_plans
+
+    _, bm = small
+    groups = group_plans(["all", "shallow_to_deep:9", "deep_to_shallow:9", "none", "scratch",
+                          "shallow_to_deep:5@level"], {"unet": bm}, "unet")
+    assert groups == [("all", ["shallow_to_deep:9", "deep_to_shallow:9",
+                               "shallow_to_deep:5@level"], "unet"),
+                      ("none", [], "unet"), ("scratch", [], "unet")]
+
+
+def test_plan_matrix_rows(small):
+    from keras_unet_ft.plans import plan_matrix
+
+    _, bm = small
+    rows = {r.plan: r for r in plan_matrix(["contracting", "deep_to_shallow:2@level", "none"], bm)}
+    assert rows["contracting"].cells == ["X"] * 4 + ["x"] + ["."] * 4  # bottleneck conv1 only
+    assert rows["deep_to_shallow:2@level"].cells == ["."] * 3 + ["X"] * 3 + ["."] * 3
+    assert rows["none"].trainable_params == 0 and rows["none"].trainable_layers == []
+    assert rows["contracting"].trainable_layers[0] == "enc1_conv1"
+
+
+@pytest.mark.parametrize("model, expected", [
+    ("unet", "contracting"), ("xunet", "freeze_bottleneck"), ("vunet", "expanding:blocks"),
+])
+def test_cli_plans_matrix_for_each_network(capsys, model, expected):
+    assert main(["plans", "--matrix", "--model", model, "--size", "64", "--base-filters", "4"]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith(expected + " "))
+    assert len(line.split()) == 1 + 9 + 2 and "columns: block index" in out
+
+
+def test_cli_matrix_of_a_plan_set_leaves_out_other_models(capsys):
+    assert main(["plans", "--matrix", "--model", "xunet", "--plans", "cheng", "--size", "64",
+                 "--base-filters", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "xunet/freeze_bottleneck" not in out and "\nfreeze_bottleneck " in out
+    assert "left out, plans for another model: vunet/expanding:blocks>all" in out
+
+
+@pytest.mark.slow
+def test_docs_plans_md_is_current():
+    """docs/plans.md is generated (`unet-ft plans --write-doc docs/plans.md`)."""
+    import pathlib
+
+    from keras_unet_ft.cli import plans_doc
+
+    path = pathlib.Path(__file__).parents[1] / "docs" / "plans.md"
+    assert path.read_text() == plans_doc(), \
+        "docs/plans.md is stale: run `unet-ft plans --write-doc docs/plans.md`"

@@ -1,4 +1,4 @@
-"""Paired geometric augmentation (PAPER.md A): the same transform for image and mask.
+"""Paired geometric augmentation (docs/paper.md A): the same transform for image and mask.
 
 Shift, rotation, horizontal flip, shear and zoom by small random amounts
 (defaults after zhixuhao / Cheng & Lam: rotation up to 0.2 rad, shift, shear

@@ -94,6 +94,18 @@ def _registry() -> Dict[str, DatasetInfo]:
 REGISTRY = _registry()
 
 
+#: imaging modality of each dataset (the report compares a target with the paper's
+#: finding for its modality); a ``folder`` of your own is ``other``
+MODALITY = {"sim_bus": "ultrasound", "sim_bus_must": "ultrasound", "udiat_b": "ultrasound",
+            "busi": "ultrasound", "sim_lus": "ultrasound", "synth_cxr": "xray",
+            "jsrt_scr": "xray", "montgomery": "xray"}
+
+
+def modality(spec: str) -> str:
+    """``ultrasound``, ``xray`` or ``other`` for a dataset spec (``NAME`` or ``NAME:ROOT``)."""
+    return MODALITY.get(parse_spec(spec)[0], "other")
+
+
 def dataset_names():
     return sorted(REGISTRY)
 

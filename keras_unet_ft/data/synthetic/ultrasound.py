@@ -1,6 +1,6 @@
 """Simulated breast ultrasound B-mode images with lesion masks (``sim_bus``).
 
-The journal version of the paper adds simulated ultrasound images (PAPER.md B);
+The journal version of the paper adds simulated ultrasound images (docs/paper.md B);
 this module makes them with the linear (convolution) imaging model, physics
 first:
 
@@ -261,7 +261,9 @@ def breast_phantom(rng: np.random.Generator, nz: int, nx: int, probe: Probe, mal
     def field(sigma, lo, hi):
         return up_z @ smooth_noise(rng, coarse, sigma, lo, hi).astype(np.float32) @ up_x
 
-    wave = lambda amp, per: amp * np.sin(2 * np.pi * X / per + rng.uniform(0, 2 * np.pi))
+    def wave(amp, per):
+        return amp * np.sin(2 * np.pi * X / per + rng.uniform(0, 2 * np.pi))
+
     skin = rng.uniform(1.2, 2.2) + wave(0.15, rng.uniform(20, 60))
     fat_bottom = skin + rng.uniform(4, 12) + wave(rng.uniform(0.5, 2.0), rng.uniform(15, 40))
     muscle_top = rng.uniform(28, 37) + wave(rng.uniform(0.5, 1.5), rng.uniform(20, 60))

@@ -1,13 +1,8 @@
 """Each figure function on the tiny study; each notebook executes headless."""
 
-import pathlib
-
 import pytest
 
 from keras_unet_ft import figures
-
-NOTEBOOKS = sorted((pathlib.Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
-
 
 @pytest.mark.parametrize("fn, name", [
     (lambda o: figures.fig4_dice_vs_blocks(o, "path"), "fig4_dice_vs_blocks"),
@@ -40,7 +35,7 @@ def test_fig3_unknown_id_is_an_error(tiny_study):
 
 def test_activation_maximization_steps_capped_and_checked(tiny_study):
     out, _ = tiny_study
-    model = figures.finetuned_model(out, "sim_bus")
+    model = figures.finetuned_model(out, "sim_bus")  # model.keras kept by the study
     assert figures.am_layers(model) == ["enc2_conv2", "dec1_conv2"]
     imgs = figures.activation_maximization(model, "enc2_conv2", [0, 1], steps=1000)
     assert imgs.shape == (2, 32, 32, 1) and 0 <= imgs.min() and imgs.max() <= 1
@@ -48,18 +43,37 @@ def test_activation_maximization_steps_capped_and_checked(tiny_study):
         figures.activation_maximization(model, "enc2_conv2", [99], steps=2)
 
 
-@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_executes(tiny_study, nb_path, monkeypatch):
-    import nbformat
-    from nbclient import NotebookClient
+def test_fig5_needs_saved_weights_and_never_retrains(tiny_study, tmp_path):
+    import shutil
 
     out, _ = tiny_study
-    monkeypatch.setenv("UNET_FT_RESULTS", str(out))
-    nb = nbformat.read(nb_path, as_version=4)
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "strip outputs"
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(nb_path.parent)}}).execute()
-    text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
-                   for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "results folder" in text
-    assert "Traceback" not in text
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    for w in copy.glob("runs/*/*/fold_*/model.keras"):
+        w.unlink()
+    assert figures.fig5_activation_maximization(copy, steps=2) is None
+    with pytest.raises(FileNotFoundError, match="study.save_weights"):
+        figures.finetuned_model(copy, "sim_bus")
+
+
+def test_study_keeps_only_the_weights_the_figures_need(tiny_study):
+    out, _ = tiny_study
+    kept = sorted(str(p.relative_to(out)) for p in out.glob("runs/*/*/fold_*/model.keras"))
+    assert kept == ["runs/sim_bus/shallow_to_deep-9/fold_0/model.keras",
+                    "runs/synth_cxr/shallow_to_deep-9/fold_0/model.keras"]
+
+
+def test_report_command_builds_no_model(tiny_study, monkeypatch, tmp_path):
+    """``unet-ft report`` reads files: building a model there is an error."""
+    import shutil
+
+    from keras_unet_ft import model as model_mod
+    from keras_unet_ft.cli import main
+
+    out, _ = tiny_study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    monkeypatch.setattr(model_mod, "build_model", lambda *a, **k: pytest.fail("built a model"))
+    assert main(["report", str(copy), "--no-figures"]) == 0
+    assert (copy / "REPORT.md").read_text() == (out / "REPORT.md").read_text().replace(
+        str(out), str(copy))

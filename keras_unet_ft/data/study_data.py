@@ -1,0 +1,75 @@
+"""The data of a study's config: its targets, its pretraining set and each fold's arrays.
+
+Built-in data get the study's seed (targets ``seed + 1``, so a target never
+repeats the pretraining images) and the config's image counts; real data are read
+from the folder in the spec. Augmentation happens inside each training fold only
+(docs/paper.md D: no leakage), with the same augmented set for every plan of a fold.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from ..config import Config
+from .augment import AugmentParams, augment_to
+from .folds import load_or_make_folds
+from .registry import REGISTRY, load_dataset, parse_spec
+
+
+def load_target(cfg: Config, spec: str):
+    """The target dataset ``spec`` at the config's image size."""
+    name, _ = parse_spec(spec)
+    opts = {}
+    if REGISTRY[name].kind == "builtin":
+        opts["seed"] = cfg.study.seed + 1
+        if cfg.data.target_n:
+            opts["n"] = cfg.data.target_n
+    return load_dataset(spec, size=cfg.model.size, cache_directory=cfg.data.cache_dir, **opts)
+
+
+def load_pretrain_data(cfg: Config):
+    """The pretraining dataset (``data.pretrain``) at the config's image size."""
+    name, _ = parse_spec(cfg.data.pretrain)
+    opts = {}
+    if REGISTRY[name].kind == "builtin":
+        opts["seed"] = cfg.study.seed
+        if cfg.data.pretrain_n:
+            opts["n"] = cfg.data.pretrain_n
+    elif cfg.data.pretrain_n and name == "xpie":
+        opts["limit"] = cfg.data.pretrain_n
+    return load_dataset(cfg.data.pretrain, size=cfg.model.size,
+                        cache_directory=cfg.data.cache_dir, **opts)
+
+
+def target_folds(cfg: Config, ds, path):
+    """The folds of a target, made once (seeded, stratified by class when possible) and
+    read back from ``path`` afterwards."""
+    return load_or_make_folds(path, ds.ids, cfg.finetune.folds, cfg.study.seed, ds.strata())
+
+
+def fold_arrays(cfg: Config, ds, fold: dict, fold_index: int,
+                n_train: Optional[int] = None, augment: bool = True):
+    """Training (augmented) and test arrays of a fold.
+
+    Returns ``((images, masks), (images, masks, ids))``. With ``n_train``
+    (dataset-size study): a seeded subset of ``n_train`` training images - nested,
+    so the 50 images are among the 100 - augmented to ``sizes.augment_factor *
+    n_train`` images, or used as they are when ``augment`` is False.
+    """
+    index = {i: j for j, i in enumerate(ds.ids)}
+    tr = np.array([index[i] for i in fold["train"]])
+    te = np.array([index[i] for i in fold["test"]])
+    ft = cfg.finetune
+    params = AugmentParams(ft.rotation, ft.shift, ft.shear, ft.zoom, ft.hflip)
+    total = max(ft.augment_total, len(tr))
+    if n_train is not None:
+        if n_train > len(tr):
+            raise ValueError(f"n_train={n_train} but the fold has {len(tr)} training images")
+        order = np.random.default_rng([cfg.study.seed, fold_index, 7]).permutation(len(tr))
+        tr = tr[np.sort(order[:n_train])]
+        total = int(cfg.sizes.augment_factor) * n_train if augment else n_train
+    xa, ma, _ = augment_to(ds.images[tr], ds.masks[tr], total=total,
+                           seed=cfg.study.seed * 1000 + fold_index, params=params)
+    return (xa, ma), (ds.images[te], ds.masks[te], [ds.ids[i] for i in te])

@@ -1,0 +1,346 @@
+"""One fine-tuning run: a plan trained on one fold, evaluated on its held-out images.
+
+:class:`FoldSession` holds the model of one (target, fold, model kind) and trains
+any plan on it; :func:`run_one` trains one plan and returns a typed
+:class:`RunResult` (summary, per-image metrics, history, predictions, the model).
+Writing the result into the results folder is the study's job.
+
+Two trainers:
+
+* ``masked`` (:class:`MaskedTrainer`): one traced train step per fold for every
+  plan; a plan is a 0/1 gradient mask per variable. Adam starts from zero moments
+  in every run, so a masked weight stays bit-identical - the same result as
+  freezing it. Frozen layers' gradients are still computed (no speed gain).
+* ``keras``: ``apply_plan`` (trainable flags + recompile) and ``model.fit``, for
+  fp16 loss scaling, ``tf.distribute`` and long runs (frozen layers then cost less).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pathlib
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .config import Config
+from .blocks import BlockMap
+from .metrics import METRICS, batch_metrics
+from .model import build_from_config, model_config
+from .plans import Plan, apply_plan, plan_report
+from .runtime import (EpochTimer, NaNLossError, fresh_session, history_rows, make_dataset,
+                      predict, strategy_scope)
+
+log = logging.getLogger("keras_unet_ft")
+MASKED_MAX_STEPS = 1000  # above this many steps per run, Keras' retrace is paid back
+
+
+class MaskedTrainer:
+    """Trains any fine-tuning plan of one model with a single traced train step.
+
+    Keras 3 retraces its train function whenever ``trainable`` flags change
+    (after ``compile``), which costs seconds per plan on a CPU - more than the
+    training itself at small sizes. This trainer computes every weight's gradient
+    and multiplies it by a 0/1 mask per variable before Adam. Adam starts from
+    zero moments for every run, so a masked (zero) gradient leaves the weight
+    bit-identical: the result is the same as freezing the layer, and a study
+    switches plans by assigning masks, weights and optimizer state - no retrace.
+    The price: a frozen layer's weight gradient is computed anyway (see
+    ``benchmarks/`` for the step time per plan). Used by the study when the
+    precision is fp32 or bf16 and no distribution strategy is set; otherwise the
+    study uses :func:`keras_unet_ft.plans.apply_plan` + ``model.fit``.
+
+    Args:
+        model: a built model; all its layers are set trainable.
+        learning_rate: Adam learning rate.
+    """
+
+    def __init__(self, model, learning_rate: float = 1e-4):
+        import keras
+        import tensorflow as tf
+
+        self.model = model
+        model.trainable = True
+        for layer in model.layers:
+            layer.trainable = True
+        owner = {}
+        for layer in model.layers:
+            for w in layer.trainable_weights:
+                owner[id(w)] = layer.name
+        self.vars = list(model.trainable_weights)
+        self.var_layer = [owner[id(v)] for v in self.vars]
+        self.masks = [tf.Variable(1.0, trainable=False, dtype="float32") for _ in self.vars]
+        self.optimizer = keras.optimizers.Adam(learning_rate)
+        self.optimizer.build(self.vars)
+        self.loss_fn = keras.losses.BinaryCrossentropy()
+        self._model_state = [np.array(v.numpy()) for v in model.variables]  # incl. seed states
+        self._opt_state = [np.array(v.numpy()) for v in self.optimizer.variables]
+        self._step = tf.function(self._train_step)
+        self._infer = tf.function(lambda x: model(x, training=False))
+
+    def _train_step(self, x, y):
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            pred = self.model(x, training=True)
+            loss = self.loss_fn(y, pred)
+        grads = tape.gradient(loss, self.vars)
+        grads = [g * tf.cast(m, g.dtype) for g, m in zip(grads, self.masks)]
+        self.optimizer.apply_gradients(zip(grads, self.vars))
+        return loss
+
+    def reset(self, weights=None, trainable_layers=(), learning_rate=None):
+        """Back to the initial state (or ``weights``), fresh optimizer, masks for a plan."""
+        for v, val in zip(self.model.variables, self._model_state):
+            v.assign(val)
+        if weights is not None:
+            self.model.set_weights(weights)
+        for v, val in zip(self.optimizer.variables, self._opt_state):
+            v.assign(val)
+        if learning_rate is not None:
+            self.optimizer.learning_rate = float(learning_rate)
+        chosen = set(trainable_layers)
+        for m, name in zip(self.masks, self.var_layer):
+            m.assign(1.0 if name in chosen else 0.0)
+
+    def fit(self, dataset, epochs: int):
+        """Train; returns ``(history rows, seconds per epoch)``; NaN loss raises."""
+        rows, times = [], []
+        for epoch in range(1, int(epochs) + 1):
+            t0 = time.perf_counter()
+            # one traced step per batch, no host sync until the epoch ends (a whole epoch
+            # inside one graph was 2-3x slower here: the loop body is not optimised alike)
+            losses = [self._step(x, y) for x, y in dataset]
+            loss = float(np.mean([float(v) for v in losses])) if losses else float("nan")
+            times.append(time.perf_counter() - t0)
+            rows.append({"epoch": epoch, "loss": loss})
+            if not np.isfinite(loss):
+                raise NaNLossError(f"loss became NaN/inf at epoch {epoch}")
+        return rows, times
+
+    def predict(self, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        out = [np.asarray(self._infer(images[i:i + batch_size].astype(np.float32, copy=False)))
+               for i in range(0, len(images), batch_size)]
+        return np.concatenate(out).astype(np.float32)
+
+
+def resolve_trainer(trainer: str, precision: str, strategy=None, steps: int = 0) -> str:
+    """``auto``: the masked trainer for short runs (a retrace costs 4-13 s on a CPU, more
+    than a short run's training), Keras' own for long ones (frozen layers then cost
+    less per step: deep_to_shallow:1 ran at 0.45x the step time of ``all``,
+    BENCHMARKS.md), and always for fp16 or tf.distribute."""
+    if trainer not in ("auto", "masked", "keras"):
+        raise ValueError(f"study.trainer must be auto, masked or keras, got {trainer!r}")
+    if trainer == "auto":
+        if strategy is not None or precision == "fp16" or steps > MASKED_MAX_STEPS:
+            return "keras"
+        return "masked"
+    if trainer == "masked" and (strategy is not None or precision == "fp16"):
+        raise ValueError("the masked trainer supports fp32/bf16 without tf.distribute; "
+                         "use study.trainer=keras")
+    return trainer
+
+
+def stage_learning_rate(cfg: Config, stage: int) -> float:
+    """Learning rate of stage ``stage`` (0-based) of a staged plan
+    (``finetune.stage_learning_rates``; the fine-tuning rate where none is given)."""
+    rates = cfg.finetune.stage_learning_rates or []
+    if stage < len(rates):
+        lr = float(rates[stage])
+        if not lr > 0:
+            raise ValueError(f"finetune.stage_learning_rates must be positive numbers, "
+                             f"got {rates[stage]!r} in {rates!r}")
+        return lr
+    return float(cfg.finetune.learning_rate)
+
+
+def weights_by_layer(model) -> Dict[str, List[np.ndarray]]:
+    return {l.name: [np.array(w) for w in l.get_weights()] for l in model.layers if l.weights}
+
+
+def relative_change(before, after, bm) -> Dict[str, float]:
+    """``||W_after - W_before|| / ||W_before||`` per block (keys: block index as text)."""
+    out = {}
+    for b in bm.blocks:
+        num = den = 0.0
+        for name in b.weighted_layers:
+            for w0, w1 in zip(before[name], after[name]):
+                num += float(np.sum((w1.astype(np.float64) - w0) ** 2))
+                den += float(np.sum(w0.astype(np.float64) ** 2))
+        out[str(b.index)] = float(np.sqrt(num / den)) if den > 0 else 0.0
+    return out
+
+
+@dataclasses.dataclass
+class Trained:
+    """What :meth:`FoldSession.train` returns."""
+
+    model: object                 # the Keras model, trained
+    report: object                # PlanReport: trainable layers and parameter counts
+    history: List[dict]           # one row per epoch (and stage)
+    epoch_seconds: List[float]
+    weights_before: Dict[str, List[np.ndarray]]
+    block_map: BlockMap
+    predict: object               # images -> probabilities
+
+
+class FoldSession:
+    """The model of one (target, fold, model kind) and how its plans are trained.
+
+    With the masked trainer (default) the model is built and its train step
+    traced once per fold; each plan then only resets weights, optimizer state
+    and gradient masks. With the Keras trainer every plan rebuilds the model,
+    applies the plan (``apply_plan``: trainable flags + recompile) and calls
+    ``model.fit`` - needed for fp16 loss scaling and ``tf.distribute``.
+    """
+
+    def __init__(self, cfg: Config, fold: int, precision: str, strategy=None,
+                 kind: Optional[str] = None):
+        self.cfg, self.fold, self.strategy = cfg, fold, strategy
+        self.mcfg = model_config(cfg, kind or cfg.model.kind)
+        self.seed = cfg.study.seed + fold
+        steps = cfg.finetune.epochs * -(-cfg.finetune.augment_total // cfg.finetune.batch_size)
+        self.kind = resolve_trainer(cfg.study.trainer, precision, strategy, steps)
+        self.precision = precision
+        self.trainer = None
+        if self.kind == "masked":
+            self.resolved = fresh_session(self.seed, precision, cfg.study.deterministic)
+            self.model = build_from_config(self.mcfg)
+            self.bm = BlockMap(self.model)
+            self.trainer = MaskedTrainer(self.model, cfg.finetune.learning_rate)
+
+    def train(self, plan, train, pretrained_weights, verbose: int = 0) -> Trained:
+        """Train ``plan`` (a :class:`Plan` or string) on ``train = (images, masks)``."""
+        plan = Plan.parse(plan).bare
+        ft = self.cfg.finetune
+        steps = [Plan("all") if plan.kind == "scratch" else st for st in plan.steps]
+        lrs = [stage_learning_rate(self.cfg, i) for i in range(len(steps))]
+        epochs = ft.epochs if plan.trains else 0
+        init = None if plan.kind == "scratch" else pretrained_weights
+        if self.kind == "masked":
+            return self._train_masked(plan, steps, lrs, epochs, train, init)
+        return self._train_keras(plan, steps, lrs, epochs, train, init, verbose)
+
+    def _train_masked(self, plan, steps, lrs, epochs, train, init) -> Trained:
+        import keras
+
+        ft = self.cfg.finetune
+        rows, times, chosen_all = [], [], set()
+        for i, st in enumerate(steps):
+            chosen = st.trainable_layers(self.bm) if plan.trains else frozenset()
+            chosen_all |= chosen
+            if i == 0:
+                self.trainer.reset(init, chosen, lrs[i])
+                keras.utils.set_random_seed(self.seed)
+                before = weights_by_layer(self.model)
+            else:  # next stage: keep the weights, fresh optimizer state
+                self.trainer.reset(self.model.get_weights(), chosen, lrs[i])
+            if epochs:
+                ds = make_dataset(train[0], train[1], ft.batch_size, shuffle=True,
+                                  seed=self.seed + i)
+                r, t = self.trainer.fit(ds, epochs)
+                rows += [{**x, "stage": i + 1} for x in r]
+                times += t
+        report = plan_report(self.model, plan, chosen_all)
+        return Trained(self.model, report, rows, times, before, self.bm, self.trainer.predict)
+
+    def _train_keras(self, plan, steps, lrs, epochs, train, init, verbose) -> Trained:
+        import keras
+
+        ft = self.cfg.finetune
+        self.resolved = fresh_session(self.seed, self.precision, self.cfg.study.deterministic)
+        with strategy_scope(self.strategy):
+            model = build_from_config(self.mcfg)
+            bm = BlockMap(model)
+            if init is not None:
+                model.set_weights(init)
+            before = weights_by_layer(model)
+        rows, times, chosen_all = [], [], set()
+        for i, st in enumerate(steps):
+            with strategy_scope(self.strategy):
+                report = apply_plan(model, st if plan.trains else Plan("none"), block_map=bm,
+                                    optimizer=keras.optimizers.Adam(lrs[i]),
+                                    loss="binary_crossentropy")
+            chosen_all |= set(report.trainable_layers)
+            if epochs:
+                timer = EpochTimer()
+                ds = make_dataset(train[0], train[1], ft.batch_size, shuffle=True,
+                                  seed=self.seed + i)
+                history = model.fit(ds, epochs=epochs, verbose=verbose, shuffle=False,
+                                    callbacks=[keras.callbacks.TerminateOnNaN(), timer])
+                r = history_rows(history)
+                losses = [x.get("loss", np.nan) for x in r]
+                if len(losses) < epochs or not np.all(np.isfinite(losses)):
+                    raise NaNLossError(f"loss became NaN/inf at epoch {len(losses)}")
+                rows += [{**x, "stage": i + 1} for x in r]
+                times += timer.times
+        report = plan_report(model, plan, chosen_all)
+        return Trained(model, report, rows, times, before, bm,
+                       lambda x, batch_size=8: predict(model, x, batch_size))
+
+
+@dataclasses.dataclass
+class RunResult:
+    """One finished run: what the study writes into its folder."""
+
+    summary: dict                 # summary.json (layout.RUN_SUMMARY_KEYS + metrics)
+    per_image: List[dict]         # id + one value per metric
+    history: List[dict]
+    ids: List[str]
+    predictions: np.ndarray       # bool (N, H, W), prediction > 0.5
+    model: object                 # the trained Keras model (saved when asked)
+
+
+def run_one(cfg: Config, target: str, fold: int, plan: str, model_kind: str, train, test,
+            pretrained_weights, session: FoldSession, verbose: int = 0) -> RunResult:
+    """Train ``plan`` on ``train``, evaluate on ``test = (images, masks, ids)``."""
+    ft = cfg.finetune
+    parsed = Plan.parse(plan)
+    t0 = time.perf_counter()
+    tr = session.train(parsed, train, pretrained_weights, verbose)
+    train_seconds = time.perf_counter() - t0
+    probs = tr.predict(test[0], batch_size=max(ft.batch_size, 8))
+    m = batch_metrics(test[1], probs)
+    after = weights_by_layer(tr.model)
+    change = None if parsed.kind == "scratch" else relative_change(tr.weights_before, after,
+                                                                  tr.block_map)
+    ids = list(test[2])
+    none = not parsed.trains
+    report = tr.report
+    total = report.trainable_params + report.frozen_params
+    summary = {
+        "status": "ok", "target": target, "fold": fold, "plan": plan,
+        "model": model_kind, "encoder_weights": (session.mcfg.encoder_weights
+                                                 if model_kind == "vunet" else None),
+        "n_train": int(len(train[0])), "n_test": int(len(ids)),
+        **{f"{k}_mean": float(np.mean(m[k])) for k in METRICS},
+        **{f"{k}_std": float(np.std(m[k])) for k in METRICS},
+        "trainable_params": 0 if none else report.trainable_params,
+        "frozen_params": total if none else report.frozen_params,
+        "trainable_layers": [] if none else list(report.trainable_layers),
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": float(np.mean(tr.epoch_seconds)) if tr.epoch_seconds else 0.0,
+        "epochs": len(tr.history), "seed": session.seed, "precision": session.resolved,
+        "trainer": session.kind, "weight_change": change,
+    }
+    per_image = [{"id": i, **{k: float(m[k][j]) for k in METRICS}} for j, i in enumerate(ids)]
+    return RunResult(summary, per_image, tr.history, ids, probs[..., 0] > 0.5, tr.model)
+
+
+def save_model(model, path) -> None:
+    """``model.save`` atomically (a ``.keras`` file loadable with ``keras.models.load_model``)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".model.", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,218 @@
+"""The results folder: the one contract between the study and everything that reads it.
+
+The study writes this layout; ``results``, ``report``, ``figures``, the notebooks
+and ``predict``-style tools read it through this module only (nnU-Net style:
+evaluation reads result folders and never re-derives them from training code)::
+
+    <out>/config.json                 merged config, package versions, git revision
+    <out>/runs.json                   the grid: targets, block tables, every run and its folder
+    <out>/pretrained/model.keras      + history.csv, summary.json, config.json
+    <out>/pretrained_<kind>/...       other model kinds (X-Unet of the Cheng & Lam study)
+    <out>/splits/<target>.json        folds, made once and reused
+    <out>/runs/<target>/<plan>/fold_<k>/
+        summary.json                  status + metrics + what was trained (schema below)
+        per_image.csv                 id, dice, pixel_error, adjusted_rand
+        history.csv                   loss per epoch (and stage)
+        predictions.npz               bit-packed binary predictions of the held-out images
+        model.keras                   fine-tuned model (``study.save_weights``)
+    <out>/runs/<target>/sizes/n0050-aug/<plan>/fold_<k>/...   dataset-size study runs
+    <out>/results.csv, summary.csv, stats.csv, sizes.csv, sizes_summary.csv
+    <out>/REPORT.md, figures/*.png|pdf
+
+No Keras or TensorFlow here: reading a results folder must stay cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pathlib
+import re
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .config import Config, config_from_dict
+from .io import atomic_savez, read_json, write_json
+
+CONFIG = "config.json"
+MANIFEST = "runs.json"
+RESULTS = "results.csv"
+SUMMARY = "summary.csv"
+STATS = "stats.csv"
+SIZES = "sizes.csv"
+SIZES_SUMMARY = "sizes_summary.csv"
+REPORT = "REPORT.md"
+FIGURES = "figures"
+RUN_SUMMARY = "summary.json"
+PER_IMAGE = "per_image.csv"
+HISTORY = "history.csv"
+PREDICTIONS = "predictions.npz"
+WEIGHTS = "model.keras"
+MANIFEST_VERSION = 1
+
+#: statuses a run's summary.json can have
+STATUSES = ("ok", "failed", "skipped")
+#: keys every ``summary.json`` with status ``ok`` holds (metric keys are added per metric)
+RUN_SUMMARY_KEYS = ("status", "target", "fold", "plan", "model", "aliases", "n_train", "n_test",
+                    "trainable_params", "frozen_params", "trainable_layers", "train_seconds",
+                    "seconds_per_epoch", "epochs", "seed", "precision", "trainer",
+                    "weight_change")
+
+
+def plan_slug(plan: str) -> str:
+    """A folder name for a plan (``shallow_to_deep:3@level`` -> ``shallow_to_deep-3-level``)."""
+    if plan.startswith("layers:") or "/layers:" in plan:
+        return "layers-" + hashlib.sha1(plan.encode()).hexdigest()[:8]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", plan).strip("-")
+
+
+def target_slug(spec: str) -> str:
+    """A folder name for a target spec: ``sim_bus`` or ``busi-<hash of the root>``."""
+    name, sep, root = spec.partition(":")
+    if not sep:
+        return name
+    return f"{name}-{hashlib.sha1(str(root).encode()).hexdigest()[:6]}"
+
+
+@dataclasses.dataclass
+class RunSpec:
+    """One fine-tuning run of the grid, as recorded in ``runs.json``.
+
+    Attributes:
+        target: the target spec as given (``NAME`` or ``NAME:ROOT``).
+        fold: fold index, 0-based.
+        plan: canonical plan label of what is trained (``contracting``, ``xunet/all``).
+        aliases: other plans of the study with the same trainable layers.
+        model: model kind of the run.
+        n_train: dataset-size study: original training images used (else None).
+        augment: dataset-size study: augmented (True) or the originals only.
+    """
+
+    target: str
+    fold: int
+    plan: str
+    aliases: List[str]
+    model: str = "unet"
+    n_train: Optional[int] = None
+    augment: bool = True
+
+    @property
+    def variant(self) -> Optional[str]:
+        """``n0050-aug`` / ``n0050-noaug`` for a dataset-size run, else None."""
+        if self.n_train is None:
+            return None
+        return f"n{self.n_train:04d}-{'aug' if self.augment else 'noaug'}"
+
+    def rel_dir(self) -> pathlib.Path:
+        base = pathlib.Path("runs") / target_slug(self.target)
+        if self.variant:
+            base = base / "sizes" / self.variant
+        return base / plan_slug(self.plan) / f"fold_{self.fold}"
+
+    def dir(self, out) -> pathlib.Path:
+        return pathlib.Path(out) / self.rel_dir()
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "dir": str(self.rel_dir())}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunSpec":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# -- paths -------------------------------------------------------------------------
+def pretrained_dir(out, kind: str, default_kind: str = "unet") -> pathlib.Path:
+    """``pretrained/`` for the study's model kind, ``pretrained_<kind>/`` for others."""
+    return pathlib.Path(out) / ("pretrained" if kind == default_kind else f"pretrained_{kind}")
+
+
+def splits_path(out, target: str) -> pathlib.Path:
+    return pathlib.Path(out) / "splits" / f"{target_slug(target)}.json"
+
+
+def figures_dir(out) -> pathlib.Path:
+    return pathlib.Path(out) / FIGURES
+
+
+# -- config and manifest -------------------------------------------------------------
+def load_config_of(out) -> Config:
+    """The config a results folder was made with (``config.json``), validated."""
+    path = pathlib.Path(out) / CONFIG
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: {out} is not a results folder")
+    return config_from_dict(read_json(path)["config"])
+
+
+def provenance(out) -> dict:
+    return read_json(pathlib.Path(out) / CONFIG)
+
+
+def write_manifest(out, manifest: dict) -> None:
+    write_json(pathlib.Path(out) / MANIFEST, {"version": MANIFEST_VERSION, **manifest})
+
+
+def read_manifest(out) -> dict:
+    """``runs.json``: targets (spec, slug, modality), models (block tables), plans, runs."""
+    path = pathlib.Path(out) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: the folder was not written by this version's study; run "
+            f"`unet-ft study --config {pathlib.Path(out) / CONFIG} --out {out}` once to write "
+            "it (finished runs are kept)")
+    data = read_json(path)
+    if data.get("version") != MANIFEST_VERSION:
+        raise ValueError(f"{path} has version {data.get('version')!r}; this package reads "
+                         f"version {MANIFEST_VERSION}")
+    return data
+
+
+def manifest_runs(manifest: dict) -> List[RunSpec]:
+    return [RunSpec.from_dict(r) for r in manifest["runs"]]
+
+
+# -- per-run files -------------------------------------------------------------------
+def read_run_summary(run_dir) -> Optional[dict]:
+    """``summary.json`` of a run folder, or None when the run has not finished."""
+    path = pathlib.Path(run_dir) / RUN_SUMMARY
+    if not path.exists():
+        return None
+    data = read_json(path)
+    if data.get("status") not in STATUSES:
+        raise ValueError(f"{path}: status {data.get('status')!r}; expected one of {STATUSES}")
+    if data["status"] == "ok":
+        missing = [k for k in RUN_SUMMARY_KEYS if k not in data]
+        if missing:
+            raise ValueError(f"{path} lacks {missing}; delete the run folder to redo it")
+    return data
+
+
+def write_run_summary(run_dir, summary: dict) -> None:
+    write_json(pathlib.Path(run_dir) / RUN_SUMMARY, summary)
+
+
+def save_predictions(run_dir, ids, pred: np.ndarray) -> None:
+    """Binary predictions ``(N, H, W)`` of the images ``ids``, bit-packed."""
+    pred = np.asarray(pred, dtype=bool)
+    atomic_savez(pathlib.Path(run_dir) / PREDICTIONS, ids=np.array(ids),
+                 shape=np.array(pred.shape), bits=np.packbits(pred.ravel()))
+
+
+def load_predictions(run_dir) -> Dict[str, np.ndarray]:
+    """``{id: bool mask (H, W)}`` saved by a run."""
+    with np.load(pathlib.Path(run_dir) / PREDICTIONS) as z:
+        shape = tuple(z["shape"])
+        pred = np.unpackbits(z["bits"])[: int(np.prod(shape))].reshape(shape).astype(bool)
+        return dict(zip([str(i) for i in z["ids"]], pred))
+
+
+def weights_path(run_dir) -> pathlib.Path:
+    """The fine-tuned model of a run (present when ``study.save_weights`` kept it)."""
+    return pathlib.Path(run_dir) / WEIGHTS
+
+
+def folds_of(out, target_slug_: str) -> Dict[str, int]:
+    """``{image id: fold}`` of the held-out images of a target."""
+    data = read_json(pathlib.Path(out) / "splits" / f"{target_slug_}.json")
+    return {i: k for k, f in enumerate(data["folds"]) for i in f["test"]}

@@ -1,0 +1,68 @@
+"""The whole job in order: study -> results tables -> figures -> REPORT.md.
+
+:func:`run` is what ``run_all.py`` and ``unet-ft study`` call; :func:`aggregate`
+is ``unet-ft report``: it reads a results folder and writes the tables, the
+figures and the report from its files (no training; no model is built except the
+one saved model Fig. 5 loads).
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from typing import Optional
+
+from .config import Config
+from .figures import make_all_figures
+from .layout import load_config_of
+from .report import write_report
+from .results import write_tables
+from .study import run_study, run_study_parallel
+
+log = logging.getLogger("keras_unet_ft")
+
+
+def aggregate(out, report: bool = True, figures: bool = True,
+              am_steps: Optional[int] = None) -> pathlib.Path:
+    """Write results.csv, summary.csv, stats.csv and (optionally) figures and REPORT.md.
+
+    Args:
+        out: a results folder written by the study.
+        report, figures: write REPORT.md / the figures.
+        am_steps: activation-maximization steps of Fig. 5 (default: ``study.am_steps``).
+    """
+    out = pathlib.Path(out)
+    write_tables(out)
+    if figures:
+        steps = am_steps if am_steps is not None else load_config_of(out).study.am_steps
+        try:
+            make_all_figures(out, steps=steps)
+        except Exception as e:  # noqa: BLE001 - figures must not lose the results
+            log.warning("figures failed: %s", e)
+    if report:
+        write_report(out)
+    return out
+
+
+def run(cfg: Config, out, *, jobs: int = 1, force: bool = False, retry_failed: bool = False,
+        shard=None, distribute: Optional[str] = None, verbose: int = 0, progress: bool = True,
+        force_pretrain: bool = False, aggregate_results: bool = True) -> pathlib.Path:
+    """Pretrain, run the grid (in ``jobs`` shard processes when > 1), then aggregate.
+
+    Returns:
+        The results folder (REPORT.md, results.csv, summary.csv, stats.csv, figures/).
+    """
+    if jobs > 1:
+        if shard or distribute:
+            raise ValueError("jobs > 1 runs its own shards; do not combine it with a shard "
+                             "or --distribute")
+        if retry_failed:
+            raise ValueError("retry_failed works with one process (jobs=1)")
+        run_study_parallel(cfg, out, jobs, force=force, verbose=verbose, progress=progress)
+    else:
+        run_study(cfg, out, force=force, retry_failed=retry_failed, shard=shard,
+                  distribute=distribute, verbose=verbose, progress=progress,
+                  force_pretrain=force_pretrain)
+    if aggregate_results:
+        aggregate(out)
+    return pathlib.Path(out)

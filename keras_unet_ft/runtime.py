@@ -1,0 +1,179 @@
+"""The runtime of training: precision, CPU threads, distribution, sessions, input pipelines.
+
+Everything here is about *how* TensorFlow runs, not *what* is trained:
+
+* precision ``auto`` -> fp16 mixed precision on a GPU, bf16 on CPUs with AMX /
+  AVX512-BF16, else fp32 (docs/paper.md: bf16 was 3-4x slower on a CPU without AMX);
+* :func:`fresh_session` clears Keras, seeds everything and sets the dtype policy
+  *after* ``clear_session()`` (which resets it);
+* :func:`configure_cpu_threads`: one inter-op thread for large nets on CPU-only
+  machines (measured in BENCHMARKS.md);
+* ``tf.data`` pipelines, prediction in batches, an epoch timer callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import time
+from typing import Optional
+
+import numpy as np
+
+from .config import PRECISIONS
+
+log = logging.getLogger("keras_unet_ft")
+_POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+# ---------------------------------------------------------------------------
+# precision and sessions
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def has_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def resolve_precision(precision: str = "auto") -> str:
+    """``auto`` -> fp16 on a GPU, bf16 on CPUs with AMX / AVX512-BF16, else fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if has_gpu():
+        return "fp16"
+    flags = _cpu_flags()
+    if "amx_bf16" in flags or "avx512_bf16" in flags:
+        return "bf16"
+    return "fp32"
+
+
+def fresh_session(seed: int, precision: str = "fp32", deterministic: bool = False) -> str:
+    """Clear Keras' state, seed everything, then set the dtype policy.
+
+    ``clear_session()`` resets the global dtype policy, so the policy is set
+    after it (every time). Returns the resolved precision.
+    """
+    import keras
+    import tensorflow as tf
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(int(seed))
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    resolved = resolve_precision(precision)
+    keras.mixed_precision.set_global_policy(_POLICY[resolved])
+    return resolved
+
+
+def set_threads(n: Optional[int]) -> None:
+    """Limit TensorFlow's intra-op threads (call before TensorFlow runs anything)."""
+    if n:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(int(n))
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, int(n)))
+
+
+LARGE_BASE_FILTERS = 32  # from here on one conv keeps every core busy by itself
+
+
+def configure_cpu_threads(base_filters: int) -> Optional[int]:
+    """On a machine without a GPU, run one TensorFlow op at a time for large nets.
+
+    Measured on 2 cores (BENCHMARKS.md): the paper's U-Net (base 64, 256 px) trains
+    at 0.35 images/s with one inter-op thread vs 0.24 with TensorFlow's default
+    (concurrent ops fight over the cores); the quick net (base 8, 64 px) is faster
+    with the default (125 vs 100 images/s). Returns the value set, or None when left
+    alone (small net, a GPU, or TensorFlow already running).
+    """
+    if base_filters < LARGE_BASE_FILTERS or has_gpu():
+        return None
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already initialised (e.g. in a notebook)
+        return None
+    return 1
+
+
+def get_strategy(distribute: Optional[str] = None):
+    """``None`` -> no strategy; ``"mirrored"`` -> ``tf.distribute.MirroredStrategy``."""
+    if distribute in (None, "", "none"):
+        return None
+    if distribute == "mirrored":
+        import tensorflow as tf
+
+        return tf.distribute.MirroredStrategy()
+    raise ValueError(f"distribute must be 'mirrored' or none, got {distribute!r}")
+
+
+def strategy_scope(strategy):
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------
+# input pipelines
+def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, shuffle: bool = False,
+                 seed: int = 0):
+    """A ``tf.data`` pipeline of (image, float mask) batches with prefetch."""
+    import tensorflow as tf
+
+    if len(images) != len(masks):
+        raise ValueError(f"{len(images)} images but {len(masks)} masks")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    ds = tf.data.Dataset.from_tensor_slices((images.astype(np.float32, copy=False),
+                                             masks.astype(np.float32)))
+    if shuffle:
+        ds = ds.shuffle(len(images), seed=int(seed), reshuffle_each_iteration=True)
+    return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+
+
+def predict(model, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
+    """Probabilities ``(N, H, W, 1)`` as float32."""
+    out = model.predict(images.astype(np.float32, copy=False), batch_size=batch_size, verbose=0)
+    return np.asarray(out, dtype=np.float32)
+
+
+def history_rows(history) -> list:
+    h = history.history if history is not None else {}
+    n = len(next(iter(h.values()))) if h else 0
+    return [{"epoch": i + 1, **{k: float(v[i]) for k, v in h.items()}} for i in range(n)]
+
+
+class EpochTimer:
+    """A Keras callback recording seconds per epoch."""
+
+    def __new__(cls):
+        import keras
+
+        class _Timer(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.times = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._t = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.times.append(time.perf_counter() - self._t)
+
+        return _Timer()
+
+
+class NaNLossError(RuntimeError):
+    """Training stopped on a NaN loss (Keras' TerminateOnNaN)."""

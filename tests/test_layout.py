@@ -1,0 +1,64 @@
+"""layout: the results folder's names, slugs and per-run files."""
+
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from keras_unet_ft.io import atomic_write_text, read_json
+from keras_unet_ft.layout import (RunSpec, load_predictions, plan_slug, read_run_summary,
+                                  save_predictions, target_slug)
+
+
+@pytest.mark.parametrize("plan, slug", [
+    ("contracting", "contracting"),
+    ("shallow_to_deep:3@level", "shallow_to_deep-3-level"),
+    ("vunet/expanding:blocks>all", "vunet-expanding-blocks-all"),
+    ("layers:^enc", "layers-" + __import__("hashlib").sha1(b"layers:^enc").hexdigest()[:8]),
+])
+def test_plan_slugs(plan, slug):
+    assert plan_slug(plan) == slug
+
+
+def test_target_slug_hashes_the_root():
+    assert target_slug("sim_bus") == "sim_bus"
+    a, b = target_slug("busi:/data/A"), target_slug("busi:/data/B")
+    assert a.startswith("busi-") and a != b
+
+
+def test_run_spec_round_trip_and_folder():
+    r = RunSpec("sim_lus", 2, "xunet/all", ["xunet/shallow_to_deep:9"], "xunet", 50, False)
+    d = r.to_dict()
+    assert d["dir"] == "runs/sim_lus/sizes/n0050-noaug/xunet-all/fold_2"
+    assert RunSpec.from_dict(json.loads(json.dumps(d))) == r
+
+
+def test_predictions_round_trip(tmp_path):
+    pred = np.random.default_rng(0).random((3, 5, 7)) > 0.5
+    save_predictions(tmp_path, ["a", "b", "c"], pred)
+    back = load_predictions(tmp_path)
+    assert list(back) == ["a", "b", "c"] and np.array_equal(back["b"], pred[1])
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"status": "ok", "target": "t"}', "lacks"),
+    ('{"status": "weird"}', "status 'weird'"),
+    ('{"status": "ok", ', "not valid JSON"),
+])
+def test_bad_run_summaries_name_the_file(tmp_path, content, message):
+    (tmp_path / "summary.json").write_text(content)
+    with pytest.raises(ValueError, match=message) as e:
+        read_run_summary(tmp_path)
+    assert "summary.json" in str(e.value)
+
+
+def test_atomic_writes_leave_readable_files(tmp_path):
+    path = tmp_path / "sub" / "x.json"
+    atomic_write_text(path, '{"a": 1}')
+    assert read_json(path) == {"a": 1}
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask  # not mkstemp's 0600
+    assert [p.name for p in path.parent.iterdir()] == ["x.json"]  # no temporary left
