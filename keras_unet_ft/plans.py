@@ -41,7 +41,7 @@ import dataclasses
 import re
 from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
-from .blocks import SCHEMES, check_scheme
+from .blocks import SCHEMES, BlockMap, check_scheme
 from .config import MODEL_KINDS
 
 BASELINES = ("none", "scratch")
@@ -494,8 +494,6 @@ def apply_plan(model, plan, *, block_map=None, optimizer=None, loss=None, metric
         >>> apply_plan(m, "contracting").trainable_params
         9403840
     """
-    from .blocks import BlockMap
-
     plan = Plan.parse(plan)
     if plan.kind == "staged":
         raise ValueError(f"apply_plan takes one stage at a time; got the staged plan "

@@ -18,7 +18,7 @@ import numpy as np
 
 from .io import atomic_write_text, read_csv, read_json
 from .layout import (CONFIG, REPORT, RESULTS, SIZES_SUMMARY, STATS, SUMMARY, figures_dir,
-                     read_manifest)
+                     pretrained_dir, read_manifest)
 from .plans import UNIT_KINDS, Plan, all_layers_plan
 from .references import CHENG, CHENG_TEST, PAPER, PAPER_CONTRACTING_RATIO, PAPER_DATA
 
@@ -292,7 +292,7 @@ def write_report(out) -> pathlib.Path:
     L += ["Every number below is computed from the files of this folder (results.csv, "
           "summary.csv, stats.csv). Dice and adjusted Rand are means over held-out images per "
           "fold, then mean ± std over folds; pixel error is in percent.", ""]
-    pre = out / "pretrained" / "summary.json"
+    pre = pretrained_dir(out, manifest["model"], manifest["model"]) / "summary.json"
     if pre.exists():
         p = read_json(pre)
         L += [f"Pretraining: {p['train_images']} training / {p['val_images']} validation images "

@@ -44,6 +44,7 @@ from .plans import BASELINES, Plan, all_layers_plan, group_plans, plan_set
 from .pretrain import pretrained_weights_by_kind
 from .provenance import write_provenance
 from .runtime import configure_cpu_threads, get_strategy, resolve_precision
+from .vunet import resolve_encoder_weights
 
 log = logging.getLogger("keras_unet_ft")
 NO_PROGRESS_ENV = "UNET_FT_NO_PROGRESS"   # set in shard processes: the parent shows progress
@@ -200,8 +201,6 @@ def prepare(cfg: Config, out, *, distribute: Optional[str] = None, verbose: int 
     for i in range(max(len(Plan.parse(r.plan).steps) for r in runs)):
         stage_learning_rate(cfg, i)  # bad values fail before any training
     if any(r.model == "vunet" for r in runs):  # fail before any training, with a clear message
-        from .vunet import resolve_encoder_weights
-
         resolve_encoder_weights(cfg.model.encoder_weights)
     pretrained = pretrained_weights_by_kind(cfg, out, [r.model for r in runs], precision,
                                             verbose, force_pretrain, strategy)

@@ -77,13 +77,9 @@ def _registry() -> Dict[str, DatasetInfo]:
         _real("montgomery", "montgomery", "Montgomery County chest X-ray with lung masks"),
         _real("folder", "folder", "any images/ + masks/ folder pair (your own modality)"),
     ]
-    try:
-        from .synthetic import lung  # noqa: F401
-        entries.append(_builtin("sim_lus", "lung", "sim_lus",
-                                "simulated lung ultrasound, rib masks (Cheng & Lam)",
-                                "built in: n=500 images (5 folds leave 400 to train)"))
-    except ImportError:
-        pass
+    entries.append(_builtin("sim_lus", "lung", "sim_lus",
+                            "simulated lung ultrasound, rib masks (Cheng & Lam)",
+                            "built in: n=500 images (5 folds leave 400 to train)"))
     entries.append(_builtin("sim_bus_must", "must", "sim_bus_must",
                             "sim_bus phantoms imaged by pymust (simus + DAS); optional [sim] "
                             "extra, minutes per image",

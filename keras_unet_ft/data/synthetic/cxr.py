@@ -15,6 +15,8 @@ import numpy as np
 from scipy import ndimage
 from skimage import draw
 
+from . import generate_images
+
 
 def _lung_polygon(rng, side: int, size: int):
     """Outline of one lung (side -1 = image left = patient's right)."""
@@ -124,7 +126,5 @@ def chest_xray(rng: np.random.Generator, size: int):
 
 def synth_cxr(n: int = 240, size: int = 256, seed: int = 0, progress: bool = True):
     """The ``synth_cxr`` dataset: synthetic chest X-rays with both lungs as the mask."""
-    from . import generate_images
-
     return generate_images("synth_cxr", n, size, seed,
                            lambda rng, i, s: (*chest_xray(rng, s), None), progress)

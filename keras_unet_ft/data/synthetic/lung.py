@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from . import generate_images
 from .ultrasound import Probe, log_compress, point_sample, sample_index, simulate_envelope
 
 LUNG_PROBE = Probe(depth_mm=50.0, width_mm=40.0)
@@ -97,7 +98,5 @@ def sim_lus(n: int = 500, size: int = 256, seed: int = 0, target: str = "ribs",
 
     500 images by default, so that 5-fold cross-validation leaves 400 training images
     per fold for the largest size of the dataset-size study."""
-    from . import generate_images
-
     return generate_images("sim_lus", n, size, seed,
                            lambda rng, i, s: (*lung_image(rng, s, target), None), progress)

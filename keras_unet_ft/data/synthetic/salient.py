@@ -26,6 +26,8 @@ import numpy as np
 from scipy import ndimage
 from skimage import color, draw, transform
 
+from . import generate_images
+
 # natural photographs in skimage's wheel (no download), grayscale or RGB
 SKIMAGE_PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "coins", "rocket", "brick",
                   "grass", "gravel", "moon", "horse", "immunohistochemistry", "clock",
@@ -168,7 +170,5 @@ def salient_scene(rng: np.random.Generator, size: int):
 
 def synth_salient(n: int = 10000, size: int = 256, seed: int = 0, progress: bool = True):
     """The ``synth_salient`` dataset (stand-in for grayscale XPIE, 10,000 images)."""
-    from . import generate_images
-
     return generate_images("synth_salient", n, size, seed,
                            lambda rng, i, s: (*salient_scene(rng, s), None), progress)

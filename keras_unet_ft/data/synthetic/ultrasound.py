@@ -36,6 +36,8 @@ import math
 import numpy as np
 from scipy import ndimage, signal
 
+from . import generate_images
+
 C_SOUND = 1540.0  # m/s
 AXIAL_REPEAT = 4  # the tissue map is built 4x coarser in depth than the RF grid
 
@@ -351,8 +353,6 @@ def sim_bus(n: int = 163, size: int = 256, seed: int = 0, malignant_fraction: fl
 def breast_dataset(name, n, size, seed, malignant_fraction, progress, simulate):
     """Images ``simulate(rng, size, malignant) -> (image, mask)``, benign or malignant-like
     with probability ``malignant_fraction``, class in ``meta["class"]``."""
-    from . import generate_images
-
     if not 0 <= malignant_fraction <= 1:
         raise ValueError(f"malignant_fraction must be in [0, 1], got {malignant_fraction!r}")
 
