@@ -21,7 +21,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import os  # noqa: E402
 
 from keras_unet_ft.cli import add_config_args, config_from_args  # noqa: E402
-from keras_unet_ft.pipeline import run  # noqa: E402
+from keras_unet_ft.pipeline import EXIT_BAD_INPUT, outcome, run  # noqa: E402
 from keras_unet_ft.runtime import has_gpu  # noqa: E402
 
 
@@ -51,6 +51,8 @@ def main(argv=None) -> int:
                    help="target dataset, repeatable (default: sim_bus and synth_cxr)")
     p.add_argument("--plans", help="plan set: paper (default), tuffc, cheng, or a list")
     p.add_argument("--force", action="store_true", help="recompute finished runs")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="redo runs that failed or diverged (one process)")
     p.add_argument("--shard", help="I/N: run a deterministic share of the runs")
     p.add_argument("--distribute", choices=["mirrored"], help="multi-GPU training")
     p.add_argument("--jobs", default="auto",
@@ -63,17 +65,20 @@ def main(argv=None) -> int:
     out = pathlib.Path(args.out or f"results/{cfg.profile}")
     t0 = time.time()
     try:
-        jobs = resolve_jobs(args.jobs, args.shard or args.distribute)
+        jobs = resolve_jobs(args.jobs, args.shard or args.distribute or args.retry_failed)
         if jobs > 1 and (args.shard or args.distribute):
             raise ValueError("--jobs runs its own shards; do not combine it with --shard "
                              "or --distribute")
         run(cfg, out, jobs=jobs, force=args.force, shard=args.shard,
-            distribute=args.distribute, verbose=1 if args.verbose else 0)
+            distribute=args.distribute, verbose=1 if args.verbose else 0,
+            retry_failed=args.retry_failed)
     except (ValueError, FileNotFoundError) as e:
         print(f"run_all: error: {e}", file=sys.stderr)
-        return 2
-    print(f"done in {time.time() - t0:.0f} s: {out / 'REPORT.md'}")
-    return 0
+        return EXIT_BAD_INPUT
+    code, message = outcome(out)
+    print(f"done in {time.time() - t0:.0f} s: {out / 'REPORT.md'}; {message}",
+          file=sys.stderr if code else sys.stdout)
+    return code
 
 
 if __name__ == "__main__":

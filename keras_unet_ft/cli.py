@@ -16,13 +16,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from .blocks import BlockMap  # noqa: E402
 from .config import (MODEL_KINDS, PRECISIONS, PROFILES, config_from_dict, load_config,  # noqa: E402
                      parse_set)
-from .data.registry import REGISTRY, load_dataset  # noqa: E402
+from .data.registry import REGISTRY, load_dataset, loader_options  # noqa: E402
 from .data.show import show_grid  # noqa: E402
 from .data.study_data import load_pretrain_data  # noqa: E402
 from .io import atomic_write_text, read_json  # noqa: E402
 from .layout import pretrained_dir  # noqa: E402
 from .model import build_model  # noqa: E402
-from .pipeline import aggregate, run  # noqa: E402
+from .pipeline import EXIT_BAD_INPUT, EXIT_OK, aggregate, outcome, run  # noqa: E402
 from .plans import Plan, apply_plan, format_matrix, plan_matrix, plan_set  # noqa: E402
 from .pretrain import pretrain  # noqa: E402
 from .provenance import write_provenance  # noqa: E402
@@ -151,10 +151,18 @@ def _loader_options(args) -> dict:
 
 def cmd_data(args) -> int:
     if args.action == "list":
+        print("A dataset is NAME, NAME:ROOT, or either with ?KEY=VALUE&KEY=VALUE loader options,\n"
+              "e.g. busi:/data/BUSI?include_normal=false&n=163\n")
         for name in sorted(REGISTRY):
             info = REGISTRY[name]
             print(f"{name:<14} {info.kind:<8} {info.description}")
             print("\n".join("    " + line for line in info.layout.splitlines()))
+            try:
+                opts = loader_options(name)
+            except ImportError as e:  # an optional extra is missing
+                print(f"    options: (unavailable: {e})")
+                continue
+            print("    options: " + ", ".join(f"{k}={v}" for k, v in opts.items()))
         return 0
     if not args.dataset:
         raise ValueError(f"data {args.action} needs a dataset, e.g. sim_bus or busi:/data/BUSI")
@@ -196,6 +204,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    help="training precision (default auto: bf16 on AMX CPUs, fp16 on GPUs)")
     p.add_argument("--seed", type=int, help="the one seed of the study")
     p.add_argument("--verbose", action="store_true", help="Keras per-epoch output")
+    p.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the dataset cache")
 
 
 def config_from_args(args):
@@ -212,6 +222,8 @@ def config_from_args(args):
         overrides["study.plans"] = args.plans
     if getattr(args, "model", None):
         overrides["model.kind"] = args.model
+    if getattr(args, "no_cache", False):
+        overrides["data.cache"] = "false"
     return load_config(args.profile, overrides)
 
 
@@ -239,8 +251,12 @@ def cmd_study(args) -> int:
               shard=args.shard, distribute=args.distribute,
               verbose=1 if args.verbose else 0, force_pretrain=args.force_pretrain,
               aggregate_results=not args.no_aggregate, progress=not args.quiet)
-    print(f"results: {out} (REPORT.md, results.csv, summary.csv, stats.csv)")
-    return 0
+    if args.no_aggregate:  # a shard: its parent judges the whole study
+        return EXIT_OK
+    code, message = outcome(out)
+    print(f"results: {out} (REPORT.md, results.csv, summary.csv, stats.csv); {message}",
+          file=sys.stderr if code else sys.stdout)
+    return code
 
 
 def cmd_report(args) -> int:
@@ -294,7 +310,7 @@ def main(argv=None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as e:
         print(f"unet-ft: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

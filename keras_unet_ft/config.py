@@ -38,6 +38,7 @@ class DataConfig:
     targets: List[str] = dataclasses.field(default_factory=lambda: ["sim_bus", "synth_cxr"])
     target_n: Optional[int] = None           # built-in targets: None = the paper's count
     cache_dir: Optional[str] = None
+    cache: bool = True                       # read / write the dataset cache (--no-cache)
 
 
 @dataclasses.dataclass

@@ -295,16 +295,47 @@ class RunResult:
     model: object                 # the trained Keras model (saved when asked)
 
 
+DIVERGED_LOSS_RATIO = 2.0   # last epoch's loss above this multiple of the first: diverged
+CONSTANT_PREDICTION = 1e-6  # probabilities spanning less than this: a dead net
+
+
+def divergence(history: List[dict], probs: np.ndarray) -> Optional[str]:
+    """Why a finished run must not count (None when it may): a non-finite loss, a loss
+    that ends far above where it started, or the same prediction for every pixel."""
+    losses = [float(r.get("loss", np.nan)) for r in history]
+    if losses and not np.all(np.isfinite(losses)):
+        return f"loss became non-finite ({losses})"
+    if len(losses) >= 2 and losses[-1] > DIVERGED_LOSS_RATIO * losses[0]:
+        return (f"loss rose from {losses[0]:.4g} to {losses[-1]:.4g} (more than "
+                f"{DIVERGED_LOSS_RATIO}x)")
+    if probs.size and float(np.ptp(probs)) < CONSTANT_PREDICTION:
+        return f"every pixel of every test image is predicted {float(probs.flat[0]):.4g}"
+    return None
+
+
 def run_one(cfg: Config, target: str, fold: int, plan: str, model_kind: str, train, test,
             pretrained_weights, session: FoldSession, verbose: int = 0) -> RunResult:
-    """Train ``plan`` on ``train``, evaluate on ``test = (images, masks, ids)``."""
+    """Train ``plan`` on ``train``, evaluate on ``test = (images, masks, ids)``.
+
+    Metrics are means over the test images *with an object* (images whose mask is
+    empty would score Dice 1.0 by predicting nothing); for the images with an empty
+    mask the share predicted empty is reported apart (``empty_predicted_empty``).
+    A run whose training diverged gets status ``diverged`` (see :func:`divergence`):
+    its numbers are kept in its files but out of every table's means and verdicts.
+    """
     ft = cfg.finetune
     parsed = Plan.parse(plan)
     t0 = time.perf_counter()
-    tr = session.train(parsed, train, pretrained_weights, verbose)
+    try:
+        tr = session.train(parsed, train, pretrained_weights, verbose)
+    except NaNLossError as e:
+        raise Diverged(str(e)) from None
     train_seconds = time.perf_counter() - t0
     probs = tr.predict(test[0], batch_size=max(ft.batch_size, 8))
     m = batch_metrics(test[1], probs)
+    empty = test[1].reshape(len(test[1]), -1).max(axis=1) == 0
+    pred_empty = (probs.reshape(len(probs), -1) > 0.5).sum(axis=1) == 0
+    lesion = ~empty
     after = weights_by_layer(tr.model)
     change = None if parsed.kind == "scratch" else relative_change(tr.weights_before, after,
                                                                   tr.block_map)
@@ -312,13 +343,24 @@ def run_one(cfg: Config, target: str, fold: int, plan: str, model_kind: str, tra
     none = not parsed.trains
     report = tr.report
     total = report.trainable_params + report.frozen_params
+    why = divergence(tr.history, probs)
+
+    def mean(k):
+        return float(np.mean(m[k][lesion])) if lesion.any() else float("nan")
+
+    def std(k):
+        return float(np.std(m[k][lesion])) if lesion.any() else float("nan")
+
     summary = {
-        "status": "ok", "target": target, "fold": fold, "plan": plan,
-        "model": model_kind, "encoder_weights": (session.mcfg.encoder_weights
-                                                 if model_kind == "vunet" else None),
+        "status": "ok" if why is None else "diverged", "target": target, "fold": fold,
+        "plan": plan, "model": model_kind,
+        "encoder_weights": (session.mcfg.encoder_weights if model_kind == "vunet" else None),
         "n_train": int(len(train[0])), "n_test": int(len(ids)),
-        **{f"{k}_mean": float(np.mean(m[k])) for k in METRICS},
-        **{f"{k}_std": float(np.std(m[k])) for k in METRICS},
+        "n_empty": int(empty.sum()),
+        "empty_predicted_empty": (float(np.mean(pred_empty[empty])) if empty.any()
+                                  else float("nan")),
+        **{f"{k}_mean": mean(k) for k in METRICS},
+        **{f"{k}_std": std(k) for k in METRICS},
         "trainable_params": 0 if none else report.trainable_params,
         "frozen_params": total if none else report.frozen_params,
         "trainable_layers": [] if none else list(report.trainable_layers),
@@ -327,8 +369,15 @@ def run_one(cfg: Config, target: str, fold: int, plan: str, model_kind: str, tra
         "epochs": len(tr.history), "seed": session.seed, "precision": session.resolved,
         "trainer": session.kind, "weight_change": change,
     }
-    per_image = [{"id": i, **{k: float(m[k][j]) for k in METRICS}} for j, i in enumerate(ids)]
+    if why is not None:
+        summary["reason"] = f"diverged: {why}"
+    per_image = [{"id": i, "empty_mask": int(empty[j]), **{k: float(m[k][j]) for k in METRICS}}
+                 for j, i in enumerate(ids)]
     return RunResult(summary, per_image, tr.history, ids, probs[..., 0] > 0.5, tr.model)
+
+
+class Diverged(RuntimeError):
+    """Training stopped on a non-finite loss: the run is recorded ``diverged``."""
 
 
 def save_model(model, path) -> None:

@@ -75,14 +75,14 @@ def read_csv(path) -> List[dict]:
         return list(csv.DictReader(f))
 
 
-def atomic_savez(path, **arrays) -> None:
-    """``np.savez_compressed`` atomically."""
+def atomic_savez(path, compress: bool = True, **arrays) -> None:
+    """``np.savez_compressed`` (or ``np.savez``) atomically."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.npz")
     os.close(fd)
     try:
-        np.savez_compressed(tmp, **arrays)
+        (np.savez_compressed if compress else np.savez)(tmp, **arrays)
         _replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -51,8 +51,10 @@ PREDICTIONS = "predictions.npz"
 WEIGHTS = "model.keras"
 MANIFEST_VERSION = 1
 
-#: statuses a run's summary.json can have
-STATUSES = ("ok", "failed", "skipped")
+#: statuses a run's summary.json can have: ``ok`` counts; ``diverged`` (non-finite or rising
+#: loss, constant predictions) and ``failed`` (an error) are listed and kept out of every
+#: mean and verdict; ``skipped`` (dataset-size runs larger than the fold) are listed
+STATUSES = ("ok", "diverged", "failed", "skipped")
 #: keys every ``summary.json`` with status ``ok`` holds (metric keys are added per metric)
 RUN_SUMMARY_KEYS = ("status", "target", "fold", "plan", "model", "aliases", "n_train", "n_test",
                     "trainable_params", "frozen_params", "trainable_layers", "train_seconds",
@@ -68,11 +70,12 @@ def plan_slug(plan: str) -> str:
 
 
 def target_slug(spec: str) -> str:
-    """A folder name for a target spec: ``sim_bus`` or ``busi-<hash of the root>``."""
-    name, sep, root = spec.partition(":")
-    if not sep:
+    """A folder name for a target spec: ``sim_bus``, or ``busi-<hash of root and options>``."""
+    name = re.split(r"[:?]", spec, maxsplit=1)[0]
+    rest = spec[len(name):]
+    if not rest:
         return name
-    return f"{name}-{hashlib.sha1(str(root).encode()).hexdigest()[:6]}"
+    return f"{name}-{hashlib.sha1(rest.lstrip(':').encode()).hexdigest()[:6]}"
 
 
 @dataclasses.dataclass

@@ -16,10 +16,28 @@ from .config import Config
 from .figures import make_all_figures
 from .layout import load_config_of
 from .report import write_report
-from .results import write_tables
+from .results import collect, status_counts, write_tables
 from .study import run_study, run_study_parallel
 
 log = logging.getLogger("keras_unet_ft")
+
+#: exit codes of ``unet-ft study`` and ``run_all.py``
+EXIT_OK = 0           # every run finished ok
+EXIT_ERROR = 1        # an unexpected error (a traceback is printed)
+EXIT_BAD_INPUT = 2    # a bad config, dataset, folder or option: nothing (more) was trained
+EXIT_RUNS_FAILED = 3  # the study finished, but some runs failed or diverged (see REPORT.md)
+
+
+def outcome(out) -> tuple:
+    """``(exit code, message)`` of a finished study from its run files."""
+    counts = status_counts(collect(out))
+    bad = {k: v for k, v in counts.items() if k in ("failed", "diverged")}
+    if bad:
+        what = ", ".join(f"{v} {k}" for k, v in sorted(bad.items()))
+        return EXIT_RUNS_FAILED, (f"{what} run(s) of {sum(counts.values())}: listed in "
+                                  f"{pathlib.Path(out) / 'REPORT.md'} and kept out of the "
+                                  "results; --retry-failed redoes them")
+    return EXIT_OK, f"all {sum(counts.values())} runs ok"
 
 
 def aggregate(out, report: bool = True, figures: bool = True,

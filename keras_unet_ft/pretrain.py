@@ -118,5 +118,10 @@ def pretrained_weights_by_kind(cfg: Config, out, kinds, precision, verbose=0, fo
             pre_data = pre_data or load_pretrain_data(cfg)
         path = pretrain(sub, pre_data, d, precision=precision, verbose=verbose, force=force,
                         strategy=strategy)
-        result[kind] = keras.saving.load_model(path, compile=False).get_weights()
+        try:
+            result[kind] = keras.saving.load_model(path, compile=False).get_weights()
+        except Exception as e:  # noqa: BLE001 - any reader error means the same here
+            raise ValueError(f"cannot read the pretrained model {path} ({e.__class__.__name__}: "
+                             f"{str(e)[:200]}); it may be truncated: run again with "
+                             "--force-pretrain to pretrain it anew") from None
     return result

@@ -291,7 +291,10 @@ def write_report(out) -> pathlib.Path:
           f"{prov.get('written')}.", ""]
     L += ["Every number below is computed from the files of this folder (results.csv, "
           "summary.csv, stats.csv). Dice and adjusted Rand are means over held-out images per "
-          "fold, then mean ± std over folds; pixel error is in percent.", ""]
+          "fold, then mean ± std over folds; pixel error is in percent. Only images with an "
+          "object count in these means (an empty mask predicted empty would score Dice 1.0); "
+          "images with an empty mask are counted apart. Runs that failed or diverged are "
+          "listed at the end and kept out of every mean and verdict.", ""]
     pre = pretrained_dir(out, manifest["model"], manifest["model"]) / "summary.json"
     if pre.exists():
         p = read_json(pre)
@@ -305,6 +308,13 @@ def write_report(out) -> pathlib.Path:
         S = {r["plan"]: r for r in summary if r["target"] == target}
         modality = next(iter(S.values()))["modality"]
         L += [f"## {target} ({modality})", ""]
+        split = out / "splits" / f"{target}.json"
+        if split.exists():
+            dups = read_json(split).get("duplicate_groups") or []
+            L += [(f"Near-duplicate images: {len(dups)} group(s) of copies "
+                   f"({sum(len(g) for g in dups)} images), each kept within one fold."
+                   if dups else "Near-duplicate images: none found (perceptual hash + pixel "
+                                "difference)."), ""]
         if modality in PAPER and "contracting" in S and "expanding" in S:
             L += [f"### The paper's table beside ours (paper: {PAPER_DATA[modality]})", "",
                   "| scenario | paper Dice | ours Dice | paper pixel error | ours pixel error "
@@ -338,6 +348,13 @@ def write_report(out) -> pathlib.Path:
                      else f"| {p} | | {r['folds_ok']}/{int(r['folds_ok']) + int(r['folds_failed'])}"
                      f" | - | - | - | - | - | - |")
         L.append("")
+        empties = [(p, r) for p, r in S.items() if r.get("n_empty") not in ("", None, "0")]
+        if empties:
+            n_e = int(float(empties[0][1]["n_empty"]))
+            L += [f"Held-out images with an empty mask (kept out of the means above): {n_e}. "
+                  "Share of them predicted empty: "
+                  + ", ".join(f"{p} {_f(r['empty_predicted_empty'], 2)}" for p, r in empties)
+                  + ".", ""]
         for scheme, title in (("", "path scheme: blocks by longest path, as in the paper"),
                               ("@level", "level scheme: resolution levels")):
             ks = sorted(set(_units(list(S.values()), "shallow_to_deep:", scheme))
@@ -364,7 +381,7 @@ def write_report(out) -> pathlib.Path:
                          f"{_p(s['images_wilcoxon_p'])} |")
             L.append("")
     failed = [r for r in results if r["status"] != "ok"]
-    L += ["## Failed runs", ""]
+    L += ["## Failed or diverged runs", ""]
     if failed:
         L += [f"- {r['target']} / {r['plan']} / fold {r['fold']}: {r['reason']}" for r in failed]
     else:

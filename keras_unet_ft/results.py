@@ -23,7 +23,8 @@ from .stats import comparison_pairs, paired_tests
 log = logging.getLogger("keras_unet_ft")
 RESULT_FIELDS = (["target", "modality", "model", "plan", "trained_as", "fold", "status"]
                  + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
-                 + ["n_train", "n_test", "trainable_params", "frozen_params", "train_seconds",
+                 + ["n_train", "n_test", "n_empty", "empty_predicted_empty",
+                    "trainable_params", "frozen_params", "train_seconds",
                     "seconds_per_epoch", "epochs", "seed", "precision", "trainer",
                     "encoder_weights", "reason",
                     "run_dir"])
@@ -101,6 +102,12 @@ def summarize(rows: List[dict]) -> List[dict]:
             row[f"{m}_std"] = float(np.std(v)) if v else math.nan
         for k in ("trainable_params",):
             row[k] = int(float(ok[0][k])) if ok else ""
+        n_empty = [int(float(r["n_empty"])) for r in ok if r.get("n_empty") not in ("", None)]
+        row["n_empty"] = sum(n_empty) if n_empty else ""
+        pe = [(float(r["empty_predicted_empty"]), int(float(r["n_empty"]))) for r in ok
+              if r.get("n_empty") not in ("", None, "0")]
+        row["empty_predicted_empty"] = (sum(v * n for v, n in pe) / sum(n for _, n in pe)
+                                        if pe else "")
         for k in ("train_seconds", "seconds_per_epoch"):
             v = [float(r[k]) for r in ok]
             row[k] = float(np.mean(v)) if v else math.nan
@@ -108,10 +115,21 @@ def summarize(rows: List[dict]) -> List[dict]:
     return out
 
 
-def per_image(out, row: dict) -> Dict[str, dict]:
-    """``{image id: {metric: value}}`` of a results row's run."""
+def per_image(out, row: dict, with_empty: bool = False) -> Dict[str, dict]:
+    """``{image id: {metric: value}}`` of a results row's run: the images with an object
+    (whose mask is not empty), or every image with ``with_empty``."""
     path = pathlib.Path(out) / row["run_dir"] / "per_image.csv"
-    return {r["id"]: {m: float(r[m]) for m in METRICS} for r in read_csv(path)}
+    return {r["id"]: {m: float(r[m]) for m in METRICS} for r in read_csv(path)
+            if with_empty or r.get("empty_mask", "0") in ("0", "")}
+
+
+def status_counts(rows: List[dict]) -> Dict[str, int]:
+    """How many result rows (trained runs, aliases not counted twice) have each status."""
+    counts: Dict[str, int] = {}
+    for r in rows:
+        if r.get("plan") == r.get("trained_as", r.get("plan")):
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return counts
 
 
 def paired_stats(out, rows: List[dict], metric: str = "dice", units: int = 9) -> List[dict]:

@@ -21,6 +21,8 @@ made by :mod:`keras_unet_ft.pipeline`.
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import logging
 import os
 import pathlib
@@ -31,11 +33,14 @@ import time
 import traceback
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
+from . import __version__
 from .blocks import BlockMap
 from .config import Config
 from .data.registry import modality
-from .data.study_data import fold_arrays, load_target, target_folds
-from .finetune import FoldSession, run_one, save_model, stage_learning_rate
+from .data.study_data import check_targets, fold_arrays, load_target, target_folds
+from .finetune import Diverged, FoldSession, run_one, save_model, stage_learning_rate
 from .io import write_csv
 from .layout import (HISTORY, PER_IMAGE, RunSpec, read_run_summary, save_predictions,
                      splits_path, target_slug, weights_path, write_manifest, write_run_summary)
@@ -186,25 +191,100 @@ def _record(out, r: RunSpec, status: str, **extra) -> None:
 
 
 # ---------------------------------------------------------------------------
+# what decides a run's result
+#: config keys a run's result depends on (``study.plans``, ``save_weights``, ``am_steps``, ...
+#: change what is run or drawn, not a run's numbers)
+FINGERPRINT_SECTIONS = ("model", "pretrain", "finetune")
+FINGERPRINT_KEYS = ("data.pretrain", "data.pretrain_n", "data.target_n", "study.seed",
+                    "study.trainer", "study.deterministic", "sizes.augment_factor")
+
+
+def data_signature(ds) -> str:
+    """A hash of a dataset's preprocessed images, masks and ids."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(ds.images).tobytes())
+    h.update(np.ascontiguousarray(ds.masks).tobytes())
+    h.update("\0".join(ds.ids).encode())
+    return h.hexdigest()[:16]
+
+
+def fingerprint(cfg: Config, precision: str, target: str, signature: str) -> Dict[str, object]:
+    """The flat ``{key: value}`` a run's result depends on (stored in its summary.json)."""
+    d = cfg.to_dict()
+    out: Dict[str, object] = {}
+    for section in FINGERPRINT_SECTIONS:
+        for k, v in d[section].items():
+            out[f"{section}.{k}"] = v
+    for key in FINGERPRINT_KEYS:
+        section, _, k = key.partition(".")
+        out[key] = d[section][k]
+    out.update({"study.precision": precision, "target": target, "data": signature,
+                "version": __version__})
+    return json.loads(json.dumps(out))  # as it reads back from JSON
+
+
+def changed_keys(old: Optional[dict], new: Dict[str, object]) -> List[str]:
+    """``key: old -> new`` for every key whose value differs."""
+    if not old:
+        return ["fingerprint: none recorded (made by an older version)"]
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}" for k in keys
+            if old.get(k) != new.get(k)]
+
+
+def check_finished_runs(out, runs: Sequence[RunSpec], prints: Dict[str, dict]) -> None:
+    """Finished runs made with other settings or data are an error naming what changed
+    (resuming would mix two studies in one table); ``--force`` recomputes them."""
+    changed: Dict[str, List[str]] = {}
+    n = 0
+    for r in runs:
+        s = read_run_summary(r.dir(out))
+        if s is None:
+            continue
+        diff = changed_keys(s.get("fingerprint"), prints[r.target])
+        if diff:
+            n += 1
+            for line in diff:
+                changed.setdefault(line, []).append(str(r.rel_dir()))
+    if changed:
+        lines = [f"  {k} (e.g. {v[0]})" for k, v in list(changed.items())[:12]]
+        raise ValueError(
+            f"{out} holds {n} finished run(s) made with other settings or data:\n"
+            + "\n".join(lines)
+            + "\nUse another --out, or --force to recompute them with the current settings.")
+
+
+# ---------------------------------------------------------------------------
 def prepare(cfg: Config, out, *, distribute: Optional[str] = None, verbose: int = 0,
-            force_pretrain: bool = False):
-    """Everything before the grid: provenance, ``runs.json``, checks that fail early,
-    pretraining (or its reuse). Returns ``(runs, maps, pretrained, precision, strategy)``."""
+            force_pretrain: bool = False, force: bool = False):
+    """Everything before the grid: checks that fail early (every target loaded and
+    checked, finished runs made with other settings), provenance, ``runs.json``,
+    pretraining (or its reuse).
+
+    Returns:
+        ``(runs, maps, pretrained, precision, strategy, prints)``; ``prints`` holds the
+        fingerprint of each target's runs.
+    """
     out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_targets(cfg.data.targets)
     configure_cpu_threads(cfg.model.base_filters)
     precision = resolve_precision(cfg.study.precision)
-    write_provenance(cfg, out, precision)
     strategy = get_strategy(distribute)
     runs, plans, maps = list_runs(cfg, cfg.data.targets)
-    write_manifest(out, manifest(cfg, runs, plans, maps))
     for i in range(max(len(Plan.parse(r.plan).steps) for r in runs)):
         stage_learning_rate(cfg, i)  # bad values fail before any training
     if any(r.model == "vunet" for r in runs):  # fail before any training, with a clear message
         resolve_encoder_weights(cfg.model.encoder_weights)
+    prints = {t: fingerprint(cfg, precision, t, data_signature(load_target(cfg, t)))
+              for t in cfg.data.targets}  # every target read and checked before pretraining
+    if not force:
+        check_finished_runs(out, runs, prints)
+    out.mkdir(parents=True, exist_ok=True)
+    write_provenance(cfg, out, precision)
+    write_manifest(out, manifest(cfg, runs, plans, maps))
     pretrained = pretrained_weights_by_kind(cfg, out, [r.model for r in runs], precision,
                                             verbose, force_pretrain, strategy)
-    return runs, maps, pretrained, precision, strategy
+    return runs, maps, pretrained, precision, strategy, prints
 
 
 def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = False,
@@ -228,8 +308,9 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
 
     out = pathlib.Path(out)
     shard_i, shard_n = parse_shard(shard)
-    runs, maps, pretrained, precision, strategy = prepare(
-        cfg, out, distribute=distribute, verbose=verbose, force_pretrain=force_pretrain)
+    runs, maps, pretrained, precision, strategy, prints = prepare(
+        cfg, out, distribute=distribute, verbose=verbose, force_pretrain=force_pretrain,
+        force=force)
     if prepare_only:  # data cached and folds written, for shard processes to share
         for t in cfg.data.targets:
             target_folds(cfg, load_target(cfg, t), splits_path(out, t))
@@ -261,6 +342,7 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
         have = len(c["fold"]["train"])
         if r.n_train is not None and r.n_train > have:
             _record(out, r, "skipped", n_originals=r.n_train, augment=r.augment,
+                    fingerprint=prints[r.target],
                     reason=f"the fold has {have} training images, fewer than {r.n_train}")
             continue
         variant = (r.n_train, r.augment)
@@ -274,14 +356,33 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
                 sessions[r.model] = FoldSession(cfg, r.fold, precision, strategy, r.model)
             result = run_one(cfg, r.target, r.fold, r.plan, r.model, train, test,
                              pretrained[r.model], sessions[r.model], verbose)
+            result.summary["fingerprint"] = prints[r.target]
+            if result.summary["status"] != "ok":
+                log.warning("run %s / fold %d / %s %s", r.target, r.fold, r.plan,
+                            result.summary["reason"])
             write_run(out, r, result, keeps_weights(cfg, r, maps), cfg.study.save_predictions)
             del result
             gc.collect()
+        except Diverged as e:
+            log.warning("run %s / fold %d / %s diverged: %s", r.target, r.fold, r.plan, e)
+            _record(out, r, "diverged", reason=f"diverged: {e}", fingerprint=prints[r.target])
         except Exception as e:  # noqa: BLE001 - recorded, the study goes on
             log.warning("run %s / fold %d / %s failed: %s", r.target, r.fold, r.plan, e)
             _record(out, r, "failed", reason=f"{e.__class__.__name__}: {e}",
-                    traceback=traceback.format_exc(limit=5))
+                    traceback=traceback.format_exc(limit=5), fingerprint=prints[r.target])
     return out
+
+
+def _end_with_parent() -> None:
+    """In a shard process (Linux): receive SIGTERM when the parent dies, even by kill -9."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
 
 
 def run_study_parallel(cfg: Config, out, jobs: int, force: bool = False, verbose: int = 0,
@@ -303,7 +404,8 @@ def run_study_parallel(cfg: Config, out, jobs: int, force: bool = False, verbose
            "--out", str(out), "--no-aggregate", "--threads", str(threads), "--quiet"]
     if force:
         cmd.append("--force")
-    procs = [subprocess.Popen(cmd + ["--shard", f"{i}/{jobs}"], env=env) for i in range(jobs)]
+    procs = [subprocess.Popen(cmd + ["--shard", f"{i}/{jobs}"], env=env,
+                              preexec_fn=_end_with_parent) for i in range(jobs)]
 
     def done():
         return sum((r.dir(out) / "summary.json").exists() for r in runs)

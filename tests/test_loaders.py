@@ -167,20 +167,48 @@ def test_corrupt_file_names_the_file(tmp_path):
         _load(f"folder:{tmp_path}")
 
 
-def test_cache_is_used_and_a_corrupt_cache_is_rebuilt(tmp_path):
+def test_cache_is_keyed_by_content_and_a_corrupt_cache_is_rebuilt(tmp_path):
+    import os
+
     root = tmp_path / "data"
-    _save(root / "images" / "a.png", _img())
-    _save(root / "masks" / "a.png", _mask())
+    for i in range(2):
+        _save(root / "images" / f"{i}.png", _img(seed=i))
+        _save(root / "masks" / f"{i}.png", _mask())
     cache = tmp_path / "cache"
-    ds1 = load_dataset(f"folder:{root}", size=SIZE, cache_directory=cache, progress=False)
+
+    def load():
+        return load_dataset(f"folder:{root}", size=SIZE, cache_directory=cache, progress=False)
+
+    ds1 = load()
     files = list(cache.glob("*.npz"))
-    assert len(files) == 1
-    (root / "images" / "a.png").unlink()  # a hit must not touch the source
-    ds2 = load_dataset(f"folder:{root}", size=SIZE, cache_directory=cache, progress=False)
-    np.testing.assert_array_equal(ds1.images, ds2.images)
-    files[0].write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="without a mask|no image/mask pairs"):
-        load_dataset(f"folder:{root}", size=SIZE, cache_directory=cache, progress=False)
+    assert len(files) == 1 and stat_mode(files[0]) == 0o666 & ~umask()
+    np.testing.assert_array_equal(load().images, ds1.images)       # a hit
+    assert len(list(cache.glob("*.npz"))) == 1
+    _save(root / "images" / "0.png", _img(seed=7))                  # an edit rebuilds
+    os.utime(root / "images" / "0.png", ns=(1, 10**18))
+    assert not np.array_equal(load().images[0], ds1.images[0])
+    (root / "masks" / "1.png").unlink()                             # a deletion rebuilds
+    with pytest.raises(ValueError, match="without a mask"):
+        load()
+    (root / "images" / "1.png").unlink()
+    assert len(load()) == 1
+    for f in cache.glob("*.npz"):
+        f.write_bytes(b"garbage")
+    assert len(load()) == 1                                         # corrupt: rebuilt
+
+
+def stat_mode(path):
+    import stat
+
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def umask():
+    import os
+
+    m = os.umask(0)
+    os.umask(m)
+    return m
 
 
 def test_cli_data_show_on_a_folder(tmp_path):

@@ -64,7 +64,7 @@ def test_report_numbers_equal_results(tiny_study):
             expected = f"{np.mean(vals):.3f} ± {np.std(vals):.3f}"
             line = next(l for l in section.splitlines() if l.startswith(f"| {plan} |"))
             assert expected in line, (line, expected)
-    assert "Findings of the paper" in report and "Failed runs" in report
+    assert "Findings of the paper" in report and "Failed or diverged runs" in report
 
 
 def test_second_invocation_trains_nothing(tiny_study, monkeypatch):

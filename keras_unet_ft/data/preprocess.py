@@ -4,9 +4,11 @@
   integers are scaled to [0, 1] by their type's range, floats are kept.
 * Resize to the target size: images anti-aliased (bilinear), masks by nearest
   neighbour after binarisation, so they stay binary.
-* Masks that are not binary (graded, JPEG-compressed, 0/255 or 0/1) are
-  thresholded at half their type's range (or half their max for floats); the
-  loader says so once in the log.
+* Masks in any common encoding (:func:`binarize_mask`): 0/255, label values,
+  palette and RGB(A) colour masks, class-coded colours; graded masks
+  (JPEG-compressed) are thresholded at half their range and the loader says so.
+  A dataset whose masks are all empty is an error; more than
+  ``EMPTY_WARN_SHARE`` empty masks is a warning.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import json
 import logging
 import os
 import pathlib
-import tempfile
 import warnings
 
 import numpy as np
 from skimage import color, io, transform
 
+from ..io import atomic_savez
 from .dataset import Dataset
 
 log = logging.getLogger("keras_unet_ft.data")
@@ -32,6 +34,11 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 def read_image(path) -> np.ndarray:
     """Read an image file with scikit-image; a clear error names a bad file."""
     path = pathlib.Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ValueError(f"cannot read image file {path}: the file is empty (0 bytes)")
+    except OSError as e:
+        raise ValueError(f"cannot read image file {path}: {e.strerror or e}") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -66,25 +73,99 @@ def to_gray(a: np.ndarray) -> np.ndarray:
     return _scale(a)
 
 
-def binarize_mask(a: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Binary mask (bool) and whether the input needed thresholding.
+#: colours a class-coded mask may use (``classes=red,green``), RGB in [0, 1]
+NAMED_COLOURS = {"red": (1, 0, 0), "green": (0, 1, 0), "blue": (0, 0, 1), "yellow": (1, 1, 0),
+                 "cyan": (0, 1, 1), "magenta": (1, 0, 1), "white": (1, 1, 1)}
+COLOUR_TOLERANCE = 0.35   # RGB distance (0-1 scale) within which a pixel has a named colour
+DARK = 0.25               # a colour pixel whose channels are all below this is black background
 
-    Exactly 0 / full-scale (e.g. 0/255 in 8 bits) is binary as it is. Integer
-    masks whose values are only 0 and 1 are label images (0/1). Anything else
-    (graded, JPEG-compressed) is thresholded at half the type's range.
+
+def parse_classes(classes) -> tuple:
+    """``"red,green"`` (or a list) -> ``("red", "green")``; unknown colours are errors."""
+    if classes in (None, "", ()):
+        return ()
+    names = [c.strip().lower() for c in (classes.split(",") if isinstance(classes, str)
+                                         else classes) if str(c).strip()]
+    bad = [c for c in names if c not in NAMED_COLOURS]
+    if bad:
+        raise ValueError(f"unknown mask colour(s) {bad} in classes={classes!r}; expected "
+                         f"names from {', '.join(NAMED_COLOURS)}")
+    return tuple(names)
+
+
+def binarize_mask(a: np.ndarray, classes=()) -> tuple[np.ndarray, bool]:
+    """Foreground (bool) of a mask in any common encoding, and whether it was thresholded.
+
+    * grayscale integers: 0 / full scale (0/255) and small label values (0/1, 0/2,
+      0/1/2/3, ... below half the type's range) -> every value > 0 is foreground;
+      anything reaching half the range (graded, JPEG-compressed 0/255) is
+      thresholded at half the range (reported as thresholded);
+    * floats: thresholded at half their maximum;
+    * RGB(A) with equal channels: as grayscale;
+    * colour (palette PNGs are read as RGB(A)): transparent pixels are background;
+      the background colour is black (pixels whose channels are all below ``DARK``)
+      when the mask has any, else its most frequent colour; every other colour is
+      foreground. ``classes`` (e.g. ``("red", "green")``) keeps only pixels of
+      those colours (class-coded masks such as BUS-UCLM's).
     """
     raw = np.asarray(a)
-    if raw.ndim == 3 and raw.shape[-1] in (2, 4):  # drop alpha
-        raw = raw[..., : raw.shape[-1] - 1]
     if raw.ndim == 3 and raw.shape[-1] == 1:
         raw = raw[..., 0]
-    if np.issubdtype(raw.dtype, np.integer) and raw.ndim == 2 and raw.max() <= 1:
-        return raw > 0, False  # 0/1 labels
-    g = to_gray(raw)
+    alpha = None
+    if raw.ndim == 3 and raw.shape[-1] in (2, 4):
+        alpha = raw[..., -1]
+        raw = raw[..., :-1]
+        if raw.shape[-1] == 1:
+            raw = raw[..., 0]
+    if raw.ndim == 3 and np.array_equal(raw[..., 0], raw[..., 1]) \
+            and np.array_equal(raw[..., 0], raw[..., 2]) and not classes:
+        raw = raw[..., 0]
+    transparent = None
+    if alpha is not None:
+        full = np.iinfo(alpha.dtype).max if np.issubdtype(alpha.dtype, np.integer) else 1.0
+        if alpha.min() < full:
+            transparent = alpha < full / 2
+    if raw.ndim == 2:
+        fg, thresholded = _gray_foreground(raw)
+    else:
+        fg, thresholded = _colour_foreground(_scale(raw), parse_classes(classes), transparent)
+    if transparent is not None:
+        fg = fg & ~transparent
+    return fg, thresholded
+
+
+def _gray_foreground(raw: np.ndarray) -> tuple[np.ndarray, bool]:
+    if np.issubdtype(raw.dtype, np.bool_):
+        return raw.astype(bool), False
+    if np.issubdtype(raw.dtype, np.integer):
+        full = np.iinfo(raw.dtype).max
+        values = np.unique(raw)
+        if values.max() < full / 2 or np.all(np.isin(values, (0, full))):
+            return raw > 0, False       # labels or exactly 0 / full scale
+        return raw >= full / 2, True    # graded: threshold at half range
+    g = raw.astype(np.float32)
+    top = float(g.max()) if g.size else 0.0
+    if top <= 0:
+        return np.zeros(g.shape, bool), False
     values = np.unique(g)
-    if np.all(np.isin(values, (0.0, 1.0))):
-        return g > 0.5, False
-    return g >= 0.5, True
+    return g >= top / 2, not np.all(np.isin(values, (0.0, top)))
+
+
+def _colour_foreground(rgb: np.ndarray, classes: tuple, transparent) -> tuple[np.ndarray, bool]:
+    if classes:
+        fg = np.zeros(rgb.shape[:2], bool)
+        for c in classes:
+            fg |= np.linalg.norm(rgb - np.array(NAMED_COLOURS[c]), axis=-1) < COLOUR_TOLERANCE
+        return fg, False
+    dark = rgb.max(axis=-1) < DARK
+    if dark.any() or (transparent is not None and transparent.any()):
+        return ~dark, False   # black (or transparent) background: every colour is foreground
+    # no black anywhere: the most frequent colour is the background
+    flat = (np.round(rgb * 255).astype(np.int32) @ np.array([65536, 256, 1])).ravel()
+    values, counts = np.unique(flat, return_counts=True)
+    bg = values[np.argmax(counts)]
+    bg_rgb = np.array([(bg >> 16) & 255, (bg >> 8) & 255, bg & 255]) / 255.0
+    return np.linalg.norm(rgb - bg_rgb, axis=-1) >= COLOUR_TOLERANCE, False
 
 
 def resize_image(a: np.ndarray, size) -> np.ndarray:
@@ -101,7 +182,7 @@ def resize_mask(m: np.ndarray, size) -> np.ndarray:
                             preserve_range=True).astype(np.uint8)
 
 
-def stack(name, pairs, size, ids, meta, source, empty_note=True) -> Dataset:
+def stack(name, pairs, size, ids, meta, source) -> Dataset:
     """Resize ``(image, mask)`` float/bool pairs and assemble a Dataset."""
     n = len(pairs)
     images = np.empty((n, size[0], size[1], 1), np.float32)
@@ -110,10 +191,30 @@ def stack(name, pairs, size, ids, meta, source, empty_note=True) -> Dataset:
         images[i, ..., 0] = np.clip(resize_image(img, size), 0, 1)
         masks[i, ..., 0] = resize_mask(m, size)
     ds = Dataset(name, images, masks, list(ids), meta, source)
-    empty = int((masks.reshape(n, -1).max(axis=1) == 0).sum()) if n else 0
-    if empty and empty_note:
-        log.info("%s: %d of %d masks are empty (kept)", name, empty, n)
+    check_empty_masks(ds, source)
     return ds
+
+
+EMPTY_WARN_SHARE = 0.2  # more empty masks than this is said out loud
+
+
+def check_empty_masks(ds: Dataset, where: str = "") -> int:
+    """Error when every mask is empty (a mask encoding this loader cannot read, or no
+    lesions at all); warning above ``EMPTY_WARN_SHARE``. Returns the number empty."""
+    n = len(ds)
+    empty = int((ds.masks.reshape(n, -1).max(axis=1) == 0).sum()) if n else 0
+    if n and empty == n:
+        raise ValueError(f"{ds.name}: all {n} masks are empty after reading{' ' + where if where else ''}; "
+                         "the masks may use an encoding that is not a foreground on black "
+                         "(give classes=red,green for class-coded colour masks) or hold no "
+                         "objects at all")
+    if n and empty / n > EMPTY_WARN_SHARE:
+        log.warning("%s: %d of %d masks (%.0f %%) are empty; the study reports them apart "
+                    "(Dice over images with an object; the share of empty images predicted "
+                    "empty)", ds.name, empty, n, 100.0 * empty / n)
+    elif empty:
+        log.info("%s: %d of %d masks are empty (kept, reported apart)", ds.name, empty, n)
+    return empty
 
 
 # ---------------------------------------------------------------------------
@@ -148,13 +249,5 @@ def load_cached(path: pathlib.Path, key: str):
 
 def save_cached(path: pathlib.Path, key: str, ds: Dataset) -> None:
     """Write atomically (temporary file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     info = json.dumps({"name": ds.name, "ids": ds.ids, "meta": ds.meta, "source": ds.source})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, key=key, info=info, images=ds.images, masks=ds.masks)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_savez(path, compress=False, key=key, info=info, images=ds.images, masks=ds.masks)

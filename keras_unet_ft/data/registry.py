@@ -10,9 +10,15 @@ preprocessing version) so a second load is fast.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib
+import inspect
 import logging
+import os
 import pathlib
-from typing import Callable, Dict, Optional
+from typing import Dict, Optional, Tuple
+
+import numpy as np
 
 from .dataset import Dataset
 from .preprocess import cache_dir, cache_key, load_cached, save_cached
@@ -26,37 +32,35 @@ class DatasetInfo:
     kind: str           # "real" or "builtin"
     description: str
     layout: str         # what the loader expects on disk (real) or the defaults (builtin)
-    loader: Callable
+    module_name: str    # loaders.<module> (real) or synthetic.<module> (builtin)
+    func: str = "load"  # the loader / generator function in that module
+
+    def module(self):
+        """The loader's (or generator's) module, imported on first use (optional extras)."""
+        sub = "loaders" if self.kind == "real" else "synthetic"
+        return importlib.import_module(f".{sub}.{self.module_name}", __package__)
+
+    def generator(self):
+        return getattr(self.module(), self.func)
+
+    def loader(self, root=None, size=(256, 256), **kw) -> Dataset:
+        if self.kind == "real":
+            return self.module().load(root, size=size, **kw)
+        if root is not None:
+            raise ValueError(f"{self.name} is built-in data; it takes no folder (got {root!r})")
+        if size[0] != size[1]:
+            raise ValueError(f"{self.name} makes square images; got size {size}")
+        kw = {k: v for k, v in kw.items() if v is not None or k != "n"}
+        return self.generator()(size=size[0], **kw)
 
 
 def _real(name, module, description):
-    def loader(root=None, size=(256, 256), **kw):
-        import importlib
-
-        mod = importlib.import_module(f".loaders.{module}", __package__)
-        return mod.load(root, size=size, **kw)
-
-    import importlib
-
     layout = importlib.import_module(f".loaders.{module}", __package__).LAYOUT
-    return DatasetInfo(name, "real", description, layout, loader)
+    return DatasetInfo(name, "real", description, layout, module)
 
 
 def _builtin(name, module, func, description, layout):
-    def loader(root=None, size=(256, 256), n=None, seed=0, **kw):
-        import importlib
-
-        if root is not None:
-            raise ValueError(f"{name} is built-in data; it takes no folder (got {root!r})")
-        if size[0] != size[1]:
-            raise ValueError(f"{name} makes square images; got size {size}")
-        gen = getattr(importlib.import_module(f".synthetic.{module}", __package__), func)
-        kwargs = dict(size=size[0], seed=seed, **kw)
-        if n is not None:
-            kwargs["n"] = n
-        return gen(**kwargs)
-
-    return DatasetInfo(name, "builtin", description, layout, loader)
+    return DatasetInfo(name, "builtin", description, layout, module, func)
 
 
 def _registry() -> Dict[str, DatasetInfo]:
@@ -73,6 +77,9 @@ def _registry() -> Dict[str, DatasetInfo]:
         _real("xpie", "xpie", "XPIE natural images with salient-object masks (pretraining)"),
         _real("udiat_b", "udiat_b", "UDIAT breast ultrasound Dataset B (163 images)"),
         _real("busi", "busi", "BUSI breast ultrasound (benign/malignant/normal)"),
+        _real("busbra", "busbra", "BUS-BRA breast ultrasound, 1,875 images, official "
+                                  "patient-level folds (folds=official)"),
+        _real("hc18", "hc18", "HC18 fetal head ultrasound (outlines filled to head masks)"),
         _real("jsrt_scr", "jsrt_scr", "JSRT chest X-ray with SCR lung masks (247 images)"),
         _real("montgomery", "montgomery", "Montgomery County chest X-ray with lung masks"),
         _real("folder", "folder", "any images/ + masks/ folder pair (your own modality)"),
@@ -93,7 +100,8 @@ REGISTRY = _registry()
 #: imaging modality of each dataset (the report compares a target with the paper's
 #: finding for its modality); a ``folder`` of your own is ``other``
 MODALITY = {"sim_bus": "ultrasound", "sim_bus_must": "ultrasound", "udiat_b": "ultrasound",
-            "busi": "ultrasound", "sim_lus": "ultrasound", "synth_cxr": "xray",
+            "busi": "ultrasound", "busbra": "ultrasound", "hc18": "ultrasound",
+            "sim_lus": "ultrasound", "synth_cxr": "xray",
             "jsrt_scr": "xray", "montgomery": "xray"}
 
 
@@ -106,18 +114,149 @@ def dataset_names():
     return sorted(REGISTRY)
 
 
+def split_spec(spec: str) -> Tuple[str, Optional[str], Dict[str, str]]:
+    """``"busi:/data/BUSI?include_normal=false&n=163"`` -> ``("busi", "/data/BUSI", {...})``.
+
+    A dataset spec is ``NAME``, ``NAME:ROOT`` or either followed by ``?KEY=VALUE&KEY=VALUE``
+    with loader options (``unet-ft data list`` shows each loader's). Option values stay
+    strings here; :func:`load_dataset` converts them to the loader's types.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"a dataset is given as NAME, NAME:ROOT or NAME:ROOT?KEY=VALUE, "
+                         f"got {spec!r}")
+    base, q, query = spec.strip().partition("?")
+    name, sep, path = base.partition(":")
+    if name not in REGISTRY:
+        raise ValueError(f"unknown dataset {name!r} in {spec!r}; known: "
+                         f"{', '.join(dataset_names())}")
+    options: Dict[str, str] = {}
+    if q:
+        for item in query.split("&"):
+            key, eq, value = item.partition("=")
+            key = key.strip()
+            if not eq or not key:
+                raise ValueError(f"bad option {item!r} in dataset {spec!r}: expected KEY=VALUE, "
+                                 f"e.g. {name}:ROOT?n=100")
+            if key in options:
+                raise ValueError(f"option {key!r} given twice in dataset {spec!r}")
+            options[key] = value.strip()
+    if sep and not path:
+        raise ValueError(f"dataset {spec!r} has an empty folder after ':'")
+    return name, (path if sep else None), options
+
+
 def parse_spec(spec: str, root=None):
     """``"busi:/data/BUSI"`` -> ``("busi", "/data/BUSI")``; a plain name keeps ``root``."""
-    if not isinstance(spec, str) or not spec:
-        raise ValueError(f"a dataset is given as NAME or NAME:ROOT, got {spec!r}")
-    name, sep, path = spec.partition(":")
-    if name not in REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}")
-    if sep:
+    name, path, _ = split_spec(spec)
+    if path is not None:
         if root is not None and str(root) != path:
             raise ValueError(f"dataset {spec!r} names a root and root={root!r} names another")
         root = path
     return name, root
+
+
+SUBSET_OPTIONS = {"n": None, "seed": 0}  # every real dataset: a seeded, stratified subset
+
+
+def loader_options(name: str) -> Dict[str, object]:
+    """The options (and their defaults) the loader of ``name`` takes."""
+    info = REGISTRY[name]
+    if info.kind == "builtin":
+        fn = info.generator()
+        params = dict(inspect.signature(fn).parameters)
+        params.pop("size", None)
+    else:
+        params = dict(inspect.signature(info.module().load).parameters)
+        for k in ("root", "size"):
+            params.pop(k, None)
+    out = {k: p.default for k, p in params.items() if k != "progress"}
+    if info.kind == "real":
+        out.update(SUBSET_OPTIONS)
+    return out
+
+
+def _convert_option(name: str, key: str, value, default):
+    if not isinstance(value, str):
+        return value
+    v = value.strip()
+    if isinstance(default, bool):
+        if v.lower() in ("1", "true", "yes", "on"):
+            return True
+        if v.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name}: option {key}={value!r}: expected true or false")
+    if v.lower() in ("none", "null"):
+        return None
+    if isinstance(default, int) or (default is None and key in ("n", "limit", "seed")):
+        try:
+            return int(v)
+        except ValueError:
+            raise ValueError(f"{name}: option {key}={value!r}: expected a whole number") from None
+    if isinstance(default, float):
+        try:
+            return float(v)
+        except ValueError:
+            raise ValueError(f"{name}: option {key}={value!r}: expected a number") from None
+    return v
+
+
+def resolve_options(name: str, spec_options: Dict[str, str], given: Dict[str, object]) -> dict:
+    """Spec options and keyword options merged, checked against the loader's and typed."""
+    allowed = loader_options(name)
+    merged = dict(given)
+    for k, v in spec_options.items():
+        if k in merged and str(merged[k]) != v:
+            raise ValueError(f"{name}: option {k} is {v!r} in the spec and {merged[k]!r} "
+                             "elsewhere")
+        merged.setdefault(k, v)
+    bad = sorted(k for k in merged if k not in allowed)
+    if bad:
+        raise ValueError(f"{name}: unknown option(s) {bad}; {name} takes: "
+                         f"{', '.join(f'{k}={v!r}' for k, v in allowed.items()) or 'none'}")
+    out = {k: _convert_option(name, k, v, allowed[k]) for k, v in merged.items()}
+    if out.get("n") is not None and out["n"] < 1:
+        raise ValueError(f"{name}: option n={out['n']!r}: expected a positive number of images")
+    return out
+
+
+def content_signature(root) -> str:
+    """Names, sizes and modification times of every file under ``root``, hashed: an
+    edited, added or deleted file changes it (the cache is keyed by it)."""
+    h = hashlib.sha256()
+    root = pathlib.Path(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for f in sorted(filenames):
+            if f.startswith("."):
+                continue
+            p = pathlib.Path(dirpath) / f
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            h.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def stratified_subset(ds: Dataset, n: int, seed: int = 0) -> Dataset:
+    """``n`` images drawn with ``seed``, class proportions kept when the data have classes."""
+    if n >= len(ds):
+        if n > len(ds):
+            log.warning("%s: n=%d but the dataset has %d images; all are used", ds.name, n,
+                        len(ds))
+        return ds
+    idx = np.arange(len(ds))
+    strata = ds.strata()
+    if strata is not None and min(np.unique(strata, return_counts=True)[1]) >= 2 and n >= 2:
+        from sklearn.model_selection import train_test_split
+
+        try:
+            chosen, _ = train_test_split(idx, train_size=n, random_state=seed, stratify=strata)
+        except ValueError:  # a class too small for this n: plain random draw
+            chosen = np.random.default_rng(seed).permutation(len(ds))[:n]
+    else:
+        chosen = np.random.default_rng(seed).permutation(len(ds))[:n]
+    return ds.subset(np.sort(chosen))
 
 
 def load_dataset(spec: str, root=None, size=256, cache: bool = True,
@@ -125,37 +264,53 @@ def load_dataset(spec: str, root=None, size=256, cache: bool = True,
     """Load a real dataset or make a built-in one, at ``size`` x ``size``.
 
     Args:
-        spec: ``NAME`` or ``NAME:ROOT`` (see :func:`dataset_names`).
+        spec: ``NAME``, ``NAME:ROOT``, optionally with ``?KEY=VALUE&...`` loader options
+            (see :func:`dataset_names`, ``unet-ft data list``).
         root: folder of a real dataset (alternative to ``NAME:ROOT``).
         size: target height and width (int or ``(h, w)``).
-        cache: read / write the ``.npz`` cache.
+        cache: read / write the ``.npz`` cache (keyed by the files' names, sizes and
+            modification times, so an edit or a deletion rebuilds it).
         cache_directory: where the cache lives (default ``$UNET_FT_CACHE`` or
             ``~/.cache/keras-unet-ft``).
-        **options: loader options (``n``, ``seed`` for built-in data;
-            ``include_normal``, ``mask_suffix``, ``skip_unpaired``, ... for loaders).
+        **options: loader options (``n``, ``seed`` for built-in data and for a seeded,
+            class-stratified subset of real data; ``include_normal``, ``mask_suffix``,
+            ``skip_unpaired``, ``classes`` ... for loaders).
 
     Examples:
-        >>> ds = load_dataset("sim_bus", n=4, size=64, cache=False)
+        >>> ds = load_dataset("sim_bus?n=4", size=64, cache=False)
         >>> ds.images.shape
         (4, 64, 64, 1)
     """
+    progress = options.pop("progress", True)
+    name, spec_root, spec_options = split_spec(spec)
     name, root = parse_spec(spec, root)
     info = REGISTRY[name]
+    options = resolve_options(name, spec_options, options)
     size = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(s) for s in size)
+    signature = None
     if info.kind == "real":
         if root is None:
             raise FileNotFoundError(f"{name} is a real dataset: give its folder, e.g. "
                                     f"{name}:/path/to/{name}. Expected layout:\n{info.layout}")
         root = str(pathlib.Path(root).expanduser().resolve())
-    progress = options.pop("progress", True)
-    key = cache_key(name=name, root=root, size=size, options=options)
+        if not pathlib.Path(root).is_dir():
+            raise FileNotFoundError(f"{name}: root folder {root} does not exist. Expected "
+                                    f"layout:\n{info.layout}")
+        signature = content_signature(root)
+    key = cache_key(name=name, root=root, size=size, options=options, files=signature)
     path = cache_dir(cache_directory) / f"{name}-{size[0]}x{size[1]}-{key}.npz"
     if cache:
         hit = load_cached(path, key)
         if hit is not None:
             log.info("%s: loaded from cache %s", name, path)
             return hit
-    ds = info.loader(root=root, size=size, progress=progress, **options)
+    if info.kind == "real":
+        subset = {k: options.pop(k) for k in list(options) if k in SUBSET_OPTIONS}
+        ds = info.loader(root=root, size=size, progress=progress, **options)
+        if subset.get("n") is not None:
+            ds = stratified_subset(ds, subset["n"], subset.get("seed") or 0)
+    else:
+        ds = info.loader(root=root, size=size, progress=progress, **options)
     log.info("%s", ds.summary())
     if cache:
         save_cached(path, key, ds)

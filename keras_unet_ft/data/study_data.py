@@ -8,45 +8,83 @@ from the folder in the spec. Augmentation happens inside each training fold only
 
 from __future__ import annotations
 
+import pathlib
 from typing import Optional
 
 import numpy as np
 
 from ..config import Config
 from .augment import AugmentParams, augment_to
-from .folds import load_or_make_folds
-from .registry import REGISTRY, load_dataset, parse_spec
+from .folds import load_or_make_folds, write_json
+from .registry import REGISTRY, load_dataset, split_spec
 
 
 def load_target(cfg: Config, spec: str):
-    """The target dataset ``spec`` at the config's image size."""
-    name, _ = parse_spec(spec)
+    """The target dataset ``spec`` at the config's image size (options in the spec win)."""
+    name, _, given = split_spec(spec)
     opts = {}
     if REGISTRY[name].kind == "builtin":
-        opts["seed"] = cfg.study.seed + 1
-        if cfg.data.target_n:
+        if "seed" not in given:
+            opts["seed"] = cfg.study.seed + 1
+        if cfg.data.target_n and "n" not in given:
             opts["n"] = cfg.data.target_n
-    return load_dataset(spec, size=cfg.model.size, cache_directory=cfg.data.cache_dir, **opts)
+    return load_dataset(spec, size=cfg.model.size, cache=cfg.data.cache,
+                        cache_directory=cfg.data.cache_dir, **opts)
 
 
 def load_pretrain_data(cfg: Config):
     """The pretraining dataset (``data.pretrain``) at the config's image size."""
-    name, _ = parse_spec(cfg.data.pretrain)
+    name, _, given = split_spec(cfg.data.pretrain)
     opts = {}
     if REGISTRY[name].kind == "builtin":
-        opts["seed"] = cfg.study.seed
-        if cfg.data.pretrain_n:
+        if "seed" not in given:
+            opts["seed"] = cfg.study.seed
+        if cfg.data.pretrain_n and "n" not in given:
             opts["n"] = cfg.data.pretrain_n
-    elif cfg.data.pretrain_n and name == "xpie":
+    elif cfg.data.pretrain_n and name == "xpie" and "limit" not in given and "n" not in given:
         opts["limit"] = cfg.data.pretrain_n
-    return load_dataset(cfg.data.pretrain, size=cfg.model.size,
+    return load_dataset(cfg.data.pretrain, size=cfg.model.size, cache=cfg.data.cache,
                         cache_directory=cfg.data.cache_dir, **opts)
 
 
+def target_key(spec: str) -> tuple:
+    """What makes two target specs the same data: name, resolved folder, options."""
+    name, root, options = split_spec(spec)
+    root = str(pathlib.Path(root).expanduser().resolve()) if root else None
+    return (name, root, tuple(sorted(options.items())))
+
+
+def check_targets(targets) -> None:
+    """The same target twice would train every run twice and understate the spread."""
+    seen = {}
+    for t in targets:
+        k = target_key(t)
+        if k in seen:
+            raise ValueError(f"target {t!r} is the same data as {seen[k]!r}; give each target "
+                             "once")
+        seen[k] = t
+
+
 def target_folds(cfg: Config, ds, path):
-    """The folds of a target, made once (seeded, stratified by class when possible) and
-    read back from ``path`` afterwards."""
-    return load_or_make_folds(path, ds.ids, cfg.finetune.folds, cfg.study.seed, ds.strata())
+    """The folds of a target, made once (seeded, stratified by class when possible,
+    near-duplicate images kept in one fold) and read back from ``path`` afterwards."""
+    if cfg.finetune.folds > len(ds):
+        raise ValueError(f"finetune.folds={cfg.finetune.folds} but {ds.name} has only "
+                         f"{len(ds)} images")
+    if "fold" in ds.meta:  # the publishers' folds (e.g. BUS-BRA's patient-level ones)
+        given = sorted(set(ds.meta["fold"]))
+        if given != list(range(cfg.finetune.folds)):
+            raise ValueError(f"{ds.name} comes with {len(given)} official folds; set "
+                             f"finetune.folds={len(given)} to use them")
+        folds = [{"train": [i for i, f in zip(ds.ids, ds.meta["fold"]) if f != k],
+                  "test": [i for i, f in zip(ds.ids, ds.meta["fold"]) if f == k]}
+                 for k in given]
+        if not pathlib.Path(path).exists():
+            write_json(path, {"k": len(given), "seed": None, "official": True, "folds": folds,
+                              "duplicate_groups": []})
+        return load_or_make_folds(path, ds.ids, cfg.finetune.folds)
+    return load_or_make_folds(path, ds.ids, cfg.finetune.folds, cfg.study.seed, ds.strata(),
+                              images=ds.images)
 
 
 def fold_arrays(cfg: Config, ds, fold: dict, fold_index: int,

@@ -9,7 +9,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 from tqdm.auto import tqdm
 
 from ..dataset import Dataset
-from ..preprocess import IMAGE_EXTENSIONS, binarize_mask, read_image, stack, to_gray
+from ..preprocess import (IMAGE_EXTENSIONS, binarize_mask, parse_classes, read_image, stack,
+                          to_gray)
 
 log = logging.getLogger("keras_unet_ft.data")
 
@@ -57,9 +58,20 @@ def check_unpaired(name: str, missing: List[str], skip_unpaired: bool, n_pairs: 
         raise ValueError(f"{name}: no image/mask pairs found" + (f" under {root}" if root else ""))
 
 
+def check_unique_stems(name: str, files: List[pathlib.Path], what: str = "images") -> None:
+    """Two files with one stem (``a.png`` and ``a.jpg``) cannot be told apart: an error."""
+    seen: Dict[str, pathlib.Path] = {}
+    for p in files:
+        if p.stem in seen:
+            raise ValueError(f"{name}: {what} {seen[p.stem]} and {p} have the same name without "
+                             "extension; keep one of them")
+        seen[p.stem] = p
+
+
 def pair_by_stem(name: str, images: List[pathlib.Path], masks: Dict[str, list],
                  skip_unpaired: bool) -> List[tuple]:
     """``[(stem, image_path, [mask_paths])]``; error (or warning) on unpaired images."""
+    check_unique_stems(name, images)
     pairs, missing = [], []
     for p in images:
         m = masks.get(p.stem)
@@ -73,12 +85,17 @@ def pair_by_stem(name: str, images: List[pathlib.Path], masks: Dict[str, list],
 
 def read_pairs(name: str, items: Sequence[tuple], size, source: str,
                read: Optional[Callable] = None, meta: Optional[Dict[str, list]] = None,
-               progress: bool = True) -> Dataset:
+               progress: bool = True, classes=None,
+               read_mask: Optional[Callable] = None) -> Dataset:
     """Read ``(stem, image_path, [mask_paths])`` items; masks are OR-ed together.
 
     Errors name the file: unreadable files, masks whose size differs from their
-    image's. Non-binary masks are thresholded at half range (logged once).
+    image's. Masks in any encoding (see :func:`binarize_mask`; ``classes`` keeps
+    only those colours of class-coded colour masks); graded ones are thresholded
+    at half range (logged once). ``read_mask`` reads a mask file another way (HC18's
+    outlines are filled).
     """
+    classes = parse_classes(classes)
     read = read or read_image
     pairs, thresholded = [], []
     for stem, ip, mps in tqdm(items, desc=f"reading {name}", leave=False,
@@ -86,8 +103,8 @@ def read_pairs(name: str, items: Sequence[tuple], size, source: str,
         img = to_gray(read(ip))
         mask = None
         for mp in mps:
-            raw = read_image(mp)
-            m, fixed = binarize_mask(raw)
+            raw = read_mask(mp) if read_mask else read_image(mp)
+            m, fixed = binarize_mask(raw, classes)
             if fixed:
                 thresholded.append(pathlib.Path(mp).name)
             if m.shape != img.shape:

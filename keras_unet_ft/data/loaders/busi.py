@@ -21,10 +21,11 @@ def _class_root(root):
                       f"Expected layout:\n{LAYOUT}")
 
 
-def load(root, size=(256, 256), include_normal=True, skip_unpaired=False, progress=True):
+def load(root, size=(256, 256), include_normal=True, skip_unpaired=False, classes=None,
+         progress=True):
     """Read BUSI; a lesion's extra masks (``_mask_1``, ``_mask_2``) are united with the first."""
     root = _class_root(require_dir(root, "busi", LAYOUT))
-    items, classes, missing = [], [], []
+    items, labels, missing = [], [], []
     for cls in CLASSES:
         if cls == "normal" and not include_normal:
             continue
@@ -43,8 +44,9 @@ def load(root, size=(256, 256), include_normal=True, skip_unpaired=False, progre
         for p in images:
             if p.stem in masks:
                 items.append((p.stem, p, sorted(masks[p.stem])))
-                classes.append(cls)
+                labels.append(cls)
             else:
                 missing.append(f"{cls}/{p.name}")
     check_unpaired("busi", missing, skip_unpaired, len(items), "a mask", root)
-    return read_pairs("busi", items, size, str(root), meta={"class": classes}, progress=progress)
+    return read_pairs("busi", items, size, str(root), meta={"class": labels}, classes=classes,
+                      progress=progress)

@@ -7,7 +7,7 @@ LAYOUT = ("  ROOT/images/NAME.(png|jpg|bmp|tif|gif)\n"
 
 
 def load(root, size=(256, 256), mask_suffix="", images_dir="images", masks_dir="masks",
-         skip_unpaired=False, progress=True):
+         skip_unpaired=False, classes=None, progress=True):
     root = require_dir(root, "folder", LAYOUT)
     imgs = image_files(find_dir(root, images_dir, "folder", LAYOUT, depth=0))
     masks = {}
@@ -19,4 +19,4 @@ def load(root, size=(256, 256), mask_suffix="", images_dir="images", masks_dir="
             stem = stem[: -len(mask_suffix)]
         masks.setdefault(stem, []).append(p)
     items = pair_by_stem("folder", imgs, masks, skip_unpaired)
-    return read_pairs("folder", items, size, str(root), progress=progress)
+    return read_pairs("folder", items, size, str(root), classes=classes, progress=progress)

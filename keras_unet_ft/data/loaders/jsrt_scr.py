@@ -30,7 +30,8 @@ def read_jsrt(path, invert: bool = True) -> np.ndarray:
     return 1.0 - img if invert else img
 
 
-def load(root, size=(256, 256), invert=True, skip_unpaired=False, progress=True):
+def load(root, size=(256, 256), invert=True, skip_unpaired=False, classes=None,
+         progress=True):
     root = require_dir(root, "jsrt_scr", LAYOUT)
     imgs = sorted(p for p in root.rglob("*") if p.suffix.upper() == ".IMG")
     if not imgs:
@@ -53,4 +54,4 @@ def load(root, size=(256, 256), invert=True, skip_unpaired=False, progress=True)
             missing.append(p.name)
     check_unpaired("jsrt_scr", missing, skip_unpaired, len(items), "both lung masks", root)
     return read_pairs("jsrt_scr", items, size, str(root),
-                      read=lambda p: read_jsrt(p, invert), progress=progress)
+                      read=lambda p: read_jsrt(p, invert), classes=classes, progress=progress)

@@ -42,20 +42,21 @@ def _read_classes(root):
     return out
 
 
-def load(root, size=(256, 256), skip_unpaired=False, progress=True):
+def load(root, size=(256, 256), skip_unpaired=False, classes=None, progress=True):
     root = require_dir(root, "udiat_b", LAYOUT)
     imgs = image_files(find_dir(root, "original", "udiat_b", LAYOUT))
     masks = {p.stem: [p] for p in image_files(find_dir(root, "GT", "udiat_b", LAYOUT))}
     items = pair_by_stem("udiat_b", imgs, masks, skip_unpaired)
     meta = {}
-    classes = _read_classes(find_dir(root, "original", "udiat_b", LAYOUT).parent)
-    if classes:
+    labels = _read_classes(find_dir(root, "original", "udiat_b", LAYOUT).parent)
+    if labels:
         def lookup(stem):
             for key in (stem, stem.lstrip("0"), str(int(stem)) if stem.isdigit() else stem):
-                if key in classes:
-                    return classes[key]
+                if key in labels:
+                    return labels[key]
             return "unknown"
         meta["class"] = [lookup(s) for s, _, _ in items]
     else:
         log.info("udiat_b: no DatasetB.xlsx / .csv in %s; no class metadata", root)
-    return read_pairs("udiat_b", items, size, str(root), meta=meta, progress=progress)
+    return read_pairs("udiat_b", items, size, str(root), meta=meta, classes=classes,
+                      progress=progress)
