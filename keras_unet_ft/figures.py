@@ -210,6 +210,10 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
     if not common:
         return None
     gt = {i: ds.masks[index[i], ..., 0] for i in common}
+    if not ids:  # examples among images with an object (an empty mask says nothing here)
+        common = [i for i in common if gt[i].any()]
+        if not common:
+            return None
     d = {(p, i): dice_score(gt[i], preds[(p, i)]) for p in plans for i in common}
     if ids:
         chosen = [i for i in ids if i in gt]

@@ -348,7 +348,8 @@ def write_report(out) -> pathlib.Path:
                      else f"| {p} | | {r['folds_ok']}/{int(r['folds_ok']) + int(r['folds_failed'])}"
                      f" | - | - | - | - | - | - |")
         L.append("")
-        empties = [(p, r) for p, r in S.items() if r.get("n_empty") not in ("", None, "0")]
+        empties = [(p, r) for p, r in S.items()
+                   if r.get("n_empty") not in ("", None) and int(float(r["n_empty"])) > 0]
         if empties:
             n_e = int(float(empties[0][1]["n_empty"]))
             L += [f"Held-out images with an empty mask (kept out of the means above): {n_e}. "

@@ -105,7 +105,7 @@ def summarize(rows: List[dict]) -> List[dict]:
         n_empty = [int(float(r["n_empty"])) for r in ok if r.get("n_empty") not in ("", None)]
         row["n_empty"] = sum(n_empty) if n_empty else ""
         pe = [(float(r["empty_predicted_empty"]), int(float(r["n_empty"]))) for r in ok
-              if r.get("n_empty") not in ("", None, "0")]
+              if r.get("n_empty") not in ("", None) and int(float(r["n_empty"])) > 0]
         row["empty_predicted_empty"] = (sum(v * n for v, n in pe) / sum(n for _, n in pe)
                                         if pe else "")
         for k in ("train_seconds", "seconds_per_epoch"):

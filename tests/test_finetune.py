@@ -78,3 +78,17 @@ def test_resolve_trainer(trainer, precision, strategy, steps, expected):
 def test_masked_trainer_refuses_fp16():
     with pytest.raises(ValueError, match="use study.trainer=keras"):
         finetune.resolve_trainer("masked", "fp16")
+
+
+@pytest.mark.parametrize("losses, probs, expected", [
+    ([0.7, 0.5, 0.4], np.linspace(0, 1, 8), None),
+    ([0.7, float("nan")], np.linspace(0, 1, 8), "non-finite"),
+    ([0.7, float("inf")], np.linspace(0, 1, 8), "non-finite"),
+    ([0.3, 0.9], np.linspace(0, 1, 8), "loss rose from 0.3 to 0.9"),
+    ([0.7, 0.6], np.full(8, 0.25), "every pixel of every test image is predicted 0.25"),
+    ([], np.full(8, 0.0), "every pixel"),           # a baseline that predicts nothing
+    ([], np.linspace(0, 1, 8), None),
+])
+def test_divergence_table(losses, probs, expected):
+    why = finetune.divergence([{"loss": v} for v in losses], probs)
+    assert (why is None) if expected is None else (expected in why), why

@@ -220,3 +220,114 @@ def test_cli_data_show_on_a_folder(tmp_path):
                  "-o", str(out)]) == 0
     assert out.stat().st_size > 1000
     assert main(["data", "show", "folder:/definitely/not/here", "--no-cache"]) == 2
+
+
+def _busi(tmp_path, n=3):
+    b = tmp_path / "Dataset_BUSI_with_GT"
+    for cls in ("benign", "malignant", "normal"):
+        for i in range(1, n + 1):
+            _save(b / cls / f"{cls} ({i}).png", _img(seed=i, rgb=True))
+            _save(b / cls / f"{cls} ({i})_mask.png", _mask(value=0 if cls == "normal" else 255))
+    return tmp_path
+
+
+@pytest.mark.parametrize("suffix, count, classes", [
+    ("", 9, {"benign", "malignant", "normal"}),
+    ("?include_normal=false", 6, {"benign", "malignant"}),
+    ("?include_normal=false&n=4", 4, {"benign", "malignant"}),
+    ("?n=3&seed=1", 3, None),
+])
+def test_loader_options_in_the_spec(tmp_path, suffix, count, classes):
+    root = _busi(tmp_path)
+    ds = _load(f"busi:{root}{suffix}")
+    assert len(ds) == count
+    if classes:
+        assert set(ds.meta["class"]) == classes
+    if "n=4" in suffix:  # a class-stratified subset: 2 benign + 2 malignant
+        assert sorted(ds.meta["class"]) == ["benign", "benign", "malignant", "malignant"]
+
+
+@pytest.mark.parametrize("suffix, message", [
+    ("?include_normal=maybe", r"option include_normal='maybe': expected true or false"),
+    ("?colour=red", r"unknown option\(s\) \['colour'\]; busi takes: include_normal=True"),
+    ("?n=0", "expected a positive number of images"),
+    ("?n", "bad option 'n'"),
+    ("?n=2&n=3", "option 'n' given twice"),
+])
+def test_bad_loader_options_name_key_and_value(tmp_path, suffix, message):
+    with pytest.raises(ValueError, match=message):
+        _load(f"busi:{_busi(tmp_path)}{suffix}")
+
+
+def test_folder_options_in_the_spec_and_builtin_count():
+    import tempfile
+    import pathlib
+
+    tmp = pathlib.Path(tempfile.mkdtemp())
+    for s in ("a", "b"):
+        _save(tmp / "images" / f"{s}.png", _img())
+    _save(tmp / "masks" / "a_mask.png", _mask())
+    ds = _load(f"folder:{tmp}?mask_suffix=_mask&skip_unpaired=true")
+    assert ds.ids == ["a"]
+    assert len(_load("sim_bus?n=3")) == 3
+
+
+def test_two_files_with_one_stem_are_an_error(tmp_path):
+    _save(tmp_path / "images" / "a.png", _img())
+    _save(tmp_path / "images" / "a.jpg", _img())
+    _save(tmp_path / "masks" / "a.png", _mask())
+    with pytest.raises(ValueError, match=r"a.jpg and .*a.png have the same name|a.png and "
+                                         r".*a.jpg have the same name"):
+        _load(f"folder:{tmp_path}")
+
+
+def _busbra(tmp_path, n=6):
+    root = tmp_path / "BUSBRA"
+    ids = [f"bus_{i:04d}-{'l' if i % 2 else 'r'}" for i in range(1, n + 1)]
+    for k, i in enumerate(ids):
+        _save(root / "Images" / f"{i}.png", _img(seed=k))
+        _save(root / "Masks" / f"{i.replace('bus_', 'mask_')}.png", _mask())
+    (root / "bus_data.csv").write_text(
+        "ID,Case,Pathology,BIRADS\n"
+        + "".join(f"{i},{k // 2},{'malignant' if k % 3 == 0 else 'benign'},4\n"
+                  for k, i in enumerate(ids)))
+    (root / "5-fold-cv.csv").write_text("ID,kFold\n" + "".join(
+        f"{i},{k % 2 + 1}\n" for k, i in enumerate(ids)))
+    return tmp_path, ids
+
+
+def test_busbra_layout_classes_and_official_folds(tmp_path):
+    from conftest import tiny_config
+    from keras_unet_ft.data.study_data import target_folds
+
+    root, ids = _busbra(tmp_path)
+    ds = _load(f"busbra:{root}")
+    assert ds.ids == ids and ds.meta["class"][0] == "malignant" and "fold" not in ds.meta
+    ds = _load(f"busbra:{root}?folds=official")
+    assert ds.meta["fold"] == [0, 1, 0, 1, 0, 1]
+    folds = target_folds(tiny_config(), ds, tmp_path / "splits.json")   # 2 folds
+    assert folds[0]["test"] == ids[0::2] and folds[1]["test"] == ids[1::2]
+    with pytest.raises(ValueError, match="comes with 2 official folds; set finetune.folds=2"):
+        target_folds(tiny_config(**{"finetune.folds": "3"}), ds, tmp_path / "s3.json")
+
+
+def test_hc18_outlines_are_filled(tmp_path):
+    from skimage.draw import ellipse_perimeter
+
+    folder = tmp_path / "training_set"
+    for k, stem in enumerate(("000_HC", "001_HC", "001_2HC")):
+        _save(folder / f"{stem}.png", _img(seed=k))
+        outline = np.zeros((40, 48), np.uint8)
+        rr, cc = ellipse_perimeter(20, 24, 12, 16, shape=outline.shape)
+        outline[rr, cc] = 255
+        _save(folder / f"{stem}_Annotation.png", outline)
+    ds = load_dataset(f"hc18:{tmp_path}", size=(40, 48), cache=False, progress=False)
+    assert ds.ids == ["000_HC", "001_2HC", "001_HC"]
+    m = ds.masks[0, ..., 0]
+    assert m[20, 24] == 1 and m[0, 0] == 0 and m.sum() > 0.9 * np.pi * 12 * 16
+    _save(folder / "002_HC.png", _img())
+    broken = np.zeros((40, 48), np.uint8)
+    broken[5:30, 10] = 255                                   # an open line, not an outline
+    _save(folder / "002_HC_Annotation.png", broken)
+    with pytest.raises(ValueError, match="002_HC_Annotation.png is not closed"):
+        load_dataset(f"hc18:{tmp_path}", size=(40, 48), cache=False, progress=False)

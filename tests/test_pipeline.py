@@ -40,3 +40,48 @@ def test_cheng_study_end_to_end(tmp_path):
             assert r["status"] == "ok" and int(r["n_train"]) == (2 * n if aug else n)
     assert "### Dice vs training-set size" in report and "Skipped" in report
     assert (out / "figures" / "dice_vs_training_size.png").exists()
+
+
+@pytest.mark.slow
+def test_run_all_on_a_busi_layout_with_options_then_a_changed_rerun(tmp_path):
+    """The issue's check: a BUSI-layout folder with spec options; normal images (empty
+    masks) left out; a rerun with another --set stops and names the keys (exit 2)."""
+    import csv
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "BUSI" / "Dataset_BUSI_with_GT"
+    rng = np.random.default_rng(0)
+    for cls, n in (("benign", 6), ("malignant", 4), ("normal", 3)):
+        for i in range(1, n + 1):
+            img = (rng.random((40, 48)) * 255).astype(np.uint8)
+            mask = np.zeros((40, 48), np.uint8)
+            if cls != "normal":
+                mask[10:25, 12:30] = 255
+                img[10:25, 12:30] //= 3
+            (root / cls).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.stack([img] * 3, -1)).save(root / cls / f"{cls} ({i}).png")
+            Image.fromarray(mask).save(root / cls / f"{cls} ({i})_mask.png")
+    run_all = pathlib.Path(__file__).parents[1] / "experiments" / "run_all.py"
+    out = tmp_path / "out"
+    base = [sys.executable, str(run_all), "--profile", "smoke", "--out", str(out),
+            "--target", f"busi:{tmp_path / 'BUSI'}?include_normal=false", "--jobs", "1",
+            "--set", "data.pretrain_n=16", "--set", "pretrain.epochs=1",
+            "--set", "finetune.epochs=1", "--set", "finetune.augment_total=8",
+            "--set", "study.plans=contracting,expanding", "--set", "study.baselines=false",
+            "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+    env = {**os.environ, "UNET_FT_NO_PROGRESS": "1"}
+    first = subprocess.run(base, capture_output=True, text=True, env=env)
+    assert first.returncode in (0, 3), first.stderr[-2000:]
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 4 and all(int(r["n_empty"]) == 0 for r in rows if r["status"] == "ok")
+    assert sum(int(r["n_test"]) for r in rows if r["plan"] == "contracting") == 10  # no normal
+    again = subprocess.run(base + ["--set", "finetune.learning_rate=0.001"],
+                           capture_output=True, text=True, env=env)
+    assert again.returncode == 2
+    assert "finetune.learning_rate: 0.0001 -> 0.001" in again.stderr

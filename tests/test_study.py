@@ -135,3 +135,61 @@ def test_parallel_shard_processes_share_one_folder(tmp_path):
     rows = _rows(out / "results.csv")
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
     assert (out / "REPORT.md").exists()
+
+
+@pytest.mark.slow
+def test_rerun_with_other_settings_names_the_keys_and_trains_nothing(tiny_study, tmp_path,
+                                                                     monkeypatch):
+    import shutil
+
+    out, cfg = tiny_study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    before = (copy / "config.json").read_text()
+    changed = tiny_config(**{"data.cache_dir": cfg.data.cache_dir, "finetune.epochs": "2",
+                             "finetune.learning_rate": "0.001"})
+    monkeypatch.setattr(finetune.FoldSession, "train",
+                        lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ValueError) as e:
+        run(changed, copy, progress=False)
+    msg = str(e.value)
+    assert "finetune.epochs: 1 -> 2" in msg and "finetune.learning_rate: 0.0001 -> 0.001" in msg
+    assert "--force" in msg
+    assert (copy / "config.json").read_text() == before   # nothing rewritten
+
+
+def test_the_same_target_twice_is_an_error(tmp_path):
+    cfg = tiny_config(**{"data.targets": "sim_bus,sim_bus?seed=1"})
+    from keras_unet_ft.data.study_data import check_targets
+
+    check_targets(cfg.data.targets)                       # other options: other data
+    with pytest.raises(ValueError, match="target 'sim_bus' is the same data as 'sim_bus'"):
+        check_targets(["sim_bus", "sim_bus"])
+    with pytest.raises(ValueError, match="same data"):
+        check_targets([f"folder:{tmp_path}/x", f"folder:{tmp_path}/./x"])
+
+
+@pytest.mark.slow
+def test_diverged_runs_are_listed_kept_out_and_fail_the_exit_code(tmp_path, monkeypatch):
+    from keras_unet_ft.pipeline import EXIT_RUNS_FAILED, outcome
+    from keras_unet_ft.runtime import NaNLossError
+
+    cfg = tiny_config(**{"data.targets": "sim_bus", "study.plans": "contracting,expanding",
+                         "study.baselines": "false"})
+    real = finetune.FoldSession.train
+
+    def exploding(self, plan, *a, **k):
+        if str(plan) == "expanding" and self.fold == 0:
+            raise NaNLossError("loss became NaN/inf at epoch 1")
+        return real(self, plan, *a, **k)
+
+    monkeypatch.setattr(finetune.FoldSession, "train", exploding)
+    out = run(cfg, tmp_path / "r", progress=False)
+    rows = {(r["plan"], r["fold"]): r for r in _rows(out / "results.csv")}
+    assert rows[("expanding", "0")]["status"] == "diverged"
+    summary = {r["plan"]: r for r in _rows(out / "summary.csv")}
+    assert summary["expanding"]["folds_ok"] == "1"       # kept out of the mean
+    report = (out / "REPORT.md").read_text()
+    assert "sim_bus / expanding / fold 0: diverged: loss became NaN/inf" in report
+    code, message = outcome(out)
+    assert code == EXIT_RUNS_FAILED and "1 diverged" in message
