@@ -380,6 +380,12 @@ class Diverged(RuntimeError):
     """Training stopped on a non-finite loss: the run is recorded ``diverged``."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_model(model, path) -> None:
     """``model.save`` atomically (a ``.keras`` file loadable with ``keras.models.load_model``)."""
     path = pathlib.Path(path)
@@ -388,6 +394,7 @@ def save_model(model, path) -> None:
     os.close(fd)
     try:
         model.save(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are for sharing
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

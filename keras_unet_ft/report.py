@@ -352,7 +352,12 @@ def write_report(out) -> pathlib.Path:
                    if r.get("n_empty") not in ("", None) and int(float(r["n_empty"])) > 0]
         if empties:
             n_e = int(float(empties[0][1]["n_empty"]))
-            L += [f"Held-out images with an empty mask (kept out of the means above): {n_e}. "
+            n_all = sum(int(float(r["n_test"])) for r in results
+                        if r["target"] == target and r["plan"] == empties[0][0]
+                        and r["status"] == "ok")
+            share = f" of {n_all} ({100.0 * n_e / n_all:.0f} %)" if n_all else ""
+            L += [f"Held-out images with an empty mask (kept out of the means above): "
+                  f"{n_e}{share}. "
                   "Share of them predicted empty: "
                   + ", ".join(f"{p} {_f(r['empty_predicted_empty'], 2)}" for p, r in empties)
                   + ".", ""]

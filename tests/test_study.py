@@ -193,3 +193,15 @@ def test_diverged_runs_are_listed_kept_out_and_fail_the_exit_code(tmp_path, monk
     assert "sim_bus / expanding / fold 0: diverged: loss became NaN/inf" in report
     code, message = outcome(out)
     assert code == EXIT_RUNS_FAILED and "1 diverged" in message
+
+
+@pytest.mark.slow
+def test_a_truncated_pretrained_model_says_how_to_recover(tiny_study, tmp_path):
+    import shutil
+
+    out, cfg = tiny_study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "pretrained" / "model.keras").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="may be truncated: run again with --force-pretrain"):
+        run_study(cfg, copy, progress=False)
