@@ -10,7 +10,8 @@ Sections:
   train     images/s and achieved GFLOP/s of the package's training path (MaskedTrainer on a
             tf.data pipeline) vs a plain ``model.fit`` on NumPy arrays, same architecture,
             for the quick and the paper configuration, fp32 and bf16
-  plans     step time per plan as a ratio to ``all``: masked trainer vs Keras (apply_plan + fit)
+  plans     step time per plan: selective trainer, masked trainer and Keras (apply_plan + fit)
+  grid      the quick fine-tuning grid end to end, masked trainer vs selective trainer
   pipeline  augmentation + batching + prefetch alone, images/s, vs the training rate
   data      built-in data generation, images/s per generator
   torch     the package's training path vs the same U-Net in PyTorch (if torch is installed)
@@ -122,50 +123,96 @@ def bench_train(precisions=tuple(os.environ.get("BENCH_PRECISIONS", "fp32,bf16")
 
 
 def bench_plans(precision="fp32"):
+    """Step time per plan: selective trainer (one step per trainable set), masked trainer
+    (one step for all plans, every gradient computed) and Keras (apply_plan + fit), side by
+    side in one process; trace time of the selective trainer's step per set."""
     import keras
 
     from keras_unet_ft.blocks import BlockMap
+    from keras_unet_ft.finetune import MaskedTrainer, SelectiveTrainer
     from keras_unet_ft.model import build_unet
     from keras_unet_ft.plans import Plan, apply_plan
-    from keras_unet_ft.finetune import MaskedTrainer
     from keras_unet_ft.runtime import make_dataset
 
-    size, base, batch = CONFIGS["quick"]
-    plans = ["all", "contracting", "expanding", "shallow_to_deep:1", "deep_to_shallow:1",
-             "only_block:5"]
-    n = batch * 30
+    name = os.environ.get("BENCH_PLANS_CONFIG", "quick")
+    size, base, batch = CONFIGS[name]
+    plans = ["all", "contracting", "expanding", "shallow_to_deep:1", "shallow_to_deep:3",
+             "deep_to_shallow:1", "deep_to_shallow:3", "only_block:5"]
+    n = batch * int(os.environ.get("BENCH_PLANS_STEPS", "30"))
     x = np.random.default_rng(0).random((n, size, size, 1), dtype=np.float32)
     y = (x > 0.5).astype(np.uint8)
-    print(f"\n## Step time per plan (quick config, {precision}; ratio to `all`)\n")
-    print("| plan | masked trainer ms/step | ratio | Keras apply_plan+fit ms/step | ratio | "
-          "Keras trace+compile s |")
-    print("|---|---|---|---|---|---|")
-    res = {}
-    _session(precision)
-    m = build_unet((size, size, 1), base)
-    bm = BlockMap(m)
-    tr = MaskedTrainer(m, 1e-4)
-    w0 = m.get_weights()
-    tr.fit(make_dataset(x[:batch * 2], y[:batch * 2], batch), 1)
-    for p in plans:
-        tr.reset(w0, Plan.parse(p).trainable_layers(bm))
-        t = time.perf_counter()
-        tr.fit(make_dataset(x, y, batch), 1)
-        res[p] = [1000 * (time.perf_counter() - t) / (n // batch)]
+    print(f"\n## Step time per plan ({name} config: {size} px, base {base}, batch {batch}; "
+          f"{precision}; {n // batch} steps, after a warm-up)\n")
+    print("| plan | selective ms/step | ratio to all | trace s | masked ms/step | ratio | "
+          "Keras fit ms/step | ratio | Keras trace+compile s | selective / Keras |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    res = {p: {} for p in plans}
+    for kind, cls in (("selective", SelectiveTrainer), ("masked", MaskedTrainer)):
+        _session(precision)
+        m = build_unet((size, size, 1), base)
+        bm = BlockMap(m)
+        tr = cls(m, 1e-4)
+        w0 = m.get_weights()
+        for p in plans:
+            tr.reset(w0, Plan.parse(p).trainable_layers(bm))
+            t = time.perf_counter()
+            tr.fit(make_dataset(x[:batch * 2], y[:batch * 2], batch), 1)   # trace (once)
+            res[p][kind + "_trace"] = time.perf_counter() - t
+            t = time.perf_counter()
+            tr.fit(make_dataset(x, y, batch), 1)
+            res[p][kind] = 1000 * (time.perf_counter() - t) / (n // batch)
     for p in plans:
         _session(precision)
         m = build_unet((size, size, 1), base)
         apply_plan(m, p, optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy")
         t = time.perf_counter()
         m.fit(make_dataset(x[:batch], y[:batch], batch), epochs=1, verbose=0, shuffle=False)
-        trace = time.perf_counter() - t
+        res[p]["keras_trace"] = time.perf_counter() - t
         t = time.perf_counter()
         m.fit(make_dataset(x, y, batch), epochs=1, verbose=0, shuffle=False)
-        res[p] += [1000 * (time.perf_counter() - t) / (n // batch), trace]
+        res[p]["keras"] = 1000 * (time.perf_counter() - t) / (n // batch)
+    a = res["all"]
     for p in plans:
-        a, b, tr_s = res[p]
-        print(f"| {p} | {a:.1f} | {a / res['all'][0]:.2f} | {b:.1f} | {b / res['all'][1]:.2f} | "
-              f"{tr_s:.1f} |", flush=True)
+        r = res[p]
+        print(f"| {p} | {r['selective']:.1f} | {r['selective'] / a['selective']:.2f} | "
+              f"{r['selective_trace']:.1f} | {r['masked']:.1f} | {r['masked'] / a['masked']:.2f} | "
+              f"{r['keras']:.1f} | {r['keras'] / a['keras']:.2f} | {r['keras_trace']:.1f} | "
+              f"{r['selective'] / r['keras']:.2f} |", flush=True)
+
+
+def bench_grid():
+    """The fine-tuning grid end to end with the selective and the masked trainer, same
+    study (quick profile on sim_bus by default; BENCH_GRID_SET for other --set items)."""
+    import subprocess
+    import tempfile
+
+    extra = os.environ.get("BENCH_GRID_SET", "data.targets=sim_bus").split()
+    jobs = os.environ.get("BENCH_GRID_JOBS", "auto")
+    root = tempfile.mkdtemp(prefix="bench_grid_")
+    run_all = os.path.join(os.path.dirname(__file__), "..", "experiments", "run_all.py")
+    print(f"\n## Fine-tuning grid end to end (quick profile, {' '.join(extra)}, --jobs {jobs})\n")
+    print("| trainer | wall s (pretraining reused) | runs |")
+    print("|---|---|---|")
+    base = [sys.executable, run_all, "--profile", "quick", "--jobs", jobs]
+    for e in extra:
+        base += ["--set", e]
+    env = {**os.environ, "UNET_FT_NO_PROGRESS": "1"}
+    pre = [sys.executable, "-m", "keras_unet_ft.cli", "pretrain", "--profile", "quick",
+           "--out", os.path.join(root, "pre")]
+    for e in extra:
+        pre += ["--set", e]
+    subprocess.run(pre, env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)  # one pretraining, reused: time the grid alone
+    for trainer in ("masked", "selective"):
+        out = os.path.join(root, trainer)
+        os.makedirs(out, exist_ok=True)
+        subprocess.run(["cp", "-r", os.path.join(root, "pre", "pretrained"), out], check=True)
+        t = time.perf_counter()
+        subprocess.run(base + ["--out", out, "--set", f"study.trainer={trainer}"], env=env,
+                       check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall = time.perf_counter() - t
+        runs = sum(1 for _ in open(os.path.join(out, "results.csv"))) - 1
+        print(f"| {trainer} | {wall:.0f} | {runs} rows |", flush=True)
 
 
 def bench_pipeline():
@@ -277,7 +324,8 @@ def bench_torch(precisions=tuple(os.environ.get("BENCH_PRECISIONS", "fp32,bf16")
 
 SECTIONS = {"peak": lambda: print(f"\npeak matmul GFLOP/s: fp32 {peak('float32'):.0f}, "
                                    f"bf16 {peak('bfloat16'):.0f}"),
-            "train": bench_train, "plans": bench_plans, "pipeline": bench_pipeline,
+            "train": bench_train, "plans": bench_plans, "grid": bench_grid,
+            "pipeline": bench_pipeline,
             "data": bench_data, "torch": bench_torch}
 
 

@@ -74,7 +74,7 @@ class StudyConfig:
     precision: str = "auto"       # auto | fp32 | bf16 | fp16
     deterministic: bool = True    # tf.config.experimental.enable_op_determinism
     save_predictions: bool = True
-    trainer: str = "auto"         # auto | masked | keras (see finetune.FoldSession)
+    trainer: str = "auto"         # auto | selective | masked | keras (see finetune.FoldSession)
     am_steps: int = 100           # activation-maximization steps for Fig. 5
     # fine-tuned weights kept as runs/.../model.keras: none | figures (the runs the
     # figures need: all layers, fold 0, per target) | all
@@ -140,7 +140,7 @@ PROFILES: Dict[str, Dict[str, Any]] = {
 # -- validation: one place for types, allowed values and ranges ----------------
 MODEL_KINDS = ("unet", "xunet", "vunet")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-TRAINERS = ("auto", "masked", "keras")
+TRAINERS = ("auto", "selective", "masked", "keras")
 SAVE_WEIGHTS = ("none", "figures", "all")
 SECTIONS = ("model", "data", "pretrain", "finetune", "study", "sizes")
 

@@ -36,7 +36,6 @@ from .runtime import (EpochTimer, NaNLossError, fresh_session, history_rows, mak
                       predict, strategy_scope)
 
 log = logging.getLogger("keras_unet_ft")
-MASKED_MAX_STEPS = 1000  # above this many steps per run, Keras' retrace is paid back
 
 
 class MaskedTrainer:
@@ -128,19 +127,107 @@ class MaskedTrainer:
         return np.concatenate(out).astype(np.float32)
 
 
+class SelectiveTrainer(MaskedTrainer):
+    """One traced train step per *set* of trainable layers, cached for the process.
+
+    The step of a set computes the gradients of that set's variables only, so
+    backpropagation stops below the shallowest trained layer and frozen layers
+    cost no weight gradients (what Keras' own trainer saves after a recompile),
+    while a plan switch is still only an assignment of weights and optimizer state
+    (what the masked trainer saves): each set is traced once, when first used, and
+    reused across folds and targets. Adam's state starts at zero in every run, as
+    in the masked trainer, so the trained weights are the same up to float order.
+
+    Attributes:
+        trace_seconds: ``{trainable set: seconds}`` the first use of each set took
+            to trace.
+    """
+
+    def __init__(self, model, learning_rate: float = 1e-4):
+        super().__init__(model, learning_rate)
+        self._steps: Dict[frozenset, object] = {}
+        self.trace_seconds: Dict[frozenset, float] = {}
+        self._chosen: frozenset = frozenset()
+        self._last_trace = 0.0
+
+    def reset(self, weights=None, trainable_layers=(), learning_rate=None):
+        super().reset(weights, trainable_layers, learning_rate)
+        self._chosen = frozenset(trainable_layers)
+
+    def _step_for(self, x, y):
+        import tensorflow as tf
+
+        key = self._chosen
+        if key not in self._steps:
+            sub = [v for v, name in zip(self.vars, self.var_layer) if name in key]
+
+            def step(xb, yb):
+                with tf.GradientTape() as tape:
+                    pred = self.model(xb, training=True)
+                    loss = self.loss_fn(yb, pred)
+                grads = tape.gradient(loss, sub)
+                self.optimizer.apply_gradients(zip(grads, sub))
+                return loss
+
+            spec_x = tf.TensorSpec((None,) + tuple(x.shape[1:]), x.dtype)
+            spec_y = tf.TensorSpec((None,) + tuple(y.shape[1:]), y.dtype)
+            t0 = time.perf_counter()
+            self._steps[key] = tf.function(step).get_concrete_function(spec_x, spec_y)
+            self.trace_seconds[key] = self._last_trace = time.perf_counter() - t0
+        return self._steps[key]
+
+    def fit(self, dataset, epochs: int):
+        """Train; returns ``(history rows, seconds per epoch)`` without the trace time
+        (``self._last_trace`` holds it when this call traced); NaN loss raises."""
+        self._last_trace = 0.0
+        if not self._chosen:
+            raise ValueError("no trainable layers: nothing to train")
+        rows, times = [], []
+        for epoch in range(1, int(epochs) + 1):
+            t0 = time.perf_counter()
+            losses = []
+            for x, y in dataset:
+                losses.append(self._step_for(x, y)(x, y))
+            loss = float(np.mean([float(v) for v in losses])) if losses else float("nan")
+            times.append(time.perf_counter() - t0 - (self._last_trace if epoch == 1 else 0.0))
+            rows.append({"epoch": epoch, "loss": loss})
+            if not np.isfinite(loss):
+                raise NaNLossError(f"loss became NaN/inf at epoch {epoch}")
+        return rows, times
+
+
+#: one model + trainer per (network, precision), shared by every fold and target of a process
+_SHARED: Dict[tuple, tuple] = {}
+
+
+def shared_selective(mcfg, precision: str, deterministic: bool, learning_rate: float):
+    """The process's model, block map and :class:`SelectiveTrainer` for a network config."""
+    key = (dataclasses.astuple(mcfg), precision, bool(deterministic))
+    if key not in _SHARED:
+        resolved = fresh_session(0, precision, deterministic) if not _SHARED else precision
+        model = build_from_config(mcfg)
+        _SHARED[key] = (model, BlockMap(model), SelectiveTrainer(model, learning_rate), resolved)
+    return _SHARED[key]
+
+
+def clear_shared() -> None:
+    """Forget the shared models (tests; a new Keras session)."""
+    _SHARED.clear()
+
+
 def resolve_trainer(trainer: str, precision: str, strategy=None, steps: int = 0) -> str:
-    """``auto``: the masked trainer for short runs (a retrace costs 4-13 s on a CPU, more
-    than a short run's training), Keras' own for long ones (frozen layers then cost
-    less per step: deep_to_shallow:1 ran at 0.45x the step time of ``all``,
-    BENCHMARKS.md), and always for fp16 or tf.distribute."""
-    if trainer not in ("auto", "masked", "keras"):
-        raise ValueError(f"study.trainer must be auto, masked or keras, got {trainer!r}")
+    """``auto``: the selective trainer (one traced step per trainable set, frozen layers
+    cost nothing, no retrace per run; BENCHMARKS.md), Keras' own for fp16 (loss
+    scaling) or tf.distribute. ``masked`` stays available for comparison."""
+    if trainer not in ("auto", "selective", "masked", "keras"):
+        raise ValueError(f"study.trainer must be auto, selective, masked or keras, got "
+                         f"{trainer!r}")
     if trainer == "auto":
-        if strategy is not None or precision == "fp16" or steps > MASKED_MAX_STEPS:
+        if strategy is not None or precision == "fp16":
             return "keras"
-        return "masked"
-    if trainer == "masked" and (strategy is not None or precision == "fp16"):
-        raise ValueError("the masked trainer supports fp32/bf16 without tf.distribute; "
+        return "selective"
+    if trainer in ("masked", "selective") and (strategy is not None or precision == "fp16"):
+        raise ValueError(f"the {trainer} trainer supports fp32/bf16 without tf.distribute; "
                          "use study.trainer=keras")
     return trainer
 
@@ -186,6 +273,7 @@ class Trained:
     weights_before: Dict[str, List[np.ndarray]]
     block_map: BlockMap
     predict: object               # images -> probabilities
+    trace_seconds: float = 0.0    # tracing a train step in this run (selective: first use)
 
 
 class FoldSession:
@@ -207,11 +295,26 @@ class FoldSession:
         self.kind = resolve_trainer(cfg.study.trainer, precision, strategy, steps)
         self.precision = precision
         self.trainer = None
+        self._scratch = None
         if self.kind == "masked":
             self.resolved = fresh_session(self.seed, precision, cfg.study.deterministic)
             self.model = build_from_config(self.mcfg)
             self.bm = BlockMap(self.model)
             self.trainer = MaskedTrainer(self.model, cfg.finetune.learning_rate)
+        elif self.kind == "selective":
+            self.model, self.bm, self.trainer, self.resolved = shared_selective(
+                self.mcfg, precision, cfg.study.deterministic, cfg.finetune.learning_rate)
+
+    def scratch_weights(self):
+        """Random initial weights of this fold (seeded), for the ``scratch`` baseline."""
+        import keras
+
+        if self._scratch is None:
+            keras.utils.set_random_seed(self.seed)
+            fresh = build_from_config(self.mcfg)
+            self._scratch = fresh.get_weights()
+            del fresh
+        return self._scratch
 
     def train(self, plan, train, pretrained_weights, verbose: int = 0) -> Trained:
         """Train ``plan`` (a :class:`Plan` or string) on ``train = (images, masks)``."""
@@ -221,7 +324,9 @@ class FoldSession:
         lrs = [stage_learning_rate(self.cfg, i) for i in range(len(steps))]
         epochs = ft.epochs if plan.trains else 0
         init = None if plan.kind == "scratch" else pretrained_weights
-        if self.kind == "masked":
+        if self.kind == "selective" and init is None:
+            init = self.scratch_weights()
+        if self.kind in ("masked", "selective"):
             return self._train_masked(plan, steps, lrs, epochs, train, init)
         return self._train_keras(plan, steps, lrs, epochs, train, init, verbose)
 
@@ -229,7 +334,7 @@ class FoldSession:
         import keras
 
         ft = self.cfg.finetune
-        rows, times, chosen_all = [], [], set()
+        rows, times, chosen_all, trace = [], [], set(), 0.0
         for i, st in enumerate(steps):
             chosen = st.trainable_layers(self.bm) if plan.trains else frozenset()
             chosen_all |= chosen
@@ -243,10 +348,12 @@ class FoldSession:
                 ds = make_dataset(train[0], train[1], ft.batch_size, shuffle=True,
                                   seed=self.seed + i)
                 r, t = self.trainer.fit(ds, epochs)
+                trace += getattr(self.trainer, "_last_trace", 0.0)
                 rows += [{**x, "stage": i + 1} for x in r]
                 times += t
         report = plan_report(self.model, plan, chosen_all)
-        return Trained(self.model, report, rows, times, before, self.bm, self.trainer.predict)
+        return Trained(self.model, report, rows, times, before, self.bm, self.trainer.predict,
+                       trace)
 
     def _train_keras(self, plan, steps, lrs, epochs, train, init, verbose) -> Trained:
         import keras
@@ -366,6 +473,7 @@ def run_one(cfg: Config, target: str, fold: int, plan: str, model_kind: str, tra
         "trainable_layers": [] if none else list(report.trainable_layers),
         "train_seconds": train_seconds,
         "seconds_per_epoch": float(np.mean(tr.epoch_seconds)) if tr.epoch_seconds else 0.0,
+        "trace_seconds": tr.trace_seconds,
         "epochs": len(tr.history), "seed": session.seed, "precision": session.resolved,
         "trainer": session.kind, "weight_change": change,
     }

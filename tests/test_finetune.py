@@ -17,7 +17,7 @@ def test_masked_trainer_matches_keras_trainer_semantics(tiny_study):
     rng = np.random.default_rng(0)
     x = rng.random((8, 32, 32, 1), dtype=np.float32)
     train = (x, (x > 0.5).astype(np.uint8))
-    for trainer in ("masked", "keras"):
+    for trainer in ("selective", "masked", "keras"):
         c = tiny_config(**{"study.trainer": trainer})
         session = finetune.FoldSession(c, 0, "fp32")
         tr = session.train("shallow_to_deep:2", train, weights)
@@ -66,9 +66,10 @@ def test_stage_learning_rates_reach_each_stage(tiny_study, trainer="masked"):
 
 
 @pytest.mark.parametrize("trainer, precision, strategy, steps, expected", [
-    ("auto", "fp32", None, 10, "masked"),
-    ("auto", "fp32", None, 5000, "keras"),
+    ("auto", "fp32", None, 10, "selective"),
+    ("auto", "bf16", None, 5000, "selective"),
     ("auto", "fp16", None, 10, "keras"),
+    ("masked", "fp32", None, 10, "masked"),
     ("keras", "fp32", None, 10, "keras"),
 ])
 def test_resolve_trainer(trainer, precision, strategy, steps, expected):
@@ -92,3 +93,54 @@ def test_masked_trainer_refuses_fp16():
 def test_divergence_table(losses, probs, expected):
     why = finetune.divergence([{"loss": v} for v in losses], probs)
     assert (why is None) if expected is None else (expected in why), why
+
+
+def test_selective_trainer_matches_keras_fit_and_freezes_exactly():
+    """Same seed, same data order, no dropout: the selective trainer's weights equal
+    Keras' ``fit`` after ``apply_plan`` (float tolerance); frozen ones stay bit-identical."""
+    import keras
+
+    from keras_unet_ft.model import build_unet
+
+    keras.utils.set_random_seed(0)
+    init = build_unet((32, 32, 1), base_filters=4, dropout=0.0).get_weights()
+    rng = np.random.default_rng(5)
+    x = rng.random((16, 32, 32, 1), dtype=np.float32)
+    train = (x, (x > 0.6).astype(np.uint8))
+    got = {}
+    for trainer in ("selective", "keras"):
+        finetune.clear_shared()
+        c = tiny_config(**{"study.trainer": trainer, "model.dropout": "0",
+                           "finetune.learning_rate": "1e-3", "finetune.epochs": "1",
+                           "finetune.batch_size": "4"})   # 4 Adam steps
+        tr = finetune.FoldSession(c, 0, "fp32").train("deep_to_shallow:3", train, init)
+        got[trainer] = {l.name: [np.array(w) for w in l.get_weights()]
+                        for l in tr.model.layers if l.weights}
+        trained = set(tr.report.trainable_layers)
+        for name, ws in got[trainer].items():
+            same = all(np.array_equal(a, b) for a, b in zip(ws, tr.weights_before[name]))
+            assert same == (name not in trained), (trainer, name)
+    for name, ws in got["keras"].items():
+        for a, b in zip(ws, got["selective"][name]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_selective_trainer_traces_each_trainable_set_once():
+    import keras
+
+    from keras_unet_ft.model import build_unet
+
+    finetune.clear_shared()
+    keras.utils.set_random_seed(0)
+    init = build_unet((32, 32, 1), base_filters=4).get_weights()
+    x = np.random.default_rng(1).random((8, 32, 32, 1), dtype=np.float32)
+    train = (x, (x > 0.5).astype(np.uint8))
+    c = tiny_config()
+    traces = []
+    for fold, plan in ((0, "expanding"), (0, "contracting"), (1, "expanding"),
+                       (1, "deep_to_shallow:9"), (1, "shallow_to_deep:9")):
+        session = finetune.FoldSession(c, fold, "fp32")
+        assert session.kind == "selective"
+        traces.append(session.train(plan, train, init).trace_seconds)
+    assert traces[0] > 0 and traces[1] > 0 and traces[3] > 0      # first use of a set
+    assert traces[2] == 0 and traces[4] == 0                       # reused across folds
