@@ -71,7 +71,7 @@ def main(argv=None) -> int:
                              "or --distribute")
         run(cfg, out, jobs=jobs, force=args.force, shard=args.shard,
             distribute=args.distribute, verbose=1 if args.verbose else 0,
-            retry_failed=args.retry_failed)
+            retry_failed=args.retry_failed, max_minutes=args.max_minutes)
     except (ValueError, FileNotFoundError) as e:
         print(f"run_all: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

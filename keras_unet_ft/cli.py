@@ -7,6 +7,7 @@ import logging
 import os
 import pathlib
 import sys
+import time
 
 # The command line (not the library: importing keras_unet_ft sets nothing) keeps
 # TensorFlow's C++ notices quiet unless the user set TF_CPP_MIN_LOG_LEVEL; this must
@@ -22,9 +23,10 @@ from .data.study_data import load_pretrain_data  # noqa: E402
 from .io import atomic_write_text, read_json  # noqa: E402
 from .layout import pretrained_dir  # noqa: E402
 from .model import build_model  # noqa: E402
-from .pipeline import EXIT_BAD_INPUT, EXIT_OK, aggregate, outcome, run  # noqa: E402
+from .pipeline import (EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, aggregate, outcome,  # noqa: E402
+                       run)
 from .plans import Plan, apply_plan, format_matrix, plan_matrix, plan_set  # noqa: E402
-from .pretrain import pretrain  # noqa: E402
+from .pretrain import TimeUp, pretrain  # noqa: E402
 from .provenance import write_provenance  # noqa: E402
 from .runtime import get_strategy, resolve_precision, set_threads  # noqa: E402
 
@@ -206,6 +208,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="Keras per-epoch output")
     p.add_argument("--no-cache", action="store_true",
                    help="neither read nor write the dataset cache")
+    p.add_argument("--max-minutes", type=float, metavar="M",
+                   help="stop cleanly before M minutes (exit code 4); run again to continue")
 
 
 def config_from_args(args):
@@ -233,9 +237,15 @@ def cmd_pretrain(args) -> int:
     out = pathlib.Path(args.out)
     write_provenance(cfg, out, precision)
     ds = load_pretrain_data(cfg)
-    path = pretrain(cfg, ds, pretrained_dir(out, cfg.model.kind, cfg.model.kind),
-                    precision=precision, verbose=1 if args.verbose else 0,
-                    force=args.force_pretrain, strategy=get_strategy(args.distribute))
+    deadline = time.time() + 60.0 * args.max_minutes if args.max_minutes else None
+    try:
+        path = pretrain(cfg, ds, pretrained_dir(out, cfg.model.kind, cfg.model.kind),
+                        precision=precision, verbose=1 if args.verbose else 0,
+                        force=args.force_pretrain, strategy=get_strategy(args.distribute),
+                        deadline=deadline)
+    except TimeUp as e:
+        print(f"unet-ft: {e}", file=sys.stderr)
+        return EXIT_INCOMPLETE
     print(f"pretrained model: {path}")
     return 0
 
@@ -250,7 +260,8 @@ def cmd_study(args) -> int:
     out = run(cfg, args.out, force=args.force, retry_failed=args.retry_failed,
               shard=args.shard, distribute=args.distribute,
               verbose=1 if args.verbose else 0, force_pretrain=args.force_pretrain,
-              aggregate_results=not args.no_aggregate, progress=not args.quiet)
+              aggregate_results=not args.no_aggregate, progress=not args.quiet,
+              max_minutes=args.max_minutes)
     if args.no_aggregate:  # a shard: its parent judges the whole study
         return EXIT_OK
     code, message = outcome(out)

@@ -14,8 +14,9 @@ from typing import Optional
 
 from .config import Config
 from .figures import make_all_figures
-from .layout import load_config_of
+from .layout import load_config_of, manifest_runs, read_manifest, read_run_summary
 from .report import write_report
+from .pretrain import TimeUp
 from .results import collect, status_counts, write_tables
 from .study import run_study, run_study_parallel
 
@@ -26,10 +27,22 @@ EXIT_OK = 0           # every run finished ok
 EXIT_ERROR = 1        # an unexpected error (a traceback is printed)
 EXIT_BAD_INPUT = 2    # a bad config, dataset, folder or option: nothing (more) was trained
 EXIT_RUNS_FAILED = 3  # the study finished, but some runs failed or diverged (see REPORT.md)
+EXIT_INCOMPLETE = 4   # stopped by --max-minutes (or runs still missing): run again to continue
+
+
+def unfinished(out) -> int:
+    """How many runs of the study's grid have no result yet."""
+    return sum(read_run_summary(r.dir(out)) is None for r in manifest_runs(read_manifest(out)))
 
 
 def outcome(out) -> tuple:
-    """``(exit code, message)`` of a finished study from its run files."""
+    """``(exit code, message)`` of a study from its run files."""
+    left = unfinished(out)
+    if left:
+        return EXIT_INCOMPLETE, (f"{left} run(s) not done yet (time budget, other shards still "
+                                 "running, or an interrupted study): run the same command again "
+                                 "to continue (with shards: `unet-ft report OUT` once all are "
+                                 "done); no report was written for the partial grid")
     counts = status_counts(collect(out))
     bad = {k: v for k, v in counts.items() if k in ("failed", "diverged")}
     if bad:
@@ -64,8 +77,13 @@ def aggregate(out, report: bool = True, figures: bool = True,
 
 def run(cfg: Config, out, *, jobs: int = 1, force: bool = False, retry_failed: bool = False,
         shard=None, distribute: Optional[str] = None, verbose: int = 0, progress: bool = True,
-        force_pretrain: bool = False, aggregate_results: bool = True) -> pathlib.Path:
+        force_pretrain: bool = False, aggregate_results: bool = True,
+        max_minutes: Optional[float] = None) -> pathlib.Path:
     """Pretrain, run the grid (in ``jobs`` shard processes when > 1), then aggregate.
+
+    With ``max_minutes`` the call stops cleanly before the budget runs out (see
+    :func:`~keras_unet_ft.study.run_study`); tables and report are written only once
+    every run is done (:func:`outcome` says what is left).
 
     Returns:
         The results folder (REPORT.md, results.csv, summary.csv, stats.csv, figures/).
@@ -76,11 +94,17 @@ def run(cfg: Config, out, *, jobs: int = 1, force: bool = False, retry_failed: b
                              "or --distribute")
         if retry_failed:
             raise ValueError("retry_failed works with one process (jobs=1)")
-        run_study_parallel(cfg, out, jobs, force=force, verbose=verbose, progress=progress)
-    else:
-        run_study(cfg, out, force=force, retry_failed=retry_failed, shard=shard,
-                  distribute=distribute, verbose=verbose, progress=progress,
-                  force_pretrain=force_pretrain)
-    if aggregate_results:
+    try:
+        if jobs > 1:
+            run_study_parallel(cfg, out, jobs, force=force, verbose=verbose, progress=progress,
+                               max_minutes=max_minutes)
+        else:
+            run_study(cfg, out, force=force, retry_failed=retry_failed, shard=shard,
+                      distribute=distribute, verbose=verbose, progress=progress,
+                      force_pretrain=force_pretrain, max_minutes=max_minutes)
+    except TimeUp as e:
+        log.warning("%s", e)
+        return pathlib.Path(out)
+    if aggregate_results and not unfinished(out):
         aggregate(out)
     return pathlib.Path(out)

@@ -14,18 +14,18 @@ import json
 import logging
 import os
 import pathlib
+import shutil
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
 from .config import Config
 from .data.study_data import load_pretrain_data
-from .io import atomic_write_text, write_csv
+from .io import atomic_write_text, read_csv, read_json, write_csv
 from .layout import pretrained_dir
 from .model import build_from_config, model_config
-from .runtime import (EpochTimer, NaNLossError, fresh_session, history_rows, make_dataset,
-                      strategy_scope)
+from .runtime import EpochTimer, NaNLossError, fresh_session, make_dataset, strategy_scope
 
 log = logging.getLogger("keras_unet_ft")
 
@@ -38,13 +38,18 @@ def compile_model(model, learning_rate: float):
 
 
 def pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
-             force: bool = False, strategy=None) -> pathlib.Path:
+             force: bool = False, strategy=None, deadline: Optional[float] = None
+             ) -> pathlib.Path:
     """Pretrain on ``dataset`` (salient objects) and save the best-validation model.
 
     Writes ``out_dir/model.keras`` (best validation loss), ``history.csv`` and
     ``summary.json``. When ``model.keras`` exists for the same model, data and
     pretraining config, it is reused; with another config it is an error
-    (unless ``force``).
+    (unless ``force``). Every epoch is checkpointed (model, optimizer, epoch: Keras'
+    ``BackupAndRestore``; the best model so far and the history): a pretraining
+    killed at any moment continues from its last finished epoch when called again.
+    With ``deadline`` (``time.time()`` seconds) it stops after the last epoch that
+    ends before it and raises :class:`TimeUp`.
     """
     import keras
 
@@ -76,15 +81,36 @@ def pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
     va = make_dataset(dataset.images[val], dataset.masks[val], pc.batch_size)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp_model = out_dir / "model.tmp.keras"
+    backup, partial = out_dir / "backup", out_dir / "history.partial.csv"
+    started = out_dir / "config.partial.json"
+    if force or not started.exists() or read_json(started) != json.loads(json.dumps(key)):
+        for p in (partial, tmp_model):   # a different (or forced) pretraining: start over
+            p.unlink(missing_ok=True)
+        shutil.rmtree(backup, ignore_errors=True)
+        atomic_write_text(started, json.dumps(key, indent=1, sort_keys=True))
+    elif backup.exists():
+        log.info("pretraining resumes from its last finished epoch (%s)", backup)
+    done = read_csv(partial) if partial.exists() else []
+    best_so_far = min((float(r["val_loss"]) for r in done), default=None)
     timer = EpochTimer()
-    callbacks = [keras.callbacks.ModelCheckpoint(str(tmp_model), monitor="val_loss",
-                                                 save_best_only=True),
+    callbacks = [keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch",
+                                                  delete_checkpoint=False),
+                 keras.callbacks.CSVLogger(str(partial), append=True),
+                 keras.callbacks.ModelCheckpoint(str(tmp_model), monitor="val_loss",
+                                                 save_best_only=True,
+                                                 initial_value_threshold=best_so_far),
                  keras.callbacks.TerminateOnNaN(), timer]
+    if deadline is not None:
+        callbacks.append(StopBefore(deadline))
     t0 = time.perf_counter()
-    hist = model.fit(tr, validation_data=va, epochs=pc.epochs, verbose=verbose, shuffle=False,
-                     callbacks=callbacks)
+    model.fit(tr, validation_data=va, epochs=pc.epochs, verbose=verbose, shuffle=False,
+              callbacks=callbacks)
     seconds = time.perf_counter() - t0
-    rows = history_rows(hist)
+    rows = [{k: (int(v) + 1 if k == "epoch" else float(v)) for k, v in r.items()}
+            for r in read_csv(partial)]
+    if len(rows) < pc.epochs and rows and all(np.isfinite(r["loss"]) for r in rows):
+        raise TimeUp(f"pretraining stopped after epoch {len(rows)} of {pc.epochs} to keep "
+                     "within --max-minutes; run again to continue")
     if not tmp_model.exists() or any(not np.isfinite(r.get("loss", 0.0)) for r in rows):
         raise NaNLossError(f"pretraining diverged (loss {rows[-1].get('loss') if rows else '?'})")
     write_csv(out_dir / "history.csv", rows)
@@ -97,11 +123,39 @@ def pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
         "precision": resolved, "dataset": dataset.name, "source": dataset.source,
     }, indent=1))
     atomic_write_text(key_path, json.dumps(key, indent=1, sort_keys=True))
+    partial.unlink(missing_ok=True)
+    started.unlink(missing_ok=True)
+    shutil.rmtree(backup, ignore_errors=True)
     return model_path
 
 
+class TimeUp(RuntimeError):
+    """A time budget (``--max-minutes``) ran out; what is done is kept, a rerun continues."""
+
+
+def StopBefore(deadline: float):
+    """A Keras callback stopping training after the epoch that would end past ``deadline``
+    (``time.time()`` seconds), judged by the longest epoch so far."""
+    import keras
+
+    class _Stop(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self._longest, self._t = 0.0, time.time()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._longest = max(self._longest, time.time() - self._t)
+            if time.time() + self._longest > deadline:
+                self.model.stop_training = True
+
+    return _Stop()
+
+
 def pretrained_weights_by_kind(cfg: Config, out, kinds, precision, verbose=0, force=False,
-                               strategy=None) -> Dict[str, list]:
+                               strategy=None, deadline: Optional[float] = None
+                               ) -> Dict[str, list]:
     """Starting weights per model kind: U-Net / X-Unet pretrained on the salient-object set
     (reused when present); V-Unet = its VGG16 encoder weights + a seeded random decoder."""
     import keras
@@ -117,7 +171,7 @@ def pretrained_weights_by_kind(cfg: Config, out, kinds, precision, verbose=0, fo
         if not ((d / "model.keras").exists() and not force):
             pre_data = pre_data or load_pretrain_data(cfg)
         path = pretrain(sub, pre_data, d, precision=precision, verbose=verbose, force=force,
-                        strategy=strategy)
+                        strategy=strategy, deadline=deadline)
         try:
             result[kind] = keras.saving.load_model(path, compile=False).get_weights()
         except Exception as e:  # noqa: BLE001 - any reader error means the same here

@@ -256,7 +256,7 @@ def check_finished_runs(out, runs: Sequence[RunSpec], prints: Dict[str, dict]) -
 
 # ---------------------------------------------------------------------------
 def prepare(cfg: Config, out, *, distribute: Optional[str] = None, verbose: int = 0,
-            force_pretrain: bool = False, force: bool = False):
+            force_pretrain: bool = False, force: bool = False, deadline: Optional[float] = None):
     """Everything before the grid: checks that fail early (every target loaded and
     checked, finished runs made with other settings), provenance, ``runs.json``,
     pretraining (or its reuse).
@@ -283,14 +283,14 @@ def prepare(cfg: Config, out, *, distribute: Optional[str] = None, verbose: int 
     write_provenance(cfg, out, precision)
     write_manifest(out, manifest(cfg, runs, plans, maps))
     pretrained = pretrained_weights_by_kind(cfg, out, [r.model for r in runs], precision,
-                                            verbose, force_pretrain, strategy)
+                                            verbose, force_pretrain, strategy, deadline)
     return runs, maps, pretrained, precision, strategy, prints
 
 
 def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = False,
               shard=None, distribute: Optional[str] = None, verbose: int = 0,
               progress: bool = True, force_pretrain: bool = False,
-              prepare_only: bool = False) -> pathlib.Path:
+              prepare_only: bool = False, max_minutes: Optional[float] = None) -> pathlib.Path:
     """Pretrain (or reuse) and run every fine-tuning run of this shard.
 
     Args:
@@ -300,6 +300,9 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
         shard: ``"I/N"``: run every N-th run starting at I (processes sharing ``out``).
         distribute: ``"mirrored"`` for ``tf.distribute.MirroredStrategy``.
         prepare_only: pretrain, cache the data and write the folds, then return.
+        max_minutes: stop cleanly before this many minutes have passed: no run is started
+            that would end later (judged by the longest run so far); pretraining stops
+            after an epoch (:class:`~keras_unet_ft.pretrain.TimeUp`). A rerun continues.
 
     Returns:
         The results folder. Tables, figures and REPORT.md: :func:`keras_unet_ft.pipeline.run`.
@@ -307,10 +310,11 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
     from tqdm.auto import tqdm
 
     out = pathlib.Path(out)
+    deadline = time.time() + 60.0 * max_minutes if max_minutes else None
     shard_i, shard_n = parse_shard(shard)
     runs, maps, pretrained, precision, strategy, prints = prepare(
         cfg, out, distribute=distribute, verbose=verbose, force_pretrain=force_pretrain,
-        force=force)
+        force=force, deadline=deadline)
     if prepare_only:  # data cached and folds written, for shard processes to share
         for t in cfg.data.targets:
             target_folds(cfg, load_target(cfg, t), splits_path(out, t))
@@ -329,7 +333,14 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
     cache, sessions = {}, {}
     progress = progress and not os.environ.get(NO_PROGRESS_ENV)
     bar = tqdm(todo, desc="fine-tuning runs", unit="run", disable=not progress)
-    for r in bar:
+    longest = 0.0
+    for done, r in enumerate(bar):
+        if deadline is not None and time.time() + longest > deadline:
+            log.warning("study: stopping before --max-minutes runs out; %d of %d runs of this "
+                        "call are left - run the same command again to continue",
+                        len(todo) - done, len(todo))
+            break
+        started = time.time()
         bar.set_postfix_str(f"{r.target} fold {r.fold} {r.plan}")
         key = (r.target, r.fold)
         if key not in cache:
@@ -370,6 +381,7 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
             log.warning("run %s / fold %d / %s failed: %s", r.target, r.fold, r.plan, e)
             _record(out, r, "failed", reason=f"{e.__class__.__name__}: {e}",
                     traceback=traceback.format_exc(limit=5), fingerprint=prints[r.target])
+        longest = max(longest, time.time() - started)
     return out
 
 
@@ -386,7 +398,8 @@ def _end_with_parent() -> None:
 
 
 def run_study_parallel(cfg: Config, out, jobs: int, force: bool = False, verbose: int = 0,
-                       progress: bool = True, config_path=None) -> pathlib.Path:
+                       progress: bool = True, max_minutes: Optional[float] = None
+                       ) -> pathlib.Path:
     """Pretrain once, then run the fine-tuning runs in ``jobs`` shard processes sharing ``out``.
 
     On a CPU a small U-Net keeps only about one core busy; two processes on two
@@ -396,7 +409,9 @@ def run_study_parallel(cfg: Config, out, jobs: int, force: bool = False, verbose
     from tqdm.auto import tqdm
 
     out = pathlib.Path(out)
-    run_study(cfg, out, force=False, verbose=verbose, progress=progress, prepare_only=True)
+    start = time.time()
+    run_study(cfg, out, force=force, verbose=verbose, progress=progress, prepare_only=True,
+              max_minutes=max_minutes)
     runs, _, _ = list_runs(cfg, cfg.data.targets)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = {**os.environ, NO_PROGRESS_ENV: "1"}
@@ -404,14 +419,17 @@ def run_study_parallel(cfg: Config, out, jobs: int, force: bool = False, verbose
            "--out", str(out), "--no-aggregate", "--threads", str(threads), "--quiet"]
     if force:
         cmd.append("--force")
+    if max_minutes:
+        left = max_minutes - (time.time() - start) / 60.0
+        cmd += ["--max-minutes", f"{max(left, 0.01):.3f}"]
     procs = [subprocess.Popen(cmd + ["--shard", f"{i}/{jobs}"], env=env,
                               preexec_fn=_end_with_parent) for i in range(jobs)]
 
     def done():
         return sum((r.dir(out) / "summary.json").exists() for r in runs)
 
-    start = done() if not force else 0
-    bar = tqdm(total=len(runs), initial=start, desc=f"fine-tuning runs ({jobs} processes)",
+    first = done() if not force else 0
+    bar = tqdm(total=len(runs), initial=first, desc=f"fine-tuning runs ({jobs} processes)",
                unit="run", disable=not progress)
     try:
         while any(p.poll() is None for p in procs):

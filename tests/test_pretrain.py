@@ -1,0 +1,43 @@
+"""Pretraining: checkpointed every epoch, resumed after a stop, within a time budget."""
+
+import time
+
+import pytest
+
+from conftest import tiny_config
+from keras_unet_ft.data import load_dataset
+from keras_unet_ft.io import read_csv
+from keras_unet_ft.pretrain import TimeUp, pretrain
+
+
+@pytest.mark.slow
+def test_pretraining_stops_within_its_budget_and_resumes(tmp_path):
+    cfg = tiny_config(**{"pretrain.epochs": "3"})
+    ds = load_dataset("synth_salient", n=16, size=32, cache=False, progress=False)
+    out = tmp_path / "pretrained"
+    with pytest.raises(TimeUp, match="stopped after epoch 1 of 3"):
+        pretrain(cfg, ds, out, deadline=time.time())          # stops after one epoch
+    assert not (out / "model.keras").exists() and (out / "backup").is_dir()
+    first = read_csv(out / "history.partial.csv")
+    assert len(first) == 1
+    path = pretrain(cfg, ds, out)                               # continues: epochs 2 and 3
+    rows = read_csv(out / "history.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert rows[0]["loss"] == first[0]["loss"]                 # epoch 1 was not redone
+    assert path.exists() and not (out / "backup").exists()
+    assert not (out / "history.partial.csv").exists()
+    assert pretrain(cfg, ds, out) == path                      # done: reused
+
+
+@pytest.mark.slow
+def test_study_within_max_minutes_stops_cleanly_then_continues(tmp_path):
+    from keras_unet_ft.pipeline import EXIT_INCOMPLETE, outcome, run
+
+    cfg = tiny_config(**{"data.targets": "sim_bus", "study.plans": "contracting,expanding",
+                         "study.baselines": "false", "data.cache_dir": str(tmp_path / "c")})
+    out = run(cfg, tmp_path / "r", progress=False, max_minutes=1e-4)
+    code, message = outcome(out)
+    assert code == EXIT_INCOMPLETE and "4 run(s) not done yet" in message
+    assert not (out / "REPORT.md").exists()                    # no report of a partial grid
+    run(cfg, out, progress=False)
+    assert outcome(out)[0] in (0, 3) and (out / "REPORT.md").exists()
