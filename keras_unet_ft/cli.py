@@ -61,9 +61,11 @@ def matrix_text(model, kind: str, plans: str = MATRIX_PLANS, markdown: bool = Fa
     chosen, other = [], []
     for p in plan_set(plans, units):
         q = Plan.parse(p)
-        (other if q.model not in (None, kind) else chosen).append(p)
-    rows = plan_matrix([str(Plan.parse(p).bare) if Plan.parse(p).model else p for p in chosen],
-                       bm)
+        if q.model in (None, kind):
+            chosen.append(str(q.bare))
+        else:
+            other.append(p)
+    rows = plan_matrix(chosen, bm)
     text = format_matrix(rows, bm, markdown=markdown)
     if other:
         text += f"\n(left out, plans for another model: {', '.join(other)})"

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import pathlib
-import tempfile
 import time
 from typing import Dict, List, Optional
 
 import numpy as np
 
 from .config import Config
+from .io import atomic_write
 from .blocks import BlockMap
 from .metrics import METRICS, batch_metrics
 from .model import build_from_config, model_config
@@ -204,7 +202,8 @@ def shared_selective(mcfg, precision: str, deterministic: bool, learning_rate: f
     """The process's model, block map and :class:`SelectiveTrainer` for a network config."""
     key = (dataclasses.astuple(mcfg), precision, bool(deterministic))
     if key not in _SHARED:
-        resolved = fresh_session(0, precision, deterministic) if not _SHARED else precision
+        # the first shared model starts a clean session; later ones keep the others alive
+        resolved = fresh_session(0, precision, deterministic, clear=not _SHARED)
         model = build_from_config(mcfg)
         _SHARED[key] = (model, BlockMap(model), SelectiveTrainer(model, learning_rate), resolved)
     return _SHARED[key]
@@ -488,23 +487,6 @@ class Diverged(RuntimeError):
     """Training stopped on a non-finite loss: the run is recorded ``diverged``."""
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_model(model, path) -> None:
     """``model.save`` atomically (a ``.keras`` file loadable with ``keras.models.load_model``)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".model.", suffix=".keras")
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, model.save, suffix=".keras")

@@ -1,9 +1,9 @@
 """Files written atomically (a reader never sees half a file) and read back plainly.
 
-Every result file of a study goes through these functions: a write goes to a
-temporary file in the same folder and is renamed over the target, so a study
-killed at any moment leaves either the old file or the new one. Files are
-created with the permissions of an ordinary ``open()`` (umask), not 0600.
+Every result file of a study goes through :func:`atomic_write`: the content goes to a
+temporary file in the same folder, which is renamed over the target, so a study
+killed at any moment leaves either the old file or the new one. Files get the
+permissions of an ordinary ``open()`` (umask), not ``mkstemp``'s 0600.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import os
 import pathlib
 import tempfile
-from typing import Any, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -25,28 +25,44 @@ def _umask() -> int:
     return mask
 
 
-def _replace(tmp: str, path: pathlib.Path) -> None:
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
+def atomic_write(path, write: Callable[[str], None], suffix: str = ".tmp") -> None:
+    """Call ``write(temporary_path)``, then rename the result over ``path`` (parents made).
 
-
-def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (parents created)."""
+    ``suffix`` is the temporary file's ending, for writers that go by it (``.npz``,
+    ``.keras``). On any error the temporary file is removed and ``path`` is untouched.
+    """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        _replace(tmp, path)
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
+def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    atomic_write(path, lambda tmp: pathlib.Path(tmp).write_text(text))
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
 def write_json(path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1))
+    """JSON atomically; NumPy numbers and arrays are written as plain numbers and lists."""
+    atomic_write_text(path, json.dumps(data, indent=1, default=_json_default))
 
 
 def read_json(path) -> Any:
@@ -77,14 +93,5 @@ def read_csv(path) -> List[dict]:
 
 def atomic_savez(path, compress: bool = True, **arrays) -> None:
     """``np.savez_compressed`` (or ``np.savez``) atomically."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        (np.savez_compressed if compress else np.savez)(tmp, **arrays)
-        _replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    save = np.savez_compressed if compress else np.savez
+    atomic_write(path, lambda tmp: save(tmp, **arrays), suffix=".npz")

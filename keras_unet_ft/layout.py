@@ -132,7 +132,13 @@ def pretrained_dir(out, kind: str, default_kind: str = "unet") -> pathlib.Path:
 
 
 def splits_path(out, target: str) -> pathlib.Path:
-    return pathlib.Path(out) / "splits" / f"{target_slug(target)}.json"
+    """The folds file of a target spec (see :func:`splits_file` for a target slug)."""
+    return splits_file(out, target_slug(target))
+
+
+def splits_file(out, slug: str) -> pathlib.Path:
+    """The folds file of a target, by its slug (folds, duplicate groups)."""
+    return pathlib.Path(out) / "splits" / f"{slug}.json"
 
 
 def figures_dir(out) -> pathlib.Path:
@@ -217,5 +223,5 @@ def weights_path(run_dir) -> pathlib.Path:
 
 def folds_of(out, target_slug_: str) -> Dict[str, int]:
     """``{image id: fold}`` of the held-out images of a target."""
-    data = read_json(pathlib.Path(out) / "splits" / f"{target_slug_}.json")
+    data = read_json(splits_file(out, target_slug_))
     return {i: k for k, f in enumerate(data["folds"]) for i in f["test"]}

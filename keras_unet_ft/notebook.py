@@ -10,7 +10,7 @@ from .config import load_config
 from .io import read_csv
 from .layout import RESULTS, STATS, SUMMARY, read_manifest
 from .pipeline import run
-from .report import findings
+from .report import findings, trainer_of
 
 log = logging.getLogger("keras_unet_ft")
 
@@ -59,7 +59,6 @@ def findings_text(out, modality: Optional[str] = None) -> str:
         mod = next(iter(S.values()))["modality"]
         if modality and mod != modality:
             continue
-        trainer = "masked" if any(r.get("trainer") == "masked" for r in results
-                                  if r["target"] == target) else "keras"
+        trainer = trainer_of(r.get("trainer") for r in results if r["target"] == target)
         lines += [f"- {s}" for s in findings(target, mod, S, stats, trainer, units)]
     return "\n".join(lines) if lines else "(no findings: the study lacks the plans they need)"

@@ -14,10 +14,10 @@ from typing import Optional
 
 from .config import Config
 from .figures import make_all_figures
-from .layout import load_config_of, manifest_runs, read_manifest, read_run_summary
+from .layout import load_config_of
 from .report import write_report
 from .pretrain import TimeUp
-from .results import collect, status_counts, write_tables
+from .results import status_counts, write_tables
 from .study import run_study, run_study_parallel
 
 log = logging.getLogger("keras_unet_ft")
@@ -32,25 +32,29 @@ EXIT_INCOMPLETE = 4   # stopped by --max-minutes (or runs still missing): run ag
 
 def unfinished(out) -> int:
     """How many runs of the study's grid have no result yet."""
-    return sum(read_run_summary(r.dir(out)) is None for r in manifest_runs(read_manifest(out)))
+    return status_counts(out).get("missing", 0)
 
 
 def outcome(out) -> tuple:
-    """``(exit code, message)`` of a study from its run files."""
-    left = unfinished(out)
+    """``(exit code, message)`` of a study from its run files (dataset-size runs included)."""
+    counts = status_counts(out)
+    left = counts.pop("missing", 0)
     if left:
         return EXIT_INCOMPLETE, (f"{left} run(s) not done yet (time budget, other shards still "
                                  "running, or an interrupted study): run the same command again "
                                  "to continue (with shards: `unet-ft report OUT` once all are "
                                  "done); no report was written for the partial grid")
-    counts = status_counts(collect(out))
     bad = {k: v for k, v in counts.items() if k in ("failed", "diverged")}
     if bad:
         what = ", ".join(f"{v} {k}" for k, v in sorted(bad.items()))
         return EXIT_RUNS_FAILED, (f"{what} run(s) of {sum(counts.values())}: listed in "
                                   f"{pathlib.Path(out) / 'REPORT.md'} and kept out of the "
                                   "results; --retry-failed redoes them")
-    return EXIT_OK, f"all {sum(counts.values())} runs ok"
+    return EXIT_OK, f"all {sum(counts.values())} runs done ({_listing(counts)})"
+
+
+def _listing(counts) -> str:
+    return ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
 
 
 def aggregate(out, report: bool = True, figures: bool = True,

@@ -101,7 +101,7 @@ def pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
                                                  initial_value_threshold=best_so_far),
                  keras.callbacks.TerminateOnNaN(), timer]
     if deadline is not None:
-        callbacks.append(StopBefore(deadline))
+        callbacks.append(stop_before(deadline))
     t0 = time.perf_counter()
     model.fit(tr, validation_data=va, epochs=pc.epochs, verbose=verbose, shuffle=False,
               callbacks=callbacks)
@@ -133,7 +133,7 @@ class TimeUp(RuntimeError):
     """A time budget (``--max-minutes``) ran out; what is done is kept, a rerun continues."""
 
 
-def StopBefore(deadline: float):
+def stop_before(deadline: float):
     """A Keras callback stopping training after the epoch that would end past ``deadline``
     (``time.time()`` seconds), judged by the longest epoch so far."""
     import keras

@@ -18,7 +18,7 @@ import numpy as np
 
 from .io import atomic_write_text, read_csv, read_json
 from .layout import (CONFIG, REPORT, RESULTS, SIZES_SUMMARY, STATS, SUMMARY, figures_dir,
-                     pretrained_dir, read_manifest)
+                     pretrained_dir, read_manifest, splits_file)
 from .plans import UNIT_KINDS, Plan, all_layers_plan
 from .references import CHENG, CHENG_TEST, PAPER, PAPER_CONTRACTING_RATIO, PAPER_DATA
 
@@ -81,6 +81,13 @@ def _units(summary, prefix, scheme=""):
     return sorted(set(ks))
 
 
+def trainer_of(trainers) -> str:
+    """The trainer a target's timings speak for: ``masked`` if any run used it (its times say
+    nothing per plan), else ``keras`` if any run used Keras' fit, else ``selective``."""
+    trainers = set(trainers)
+    return "masked" if "masked" in trainers else "keras" if "keras" in trainers else "selective"
+
+
 def findings(target: str, modality: str, S: Dict[str, dict], stats: List[dict],
              trainer: str = "keras", units: int = 9) -> List[str]:
     """One computed sentence per finding of the paper that this target can test.
@@ -88,7 +95,7 @@ def findings(target: str, modality: str, S: Dict[str, dict], stats: List[dict],
     Args:
         target: target slug. modality: ``ultrasound``, ``xray`` or ``other``.
         S: summary rows of the target by plan. stats: rows of stats.csv.
-        trainer: ``masked`` or ``keras`` (the masked trainer cannot time plans).
+        trainer: ``selective``, ``masked`` or ``keras`` (the masked trainer cannot time plans).
         units: blocks of the model (the all-layers plan is ``shallow_to_deep:units``).
     """
     out = []
@@ -157,14 +164,17 @@ def findings(target: str, modality: str, S: Dict[str, dict], stats: List[dict],
         out.append("Fine-tuning the shallowest block is faster than the whole network (TUFFC): "
                    "**not measured** - this study used the masked trainer, where every plan "
                    "computes all gradients (one traced step for all plans); run with "
-                   "`--set study.trainer=keras` to time plans as Keras trains them.")
+                   "`--set study.trainer=auto` (the selective trainer) to time plans.")
     elif full and "shallow_to_deep:1" in S:
         a = float(S["shallow_to_deep:1"]["seconds_per_epoch"] or "nan")
         b = float(S[full]["seconds_per_epoch"] or "nan")
         if a > 0 and b > 0:
+            how = ("selective trainer, epoch times without the one-off trace"
+                   if trainer == "selective" else
+                   "Keras' fit: each run's first epoch includes its retrace")
             out.append(f"Fine-tuning the shallowest block is faster than the whole network "
                        f"(TUFFC): **{'yes' if a < b else 'no'}**, {a:.2f} vs {b:.2f} s per epoch "
-                       f"({b / a:.2f}x).")
+                       f"({b / a:.2f}x; {how}).")
     if full and "scratch" in S and not math.isnan(dice("scratch")):
         best = max((p for p in S if p not in ("none", "scratch") and not math.isnan(dice(p))),
                    key=dice, default=None)
@@ -308,7 +318,7 @@ def write_report(out) -> pathlib.Path:
         S = {r["plan"]: r for r in summary if r["target"] == target}
         modality = next(iter(S.values()))["modality"]
         L += [f"## {target} ({modality})", ""]
-        split = out / "splits" / f"{target}.json"
+        split = splits_file(out, target)
         if split.exists():
             dups = read_json(split).get("duplicate_groups") or []
             L += [(f"Near-duplicate images: {len(dups)} group(s) of copies "
@@ -331,8 +341,7 @@ def write_report(out) -> pathlib.Path:
         if cheng:
             L += cheng_section(S, results, target)
         L += sizes_section(sizes, target)
-        F = findings(target, modality, S, stats, "masked" if "masked" in trainers else "keras",
-                     units)
+        F = findings(target, modality, S, stats, trainer_of(trainers), units)
         if F:
             L += ["### Findings of the paper, checked on this run", ""] + [f"- {s}" for s in F] + [""]
             all_findings += F

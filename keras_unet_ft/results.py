@@ -123,12 +123,15 @@ def per_image(out, row: dict, with_empty: bool = False) -> Dict[str, dict]:
             if with_empty or r.get("empty_mask", "0") in ("0", "")}
 
 
-def status_counts(rows: List[dict]) -> Dict[str, int]:
-    """How many result rows (trained runs, aliases not counted twice) have each status."""
+def status_counts(out, manifest: Optional[dict] = None) -> Dict[str, int]:
+    """How many trained runs of the grid (dataset-size runs included) have each status;
+    ``missing`` counts the runs without a result yet."""
+    manifest = manifest or read_manifest(out)
     counts: Dict[str, int] = {}
-    for r in rows:
-        if r.get("plan") == r.get("trained_as", r.get("plan")):
-            counts[r["status"]] = counts.get(r["status"], 0) + 1
+    for r in manifest_runs(manifest):
+        s = read_run_summary(r.dir(out))
+        status = s["status"] if s is not None else "missing"
+        counts[status] = counts.get(status, 0) + 1
     return counts
 
 

@@ -61,8 +61,10 @@ def resolve_precision(precision: str = "auto") -> str:
     return "fp32"
 
 
-def fresh_session(seed: int, precision: str = "fp32", deterministic: bool = False) -> str:
-    """Clear Keras' state, seed everything, then set the dtype policy.
+def fresh_session(seed: int, precision: str = "fp32", deterministic: bool = False,
+                  clear: bool = True) -> str:
+    """Clear Keras' state (unless ``clear`` is False: models kept alive stay usable),
+    seed everything, then set the dtype policy.
 
     ``clear_session()`` resets the global dtype policy, so the policy is set
     after it (every time). Returns the resolved precision.
@@ -70,7 +72,8 @@ def fresh_session(seed: int, precision: str = "fp32", deterministic: bool = Fals
     import keras
     import tensorflow as tf
 
-    keras.backend.clear_session()
+    if clear:
+        keras.backend.clear_session()
     keras.utils.set_random_seed(int(seed))
     if deterministic:
         tf.config.experimental.enable_op_determinism()

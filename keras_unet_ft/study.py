@@ -262,8 +262,8 @@ def prepare(cfg: Config, out, *, distribute: Optional[str] = None, verbose: int 
     pretraining (or its reuse).
 
     Returns:
-        ``(runs, maps, pretrained, precision, strategy, prints)``; ``prints`` holds the
-        fingerprint of each target's runs.
+        ``(runs, maps, pretrained, precision, strategy, prints, datasets)``; ``prints`` holds
+        the fingerprint of each target's runs, ``datasets`` the loaded targets.
     """
     out = pathlib.Path(out)
     check_targets(cfg.data.targets)
@@ -275,8 +275,8 @@ def prepare(cfg: Config, out, *, distribute: Optional[str] = None, verbose: int 
         stage_learning_rate(cfg, i)  # bad values fail before any training
     if any(r.model == "vunet" for r in runs):  # fail before any training, with a clear message
         resolve_encoder_weights(cfg.model.encoder_weights)
-    prints = {t: fingerprint(cfg, precision, t, data_signature(load_target(cfg, t)))
-              for t in cfg.data.targets}  # every target read and checked before pretraining
+    datasets = {t: load_target(cfg, t) for t in cfg.data.targets}  # read and checked first
+    prints = {t: fingerprint(cfg, precision, t, data_signature(ds)) for t, ds in datasets.items()}
     if not force:
         check_finished_runs(out, runs, prints)
     out.mkdir(parents=True, exist_ok=True)
@@ -284,7 +284,7 @@ def prepare(cfg: Config, out, *, distribute: Optional[str] = None, verbose: int 
     write_manifest(out, manifest(cfg, runs, plans, maps))
     pretrained = pretrained_weights_by_kind(cfg, out, [r.model for r in runs], precision,
                                             verbose, force_pretrain, strategy, deadline)
-    return runs, maps, pretrained, precision, strategy, prints
+    return runs, maps, pretrained, precision, strategy, prints, datasets
 
 
 def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = False,
@@ -312,12 +312,12 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
     out = pathlib.Path(out)
     deadline = time.time() + 60.0 * max_minutes if max_minutes else None
     shard_i, shard_n = parse_shard(shard)
-    runs, maps, pretrained, precision, strategy, prints = prepare(
+    runs, maps, pretrained, precision, strategy, prints, datasets = prepare(
         cfg, out, distribute=distribute, verbose=verbose, force_pretrain=force_pretrain,
         force=force, deadline=deadline)
     if prepare_only:  # data cached and folds written, for shard processes to share
-        for t in cfg.data.targets:
-            target_folds(cfg, load_target(cfg, t), splits_path(out, t))
+        for t, ds in datasets.items():
+            target_folds(cfg, ds, splits_path(out, t))
         return out
     mine = [r for j, r in enumerate(runs) if j % shard_n == shard_i]
     todo = []
@@ -345,7 +345,7 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
         key = (r.target, r.fold)
         if key not in cache:
             cache.clear()
-            ds = load_target(cfg, r.target)
+            ds = datasets[r.target]
             folds = target_folds(cfg, ds, splits_path(out, r.target))
             cache[key] = {"ds": ds, "fold": folds[r.fold], "arrays": {}}
             sessions = {}

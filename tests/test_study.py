@@ -76,20 +76,24 @@ def test_second_invocation_trains_nothing(tiny_study, monkeypatch):
     assert calls == []
 
 
-@pytest.mark.slow
-def test_failed_run_is_recorded_and_others_finish(tmp_path, monkeypatch):
+def _study_with_a_fault(tmp_path, monkeypatch, fold, error):
+    """A 4-run study on sim_bus whose ``expanding`` run of ``fold`` raises ``error``."""
     cfg = tiny_config(**{"data.targets": "sim_bus", "study.plans": "contracting,expanding",
                          "study.baselines": "false"})
     real = finetune.FoldSession.train
 
-    def flaky(self, plan, *a, **k):
-        if str(plan) == "expanding" and self.fold == 1:
-            raise FloatingPointError("simulated divergence")
+    def faulty(self, plan, *a, **k):
+        if str(plan) == "expanding" and self.fold == fold:
+            raise error
         return real(self, plan, *a, **k)
 
-    monkeypatch.setattr(finetune.FoldSession, "train", flaky)
-    out = tmp_path / "r"
-    run(cfg, out, progress=False)
+    monkeypatch.setattr(finetune.FoldSession, "train", faulty)
+    return run(cfg, tmp_path / "r", progress=False)
+
+
+@pytest.mark.slow
+def test_failed_run_is_recorded_and_others_finish(tmp_path, monkeypatch):
+    out = _study_with_a_fault(tmp_path, monkeypatch, 1, FloatingPointError("simulated divergence"))
     rows = _rows(out / "results.csv")
     failed = [r for r in rows if r["status"] == "failed"]
     assert len(rows) == 4 and len(failed) == 1
@@ -174,17 +178,7 @@ def test_diverged_runs_are_listed_kept_out_and_fail_the_exit_code(tmp_path, monk
     from keras_unet_ft.pipeline import EXIT_RUNS_FAILED, outcome
     from keras_unet_ft.runtime import NaNLossError
 
-    cfg = tiny_config(**{"data.targets": "sim_bus", "study.plans": "contracting,expanding",
-                         "study.baselines": "false"})
-    real = finetune.FoldSession.train
-
-    def exploding(self, plan, *a, **k):
-        if str(plan) == "expanding" and self.fold == 0:
-            raise NaNLossError("loss became NaN/inf at epoch 1")
-        return real(self, plan, *a, **k)
-
-    monkeypatch.setattr(finetune.FoldSession, "train", exploding)
-    out = run(cfg, tmp_path / "r", progress=False)
+    out = _study_with_a_fault(tmp_path, monkeypatch, 0, NaNLossError("loss became NaN/inf at epoch 1"))
     rows = {(r["plan"], r["fold"]): r for r in _rows(out / "results.csv")}
     assert rows[("expanding", "0")]["status"] == "diverged"
     summary = {r["plan"]: r for r in _rows(out / "summary.csv")}

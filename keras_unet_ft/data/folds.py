@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import pathlib
 from typing import List, Optional, Sequence
@@ -10,7 +9,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
-from ..io import atomic_write_text, read_json
+from ..io import read_json, write_json
 
 log = logging.getLogger("keras_unet_ft.data")
 
@@ -131,18 +130,3 @@ def load_or_make_folds(path, ids, k=5, seed=0, strata=None, images=None) -> List
     write_json(path, {"k": k, "seed": seed, "stratified": strata is not None, "folds": folds,
                       "duplicate_groups": dup_groups})
     return folds
-
-
-def write_json(path, obj) -> None:
-    """Write JSON atomically (temporary file + rename), numpy values as plain numbers."""
-    atomic_write_text(path, json.dumps(obj, indent=1, default=_json_default))
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

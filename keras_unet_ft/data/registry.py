@@ -282,7 +282,7 @@ def load_dataset(spec: str, root=None, size=256, cache: bool = True,
         (4, 64, 64, 1)
     """
     progress = options.pop("progress", True)
-    name, spec_root, spec_options = split_spec(spec)
+    _, _, spec_options = split_spec(spec)
     name, root = parse_spec(spec, root)
     info = REGISTRY[name]
     options = resolve_options(name, spec_options, options)

@@ -15,7 +15,8 @@ import numpy as np
 
 from ..config import Config
 from .augment import AugmentParams, augment_to
-from .folds import load_or_make_folds, write_json
+from ..io import write_json
+from .folds import load_or_make_folds
 from .registry import REGISTRY, load_dataset, split_spec
 
 
