@@ -64,6 +64,8 @@ class FinetuneConfig:
     # one learning rate per stage of a staged plan (``A>B``); empty = learning_rate for all.
     # Cheng & Lam's V-Unet: 1e-5 (decoder only) then 5e-6 (all layers).
     stage_learning_rates: List[float] = dataclasses.field(default_factory=list)
+    # the loss: bce (the paper's binary cross-entropy), dice (soft Dice) or bce+dice
+    loss: str = "bce"
 
 
 @dataclasses.dataclass
@@ -142,6 +144,7 @@ MODEL_KINDS = ("unet", "xunet", "vunet")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRAINERS = ("auto", "selective", "masked", "keras")
 SAVE_WEIGHTS = ("none", "figures", "all")
+LOSSES = ("bce", "dice", "bce+dice")
 SECTIONS = ("model", "data", "pretrain", "finetune", "study", "sizes")
 
 #: allowed values of the fields that take one of a few words (the CLI uses these too)
@@ -150,6 +153,7 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "study.precision": PRECISIONS,
     "study.trainer": TRAINERS,
     "study.save_weights": SAVE_WEIGHTS,
+    "finetune.loss": LOSSES,
     "sizes.run": ("auto", "yes", "no"),
 }
 _POSITIVE = ("model.size", "model.base_filters", "model.depth", "pretrain.epochs",

@@ -29,9 +29,9 @@ from .io import atomic_write
 from .blocks import BlockMap
 from .metrics import METRICS, batch_metrics
 from .model import build_from_config, model_config
-from .plans import Plan, apply_plan, plan_report
+from .plans import METHOD_KINDS, Plan, apply_plan, plan_report
 from .runtime import (EpochTimer, NaNLossError, fresh_session, history_rows, make_dataset,
-                      predict, strategy_scope)
+                      make_loss, predict, strategy_scope)
 
 log = logging.getLogger("keras_unet_ft")
 
@@ -56,7 +56,7 @@ class MaskedTrainer:
         learning_rate: Adam learning rate.
     """
 
-    def __init__(self, model, learning_rate: float = 1e-4):
+    def __init__(self, model, learning_rate: float = 1e-4, loss: str = "bce"):
         import keras
         import tensorflow as tf
 
@@ -71,27 +71,56 @@ class MaskedTrainer:
         self.vars = list(model.trainable_weights)
         self.var_layer = [owner[id(v)] for v in self.vars]
         self.masks = [tf.Variable(1.0, trainable=False, dtype="float32") for _ in self.vars]
+        # per-variable update factors (llrd): w <- w_old + scale * (w_adam - w_old)
+        self.scales = [tf.Variable(1.0, trainable=False, dtype="float32") for _ in self.vars]
         self.optimizer = keras.optimizers.Adam(learning_rate)
         self.optimizer.build(self.vars)
-        self.loss_fn = keras.losses.BinaryCrossentropy()
+        self.loss_name = loss
+        self.loss_fn = make_loss(loss)
         self._model_state = [np.array(v.numpy()) for v in model.variables]  # incl. seed states
         self._opt_state = [np.array(v.numpy()) for v in self.optimizer.variables]
-        self._step = tf.function(self._train_step)
+        self._chosen: frozenset = frozenset()   # indices of the trained variables
+        self._scaled = False
+        self._steps: Dict[tuple, object] = {}
         self._infer = tf.function(lambda x: model(x, training=False))
 
-    def _train_step(self, x, y):
+    def _apply(self, grads, sub, scales):
+        """Adam on ``sub``; with ``scales`` each variable's update is multiplied by its
+        factor (an update, not a gradient, factor: Adam normalises gradients away)."""
+        if scales is None:
+            self.optimizer.apply_gradients(zip(grads, sub))
+            return
+        old = [v.value + 0 for v in sub]
+        self.optimizer.apply_gradients(zip(grads, sub))
+        for v, o, s in zip(sub, old, scales):
+            v.assign(o + s * (v.value - o))
+
+    def _make_step(self, scaled: bool):
         import tensorflow as tf
 
-        with tf.GradientTape() as tape:
-            pred = self.model(x, training=True)
-            loss = self.loss_fn(y, pred)
-        grads = tape.gradient(loss, self.vars)
-        grads = [g * tf.cast(m, g.dtype) for g, m in zip(grads, self.masks)]
-        self.optimizer.apply_gradients(zip(grads, self.vars))
-        return loss
+        scales = self.scales if scaled else None
 
-    def reset(self, weights=None, trainable_layers=(), learning_rate=None):
-        """Back to the initial state (or ``weights``), fresh optimizer, masks for a plan."""
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                pred = self.model(x, training=True)
+                loss = self.loss_fn(y, pred)
+            grads = tape.gradient(loss, self.vars)
+            grads = [g * tf.cast(m, g.dtype) for g, m in zip(grads, self.masks)]
+            self._apply(grads, self.vars, scales)
+            return loss
+
+        return tf.function(step)
+
+    def _step_for(self, x, y):
+        key = ("masked", self._scaled)
+        if key not in self._steps:
+            self._steps[key] = self._make_step(self._scaled)
+        return self._steps[key]
+
+    def reset(self, weights=None, trainable_layers=(), learning_rate=None, plan=None,
+              block_map=None):
+        """Back to the initial state (or ``weights``), fresh optimizer, and
+        :meth:`select` the trained variables."""
         for v, val in zip(self.model.variables, self._model_state):
             v.assign(val)
         if weights is not None:
@@ -100,9 +129,22 @@ class MaskedTrainer:
             v.assign(val)
         if learning_rate is not None:
             self.optimizer.learning_rate = float(learning_rate)
-        chosen = set(trainable_layers)
-        for m, name in zip(self.masks, self.var_layer):
-            m.assign(1.0 if name in chosen else 0.0)
+        self.select(trainable_layers, plan, block_map)
+
+    def select(self, trainable_layers=(), plan=None, block_map=None):
+        """Train the variables of ``trainable_layers`` from now on (weights and optimizer
+        state kept: gradual unfreezing). ``plan`` narrows them to the variables it trains
+        (``bitfit``: biases) and sets per-layer update factors (``llrd``; needs
+        ``block_map``)."""
+        layers = set(trainable_layers)
+        keep = (lambda v: True) if plan is None else (lambda v: plan.trains_variable(v.path))
+        chosen = frozenset(i for i, (v, name) in enumerate(zip(self.vars, self.var_layer))
+                           if name in layers and keep(v))
+        factors = plan.learning_rate_scales(block_map) if plan is not None else None
+        for i, (m, s, name) in enumerate(zip(self.masks, self.scales, self.var_layer)):
+            m.assign(1.0 if i in chosen else 0.0)
+            s.assign(1.0 if factors is None else factors.get(name, 1.0))
+        self._chosen, self._scaled = chosen, factors is not None
 
     def fit(self, dataset, epochs: int):
         """Train; returns ``(history rows, seconds per epoch)``; NaN loss raises."""
@@ -111,7 +153,7 @@ class MaskedTrainer:
             t0 = time.perf_counter()
             # one traced step per batch, no host sync until the epoch ends (a whole epoch
             # inside one graph was 2-3x slower here: the loop body is not optimised alike)
-            losses = [self._step(x, y) for x, y in dataset]
+            losses = [self._step_for(x, y)(x, y) for x, y in dataset]
             loss = float(np.mean([float(v) for v in losses])) if losses else float("nan")
             times.append(time.perf_counter() - t0)
             rows.append({"epoch": epoch, "loss": loss})
@@ -141,30 +183,25 @@ class SelectiveTrainer(MaskedTrainer):
             to trace.
     """
 
-    def __init__(self, model, learning_rate: float = 1e-4):
-        super().__init__(model, learning_rate)
-        self._steps: Dict[frozenset, object] = {}
-        self.trace_seconds: Dict[frozenset, float] = {}
-        self._chosen: frozenset = frozenset()
+    def __init__(self, model, learning_rate: float = 1e-4, loss: str = "bce"):
+        super().__init__(model, learning_rate, loss)
+        self.trace_seconds: Dict[tuple, float] = {}
         self._last_trace = 0.0
-
-    def reset(self, weights=None, trainable_layers=(), learning_rate=None):
-        super().reset(weights, trainable_layers, learning_rate)
-        self._chosen = frozenset(trainable_layers)
 
     def _step_for(self, x, y):
         import tensorflow as tf
 
-        key = self._chosen
+        key = (self._chosen, self._scaled)
         if key not in self._steps:
-            sub = [v for v, name in zip(self.vars, self.var_layer) if name in key]
+            sub = [self.vars[i] for i in sorted(self._chosen)]
+            scales = [self.scales[i] for i in sorted(self._chosen)] if self._scaled else None
 
             def step(xb, yb):
                 with tf.GradientTape() as tape:
                     pred = self.model(xb, training=True)
                     loss = self.loss_fn(yb, pred)
                 grads = tape.gradient(loss, sub)
-                self.optimizer.apply_gradients(zip(grads, sub))
+                self._apply(grads, sub, scales)
                 return loss
 
             spec_x = tf.TensorSpec((None,) + tuple(x.shape[1:]), x.dtype)
@@ -198,14 +235,16 @@ class SelectiveTrainer(MaskedTrainer):
 _SHARED: Dict[tuple, tuple] = {}
 
 
-def shared_selective(mcfg, precision: str, deterministic: bool, learning_rate: float):
+def shared_selective(mcfg, precision: str, deterministic: bool, learning_rate: float,
+                     loss: str = "bce"):
     """The process's model, block map and :class:`SelectiveTrainer` for a network config."""
-    key = (dataclasses.astuple(mcfg), precision, bool(deterministic))
+    key = (dataclasses.astuple(mcfg), precision, bool(deterministic), loss)
     if key not in _SHARED:
         # the first shared model starts a clean session; later ones keep the others alive
         resolved = fresh_session(0, precision, deterministic, clear=not _SHARED)
         model = build_from_config(mcfg)
-        _SHARED[key] = (model, BlockMap(model), SelectiveTrainer(model, learning_rate), resolved)
+        _SHARED[key] = (model, BlockMap(model), SelectiveTrainer(model, learning_rate, loss),
+                        resolved)
     return _SHARED[key]
 
 
@@ -299,10 +338,12 @@ class FoldSession:
             self.resolved = fresh_session(self.seed, precision, cfg.study.deterministic)
             self.model = build_from_config(self.mcfg)
             self.bm = BlockMap(self.model)
-            self.trainer = MaskedTrainer(self.model, cfg.finetune.learning_rate)
+            self.trainer = MaskedTrainer(self.model, cfg.finetune.learning_rate,
+                                         cfg.finetune.loss)
         elif self.kind == "selective":
             self.model, self.bm, self.trainer, self.resolved = shared_selective(
-                self.mcfg, precision, cfg.study.deterministic, cfg.finetune.learning_rate)
+                self.mcfg, precision, cfg.study.deterministic, cfg.finetune.learning_rate,
+                cfg.finetune.loss)
 
     def scratch_weights(self):
         """Random initial weights of this fold (seeded), for the ``scratch`` baseline."""
@@ -327,6 +368,10 @@ class FoldSession:
             init = self.scratch_weights()
         if self.kind in ("masked", "selective"):
             return self._train_masked(plan, steps, lrs, epochs, train, init)
+        if any(st.kind in METHOD_KINDS for st in steps):
+            raise ValueError(f"plan {str(plan)!r} needs the selective or masked trainer "
+                             f"(this run uses Keras' own: {self.cfg.study.trainer!r}, precision "
+                             f"{self.precision!r}); set study.trainer=selective")
         return self._train_keras(plan, steps, lrs, epochs, train, init, verbose)
 
     def _train_masked(self, plan, steps, lrs, epochs, train, init) -> Trained:
@@ -337,19 +382,31 @@ class FoldSession:
         for i, st in enumerate(steps):
             chosen = st.trainable_layers(self.bm) if plan.trains else frozenset()
             chosen_all |= chosen
+            first = st.epoch_layers(self.bm, 1) if plan.trains else frozenset()
             if i == 0:
-                self.trainer.reset(init, chosen, lrs[i])
+                self.trainer.reset(init, first, lrs[i], st, self.bm)
                 keras.utils.set_random_seed(self.seed)
                 before = weights_by_layer(self.model)
             else:  # next stage: keep the weights, fresh optimizer state
-                self.trainer.reset(self.model.get_weights(), chosen, lrs[i])
-            if epochs:
-                ds = make_dataset(train[0], train[1], ft.batch_size, shuffle=True,
-                                  seed=self.seed + i)
+                self.trainer.reset(self.model.get_weights(), first, lrs[i], st, self.bm)
+            if not epochs:
+                continue
+            ds = make_dataset(train[0], train[1], ft.batch_size, shuffle=True,
+                              seed=self.seed + i)
+            if st.kind == "gradual":  # one more block each epoch, optimizer state kept
+                r, t = [], []
+                for e in range(1, epochs + 1):
+                    self.trainer.select(st.epoch_layers(self.bm, e), st, self.bm)
+                    re_, te = self.trainer.fit(ds, 1)
+                    trace += getattr(self.trainer, "_last_trace", 0.0)
+                    r.append({**re_[0], "epoch": e,
+                              "trained_blocks": min(e, len(self.bm.blocks))})
+                    t += te
+            else:
                 r, t = self.trainer.fit(ds, epochs)
                 trace += getattr(self.trainer, "_last_trace", 0.0)
-                rows += [{**x, "stage": i + 1} for x in r]
-                times += t
+            rows += [{**x, "stage": i + 1} for x in r]
+            times += t
         report = plan_report(self.model, plan, chosen_all)
         return Trained(self.model, report, rows, times, before, self.bm, self.trainer.predict,
                        trace)
@@ -370,7 +427,7 @@ class FoldSession:
             with strategy_scope(self.strategy):
                 report = apply_plan(model, st if plan.trains else Plan("none"), block_map=bm,
                                     optimizer=keras.optimizers.Adam(lrs[i]),
-                                    loss="binary_crossentropy")
+                                    loss=make_loss(ft.loss))
             chosen_all |= set(report.trainable_layers)
             if epochs:
                 timer = EpochTimer()
@@ -488,5 +545,12 @@ class Diverged(RuntimeError):
 
 
 def save_model(model, path) -> None:
-    """``model.save`` atomically (a ``.keras`` file loadable with ``keras.models.load_model``)."""
+    """Save the network (architecture + weights, no optimizer or loss) atomically: a
+    ``.keras`` file that plain ``keras.models.load_model`` loads, no custom objects needed."""
+    import keras
+
+    if getattr(model, "compiled", False) or getattr(model, "optimizer", None) is not None:
+        bare = keras.models.clone_model(model)
+        bare.set_weights(model.get_weights())
+        model = bare
     atomic_write(path, model.save, suffix=".keras")

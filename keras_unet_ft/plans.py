@@ -14,6 +14,13 @@ frozen. Plans print as strings and parse back (``str(Plan.parse(s)) == s``)::
     deep_to_shallow:K[@scheme]              the K deepest units trained
     only_block:I[@scheme]                   unit I alone
     layers:REGEX                            layers whose name matches REGEX (re.search)
+    bitfit                                  biases only (BitFit, Ben Zaken et al. 2022)
+    llrd:GAMMA                              every layer, block k at lr * GAMMA^(N - k): layer-wise
+                                            learning-rate decay from the deepest block (N) down
+                                            (discriminative fine-tuning, Howard & Ruder 2018)
+    gradual:top | gradual:bottom            gradual unfreezing: one more block per epoch, from
+                                            the output end (top: the deepest block first, as
+                                            ULMFiT) or from the input end (bottom)
     MODEL/PLAN                              the plan on another network: xunet/all
     PLAN>PLAN[>...]                         stages trained one after the other, each with a
                                             fresh optimizer (V-Unet: expanding:blocks>all)
@@ -49,7 +56,10 @@ SIMPLE_KINDS = ("all", "none", "scratch", "freeze_bottleneck")
 SPLIT_KINDS = ("contracting", "expanding")
 SPLITS = ("conv", "blocks")
 UNIT_KINDS = ("shallow_to_deep", "deep_to_shallow", "only_block")
-KINDS = SIMPLE_KINDS + SPLIT_KINDS + UNIT_KINDS + ("layers", "staged")
+#: fine-tuning methods beyond freezing whole layers (per-variable, per-rate, per-epoch)
+METHOD_KINDS = ("bitfit", "llrd", "gradual")
+DIRECTIONS = ("top", "bottom")
+KINDS = SIMPLE_KINDS + SPLIT_KINDS + UNIT_KINDS + METHOD_KINDS + ("layers", "staged")
 
 #: named plan sets; ``N`` = units of the scheme, ``MID`` = (N + 1) // 2, ``1..N`` = every K
 PLAN_SETS: Dict[str, Tuple[str, ...]] = {
@@ -63,6 +73,9 @@ PLAN_SETS: Dict[str, Tuple[str, ...]] = {
               "shallow_to_deep:N", "deep_to_shallow:1", "deep_to_shallow:MID"),
     # Cheng & Lam: X-Unet all vs bottleneck frozen; V-Unet decoder first, then all
     "cheng": ("xunet/all", "xunet/freeze_bottleneck", "vunet/expanding:blocks>all"),
+    # block freezing against the other ways to fine-tune (BitFit, LLRD, gradual unfreezing)
+    "methods": ("contracting", "expanding", "shallow_to_deep:1", "deep_to_shallow:1",
+                "shallow_to_deep:N", "bitfit", "llrd:0.5", "gradual:top", "gradual:bottom"),
 }
 
 
@@ -80,6 +93,9 @@ class Plan:
         model: the network the plan is for (``unet``, ``xunet``, ``vunet``); None =
             the study's model.
         stages: for ``staged``: the plans trained one after the other.
+        gamma: for ``llrd``: the learning-rate factor per block of distance from
+            the deepest block, ``0 < gamma <= 1``.
+        direction: for ``gradual``: ``top`` (deepest block first) or ``bottom``.
 
     Examples:
         >>> Plan.parse("shallow_to_deep:3@level").k
@@ -98,6 +114,8 @@ class Plan:
     pattern: Optional[str] = None
     model: Optional[str] = None
     stages: Tuple["Plan", ...] = ()
+    gamma: Optional[float] = None
+    direction: Optional[str] = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -111,9 +129,9 @@ class Plan:
                 raise ValueError("a staged plan needs two or more stages, e.g. "
                                  "expanding:blocks>all")
             for st in self.stages:
-                if st.kind in BASELINES + ("staged",) or st.model is not None:
+                if st.kind in BASELINES + ("staged", "llrd", "gradual") or st.model is not None:
                     raise ValueError(f"stage {str(st)!r}: a stage is a plain plan (no "
-                                     "baseline, model prefix or nested stages)")
+                                     "baseline, llrd, gradual, model prefix or nested stages)")
         elif self.stages:
             raise ValueError(f"plan {self.kind!r} takes no stages")
         if self.kind in UNIT_KINDS:
@@ -136,6 +154,20 @@ class Plan:
                 raise ValueError(f"bad regular expression {self.pattern!r} in plan: {e}") from None
         elif self.pattern is not None:
             raise ValueError(f"plan {self.kind!r} takes no pattern, got {self.pattern!r}")
+        if self.kind == "llrd":
+            g = self.gamma
+            if g is None or isinstance(g, bool) or not isinstance(g, (int, float)) \
+                    or not 0 < g <= 1:
+                raise ValueError(f"plan 'llrd' needs a factor 0 < GAMMA <= 1, e.g. llrd:0.5; "
+                                 f"got {g!r}")
+        elif self.gamma is not None:
+            raise ValueError(f"plan {self.kind!r} takes no GAMMA, got {self.gamma!r}")
+        if self.kind == "gradual":
+            if self.direction not in DIRECTIONS:
+                raise ValueError(f"plan 'gradual' needs a direction in {DIRECTIONS} "
+                                 f"(gradual:top = deepest block first), got {self.direction!r}")
+        elif self.direction is not None:
+            raise ValueError(f"plan {self.kind!r} takes no direction, got {self.direction!r}")
 
     # -- strings ---------------------------------------------------------------
     def __str__(self) -> str:
@@ -152,6 +184,10 @@ class Plan:
             return self.kind if self.split == "conv" else f"{self.kind}:{self.split}"
         if self.kind == "layers":
             return f"layers:{self.pattern}"
+        if self.kind == "llrd":
+            return f"llrd:{self.gamma:g}"
+        if self.kind == "gradual":
+            return f"gradual:{self.direction}"
         return self.kind
 
     @classmethod
@@ -185,6 +221,19 @@ class Plan:
             return cls(kind)
         if kind in SPLIT_KINDS:
             return cls(kind, split=arg or "conv")
+        if kind == "bitfit":
+            if arg:
+                raise ValueError(f"plan 'bitfit' takes no argument, got {text!r}")
+            return cls(kind)
+        if kind == "llrd":
+            try:
+                gamma = float(arg)
+            except ValueError:
+                raise ValueError(f"bad plan {text!r}: expected llrd:GAMMA with a number "
+                                 "0 < GAMMA <= 1, e.g. llrd:0.5") from None
+            return cls(kind, gamma=gamma)
+        if kind == "gradual":
+            return cls(kind, direction=arg or None)
         if kind in UNIT_KINDS:
             num, _, scheme = arg.partition("@")
             try:
@@ -238,10 +287,44 @@ class Plan:
             out = out | layers
         return out
 
+    def trains_variable(self, var_name: str) -> bool:
+        """Whether a variable of a trained layer is trained, by its name in the layer
+        (``kernel``, ``bias``, ...): ``bitfit`` trains the biases only."""
+        return self.kind != "bitfit" or var_name.rsplit("/", 1)[-1] == "bias"
+
+    def learning_rate_scales(self, block_map) -> Optional[Dict[str, float]]:
+        """``llrd``: each weighted layer's learning-rate factor, ``GAMMA ** (N - k)`` for a
+        layer of block ``k`` of ``N`` (path scheme; 1.0 for the deepest block); None for
+        every other plan (one rate for all)."""
+        if self.kind != "llrd":
+            return None
+        n = len(block_map.blocks)
+        return {name: float(self.gamma) ** (n - b.index)
+                for b in block_map.blocks for name in b.weighted_layers}
+
+    def epoch_layers(self, block_map, epoch: int) -> FrozenSet[str]:
+        """``gradual``: the layers trained in epoch ``epoch`` (1-based): the ``epoch``
+        deepest blocks (``top``) or shallowest blocks (``bottom``), all of them from
+        epoch N on. Other plans: :meth:`trainable_layers` in every epoch."""
+        if self.kind != "gradual":
+            return self.trainable_layers(block_map)
+        if int(epoch) < 1:
+            raise ValueError(f"epochs count from 1, got {epoch!r}")
+        n = len(block_map.blocks)
+        k = min(int(epoch), n)
+        idx = range(n - k + 1, n + 1) if self.direction == "top" else range(1, k + 1)
+        return frozenset(name for b in block_map.blocks if b.index in idx
+                         for name in b.weighted_layers)
+
     def _layers(self, bm) -> FrozenSet[str]:
         weighted = [n for b in bm.blocks for n in b.weighted_layers]
-        if self.kind in ("all", "scratch"):
+        if self.kind in ("all", "scratch", "llrd", "gradual"):
             return frozenset(weighted)
+        if self.kind == "bitfit":
+            model = bm.model
+            return frozenset(n for n in weighted
+                             if any(self.trains_variable(w.path) for w in
+                                    model.get_layer(n).weights))
         if self.kind == "none":
             return frozenset()
         if self.kind == "freeze_bottleneck":
@@ -349,8 +432,8 @@ def group_plans(plans: Sequence[str], block_maps: Mapping[str, object],
     for p in plans:
         plan = Plan.parse(p)
         kind = plan.model_or(default_model)
-        if plan.is_baseline:
-            key, label = (kind, f"__{plan.kind}__"), p
+        if plan.is_baseline or plan.kind in METHOD_KINDS:
+            key, label = (kind, f"__{plan.bare}__"), str(plan) if plan.model else str(plan.bare)
         else:
             sets = tuple(layers if layers else frozenset({"__none__"})
                          for layers in plan.stage_layers(block_maps[kind]))
@@ -369,7 +452,7 @@ class PlanRow:
     """One row of :func:`plan_matrix`."""
 
     plan: str
-    cells: List[str]            # per block: "X" all of it trained, "x" part, "." frozen
+    cells: List[str]            # per block: "X" all of it trained, "x" part, "b" biases, "." frozen
     trainable_layers: List[str]
     trainable_params: int
     total_params: int
@@ -398,10 +481,13 @@ def plan_matrix(plans: Sequence[str], block_map) -> List[PlanRow]:
         cells = []
         for b in block_map.blocks:
             hit = [n for n in b.weighted_layers if n in chosen]
-            cells.append("X" if hit and len(hit) == len(b.weighted_layers)
-                         else "x" if hit else ".")
+            cells.append("." if not hit else "b" if plan.kind == "bitfit"
+                         else "X" if len(hit) == len(b.weighted_layers) else "x")
+        n_params = (sum(params[n] for n in chosen) if plan.kind != "bitfit" else
+                    count_params([w for n in chosen for w in block_map.model.get_layer(n).weights
+                                  if plan.trains_variable(w.path)]))
         rows.append(PlanRow(str(p), cells, [n for n in order if n in chosen],
-                            sum(params[n] for n in chosen), block_map.total_params))
+                            n_params, block_map.total_params))
     return rows
 
 
@@ -423,7 +509,7 @@ def format_matrix(rows: Sequence[PlanRow], block_map, markdown: bool = False) ->
         lines.append(f"{r.plan:<{w}}  " + " ".join(f"{c:>3}" for c in r.cells)
                      + f"  {r.trainable_params:>12,} {r.share:>6.2f}%")
     lines.append("columns: block index + part (c contracting, b bottleneck, e expanding); "
-                 "X = whole block trained, x = part of it, . = frozen")
+                 "X = whole block trained, x = part of it, b = its biases only, . = frozen")
     return "\n".join(lines)
 
 
@@ -459,8 +545,10 @@ def count_params(weights) -> int:
 def plan_report(model, plan, layers) -> PlanReport:
     """A :class:`PlanReport` for ``layers`` (names) trained on ``model``."""
     chosen = set(layers)
+    plan = Plan.parse(plan)
     ordered = tuple(layer.name for layer in model.layers if layer.name in chosen)
-    n_tr = sum(count_params(layer.weights) for layer in model.layers if layer.name in chosen)
+    n_tr = sum(count_params([w for w in layer.weights if plan.trains_variable(w.path)])
+               for layer in model.layers if layer.name in chosen)
     return PlanReport(str(plan), ordered, n_tr, count_params(model.weights) - n_tr)
 
 
@@ -495,6 +583,11 @@ def apply_plan(model, plan, *, block_map=None, optimizer=None, loss=None, metric
         9403840
     """
     plan = Plan.parse(plan)
+    if plan.kind in ("bitfit", "llrd", "gradual") or any(
+            st.kind == "bitfit" for st in plan.steps):
+        raise ValueError(f"plan {str(plan)!r} is not a set of trainable layers: Keras' "
+                         "trainable flags cannot express it; train it with "
+                         "study.trainer=selective or masked")
     if plan.kind == "staged":
         raise ValueError(f"apply_plan takes one stage at a time; got the staged plan "
                          f"{str(plan)!r} (apply {', then '.join(map(str, plan.stages))})")

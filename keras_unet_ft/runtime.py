@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from .config import PRECISIONS
+from .config import LOSSES, PRECISIONS
 
 log = logging.getLogger("keras_unet_ft")
 _POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
@@ -151,6 +151,45 @@ def predict(model, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
     """Probabilities ``(N, H, W, 1)`` as float32."""
     out = model.predict(images.astype(np.float32, copy=False), batch_size=batch_size, verbose=0)
     return np.asarray(out, dtype=np.float32)
+
+
+DICE_SMOOTH = 1.0  # added to numerator and denominator of the soft Dice (empty masks: loss 0)
+
+
+def make_loss(name: str = "bce"):
+    """The fine-tuning loss ``name`` as a function ``(y_true, y_pred) -> scalar``.
+
+    Args:
+        name: ``bce`` (binary cross-entropy, the paper's), ``dice`` (soft Dice per image,
+            ``1 - (2|Y.P| + 1) / (|Y| + |P| + 1)``, averaged over the batch) or ``bce+dice``
+            (their sum).
+
+    Examples:
+        >>> import numpy as np
+        >>> y = np.ones((1, 4, 4, 1), "float32")
+        >>> round(float(make_loss("dice")(y, y)), 6)
+        0.0
+    """
+    import keras
+
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}")
+    bce = keras.losses.BinaryCrossentropy()
+    ops = keras.ops
+
+    def dice(y_true, y_pred):
+        y = ops.cast(y_true, "float32")
+        p = ops.cast(y_pred, "float32")
+        axes = tuple(range(1, len(p.shape)))
+        inter = ops.sum(y * p, axis=axes)
+        den = ops.sum(y, axis=axes) + ops.sum(p, axis=axes)
+        return ops.mean(1.0 - (2.0 * inter + DICE_SMOOTH) / (den + DICE_SMOOTH))
+
+    if name == "bce":
+        return bce
+    if name == "dice":
+        return dice
+    return lambda y_true, y_pred: bce(y_true, y_pred) + dice(y_true, y_pred)
 
 
 def history_rows(history) -> list:

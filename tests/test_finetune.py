@@ -144,3 +144,118 @@ def test_selective_trainer_traces_each_trainable_set_once():
         traces.append(session.train(plan, train, init).trace_seconds)
     assert traces[0] > 0 and traces[1] > 0 and traces[3] > 0      # first use of a set
     assert traces[2] == 0 and traces[4] == 0                       # reused across folds
+
+
+# -- plan kinds beyond freezing: llrd, gradual, bitfit; the loss choice --------------------
+def _tiny_init(dropout="0"):
+    import keras
+
+    from keras_unet_ft.model import build_unet
+
+    keras.utils.set_random_seed(0)
+    init = build_unet((32, 32, 1), base_filters=4, dropout=float(dropout)).get_weights()
+    x = np.random.default_rng(7).random((8, 32, 32, 1), dtype=np.float32)
+    return init, (x, (x > 0.55).astype(np.uint8))
+
+
+def _changed_blocks(tr):
+    """Block indices with any weight different from before training."""
+    out = set()
+    for b in tr.block_map.blocks:
+        for name in b.weighted_layers:
+            now = tr.model.get_layer(name).get_weights()
+            if any(not np.array_equal(a, w) for a, w in zip(tr.weights_before[name], now)):
+                out.add(b.index)
+    return out
+
+
+@pytest.mark.parametrize("trainer", ["selective", "masked"])
+def test_llrd_scales_each_blocks_update_by_gamma_powers(trainer):
+    """One Adam step (first step: |update| = lr for every weight with a gradient):
+    the update of block k under llrd:0.5 is 0.5^(N-k) times the update under ``all``."""
+    init, train = _tiny_init()
+    x, y = train[0][:4], train[1][:4]
+    delta = {}
+    for plan in ("all", "llrd:0.5"):
+        finetune.clear_shared()
+        c = tiny_config(**{"study.trainer": trainer, "model.dropout": "0",
+                           "finetune.batch_size": "4", "finetune.epochs": "1"})
+        tr = finetune.FoldSession(c, 0, "fp32").train(plan, (x, y), init)
+        delta[plan] = {name: [np.abs(a.astype(np.float64) - b) for a, b in
+                              zip(tr.weights_before[name], tr.model.get_layer(name).get_weights())]
+                       for name in tr.weights_before}
+        bm = tr.block_map
+    n = len(bm.blocks)
+    for b in bm.blocks:
+        full = np.concatenate([d.ravel() for name in b.weighted_layers for d in delta["all"][name]])
+        part = np.concatenate([d.ravel() for name in b.weighted_layers
+                               for d in delta["llrd:0.5"][name]])
+        moved = full > 1e-7
+        ratio = float(np.median(part[moved] / full[moved]))
+        assert ratio == pytest.approx(0.5 ** (n - b.index), rel=2e-3), (b.index, ratio)
+
+
+@pytest.mark.parametrize("plan, epochs, expected", [
+    ("gradual:top", 1, {9}), ("gradual:top", 3, {7, 8, 9}),
+    ("gradual:bottom", 2, {1, 2}),
+])
+def test_gradual_trains_one_more_block_each_epoch(plan, epochs, expected):
+    init, train = _tiny_init()
+    finetune.clear_shared()
+    c = tiny_config(**{"finetune.epochs": str(epochs)})
+    tr = finetune.FoldSession(c, 0, "fp32").train(plan, train, init)
+    assert _changed_blocks(tr) == expected
+    assert [r["trained_blocks"] for r in tr.history] == list(range(1, epochs + 1))
+    assert [r["epoch"] for r in tr.history] == list(range(1, epochs + 1))
+
+
+@pytest.mark.parametrize("trainer", ["selective", "masked"])
+def test_bitfit_changes_biases_only(trainer):
+    init, train = _tiny_init()
+    finetune.clear_shared()
+    c = tiny_config(**{"study.trainer": trainer})
+    tr = finetune.FoldSession(c, 0, "fp32").train("bitfit", train, init)
+    n_bias = 0
+    for layer in tr.model.layers:
+        for w, before in zip(layer.weights, tr.weights_before.get(layer.name, [])):
+            same = np.array_equal(np.asarray(w), before)
+            if w.path.endswith("/bias"):
+                n_bias += int(w.shape[0])
+                assert not same, w.path
+            else:
+                assert same, w.path
+    assert tr.report.trainable_params == n_bias
+
+
+def test_method_plans_need_the_selective_or_masked_trainer():
+    init, train = _tiny_init()
+    c = tiny_config(**{"study.trainer": "keras"})
+    with pytest.raises(ValueError, match="study.trainer=selective"):
+        finetune.FoldSession(c, 0, "fp32").train("llrd:0.5", train, init)
+
+
+@pytest.mark.parametrize("loss", ["bce", "dice", "bce+dice"])
+def test_loss_choice_trains(loss):
+    init, train = _tiny_init()
+    finetune.clear_shared()
+    c = tiny_config(**{"finetune.loss": loss, "finetune.epochs": "2"})
+    tr = finetune.FoldSession(c, 0, "fp32").train("all", train, init)
+    losses = [r["loss"] for r in tr.history]
+    assert all(np.isfinite(losses))
+    if loss == "dice":
+        assert 0.0 <= min(losses) and max(losses) <= 1.0
+
+
+def test_loss_values():
+    from keras_unet_ft.runtime import make_loss
+
+    y = np.zeros((2, 4, 4, 1), np.float32)
+    y[0, :2] = 1.0
+    p = np.full_like(y, 0.5)
+    dice = float(make_loss("dice")(y, p))
+    # image 0: inter 4, |Y| 8, |P| 8 -> 1 - 9/17; image 1: inter 0, |Y| 0, |P| 8 -> 1 - 1/9
+    assert dice == pytest.approx(((1 - 9 / 17) + (1 - 1 / 9)) / 2, rel=1e-5)
+    both = float(make_loss("bce+dice")(y, p))
+    assert both == pytest.approx(dice + float(np.log(2.0)), rel=1e-4)
+    with pytest.raises(ValueError, match="unknown loss 'focal'"):
+        make_loss("focal")

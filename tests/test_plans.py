@@ -6,7 +6,7 @@ import keras
 from keras_unet_ft.blocks import BlockMap
 from keras_unet_ft.cli import main
 from keras_unet_ft.model import build_unet, build_xunet
-from keras_unet_ft.plans import Plan, apply_plan, plan_set
+from keras_unet_ft.plans import Plan, apply_plan, group_plans, plan_matrix, plan_set
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,13 @@ def test_layers_regex_plan(small):
     ("contracting:halves", "unknown split 'halves'"),
     ("layers:(", "bad regular expression"),
     ("", "non-empty string"),
+    ("llrd", "expected llrd:GAMMA"),
+    ("llrd:0", "0 < GAMMA <= 1"),
+    ("llrd:1.5", "0 < GAMMA <= 1"),
+    ("gradual", "needs a direction"),
+    ("gradual:sideways", "needs a direction in"),
+    ("bitfit:2", "takes no argument"),
+    ("llrd:0.5>all", "a stage is a plain plan"),
 ])
 def test_bad_plan_strings(text, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
@@ -248,3 +255,35 @@ def test_docs_plans_md_is_current():
     path = pathlib.Path(__file__).parents[1] / "docs" / "plans.md"
     assert path.read_text() == plans_doc(), \
         "docs/plans.md is stale: run `unet-ft plans --write-doc docs/plans.md`"
+
+
+@pytest.mark.parametrize("text", ["bitfit", "llrd:0.5", "llrd:1", "gradual:top",
+                                  "gradual:bottom", "xunet/bitfit", "bitfit>all"])
+def test_method_plans_print_and_parse_back(text):
+    assert str(Plan.parse(text)) == text
+
+
+def test_method_plans_resolve(small):
+    model, bm = small
+    every = frozenset(n for b in bm.blocks for n in b.weighted_layers)
+    assert _trainable(bm, "llrd:0.5") == every == _trainable(bm, "gradual:top")
+    scales = Plan.parse("llrd:0.5").learning_rate_scales(bm)
+    assert scales["head_out"] == 1.0 and scales["enc1_conv1"] == 0.5 ** 8
+    assert Plan.parse("all").learning_rate_scales(bm) is None
+    top, bottom = Plan.parse("gradual:top"), Plan.parse("gradual:bottom")
+    assert top.epoch_layers(bm, 2) == _blocks(bm, [8, 9])
+    assert bottom.epoch_layers(bm, 1) == _blocks(bm, [1])
+    assert top.epoch_layers(bm, 20) == every
+    rows = {r.plan: r for r in plan_matrix(["bitfit", "all"], bm)}
+    biases = sum(int(w.shape[0]) for w in model.weights if w.path.endswith("/bias"))
+    assert rows["bitfit"].trainable_params == biases and set(rows["bitfit"].cells) == {"b"}
+    with pytest.raises(ValueError, match="trainer=selective"):
+        apply_plan(model, "bitfit", compile=False)
+
+
+def test_method_plans_are_never_merged_with_all(small):
+    _, bm = small
+    groups = group_plans(["all", "llrd:0.5", "gradual:top", "shallow_to_deep:9"],
+                         {"unet": bm}, "unet")
+    assert [(g[0], g[1]) for g in groups] == [("all", ["shallow_to_deep:9"]),
+                                             ("llrd:0.5", []), ("gradual:top", [])]
