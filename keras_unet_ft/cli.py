@@ -1,4 +1,5 @@
-"""The ``unet-ft`` command line: plans | data | pretrain | study | report."""
+"""The ``unet-ft`` command line: plans | data | pretrain | study | report | finetune |
+predict | export."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from .blocks import BlockMap  # noqa: E402
 from .config import (MODEL_KINDS, PRECISIONS, PROFILES, config_from_dict, load_config,  # noqa: E402
-                     parse_set)
+                     parse_set, set_value, validate)
 from .data.registry import REGISTRY, load_dataset, loader_options  # noqa: E402
 from .data.show import show_grid  # noqa: E402
 from .data.study_data import load_pretrain_data  # noqa: E402
+from .deploy import EXPORT_FORMATS, THRESHOLD, export_model, finetune_model, predict_images  # noqa: E402
 from .io import atomic_write_text, read_json  # noqa: E402
-from .layout import pretrained_dir  # noqa: E402
+from .layout import load_config_of, pretrained_dir  # noqa: E402
 from .model import build_model  # noqa: E402
 from .pipeline import (EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, aggregate, outcome,  # noqa: E402
                        run)
@@ -137,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "three networks) to PATH")
     p.set_defaults(func=cmd_plans)
 
-    for register in (_register_data, _register_study):
+    for register in (_register_data, _register_study, _register_use):
         register(sub)
     return parser
 
@@ -216,9 +218,17 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    help="neither read nor write the dataset cache")
     p.add_argument("--max-minutes", type=float, metavar="M",
                    help="stop cleanly before M minutes (exit code 4); run again to continue")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="TensorBoard event files of pretraining and every run under DIR "
+                        "(needs the tensorboard extra)")
 
 
 def config_from_args(args):
+    return load_config(args.profile, overrides_from_args(args))
+
+
+def overrides_from_args(args) -> dict:
+    """``--set`` and the named options as config overrides."""
     overrides = parse_set(args.set)
     if getattr(args, "precision", None):
         overrides["study.precision"] = args.precision
@@ -232,9 +242,11 @@ def config_from_args(args):
         overrides["study.plans"] = args.plans
     if getattr(args, "model", None):
         overrides["model.kind"] = args.model
+    if getattr(args, "tensorboard", None):
+        overrides["study.tensorboard"] = args.tensorboard
     if getattr(args, "no_cache", False):
         overrides["data.cache"] = "false"
-    return load_config(args.profile, overrides)
+    return overrides
 
 
 def cmd_pretrain(args) -> int:
@@ -319,13 +331,90 @@ def _register_study(sub) -> None:
     p.set_defaults(func=cmd_report)
 
 
+def finetune_config(args):
+    """The config of ``unet-ft finetune``: ``--profile`` (default quick), or the config of
+    the study folder given as ``--pretrained`` (so the network fits), then ``--set``."""
+    pre = pathlib.Path(args.pretrained) if args.pretrained else None
+    if args.profile is None and pre is not None and (pre / "config.json").exists():
+        cfg = load_config_of(pre)
+        for key, value in overrides_from_args(args).items():
+            set_value(cfg, key, value)
+        return validate(cfg)
+    args.profile = args.profile or "quick"
+    return config_from_args(args)
+
+
+def cmd_finetune(args) -> int:
+    set_threads(args.threads)
+    cfg = finetune_config(args)
+    s = finetune_model(cfg, args.target, args.plan, args.out, pretrained=args.pretrained,
+                       val_fraction=args.val_fraction, verbose=1 if args.verbose else 0)
+    val = (f"; validation Dice {s['val_dice_mean']:.3f} on {s['n_val']} images"
+           if s.get("n_val") else "")
+    print(f"fine-tuned {s['plan']} on {s['n_train']} images of {s['target']} in "
+          f"{s['train_seconds']:.0f} s ({s['trainable_params']:,} trainable parameters){val}")
+    print(f"model: {pathlib.Path(args.out) / 'model.keras'}  (unet-ft predict "
+          f"{args.out} IMAGES... --out DIR)")
+    return EXIT_OK
+
+
+def cmd_predict(args) -> int:
+    rows = predict_images(args.model, args.inputs, args.out, threshold=args.threshold,
+                          batch_size=args.batch_size, overlays=not args.no_overlay)
+    empty = sum(r["foreground_percent"] == 0 for r in rows)
+    print(f"segmented {len(rows)} images into {args.out} (masks, probabilities"
+          f"{'' if args.no_overlay else ', overlays'}, predictions.csv)"
+          + (f"; {empty} with nothing found" if empty else ""))
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    path = export_model(args.model, args.format, args.out)
+    print(f"exported {args.format}: {path}")
+    return EXIT_OK
+
+
+def _register_use(sub) -> None:
+    p = sub.add_parser("finetune", help="train one plan on all images of a target; keep the "
+                       "model")
+    add_config_args(p)
+    p.set_defaults(profile=None)
+    p.add_argument("--target", required=True, help="dataset spec, e.g. busi:ROOT or sim_bus")
+    p.add_argument("--plan", required=True,
+                   help="the plan, e.g. deep_to_shallow:3, xunet/all, llrd:0.5")
+    p.add_argument("--out", required=True, help="output folder (model.keras, history, summary)")
+    p.add_argument("--pretrained", help="pretrained model (.keras) or a study's results folder "
+                   "(its pretrained model and, without --profile, its config); default: "
+                   "pretrain first, into OUT/pretrained")
+    p.add_argument("--val-fraction", type=float, default=0.0,
+                   help="share of images held out and scored (default 0: train on all)")
+    p.add_argument("--threads", type=int, help="TensorFlow intra-op threads")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("predict", help="segment images with a saved model")
+    p.add_argument("model", help="model.keras, a finetune output folder or a study run folder")
+    p.add_argument("inputs", nargs="+", help="image files and / or folders of images")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--threshold", type=float, default=THRESHOLD,
+                   help=f"probability above which a pixel is foreground (default {THRESHOLD})")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-overlay", action="store_true", help="no overlay images")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a saved model (SavedModel or TFLite)")
+    p.add_argument("model", help="model.keras, a finetune output folder or a study run folder")
+    p.add_argument("--format", required=True, choices=list(EXPORT_FORMATS))
+    p.add_argument("--out", help="output folder / file (default: next to the model)")
+    p.set_defaults(func=cmd_export)
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"unet-ft: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

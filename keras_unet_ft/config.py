@@ -81,6 +81,8 @@ class StudyConfig:
     # fine-tuned weights kept as runs/.../model.keras: none | figures (the runs the
     # figures need: all layers, fold 0, per target) | all
     save_weights: str = "figures"
+    # TensorBoard event files of pretraining and every run under this folder (--tensorboard)
+    tensorboard: Optional[str] = None
 
 
 @dataclasses.dataclass

@@ -30,8 +30,8 @@ from .blocks import BlockMap
 from .metrics import METRICS, batch_metrics
 from .model import build_from_config, model_config
 from .plans import METHOD_KINDS, Plan, apply_plan, plan_report
-from .runtime import (EpochTimer, NaNLossError, fresh_session, history_rows, make_dataset,
-                      make_loss, predict, strategy_scope)
+from .runtime import (EpochTimer, NaNLossError, ScalarLog, fresh_session, history_rows,
+                      make_dataset, make_loss, predict, strategy_scope, tensorboard_callback)
 
 log = logging.getLogger("keras_unet_ft")
 
@@ -146,8 +146,9 @@ class MaskedTrainer:
             s.assign(1.0 if factors is None else factors.get(name, 1.0))
         self._chosen, self._scaled = chosen, factors is not None
 
-    def fit(self, dataset, epochs: int):
-        """Train; returns ``(history rows, seconds per epoch)``; NaN loss raises."""
+    def fit(self, dataset, epochs: int, log=None):
+        """Train; returns ``(history rows, seconds per epoch)``; NaN loss raises.
+        ``log(step, loss=..., seconds=...)`` is called after every epoch (TensorBoard)."""
         rows, times = [], []
         for epoch in range(1, int(epochs) + 1):
             t0 = time.perf_counter()
@@ -157,6 +158,8 @@ class MaskedTrainer:
             loss = float(np.mean([float(v) for v in losses])) if losses else float("nan")
             times.append(time.perf_counter() - t0)
             rows.append({"epoch": epoch, "loss": loss})
+            if log is not None:
+                log(epoch, loss=loss, seconds=times[-1])
             if not np.isfinite(loss):
                 raise NaNLossError(f"loss became NaN/inf at epoch {epoch}")
         return rows, times
@@ -211,9 +214,10 @@ class SelectiveTrainer(MaskedTrainer):
             self.trace_seconds[key] = self._last_trace = time.perf_counter() - t0
         return self._steps[key]
 
-    def fit(self, dataset, epochs: int):
+    def fit(self, dataset, epochs: int, log=None):
         """Train; returns ``(history rows, seconds per epoch)`` without the trace time
-        (``self._last_trace`` holds it when this call traced); NaN loss raises."""
+        (``self._last_trace`` holds it when this call traced); NaN loss raises.
+        ``log(step, loss=..., seconds=...)`` is called after every epoch (TensorBoard)."""
         self._last_trace = 0.0
         if not self._chosen:
             raise ValueError("no trainable layers: nothing to train")
@@ -226,6 +230,8 @@ class SelectiveTrainer(MaskedTrainer):
             loss = float(np.mean([float(v) for v in losses])) if losses else float("nan")
             times.append(time.perf_counter() - t0 - (self._last_trace if epoch == 1 else 0.0))
             rows.append({"epoch": epoch, "loss": loss})
+            if log is not None:
+                log(epoch, loss=loss, seconds=times[-1])
             if not np.isfinite(loss):
                 raise NaNLossError(f"loss became NaN/inf at epoch {epoch}")
         return rows, times
@@ -300,6 +306,13 @@ def relative_change(before, after, bm) -> Dict[str, float]:
     return out
 
 
+def _shifted(log, offset: int):
+    """``log`` with its step moved by ``offset`` (stages and gradual epochs: one x axis)."""
+    if log is None:
+        return None
+    return lambda step, **scalars: log(step + offset, **scalars)
+
+
 @dataclasses.dataclass
 class Trained:
     """What :meth:`FoldSession.train` returns."""
@@ -356,8 +369,10 @@ class FoldSession:
             del fresh
         return self._scratch
 
-    def train(self, plan, train, pretrained_weights, verbose: int = 0) -> Trained:
-        """Train ``plan`` (a :class:`Plan` or string) on ``train = (images, masks)``."""
+    def train(self, plan, train, pretrained_weights, verbose: int = 0,
+              log_dir=None) -> Trained:
+        """Train ``plan`` (a :class:`Plan` or string) on ``train = (images, masks)``;
+        with ``log_dir`` its epoch scalars go to TensorBoard event files there."""
         plan = Plan.parse(plan).bare
         ft = self.cfg.finetune
         steps = [Plan("all") if plan.kind == "scratch" else st for st in plan.steps]
@@ -367,14 +382,19 @@ class FoldSession:
         if self.kind == "selective" and init is None:
             init = self.scratch_weights()
         if self.kind in ("masked", "selective"):
-            return self._train_masked(plan, steps, lrs, epochs, train, init)
+            log = ScalarLog(log_dir) if log_dir is not None and epochs else None
+            try:
+                return self._train_masked(plan, steps, lrs, epochs, train, init, log)
+            finally:
+                if log is not None:
+                    log.close()
         if any(st.kind in METHOD_KINDS for st in steps):
             raise ValueError(f"plan {str(plan)!r} needs the selective or masked trainer "
                              f"(this run uses Keras' own: {self.cfg.study.trainer!r}, precision "
                              f"{self.precision!r}); set study.trainer=selective")
-        return self._train_keras(plan, steps, lrs, epochs, train, init, verbose)
+        return self._train_keras(plan, steps, lrs, epochs, train, init, verbose, log_dir)
 
-    def _train_masked(self, plan, steps, lrs, epochs, train, init) -> Trained:
+    def _train_masked(self, plan, steps, lrs, epochs, train, init, log=None) -> Trained:
         import keras
 
         ft = self.cfg.finetune
@@ -397,13 +417,13 @@ class FoldSession:
                 r, t = [], []
                 for e in range(1, epochs + 1):
                     self.trainer.select(st.epoch_layers(self.bm, e), st, self.bm)
-                    re_, te = self.trainer.fit(ds, 1)
+                    re_, te = self.trainer.fit(ds, 1, _shifted(log, len(rows) + e - 1))
                     trace += getattr(self.trainer, "_last_trace", 0.0)
                     r.append({**re_[0], "epoch": e,
                               "trained_blocks": min(e, len(self.bm.blocks))})
                     t += te
             else:
-                r, t = self.trainer.fit(ds, epochs)
+                r, t = self.trainer.fit(ds, epochs, _shifted(log, len(rows)))
                 trace += getattr(self.trainer, "_last_trace", 0.0)
             rows += [{**x, "stage": i + 1} for x in r]
             times += t
@@ -411,7 +431,8 @@ class FoldSession:
         return Trained(self.model, report, rows, times, before, self.bm, self.trainer.predict,
                        trace)
 
-    def _train_keras(self, plan, steps, lrs, epochs, train, init, verbose) -> Trained:
+    def _train_keras(self, plan, steps, lrs, epochs, train, init, verbose,
+                     log_dir=None) -> Trained:
         import keras
 
         ft = self.cfg.finetune
@@ -433,8 +454,12 @@ class FoldSession:
                 timer = EpochTimer()
                 ds = make_dataset(train[0], train[1], ft.batch_size, shuffle=True,
                                   seed=self.seed + i)
+                callbacks = [keras.callbacks.TerminateOnNaN(), timer]
+                if log_dir is not None:
+                    callbacks.append(tensorboard_callback(
+                        log_dir if len(steps) == 1 else f"{log_dir}/stage_{i + 1}"))
                 history = model.fit(ds, epochs=epochs, verbose=verbose, shuffle=False,
-                                    callbacks=[keras.callbacks.TerminateOnNaN(), timer])
+                                    callbacks=callbacks)
                 r = history_rows(history)
                 losses = [x.get("loss", np.nan) for x in r]
                 if len(losses) < epochs or not np.all(np.isfinite(losses)):
@@ -477,7 +502,8 @@ def divergence(history: List[dict], probs: np.ndarray) -> Optional[str]:
 
 
 def run_one(cfg: Config, target: str, fold: int, plan: str, model_kind: str, train, test,
-            pretrained_weights, session: FoldSession, verbose: int = 0) -> RunResult:
+            pretrained_weights, session: FoldSession, verbose: int = 0,
+            log_dir=None) -> RunResult:
     """Train ``plan`` on ``train``, evaluate on ``test = (images, masks, ids)``.
 
     Metrics are means over the test images *with an object* (images whose mask is
@@ -490,7 +516,7 @@ def run_one(cfg: Config, target: str, fold: int, plan: str, model_kind: str, tra
     parsed = Plan.parse(plan)
     t0 = time.perf_counter()
     try:
-        tr = session.train(parsed, train, pretrained_weights, verbose)
+        tr = session.train(parsed, train, pretrained_weights, verbose, log_dir)
     except NaNLossError as e:
         raise Diverged(str(e)) from None
     train_seconds = time.perf_counter() - t0
@@ -547,10 +573,9 @@ class Diverged(RuntimeError):
 def save_model(model, path) -> None:
     """Save the network (architecture + weights, no optimizer or loss) atomically: a
     ``.keras`` file that plain ``keras.models.load_model`` loads, no custom objects needed."""
-    import keras
 
-    if getattr(model, "compiled", False) or getattr(model, "optimizer", None) is not None:
-        bare = keras.models.clone_model(model)
-        bare.set_weights(model.get_weights())
-        model = bare
-    atomic_write(path, model.save, suffix=".keras")
+    # rebuilt from its config: uncompiled, so no loss or optimizer is saved (clone_model
+    # would compile the copy from the original's compile config)
+    bare = type(model).from_config(model.get_config())
+    bare.set_weights(model.get_weights())
+    atomic_write(path, bare.save, suffix=".keras")

@@ -25,7 +25,8 @@ from .data.study_data import load_pretrain_data
 from .io import atomic_write_text, read_csv, read_json, write_csv
 from .layout import pretrained_dir
 from .model import build_from_config, model_config
-from .runtime import EpochTimer, NaNLossError, fresh_session, make_dataset, strategy_scope
+from .runtime import (EpochTimer, NaNLossError, fresh_session, make_dataset, strategy_scope,
+                      tensorboard_callback)
 
 log = logging.getLogger("keras_unet_ft")
 
@@ -102,6 +103,9 @@ def pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
                  keras.callbacks.TerminateOnNaN(), timer]
     if deadline is not None:
         callbacks.append(stop_before(deadline))
+    if cfg.study.tensorboard:
+        callbacks.append(tensorboard_callback(pathlib.Path(cfg.study.tensorboard) / "pretrain"
+                                              / cfg.model.kind))
     t0 = time.perf_counter()
     model.fit(tr, validation_data=va, epochs=pc.epochs, verbose=verbose, shuffle=False,
               callbacks=callbacks)

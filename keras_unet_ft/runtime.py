@@ -217,5 +217,52 @@ class EpochTimer:
         return _Timer()
 
 
+TENSORBOARD_HINT = "pip install 'keras-unet-ft[tensorboard]'"
+
+
+def require_tensorboard() -> None:
+    """Fail early, with the fix, when ``--tensorboard`` is asked without TensorBoard."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ValueError(f"--tensorboard needs the tensorboard package: {TENSORBOARD_HINT}"
+                         ) from None
+
+
+def tensorboard_callback(log_dir):
+    """Keras' TensorBoard callback (epoch scalars, no graph or profile) writing to ``log_dir``."""
+    import keras
+
+    require_tensorboard()
+    return keras.callbacks.TensorBoard(str(log_dir), write_graph=False, update_freq="epoch",
+                                       profile_batch=0)
+
+
+class ScalarLog:
+    """Epoch scalars of the selective and masked trainers as TensorBoard event files,
+    under the names Keras' callback uses (``epoch_loss``, ``epoch_seconds``), so every
+    run of a study reads alike in TensorBoard.
+
+    Args:
+        log_dir: the run's folder of event files (created).
+    """
+
+    def __init__(self, log_dir):
+        import tensorflow as tf
+
+        require_tensorboard()
+        self._tf = tf
+        self.writer = tf.summary.create_file_writer(str(log_dir))
+
+    def __call__(self, step: int, **scalars) -> None:
+        with self.writer.as_default():
+            for name, value in scalars.items():
+                self._tf.summary.scalar(f"epoch_{name}", float(value), step=int(step))
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class NaNLossError(RuntimeError):
     """Training stopped on a NaN loss (Keras' TerminateOnNaN)."""

@@ -48,7 +48,7 @@ from .model import build_from_config, model_config
 from .plans import BASELINES, Plan, all_layers_plan, group_plans, plan_set
 from .pretrain import pretrained_weights_by_kind
 from .provenance import write_provenance
-from .runtime import configure_cpu_threads, get_strategy, resolve_precision
+from .runtime import configure_cpu_threads, get_strategy, require_tensorboard, resolve_precision
 from .vunet import resolve_encoder_weights
 
 log = logging.getLogger("keras_unet_ft")
@@ -310,6 +310,8 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
     from tqdm.auto import tqdm
 
     out = pathlib.Path(out)
+    if cfg.study.tensorboard:
+        require_tensorboard()
     deadline = time.time() + 60.0 * max_minutes if max_minutes else None
     shard_i, shard_n = parse_shard(shard)
     runs, maps, pretrained, precision, strategy, prints, datasets = prepare(
@@ -365,8 +367,10 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
         try:
             if r.model not in sessions:
                 sessions[r.model] = FoldSession(cfg, r.fold, precision, strategy, r.model)
+            tb = (pathlib.Path(cfg.study.tensorboard) / r.rel_dir().relative_to("runs")
+                  if cfg.study.tensorboard else None)
             result = run_one(cfg, r.target, r.fold, r.plan, r.model, train, test,
-                             pretrained[r.model], sessions[r.model], verbose)
+                             pretrained[r.model], sessions[r.model], verbose, log_dir=tb)
             result.summary["fingerprint"] = prints[r.target]
             if result.summary["status"] != "ok":
                 log.warning("run %s / fold %d / %s %s", r.target, r.fold, r.plan,

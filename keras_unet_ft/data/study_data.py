@@ -98,8 +98,8 @@ def fold_arrays(cfg: Config, ds, fold: dict, fold_index: int,
     n_train`` images, or used as they are when ``augment`` is False.
     """
     index = {i: j for j, i in enumerate(ds.ids)}
-    tr = np.array([index[i] for i in fold["train"]])
-    te = np.array([index[i] for i in fold["test"]])
+    tr = np.array([index[i] for i in fold["train"]], dtype=int)
+    te = np.array([index[i] for i in fold["test"]], dtype=int)
     ft = cfg.finetune
     params = AugmentParams(ft.rotation, ft.shift, ft.shear, ft.zoom, ft.hflip)
     total = max(ft.augment_total, len(tr))

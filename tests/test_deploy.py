@@ -1,0 +1,176 @@
+"""Use the result: finetune -> predict round trip, plain-Keras loading, export, errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from skimage import io as skio
+
+from conftest import tiny_config
+from keras_unet_ft import deploy, finetune
+from keras_unet_ft.cli import main
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Three images of other sizes and formats than the model's 32 x 32 grey input."""
+    d = tmp_path_factory.mktemp("scans")
+    rng = np.random.default_rng(0)
+    skio.imsave(d / "a.png", (rng.random((50, 70)) * 255).astype(np.uint8))
+    skio.imsave(d / "b.jpg", (rng.random((40, 40, 3)) * 255).astype(np.uint8))
+    skio.imsave(d / "c.tif", (rng.random((33, 64)) * 65535).astype(np.uint16))
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+@pytest.fixture(scope="module")
+def tuned(tiny_study, tmp_path_factory):
+    """``unet-ft finetune`` from the tiny study's folder (its pretrained model and config)."""
+    out, _ = tiny_study
+    dest = tmp_path_factory.mktemp("tuned") / "model"
+    finetune.clear_shared()
+    code = main(["finetune", "--target", "sim_bus", "--plan", "deep_to_shallow:3",
+                 "--pretrained", str(out), "--out", str(dest), "--val-fraction", "0.25"])
+    assert code == 0
+    return dest
+
+
+def test_finetune_writes_model_history_summary(tuned, tiny_study):
+    _, cfg = tiny_study
+    s = json.loads((tuned / "summary.json").read_text())
+    assert s["plan"] == "deep_to_shallow:3" and s["n_val"] == 2 and s["n_train"] == 6
+    assert 0 <= s["val_dice_mean"] <= 1 and s["input_size"] == cfg.model.size
+    assert s["pretrained"].endswith("pretrained/model.keras")
+    assert (tuned / "history.csv").read_text().startswith("epoch,loss")
+    saved = json.loads((tuned / "config.json").read_text())["config"]
+    assert saved["model"]["size"] == 32  # the study's config, not the quick profile's 64
+
+
+def test_predict_writes_masks_at_the_inputs_size(tuned, images, tmp_path):
+    rows = deploy.predict_images(tuned, [images], tmp_path / "p")
+    assert [os.path.basename(r["file"]) for r in rows] == ["a.png", "b.jpg", "c.tif"]
+    for name, shape in (("a", (50, 70)), ("b", (40, 40)), ("c", (33, 64))):
+        mask = skio.imread(tmp_path / "p" / f"{name}_mask.png")
+        prob = skio.imread(tmp_path / "p" / f"{name}_prob.png")
+        over = skio.imread(tmp_path / "p" / f"{name}_overlay.png")
+        assert mask.shape == prob.shape == shape and over.shape == shape + (3,)
+        assert set(np.unique(mask)) <= {0, 255}
+        # the mask is the thresholded probability map
+        assert np.array_equal(mask > 0, prob > 0.5 * 255) or abs(
+            int((mask > 0).sum()) - int((prob > 127).sum())) <= 2
+    csv = (tmp_path / "p" / "predictions.csv").read_text().splitlines()
+    assert csv[0] == "file,height,width,foreground_percent,max_probability" and len(csv) == 4
+
+
+def test_saved_model_loads_in_a_fresh_process_with_plain_keras(tuned):
+    code = ("import keras, numpy as np; m = keras.models.load_model(%r); "
+            "print(m.predict(np.zeros((1, 32, 32, 1), 'float32'), verbose=0).shape)"
+            % str(tuned / "model.keras"))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "(1, 32, 32, 1)" in r.stdout
+    assert "keras_unet_ft" not in r.stderr
+
+
+def test_keras_trainer_with_custom_loss_saves_a_plain_model(tmp_path):
+    """Keras' trainer compiles the (custom) Dice loss into the model; what is saved is
+    the bare network, loadable without the package."""
+    from keras_unet_ft.model import build_unet
+
+    init = build_unet((32, 32, 1), base_filters=4).get_weights()
+    x = np.random.default_rng(3).random((4, 32, 32, 1), dtype=np.float32)
+    c = tiny_config(**{"study.trainer": "keras", "finetune.loss": "bce+dice"})
+    tr = finetune.FoldSession(c, 0, "fp32").train("expanding", (x, x > 0.5), init)
+    finetune.save_model(tr.model, tmp_path / "model.keras")
+    code = "import keras; keras.models.load_model(%r)" % str(tmp_path / "model.keras")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_predict_accepts_a_study_run_folder(tiny_study, images, tmp_path):
+    out, _ = tiny_study
+    run = out / "runs/sim_bus/shallow_to_deep-9/fold_0"
+    assert main(["predict", str(run), str(images / "a.png"), "--out", str(tmp_path)]) == 0
+    assert skio.imread(tmp_path / "a_mask.png").shape == (50, 70)
+
+
+def test_export_savedmodel_and_tflite(tuned, tmp_path):
+    import tensorflow as tf
+
+    saved = deploy.export_model(tuned, "savedmodel", tmp_path / "sm")
+    loaded = tf.saved_model.load(str(saved))
+    y = loaded.serve(tf.zeros((1, 32, 32, 1)))
+    assert tuple(y.shape) == (1, 32, 32, 1)
+    lite = deploy.export_model(tuned / "model.keras", "tflite", tmp_path / "m.tflite")
+    assert lite.stat().st_size > 10_000 and lite.read_bytes()[4:8] == b"TFL3"
+    with pytest.raises(FileExistsError, match="not empty"):
+        deploy.export_model(tuned, "savedmodel", tmp_path / "sm")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "{missing}", "{images}", "--out", "{tmp}"], "not found"),
+    (["predict", "{study}", "{images}", "--out", "{tmp}"], "is a study folder: give one run"),
+    (["predict", "{tuned}", "{images}/notes.txt", "--out", "{tmp}"], "cannot read image file"),
+    (["predict", "{tuned}", "{empty}", "--out", "{tmp}"], "no image files"),
+    (["predict", "{tuned}", "{images}", "--threshold", "1.5", "--out", "{tmp}"],
+     "threshold must be in (0, 1)"),
+    (["predict", "{tuned}/history.csv", "{images}", "--out", "{tmp}"], "expected a Keras model"),
+    (["finetune", "--profile", "smoke", "--set", "model.base_filters=8", "--target", "sim_bus",
+      "--set", "model.size=32", "--set", "data.target_n=8", "--plan", "all",
+      "--pretrained", "{study}/pretrained/model.keras", "--out", "{tmp}"],
+     "does not fit the network of this config"),
+    (["finetune", "--target", "sim_bus", "--plan", "llrd:3", "--out", "{tmp}"],
+     "0 < GAMMA <= 1"),
+    (["finetune", "--target", "sim_bus", "--plan", "all", "--pretrained", "{study}",
+      "--val-fraction", "1.5", "--out", "{tmp}"], "val_fraction must be in [0, 1)"),
+])
+def test_use_commands_fail_clearly(args, message, tuned, tiny_study, images, tmp_path, capsys):
+    out, _ = tiny_study
+    (tmp_path / "empty").mkdir()
+    fill = {"missing": str(tmp_path / "nope"), "images": str(images), "tmp": str(tmp_path / "o"),
+            "study": str(out), "tuned": str(tuned), "empty": str(tmp_path / "empty")}
+    assert main([a.format(**fill) for a in args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_same_name_in_two_folders_is_an_error(tmp_path):
+    for d in ("x", "y"):
+        (tmp_path / d).mkdir()
+        skio.imsave(tmp_path / d / "scan.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="same outputs"):
+        deploy.list_images([tmp_path / "x", tmp_path / "y"])
+
+
+@pytest.mark.parametrize("fraction, n_val", [(0.0, 0), (0.25, 2), (0.5, 4)])
+def test_split_ids_is_seeded_and_stratified(fraction, n_val):
+    ids = [f"i{k}" for k in range(8)]
+    strata = ["benign", "malignant"] * 4
+    tr, va = deploy.split_ids(ids, fraction, 0, strata)
+    assert len(va) == n_val and sorted(tr + va) == sorted(ids)
+    assert (tr, va) == deploy.split_ids(ids, fraction, 0, strata)
+    if n_val:
+        assert {strata[ids.index(i)] for i in va} == {"benign", "malignant"}
+
+
+def test_tensorboard_scalars_from_the_selective_trainer(tmp_path):
+    import tensorflow as tf
+
+    from keras_unet_ft.model import build_unet
+
+    finetune.clear_shared()
+    init = build_unet((32, 32, 1), base_filters=4).get_weights()
+    x = np.random.default_rng(4).random((8, 32, 32, 1), dtype=np.float32)
+    c = tiny_config(**{"finetune.epochs": "3"})
+    tr = finetune.FoldSession(c, 0, "fp32").train("gradual:top", (x, x > 0.5), init,
+                                                  log_dir=tmp_path / "tb")
+    steps = {}
+    for f in (tmp_path / "tb").glob("events.out.tfevents.*"):
+        for ev in tf.compat.v1.train.summary_iterator(str(f)):
+            for v in ev.summary.value:
+                steps.setdefault(v.tag, []).append(ev.step)
+    assert steps["epoch_loss"] == [1, 2, 3] and steps["epoch_seconds"] == [1, 2, 3]
+    assert len(tr.history) == 3
