@@ -291,24 +291,31 @@ def finetuned_model(out, target: Optional[str] = None, plan: Optional[str] = Non
     return keras.saving.load_model(path, compile=False)
 
 
+AM_LEARNING_RATE = 0.03   # Adam step on the input: tf-keras-vis' default (RMSprop, 1.0)
+                          # jumps across the whole [0, 1] range and saturates every pixel
+AM_TOTAL_VARIATION = 1.0  # smoothness prior (TotalVariation2D weight)
+AM_NORM = 0.3             # keeps values near the seed's grey (L2 Norm weight)
+AM_JITTER, AM_ROTATION = 2, 3.0   # pixels, degrees: random moves each step (robust patterns)
+DISPLAY_PERCENTILES = (1.0, 99.0)  # each pattern is stretched between these for display
+
+
 def activation_maximization(model, layer: str, filters: Sequence[int], steps: int = 100,
                             seed: int = 0) -> np.ndarray:
-    """Inputs in [0, 1] maximising the mean activation of each filter of ``layer``.
+    """Inputs maximising the mean activation of each filter of ``layer`` (raw values).
 
-    tf-keras-vis ``ActivationMaximization`` with total-variation and norm
-    regularizers, one channel. ``steps`` is capped by ``$UNET_FT_MAX_AM_STEPS``.
+    tf-keras-vis ``ActivationMaximization`` with an Adam step of
+    :data:`AM_LEARNING_RATE` on the input (not its default RMSprop step of 1.0, which
+    saturates every pixel to black or white), total-variation and L2-norm regularizers,
+    and jitter + rotation of the input every step, from a grey seed. ``steps`` is capped
+    by ``$UNET_FT_MAX_AM_STEPS``. Use :func:`for_display` to show the result.
     """
     import keras
     import tensorflow as tf
     from tf_keras_vis.activation_maximization import ActivationMaximization
-    from tf_keras_vis.activation_maximization.input_modifiers import Jitter
+    from tf_keras_vis.activation_maximization.input_modifiers import Jitter, Rotate2D
     from tf_keras_vis.activation_maximization.regularizers import Norm, TotalVariation2D
 
-    cap = os.environ.get(MAX_AM_STEPS_ENV)
-    if cap:
-        steps = min(int(steps), int(cap))
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    steps = am_steps(steps)
     sub = keras.Model(model.inputs, model.get_layer(layer).output)
     n_filters = sub.output.shape[-1]
     bad = [f for f in filters if not 0 <= f < n_filters]
@@ -319,13 +326,36 @@ def activation_maximization(model, layer: str, filters: Sequence[int], steps: in
     def score(output):
         return tf.stack([tf.reduce_mean(output[i, ..., f]) for i, f in enumerate(filters)])
 
+    keras.utils.set_random_seed(seed)   # jitter and rotation draw random numbers
     shape = (len(filters),) + tuple(model.input_shape[1:])
-    seed_input = tf.random.stateless_uniform(shape, seed=(seed, 0), minval=0.4, maxval=0.6)
+    seed_input = tf.random.stateless_uniform(shape, seed=(seed, 0), minval=0.45, maxval=0.55)
     am = ActivationMaximization(sub, clone=False)
     result = am(score, seed_input=seed_input, steps=int(steps), input_range=(0.0, 1.0),
-                input_modifiers=[Jitter(jitter=2)],
-                regularizers=[TotalVariation2D(weight=1.0), Norm(weight=0.3, p=1)])
+                optimizer=keras.optimizers.Adam(AM_LEARNING_RATE),
+                input_modifiers=[Jitter(jitter=AM_JITTER), Rotate2D(degree=AM_ROTATION)],
+                regularizers=[TotalVariation2D(weight=AM_TOTAL_VARIATION),
+                              Norm(weight=AM_NORM, p=2)])
     return np.asarray(result, dtype=np.float32)
+
+
+def am_steps(steps: int) -> int:
+    """Activation-maximization steps, capped by ``$UNET_FT_MAX_AM_STEPS`` (tests)."""
+    cap = os.environ.get(MAX_AM_STEPS_ENV)
+    if cap:
+        steps = min(int(steps), int(cap))
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return int(steps)
+
+
+def for_display(pattern: np.ndarray):
+    """``(image in [0, 1], flat)``: the pattern stretched between its 1st and 99th
+    percentiles; ``flat`` when it hardly varies (a filter that never fires: no gradient
+    reached the input)."""
+    lo, hi = np.percentile(pattern, DISPLAY_PERCENTILES)
+    if hi - lo < 1e-3:
+        return np.full_like(pattern, 0.5), True
+    return np.clip((pattern - lo) / (hi - lo), 0, 1), False
 
 
 def am_layers(model) -> List[str]:
@@ -367,14 +397,17 @@ def fig5_activation_maximization(out, target: Optional[str] = None, n_filters: i
             ax = axes[r, c]
             ax.set_xticks([]), ax.set_yticks([])
             if c < n:
-                ax.imshow(imgs[c, ..., 0], cmap="gray", vmin=0, vmax=1)
-                ax.set_title(f"filter {c}", fontsize=7)
+                shown, flat = for_display(imgs[c, ..., 0])
+                ax.imshow(shown, cmap="gray", vmin=0, vmax=1)
+                ax.set_title(f"filter {c}" + (" (inactive)" if flat else ""), fontsize=7)
             else:
                 ax.axis("off")
         axes[r, 0].set_ylabel(f"{layer}\n({'4th conv' if r == 0 else 'deepest conv'})",
                               fontsize=8)
     fig.suptitle(f"Fig. 5 — inputs maximising filter activations, net fine-tuned on {target} "
-                 f"({plan}); top: shallow, bottom: deep", fontsize=10)
+                 f"({plan}); top: shallow, bottom: deep.\n{am_steps(steps)} Adam steps, TV + L2 "
+                 "regularised, jitter + rotation; each stretched to its 1-99th percentile",
+                 fontsize=9)
     fig.tight_layout()
     return _save(fig, out, "fig5_activation_maximization")
 

@@ -1,5 +1,6 @@
 """Each figure function on the tiny study; each notebook executes headless."""
 
+import numpy as np
 import pytest
 
 from keras_unet_ft import figures
@@ -77,3 +78,26 @@ def test_report_command_builds_no_model(tiny_study, monkeypatch, tmp_path):
     assert main(["report", str(copy), "--no-figures"]) == 0
     assert (copy / "REPORT.md").read_text() == (out / "REPORT.md").read_text().replace(
         str(out), str(copy))
+
+
+def test_activation_maximization_is_not_saturated(tiny_study, monkeypatch):
+    """tf-keras-vis' default step (RMSprop 1.0) drives almost every pixel to 0 or 1;
+    the figure's Adam step and regularisers keep the pattern inside the range."""
+    monkeypatch.delenv(figures.MAX_AM_STEPS_ENV, raising=False)
+    out, _ = tiny_study
+    model = figures.finetuned_model(out, "sim_bus")
+    imgs = figures.activation_maximization(model, "enc2_conv2", [0, 1, 2, 3], steps=60)
+    saturated = float(np.mean((imgs <= 1e-3) | (imgs >= 1 - 1e-3)))
+    assert saturated < 0.25, saturated
+    assert float(imgs.std()) > 1e-3
+
+
+@pytest.mark.parametrize("pattern, flat", [
+    (np.linspace(0.4, 0.6, 100).reshape(10, 10), False),
+    (np.full((10, 10), 0.5), True),
+])
+def test_for_display_stretches_or_says_flat(pattern, flat):
+    shown, is_flat = figures.for_display(pattern)
+    assert is_flat == flat and shown.min() >= 0 and shown.max() <= 1
+    if not flat:
+        assert shown.min() == 0 and shown.max() == 1
