@@ -19,7 +19,7 @@ import numpy as np
 from .io import atomic_write_text, read_csv, read_json
 from .layout import (CONFIG, REPORT, RESULTS, SIZES_SUMMARY, STATS, SUMMARY, figures_dir,
                      pretrained_dir, read_manifest, splits_file)
-from .plans import UNIT_KINDS, Plan, all_layers_plan
+from .plans import METHOD_KINDS, UNIT_KINDS, Plan, all_layers_plan
 from .references import CHENG, CHENG_TEST, PAPER, PAPER_CONTRACTING_RATIO, PAPER_DATA
 
 CLOSE_DICE = 0.03   # "close" curves / scores on X-ray (the paper's Fig. 4 spread)
@@ -279,6 +279,31 @@ def sizes_section(rows: List[dict], target: str) -> List[str]:
     return L + [""]
 
 
+def methods_section(S: Dict[str, dict], stats: List[dict], target: str) -> List[str]:
+    """Other ways to fine-tune (BitFit, layer-wise rate decay, gradual unfreezing) beside
+    the block plan nearest in trainable parameters and the all-layers plan."""
+    rows = [s for s in stats if s["target"] == target
+            and Plan.parse(s["plan_a"]).kind in METHOD_KINDS]
+    if not rows:
+        return []
+    L = ["### Other ways to fine-tune, beside block freezing", "",
+         "Each method against the block plan nearest to it in trainable parameters and "
+         "against training all layers; paired over held-out images (Dice).", "",
+         "| method | trainable params | Dice | compared with | its trainable params | its Dice "
+         "| A − B | images: Wilcoxon p | better? |", "|---|---|---|---|---|---|---|---|---|"]
+
+    def n(plan):
+        v = S.get(plan, {}).get("trainable_params")
+        return f"{int(float(v)):,}" if v not in ("", None) else "-"
+
+    for s in rows:
+        a, b = s["plan_a"], s["plan_b"]
+        L.append(f"| {a} | {n(a)} | {_f(s['mean_a'])} | {b} | {n(b)} | {_f(s['mean_b'])} | "
+                 f"{_f(s['diff'])} | {_p(s['images_wilcoxon_p'])} | "
+                 f"{_verdict(float(s['diff']), s['images_wilcoxon_p'])} |")
+    return L + [""]
+
+
 def write_report(out) -> pathlib.Path:
     """Write ``<out>/REPORT.md`` from the folder's tables (see :mod:`keras_unet_ft.results`)."""
     out = pathlib.Path(out)
@@ -357,6 +382,7 @@ def write_report(out) -> pathlib.Path:
                      else f"| {p} | | {r['folds_ok']}/{int(r['folds_ok']) + int(r['folds_failed'])}"
                      f" | - | - | - | - | - | - |")
         L.append("")
+        L += methods_section(S, stats, target)
         empties = [(p, r) for p, r in S.items()
                    if r.get("n_empty") not in ("", None) and int(float(r["n_empty"])) > 0]
         if empties:

@@ -144,7 +144,9 @@ def paired_stats(out, rows: List[dict], metric: str = "dice", units: int = 9) ->
     result = []
     for target in dict.fromkeys(r["target"] for r in rows):
         plans = [p for (t, p) in by if t == target]
-        for a, b, why in comparison_pairs(plans, units):
+        params = {p: float(next(iter(by[(target, p)].values())).get("trainable_params") or 0)
+                  for p in plans}
+        for a, b, why in comparison_pairs(plans, units, params):
             ra, rb = by[(target, a)], by[(target, b)]
             folds = sorted(set(ra) & set(rb))
             f = paired_tests([float(ra[k][f"{metric}_mean"]) for k in folds],

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import stats
 
-from .plans import UNIT_KINDS, Plan, all_layers_plan
+from .plans import METHOD_KINDS, UNIT_KINDS, Plan, all_layers_plan
 
 
 def paired_tests(a: Sequence[float], b: Sequence[float]) -> Dict[str, float]:
@@ -48,18 +48,22 @@ def paired_tests(a: Sequence[float], b: Sequence[float]) -> Dict[str, float]:
     return out
 
 
-def comparison_pairs(plans: Sequence[str], units: int = 9) -> List[Tuple[str, str, str]]:
+def comparison_pairs(plans: Sequence[str], units: int = 9,
+                     params: Optional[Mapping[str, float]] = None) -> List[Tuple[str, str, str]]:
     """``(plan_a, plan_b, why)`` pairs present in ``plans``.
 
     contracting vs expanding; shallow_to_deep:K vs deep_to_shallow:K (the two
     curves of Fig. 4 at the same number of units) and vs deep_to_shallow:(N-K)
     (complementary parts of the network), under both depth schemes; the
-    all-layers plan vs scratch (transfer vs random initialisation).
+    all-layers plan vs scratch (transfer vs random initialisation); every other way to
+    fine-tune (``bitfit``, ``llrd``, ``gradual``) vs the block plan nearest to it in
+    trainable parameters (``params``) and vs the all-layers plan.
 
     Args:
         plans: the study's plan strings.
         units: number of blocks of the model (path scheme); the level scheme's count
             is read from the plans.
+        params: trainable parameters per plan (for the methods' nearest block plan).
     """
     have = set(plans)
     parsed = {p: Plan.parse(p) for p in plans}
@@ -81,4 +85,19 @@ def comparison_pairs(plans: Sequence[str], units: int = 9) -> List[Tuple[str, st
         pairs.append(("all", "scratch", "transfer vs random init"))
     elif {full, "scratch"} <= have:
         pairs.append((full, "scratch", "transfer vs random init"))
+    everything = "all" if "all" in have else full if full in have else None
+    blocks = [p for p, q in parsed.items() if q.model is None and not q.is_baseline
+              and q.kind not in METHOD_KINDS + ("staged",)]
+    for m, q in parsed.items():
+        if q.kind not in METHOD_KINDS or q.model is not None:
+            continue
+        near = None
+        if params and blocks and params.get(m):
+            near = min(blocks, key=lambda b: (abs(math.log(max(params.get(b) or 1, 1)
+                                                           / params[m])), b))
+            pairs.append((m, near, "all layers = the nearest block plan in trainable "
+                          "parameters" if near == everything else
+                          "nearest block plan in trainable parameters"))
+        if everything and everything != near:
+            pairs.append((m, everything, "another way to fine-tune vs all layers"))
     return pairs

@@ -70,3 +70,23 @@ def test_speed_not_claimed_with_the_masked_trainer():
     S = _S(all=0.9, **{"shallow_to_deep:1": 0.8})
     text = "\n".join(findings("t", "ultrasound", S, [], "masked", 9))
     assert "**not measured**" in text
+
+
+def test_methods_section_names_both_comparisons():
+    from keras_unet_ft.report import methods_section
+
+    S = {"bitfit": {"trainable_params": "431"}, "deep_to_shallow:1": {"trainable_params": "649"},
+         "all": {"trainable_params": "121725"}}
+    stats = [
+        {"target": "t", "plan_a": "bitfit", "plan_b": "deep_to_shallow:1", "mean_a": "0.7",
+         "mean_b": "0.6", "diff": "0.1", "images_wilcoxon_p": "0.001"},
+        {"target": "t", "plan_a": "bitfit", "plan_b": "all", "mean_a": "0.7", "mean_b": "0.8",
+         "diff": "-0.1", "images_wilcoxon_p": "0.001"},
+        {"target": "t", "plan_a": "contracting", "plan_b": "expanding", "mean_a": "0.7",
+         "mean_b": "0.8", "diff": "-0.1", "images_wilcoxon_p": "0.001"},
+    ]
+    text = "\n".join(methods_section(S, stats, "t"))
+    assert "| bitfit | 431 | 0.700 | deep_to_shallow:1 | 649 | 0.600 | 0.100 |" in text
+    assert "| bitfit | 431 | 0.700 | all | 121,725 | 0.800 | -0.100 |" in text
+    assert "contracting" not in text
+    assert methods_section(S, stats[2:], "t") == []

@@ -48,3 +48,24 @@ def test_paired_tests_length_mismatch_is_an_error():
 ])
 def test_comparison_pairs(plans, units, expected):
     assert comparison_pairs(plans, units) == expected
+
+
+@pytest.mark.parametrize("plans, params, expected", [
+    # bitfit (431) is nearest to deep_to_shallow:1 (649) in log ratio, then vs all layers
+    (["shallow_to_deep:1", "deep_to_shallow:1", "all", "bitfit"],
+     {"shallow_to_deep:1": 188, "deep_to_shallow:1": 649, "all": 121725, "bitfit": 431},
+     [("bitfit", "deep_to_shallow:1", "nearest block plan in trainable parameters"),
+      ("bitfit", "all", "another way to fine-tune vs all layers")]),
+    # llrd trains every layer: its nearest block plan is all layers, named once
+    (["contracting", "shallow_to_deep:9", "llrd:0.5"],
+     {"contracting": 36940, "shallow_to_deep:9": 121725, "llrd:0.5": 121725},
+     [("llrd:0.5", "shallow_to_deep:9",
+       "all layers = the nearest block plan in trainable parameters")]),
+    # no parameter counts: only the all-layers comparison
+    (["all", "gradual:top"], None,
+     [("gradual:top", "all", "another way to fine-tune vs all layers")]),
+])
+def test_method_plans_are_compared_with_block_plans(plans, params, expected):
+    got = [p for p in comparison_pairs(plans, 9, params)
+           if p[0] in ("bitfit", "llrd:0.5", "gradual:top")]
+    assert got == expected
