@@ -257,10 +257,12 @@ def bench_data():
     print("\n## Built-in data generation\n")
     print("| generator | size | images | seconds | images/s |")
     print("|---|---|---|---|---|")
-    for name, size, n in (("sim_bus", 64, 100), ("sim_bus", 256, 600), ("sim_lus", 256, 100),
+    only = os.environ.get("BENCH_DATA")   # e.g. "sim_bus,sim_bus_simple"
+    for name, size, n in (("sim_bus", 64, 100), ("sim_bus", 256, 600),
+                          ("sim_bus_simple", 256, 600), ("sim_lus", 256, 100),
                           ("synth_salient", 64, 100), ("synth_salient", 256, 100),
                           ("synth_cxr", 64, 100), ("synth_cxr", 256, 100)):
-        if True:
+        if not only or name in only.split(","):
             t = time.perf_counter()
             load_dataset(name, n=n, size=size, cache=False, progress=False)
             s = time.perf_counter() - t

@@ -174,3 +174,14 @@ def test_tensorboard_scalars_from_the_selective_trainer(tmp_path):
                 steps.setdefault(v.tag, []).append(ev.step)
     assert steps["epoch_loss"] == [1, 2, 3] and steps["epoch_seconds"] == [1, 2, 3]
     assert len(tr.history) == 3
+
+
+def test_tensorboard_from_keras_fit(tmp_path):
+    from keras_unet_ft.model import build_unet
+
+    init = build_unet((32, 32, 1), base_filters=4).get_weights()
+    x = np.random.default_rng(5).random((4, 32, 32, 1), dtype=np.float32)
+    c = tiny_config(**{"study.trainer": "keras", "finetune.epochs": "2"})
+    finetune.FoldSession(c, 0, "fp32").train("expanding", (x, x > 0.5), init,
+                                             log_dir=tmp_path / "tb")
+    assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))

@@ -66,7 +66,11 @@ def _builtin(name, module, func, description, layout):
 def _registry() -> Dict[str, DatasetInfo]:
     entries = [
         _builtin("sim_bus", "ultrasound", "sim_bus",
-                 "simulated breast ultrasound, lesion masks (default ultrasound target)",
+                 "simulated breast ultrasound as real images look (fat lobules, shadows, "
+                 "scanner borders), lesion masks (default ultrasound target)",
+                 "built in: n=163 images, 110/53 benign/malignant-like"),
+        _builtin("sim_bus_simple", "ultrasound", "sim_bus_simple",
+                 "the first sim_bus: the lesion is the only dark region (comparison)",
                  "built in: n=163 images, 110/53 benign/malignant-like"),
         _builtin("synth_salient", "salient", "synth_salient",
                  "synthetic grayscale natural scenes with one salient object (pretraining)",
@@ -99,7 +103,8 @@ REGISTRY = _registry()
 
 #: imaging modality of each dataset (the report compares a target with the paper's
 #: finding for its modality); a ``folder`` of your own is ``other``
-MODALITY = {"sim_bus": "ultrasound", "sim_bus_must": "ultrasound", "udiat_b": "ultrasound",
+MODALITY = {"sim_bus": "ultrasound", "sim_bus_simple": "ultrasound",
+            "sim_bus_must": "ultrasound", "udiat_b": "ultrasound",
             "busi": "ultrasound", "busbra": "ultrasound", "hc18": "ultrasound",
             "sim_lus": "ultrasound", "synth_cxr": "xray",
             "jsrt_scr": "xray", "montgomery": "xray"}
@@ -297,6 +302,8 @@ def load_dataset(spec: str, root=None, size=256, cache: bool = True,
             raise FileNotFoundError(f"{name}: root folder {root} does not exist. Expected "
                                     f"layout:\n{info.layout}")
         signature = content_signature(root)
+    else:   # a changed generator (its GENERATOR_VERSION) must not be served from the cache
+        signature = f"generator-{getattr(info.module(), 'GENERATOR_VERSION', 1)}"
     key = cache_key(name=name, root=root, size=size, options=options, files=signature)
     path = cache_dir(cache_directory) / f"{name}-{size[0]}x{size[1]}-{key}.npz"
     if cache:

@@ -1,30 +1,39 @@
 """Simulated breast ultrasound B-mode images with lesion masks (``sim_bus``).
 
 The journal version of the paper adds simulated ultrasound images (docs/paper.md B);
-this module makes them with the linear (convolution) imaging model, physics
-first:
+this module makes them with the linear (convolution) imaging model, anatomy first:
 
-1. **Tissue**: an echogenicity map of the breast on a 40 x 40 mm field of view -
-   skin line, subcutaneous fat with lobules and Cooper's ligaments,
-   fibroglandular tissue with texture, pectoral muscle - and one lesion:
-   benign-like (oval, wider than tall, smooth, hypoechoic, sometimes posterior
-   enhancement) or malignant-like (irregular or spiculated, often taller than
-   wide, hypoechoic, posterior acoustic shadowing, sometimes an echogenic halo).
+1. **Tissue**: an echogenicity map of the breast as real B-mode images show it, on
+   a 40 x 40 mm field of view (:func:`breast_phantom`): a bright skin line;
+   subcutaneous fat with hypoechoic lobules between bright septa and Cooper's
+   ligaments; heterogeneous, brighter fibroglandular tissue with fat islands;
+   retromammary fat; the pectoralis muscle with striations; the dark chest wall,
+   sometimes a rib with its acoustic shadow. One lesion in the upper half of the
+   image (like real ones): benign (oval, circumscribed, sometimes nearly
+   iso-echoic, often posterior enhancement, a few calcified ones shadowing) or
+   malignant (irregular or spiculated, hypoechoic, blurred margin, sometimes an
+   echogenic halo, mostly posterior shadowing).
 2. **Scatterers**: random positions (uniform) and Gaussian amplitudes scaled by
    the echogenicity, 10 per RF grid cell, about 200 per resolution cell (fully
    developed speckle), on a fine RF grid (4 samples per half wavelength axially).
 3. **Imaging**: convolution with a pulse-echo point-spread function - a
-   Gaussian-modulated cosine at ``f0`` (5 MHz by default) along depth and a
-   Gaussian beam profile laterally - then frequency-dependent depth
-   attenuation (0.75 dB/cm/MHz) with an imperfect time-gain compensation,
-   electronic noise, the envelope by Hilbert transform along depth.
-4. **Display**: the envelope is point-sampled to the target size (averaging
-   would change the speckle statistics), log-compressed to a 50-60 dB dynamic
-   range and scaled to [0, 1].
+   Gaussian-modulated cosine at ``f0`` (5 MHz) along depth and a Gaussian beam
+   laterally, narrowest at a transmit focus drawn per image - then
+   frequency-dependent depth attenuation (0.75 dB/cm/MHz) with an imperfect
+   time-gain compensation that may leave the image darker with depth, electronic
+   noise, the envelope by Hilbert transform along depth.
+4. **Display**: the envelope is point-sampled to the target size, log-compressed
+   to a 48-60 dB dynamic range, lightly smoothed (the scanner's speckle reduction)
+   and scaled to [0, 1]; sometimes the scanner's screen stays around it (black
+   borders, text, a depth scale, caliper crosses; never over the lesion).
 
-The envelope of a homogeneous region is Rayleigh distributed
-(mean / std = 1.91); a test checks it. About 60 ms per 256 x 256 image on one core
-(``python benchmarks/bench.py data``).
+Held against 163 real breast-ultrasound images (:mod:`.realism`): the medians of
+lesion contrast, dark distractors in the background, edge strength, lesion area and
+depth, posterior shadowing, speckle grain (about 2 x 4 px at 256 px) and dark pixels
+all lie inside the real interquartile ranges (a test checks it). ``sim_bus_simple``
+keeps the first generator (the lesion is the only dark region; a brightness rule
+finds it). The envelope of a homogeneous region is Rayleigh distributed
+(mean / std = 1.91); a test checks it. ``python benchmarks/bench.py data`` times it.
 """
 
 from __future__ import annotations
@@ -32,12 +41,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from typing import Optional
 
 import numpy as np
 from scipy import ndimage, signal
 
 from . import generate_images
 
+#: bumped when an image of the same seed changes (the dataset cache is keyed by it)
+GENERATOR_VERSION = 2
 C_SOUND = 1540.0  # m/s
 AXIAL_REPEAT = 4  # the tissue map is built 4x coarser in depth than the RF grid
 
@@ -54,6 +66,8 @@ class Probe:
     atten_db_cm_mhz: float = 0.75
     scatterers_per_cell: float = 10.0  # per RF grid cell (~200 per resolution cell)
     noise_db: float = -75.0           # electronic noise relative to mean tissue echo
+    focus_mm: Optional[float] = None  # transmit focus depth: the beam widens away from it
+    beam_sigma_far_mm: Optional[float] = None  # lateral sigma at the top and bottom edge
 
     def grid(self, size: int):
         """RF grid (axial samples, lateral lines) for an output of ``size`` pixels."""
@@ -115,7 +129,7 @@ def sample_index(n: int, size: int) -> np.ndarray:
 
 def simulate_envelope(echo: np.ndarray, rng: np.random.Generator, probe: Probe = Probe(),
                       attenuation: bool = True, tgc_error_db: float = 0.0,
-                      lines=None) -> np.ndarray:
+                      lines=None, gain_falloff_db: float = 0.0) -> np.ndarray:
     """Envelope of the RF signal for an echogenicity map on the RF grid.
 
     Args:
@@ -128,6 +142,8 @@ def simulate_envelope(echo: np.ndarray, rng: np.random.Generator, probe: Probe =
         lines: the lateral RF lines to form (indices into ``nx``); None = all. The
             scatterers are drawn on the whole grid either way; an image of 64
             columns needs only 64 beamformed lines.
+        gain_falloff_db: attenuation the time-gain compensation leaves uncorrected at
+            the deepest row (linear in depth): images that darken with depth.
 
     Returns:
         The envelope ``(nz, len(lines))``, before log compression.
@@ -147,7 +163,17 @@ def simulate_envelope(echo: np.ndarray, rng: np.random.Generator, probe: Probe =
     field *= echo
     # pulse-echo PSF = lateral beam x axial pulse: separable and linear, so the beam
     # (a matrix product that forms only the wanted lines) goes first
-    rf = field @ _beam_matrix(nx, probe.beam_sigma_mm / dx, lines)
+    if probe.focus_mm is None or probe.beam_sigma_far_mm is None:
+        rf = field @ _beam_matrix(nx, probe.beam_sigma_mm / dx, lines)
+    else:  # focused beam: narrow at the focus, wider above and below (blended bands)
+        z_mm = (np.arange(nz, dtype=np.float32) + 0.5) * dz
+        knots = np.array([0.0, probe.focus_mm, probe.depth_mm], np.float32)
+        sigmas = (probe.beam_sigma_far_mm, probe.beam_sigma_mm, probe.beam_sigma_far_mm)
+        rf = np.zeros((nz, len(lines)), np.float32)
+        for b, sig in enumerate(sigmas):
+            w = np.interp(z_mm, knots, np.eye(3, dtype=np.float32)[b]).astype(np.float32)
+            rows = w > 0
+            rf[rows] += w[rows, None] * (field[rows] @ _beam_matrix(nx, sig / dx, lines))
     pulse = _pulse(probe, dz)
     rf = signal.fftconvolve(rf, pulse.astype(np.float32)[:, None], mode="same", axes=0)
     ref = math.sqrt(probe.scatterers_per_cell) * np.sqrt(np.sum(pulse ** 2))  # rms echo
@@ -161,7 +187,8 @@ def simulate_envelope(echo: np.ndarray, rng: np.random.Generator, probe: Probe =
                                           + rng.uniform(0, np.pi))
         rf *= (10 ** (-loss_db / 20))[:, None].astype(np.float32)
         rf += noise
-        rf *= (10 ** ((loss_db + residual) / 20))[:, None].astype(np.float32)
+        falloff = gain_falloff_db * z_cm / z_cm[-1]
+        rf *= (10 ** ((loss_db + residual - falloff) / 20))[:, None].astype(np.float32)
     else:
         rf += noise
     return _analytic_envelope(rf)
@@ -204,16 +231,16 @@ def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------
 # breast anatomy
-def _lesion_shape(rng, malignant: bool, fov_mm: float):
+def _lesion_shape(rng, malignant: bool, fov_mm: float, scale: float = 1.0):
     """Lesion centre, polar radius function and label."""
     if malignant:
-        r0 = rng.uniform(3.5, 7.5)
+        r0 = scale * rng.uniform(3.5, 7.5)
         aspect = rng.uniform(0.8, 1.3)          # often taller than wide
         n_harm = 6
         amps = rng.uniform(0.04, 0.15, n_harm) / np.arange(1, n_harm + 1) ** 0.5
         spikes = rng.integers(0, 9)
     else:
-        r0 = rng.uniform(3.0, 8.0)
+        r0 = scale * rng.uniform(3.0, 8.0)
         aspect = rng.uniform(0.45, 0.8)         # wider than tall, parallel to the skin
         n_harm = 3
         amps = rng.uniform(0.0, 0.05, n_harm) / np.arange(1, n_harm + 1)
@@ -247,7 +274,8 @@ def _inside(x_mm, z_mm, cx, cz, aspect, radius):
     return out
 
 
-def breast_phantom(rng: np.random.Generator, nz: int, nx: int, probe: Probe, malignant: bool):
+def breast_phantom_simple(rng: np.random.Generator, nz: int, nx: int, probe: Probe,
+                          malignant: bool):
     """Echogenicity map ``(nz, nx)`` and the lesion description.
 
     The map is smooth at the scale of an RF sample, so callers build it on a
@@ -316,11 +344,12 @@ def breast_phantom(rng: np.random.Generator, nz: int, nx: int, probe: Probe, mal
     return np.clip(echo, 0, None).astype(np.float32), lesion
 
 
-def simulate_breast_image(rng: np.random.Generator, size: int, malignant: bool,
-                          probe: Probe = Probe()):
-    """One B-mode image ``(size, size)`` in [0, 1] and its lesion mask (uint8)."""
+def simulate_breast_image_simple(rng: np.random.Generator, size: int, malignant: bool,
+                                 probe: Probe = Probe()):
+    """``sim_bus_simple``: one image of the first generator (the lesion is the only dark
+    region: a U-Net finds it from brightness alone) and its lesion mask (uint8)."""
     nz, nx = probe.grid(size)
-    echo, lesion = breast_phantom(rng, -(-nz // AXIAL_REPEAT), nx, probe, malignant)
+    echo, lesion = breast_phantom_simple(rng, -(-nz // AXIAL_REPEAT), nx, probe, malignant)
     echo = np.repeat(echo, AXIAL_REPEAT, axis=0)[:nz]
     env = simulate_envelope(echo, rng, probe, tgc_error_db=rng.uniform(0, 3),
                             lines=sample_index(nx, size))
@@ -330,6 +359,210 @@ def simulate_breast_image(rng: np.random.Generator, size: int, malignant: bool,
     x = (np.linspace(0, nx - 1, size).round() + 0.5) / nx * probe.width_mm
     mask = _inside(x[None, :], z[:, None], lesion["cx"], lesion["cz"], lesion["aspect"], lesion["radius"])
     return img, mask.astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------
+# the breast as real B-mode images show it (``sim_bus``)
+#: speckle grain about 2 x 4 px (axial x lateral) at 256 px over 40 mm, as in real breast
+#: B-mode images; the beam is narrowest at the transmit focus (drawn per image)
+BREAST_PROBE = Probe(cycles_sigma=0.7, beam_sigma_mm=0.2, focus_mm=16.0,
+                     beam_sigma_far_mm=0.38)
+SPECKLE_REDUCTION = (0.9, 1.0)  # px at 256: the scanner's smoothing of the log image (sigma)
+LESION_SCALE = 1.15             # lesion radii x this: areas like real ones (% of the image)
+
+
+def _lobules(rng, Z, X, z_lo, z_hi, fill: float, ax=(1.5, 4.5), az=(0.8, 2.5)):
+    """Fat lobules between ``z_lo`` and ``z_hi`` (mm, per column): ``(core, septa)``, the
+    lobules' soft indicator (1 inside) and the bright walls between them."""
+    nz, nx = Z.shape[0], X.shape[1]
+    dz, dx = float(Z[1, 0] - Z[0, 0]), float(X[0, 1] - X[0, 0])
+    core = np.zeros((nz, nx), np.float32)
+    septa = np.zeros((nz, nx), np.float32)
+    lo, hi = float(np.min(z_lo)), float(np.max(z_hi))
+    width = float(X[0, -1] - X[0, 0])
+    mean_area = np.pi * np.mean(ax) * np.mean(az)
+    for _ in range(int(fill * width * max(hi - lo, 0.0) / mean_area)):
+        a, b = rng.uniform(*ax), rng.uniform(*az)
+        cx, cz = rng.uniform(X[0, 0], X[0, -1]), rng.uniform(lo, hi)
+        i0, i1 = max(0, int((cz - 1.3 * b) / dz)), min(nz, int((cz + 1.3 * b) / dz) + 1)
+        j0, j1 = max(0, int((cx - 1.3 * a) / dx)), min(nx, int((cx + 1.3 * a) / dx) + 1)
+        if i0 >= i1 or j0 >= j1:
+            continue
+        d = np.hypot((X[:, j0:j1] - cx) / a, (Z[i0:i1] - cz) / b)
+        core[i0:i1, j0:j1] = np.maximum(core[i0:i1, j0:j1],
+                                        1.0 / (1.0 + np.exp((d - 0.85) / 0.08)))
+        septa[i0:i1, j0:j1] = np.maximum(septa[i0:i1, j0:j1], np.exp(-0.5 * ((d - 1.0) / 0.07) ** 2))
+    band = (Z >= z_lo) & (Z <= z_hi)
+    return core * band, septa * band
+
+
+def breast_phantom(rng: np.random.Generator, nz: int, nx: int, probe: Probe, malignant: bool):
+    """Echogenicity map ``(nz, nx)`` of a breast as B-mode images show it, and the lesion.
+
+    Layers from the skin down: a bright skin line; subcutaneous fat - hypoechoic
+    lobules between bright septa (Cooper's ligaments); heterogeneous, brighter
+    fibroglandular tissue with fat islands; retromammary fat; the pectoralis muscle
+    (striated); the chest wall, dark, sometimes a rib with its acoustic shadow. The
+    lesion lies in the upper half, like real ones: benign (oval, circumscribed,
+    sometimes nearly iso-echoic, often posterior enhancement) or malignant (irregular
+    or spiculated, hypoechoic, blurred margin, sometimes an echogenic halo, often
+    posterior shadowing). Built on a grid ~4x coarser in depth than the RF grid.
+    """
+    depth = probe.depth_mm
+    Z = ((np.arange(nz) + 0.5) / nz * depth)[:, None].astype(np.float32)
+    X = ((np.arange(nx) + 0.5) / nx * probe.width_mm)[None, :].astype(np.float32)
+    coarse = (max(8, nz // 8), max(8, nx // 4))
+    up_z, up_x = _interp_matrix(nz, coarse[0]), _interp_matrix(nx, coarse[1]).T
+
+    def field(sigma, lo, hi):
+        return up_z @ smooth_noise(rng, coarse, sigma, lo, hi).astype(np.float32) @ up_x
+
+    def wave(amp, per):
+        return amp * np.sin(2 * np.pi * X / per + rng.uniform(0, 2 * np.pi))
+
+    skin = rng.uniform(0.8, 1.8) + wave(0.1, rng.uniform(20, 60))
+    fat_bottom = skin + rng.uniform(4, 14) + wave(rng.uniform(0.5, 2.5), rng.uniform(12, 35))
+    muscle_top = rng.uniform(0.62, 0.85) * depth + wave(rng.uniform(0.5, 1.5),
+                                                        rng.uniform(20, 60))
+    muscle_bottom = muscle_top + rng.uniform(3, 7)
+    retro = muscle_top - rng.uniform(0.8, 3.5)
+
+    # subcutaneous fat: dark lobules, bright walls; the gland: brighter, fat islands in it
+    fat = field(3, 0.03, 0.14)
+    core, septa = _lobules(rng, Z, X, skin, fat_bottom, fill=0.9)
+    fat = fat * (1 - 0.9 * core) + 0.5 * septa
+    gland = field(2.0, 0.45, 1.4) * rng.uniform(0.8, 1.2)
+    # fat islands in the gland: irregular blobs (a smooth random field above a level)
+    blobs = field(rng.uniform(1.0, 1.8), 0.0, 1.0)
+    cut = np.quantile(blobs, 1 - rng.uniform(0.15, 0.4))
+    islands = 1.0 / (1.0 + np.exp(-(blobs - cut) / 0.03))
+    gland = gland * (1 - 0.9 * islands) + 0.35 * np.exp(-0.5 * ((blobs - cut) / 0.015) ** 2)
+    echo = np.where(Z < fat_bottom, fat, gland).astype(np.float32)
+    # Cooper's ligaments: bright curves from the fat into the gland
+    for _ in range(rng.integers(2, 6)):
+        zc = rng.uniform(skin.mean() + 1, fat_bottom.mean() + 2)
+        curve = zc + wave(rng.uniform(1, 4), rng.uniform(8, 30))
+        echo += 0.8 * np.exp(-0.5 * ((Z - curve) / 0.2) ** 2) * (Z < fat_bottom + 2)
+    echo = np.where((Z > retro) & (Z <= muscle_top), field(2, 0.08, 0.25), echo)
+    echo = np.where(Z < skin, 1.4 + 0.4 * field(2, 0, 1), echo)
+    echo += 1.5 * np.exp(-0.5 * ((Z - skin) / 0.18) ** 2)
+    stri = 0.35 + 0.35 * (np.sin(2 * np.pi * (Z + rng.uniform(-0.3, 0.3) * X)
+                                 / rng.uniform(1.0, 2.0)) > 0.55)
+    echo = np.where((Z > muscle_top) & (Z <= muscle_bottom), stri * field(2, 0.6, 1.1), echo)
+    echo += 0.9 * np.exp(-0.5 * ((Z - muscle_bottom) / 0.25) ** 2)   # fascia
+    echo = np.where(Z > muscle_bottom, field(3, 0.02, 0.12), echo)    # chest wall, dark
+    if rng.random() < 0.4:  # a rib: bright anterior surface, full shadow behind it
+        rx, rw = rng.uniform(0.15, 0.85) * probe.width_mm, rng.uniform(4, 9)
+        top = muscle_bottom + rng.uniform(1, 4) + 0.08 * (X - rx) ** 2 / rw
+        cols = np.abs(X - rx) < rw
+        echo = np.where((Z > top) & cols, 0.02 * echo, echo)
+        echo += 2.0 * np.exp(-0.5 * ((Z - top) / 0.25) ** 2) * cols
+
+    # the lesion, in the upper half like real ones
+    r0, aspect, radius = _lesion_shape(rng, malignant, probe.width_mm, LESION_SCALE)
+    cx = rng.uniform(0.25, 0.75) * probe.width_mm
+    cz = max(rng.uniform(0.16, 0.46) * depth, float(skin.max()) + 0.8 * r0 * aspect + 0.5)
+    inside = _inside(X, Z, cx, cz, aspect, radius)
+    if malignant:
+        level = rng.uniform(0.03, 0.12)
+        blur = (rng.uniform(0.4, 1.3), rng.uniform(0.6, 1.6))
+    else:
+        level = rng.uniform(0.25, 0.5) if rng.random() < 0.2 else rng.uniform(0.03, 0.16)
+        blur = (rng.uniform(0.2, 0.6), rng.uniform(0.3, 0.8))
+    internal = field(1.5, 0.6, 1.4)
+    soft = ndimage.gaussian_filter(inside.astype(np.float32), blur)
+    # the tissue around a mass is compressed (brighter) in a rim of 0.5-2 mm
+    rim = ndimage.gaussian_filter(inside.astype(np.float32), rng.uniform(3, 10)) - soft
+    echo = echo * (1 + rng.uniform(0.0, 1.2) * np.clip(rim, 0, None) / max(rim.max(), 1e-6))
+    echo = echo * (1 - soft) + level * internal * soft
+    if malignant and rng.random() < 0.5:  # echogenic halo
+        ring = ndimage.gaussian_filter(inside.astype(np.float32), (3, 4)) - soft
+        echo += 0.7 * np.clip(ring, 0, None)
+    cols = inside.any(axis=0)
+    if cols.any():
+        bottom = np.where(cols, nz - 1 - np.argmax(inside[::-1], axis=0), 0)
+        below = (np.arange(nz)[:, None] > bottom[None, :]) & cols[None, :]
+        below = ndimage.gaussian_filter1d(below.astype(np.float32), 2.5, axis=1)
+        if malignant:
+            factor = rng.uniform(0.03, 0.3) if rng.random() < 0.85 else 1.0
+        else:
+            u = rng.random()   # cysts and fibroadenomas enhance; some (calcified) shadow
+            factor = (rng.uniform(1.8, 4.0) if u < 0.65 else rng.uniform(0.2, 0.6) if u < 0.8
+                      else 1.0)
+        echo = echo * (1 + (factor - 1) * below)
+    lesion = dict(cx=cx, cz=cz, aspect=aspect, radius=radius)
+    return np.clip(echo, 0, None).astype(np.float32), lesion
+
+
+def scanner_display(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray,
+                    p_border: float = 0.4, p_text: float = 0.5, p_calipers: float = 0.3
+                    ) -> np.ndarray:
+    """What many public breast-US images keep of the scanner's screen, never over the
+    lesion: black borders, text-like marks, a depth scale, caliper crosses."""
+    img = img.copy()
+    n = img.shape[0]
+    rows, cols = np.nonzero(mask)
+    r0, r1 = (rows.min(), rows.max()) if rows.size else (n, -1)
+    c0, c1 = (cols.min(), cols.max()) if cols.size else (n, -1)
+    free = np.ones_like(mask, bool)
+    if rows.size:
+        free[max(0, r0 - 3):r1 + 4, max(0, c0 - 3):c1 + 4] = False
+    if rng.random() < p_border:
+        left = min(int(rng.uniform(0.0, 0.08) * n), max(0, c0 - 4))
+        right = min(int(rng.uniform(0.0, 0.08) * n), max(0, n - 1 - c1 - 4))
+        top = min(int(rng.uniform(0.0, 0.05) * n), max(0, r0 - 4))
+        bottom = min(int(rng.uniform(0.0, 0.06) * n), max(0, n - 1 - r1 - 4))
+        img[:, :left] = 0
+        img[:, n - right:] = 0
+        img[:top] = 0
+        img[n - bottom:] = 0
+    g = max(1, n // 128)   # glyph pixel
+    if rng.random() < p_text:   # a line of text-like marks, top or bottom
+        y = int(rng.uniform(0.01, 0.05) * n) if rng.random() < 0.5 else int(
+            rng.uniform(0.9, 0.97) * n)
+        x = int(rng.uniform(0.02, 0.4) * n)
+        for _ in range(rng.integers(4, 14)):
+            glyph = rng.random((5, 3)) < 0.55
+            block = np.kron(glyph, np.ones((g, g), bool))
+            h, w = block.shape
+            if y + h < n and x + w < n and free[y:y + h, x:x + w].all():
+                img[y:y + h, x:x + w][block] = rng.uniform(0.75, 1.0)
+            x += w + g
+    if rng.random() < 0.5:   # depth scale: dots down one side
+        x = int(rng.uniform(0.005, 0.03) * n) if rng.random() < 0.5 else n - 1 - int(
+            rng.uniform(0.005, 0.03) * n)
+        for y in range(int(0.05 * n), n - g, max(2, n // 10)):
+            if free[y:y + g, x:x + g].all():
+                img[y:y + g, x:x + g] = 0.9
+    if rows.size and rng.random() < p_calipers:   # '+' marks beside the lesion's ends
+        arm = max(2, n // 64)
+        for y, x in ((int(rows[cols.argmin()]), c0 - 2 * arm - 2),
+                     (int(rows[cols.argmax()]), c1 + 2 * arm + 2)):
+            if arm <= y < n - arm and arm <= x < n - arm:
+                cross = np.zeros_like(mask, bool)
+                cross[y, x - arm:x + arm + 1] = True
+                cross[y - arm:y + arm + 1, x] = True
+                img[cross & ~mask.astype(bool)] = 1.0
+    return img
+
+
+def simulate_breast_image(rng: np.random.Generator, size: int, malignant: bool,
+                          probe: Probe = BREAST_PROBE):
+    """One B-mode image ``(size, size)`` in [0, 1] and its lesion mask (uint8)."""
+    probe = dataclasses.replace(probe, focus_mm=rng.uniform(0.3, 0.6) * probe.depth_mm)
+    nz, nx = probe.grid(size)
+    echo, lesion = breast_phantom(rng, -(-nz // AXIAL_REPEAT), nx, probe, malignant)
+    echo = np.repeat(echo, AXIAL_REPEAT, axis=0)[:nz]
+    env = simulate_envelope(echo, rng, probe, tgc_error_db=rng.uniform(0, 3),
+                            lines=sample_index(nx, size),
+                            gain_falloff_db=rng.uniform(0, 16))
+    img = log_compress(point_sample(env, size, cols=False), rng.uniform(48, 60))
+    img = ndimage.gaussian_filter(img, np.array(SPECKLE_REDUCTION) * size / 256)
+    z = (np.linspace(0, nz - 1, size).round() + 0.5) / nz * probe.depth_mm
+    x = (np.linspace(0, nx - 1, size).round() + 0.5) / nx * probe.width_mm
+    mask = _inside(x[None, :], z[:, None], lesion["cx"], lesion["cz"], lesion["aspect"],
+                   lesion["radius"]).astype(np.uint8)
+    return scanner_display(rng, img, mask), mask
 
 
 def sim_bus(n: int = 163, size: int = 256, seed: int = 0, malignant_fraction: float = 53 / 163,
@@ -348,6 +581,15 @@ def sim_bus(n: int = 163, size: int = 256, seed: int = 0, malignant_fraction: fl
     """
     return breast_dataset("sim_bus", n, size, seed, malignant_fraction, progress,
                           simulate_breast_image)
+
+
+def sim_bus_simple(n: int = 163, size: int = 256, seed: int = 0,
+                   malignant_fraction: float = 53 / 163, progress: bool = True):
+    """``sim_bus_simple``: the first generator (until the fourth session's ``sim_bus``):
+    the lesion is the only dark region of the image, so brightness alone finds it. Kept
+    for comparison and for results made with it."""
+    return breast_dataset("sim_bus_simple", n, size, seed, malignant_fraction, progress,
+                          simulate_breast_image_simple)
 
 
 def breast_dataset(name, n, size, seed, malignant_fraction, progress, simulate):
