@@ -29,6 +29,7 @@ from .pipeline import (EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, aggregate, outc
                        run)
 from .plans import Plan, format_matrix, plan_matrix, plan_report, plan_set  # noqa: E402
 from .pretrain import TimeUp, pretrain  # noqa: E402
+from .study import run_study, slurm_shard  # noqa: E402
 from .provenance import write_provenance  # noqa: E402
 from .runtime import get_strategy, resolve_precision, set_threads  # noqa: E402
 
@@ -275,12 +276,25 @@ def cmd_study(args) -> int:
         cfg = config_from_dict(data.get("config", data))
     else:
         cfg = config_from_args(args)
+    if args.prepare_only:
+        run_study(cfg, args.out, force_pretrain=args.force_pretrain, prepare_only=True,
+                  verbose=1 if args.verbose else 0, progress=not args.quiet)
+        print(f"prepared {args.out}: pretrained model, data cache and folds (shards may start)")
+        return EXIT_OK
+    shard, no_aggregate = args.shard, args.no_aggregate
+    if shard is None and slurm_shard() is not None:
+        shard = "slurm"
+    if shard == "slurm":   # a task of a job array: a later job writes the report
+        i, n = slurm_shard() or (0, 1)
+        print(f"Slurm array task: shard {i}/{n}; tables and REPORT.md are left to "
+              "`unet-ft report` once every task is done", file=sys.stderr)
+        no_aggregate = True
     out = run(cfg, args.out, force=args.force, retry_failed=args.retry_failed,
-              shard=args.shard, distribute=args.distribute,
+              shard=shard, distribute=args.distribute,
               verbose=1 if args.verbose else 0, force_pretrain=args.force_pretrain,
-              aggregate_results=not args.no_aggregate, progress=not args.quiet,
+              aggregate_results=not no_aggregate, progress=not args.quiet,
               max_minutes=args.max_minutes)
-    if args.no_aggregate:  # a shard: its parent judges the whole study
+    if no_aggregate:  # a shard: its parent (or the report job) judges the whole study
         return EXIT_OK
     code, message = outcome(out)
     print(f"results: {out} (REPORT.md, results.csv, summary.csv, stats.csv); {message}",
@@ -289,9 +303,13 @@ def cmd_study(args) -> int:
 
 
 def cmd_report(args) -> int:
+    code, message = outcome(args.out)
+    if code == EXIT_INCOMPLETE:   # tables of a partial grid would mislead
+        print(f"unet-ft: {message}", file=sys.stderr)
+        return code
     aggregate(args.out, figures=not args.no_figures)
-    print(f"wrote {args.out}/REPORT.md")
-    return 0
+    print(f"wrote {args.out}/REPORT.md; {message}", file=sys.stderr if code else sys.stdout)
+    return code
 
 
 def _register_study(sub) -> None:
@@ -315,7 +333,11 @@ def _register_study(sub) -> None:
     p.add_argument("--force", action="store_true", help="recompute finished runs")
     p.add_argument("--retry-failed", action="store_true", help="redo runs that failed")
     p.add_argument("--force-pretrain", action="store_true", help="retrain the pretrained model")
-    p.add_argument("--shard", help="I/N: run a deterministic share of the runs")
+    p.add_argument("--shard", help="I/N: run a deterministic share of the runs; 'slurm' (the "
+                   "default inside a Slurm job array): this array task's share")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="pretrain, cache the data and write the folds, then stop (run it once "
+                        "before the shards of a cluster job array)")
     p.add_argument("--distribute", choices=["mirrored"], help="tf.distribute strategy")
     p.add_argument("--config", help="take the whole config from a config.json (e.g. of a "
                    "results folder) instead of --profile/--set")

@@ -152,10 +152,43 @@ def keeps_weights(cfg: Config, run: RunSpec, maps: Dict[str, BlockMap]) -> bool:
     return bool(labels & {"all", full})
 
 
+def slurm_shard(env=None) -> Optional[Tuple[int, int]]:
+    """``(I, N)`` of this task of a Slurm job array (``SLURM_ARRAY_TASK_ID`` counted
+    from ``SLURM_ARRAY_TASK_MIN``, ``SLURM_ARRAY_TASK_COUNT``); None outside an array.
+
+    Examples:
+        >>> slurm_shard({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "1",
+        ...              "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MAX": "4"})
+        (2, 4)
+    """
+    env = os.environ if env is None else env
+    if "SLURM_ARRAY_TASK_ID" not in env or "SLURM_ARRAY_TASK_COUNT" not in env:
+        return None
+    try:
+        task, count = int(env["SLURM_ARRAY_TASK_ID"]), int(env["SLURM_ARRAY_TASK_COUNT"])
+        lo = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+        hi = int(env.get("SLURM_ARRAY_TASK_MAX", lo + count - 1))
+    except ValueError:
+        raise ValueError("SLURM_ARRAY_TASK_ID / _COUNT / _MIN / _MAX must be integers, got "
+                         f"{ {k: v for k, v in env.items() if k.startswith('SLURM_ARRAY')} }"
+                         ) from None
+    if hi - lo + 1 != count:
+        raise ValueError(f"the Slurm array {lo}-{hi} has {count} tasks: not one step apart; "
+                         "use a contiguous array (e.g. --array=0-7) to shard a study")
+    return parse_shard(f"{task - lo}/{count}")
+
+
 def parse_shard(shard) -> Tuple[int, int]:
-    """``"I/N"`` -> ``(I, N)``; None -> ``(0, 1)``."""
+    """``"I/N"`` -> ``(I, N)``; ``"slurm"`` -> this Slurm array task's share
+    (:func:`slurm_shard`); None -> ``(0, 1)``."""
     if shard in (None, ""):
         return (0, 1)
+    if shard == "slurm":
+        got = slurm_shard()
+        if got is None:
+            raise ValueError("--shard slurm needs a Slurm job array (SLURM_ARRAY_TASK_ID and "
+                             "SLURM_ARRAY_TASK_COUNT are not set)")
+        return got
     if isinstance(shard, tuple):
         i, n = shard
     else:

@@ -2,12 +2,13 @@
 
 import csv
 import json
+import os
 import re
 
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import TINY, tiny_config
 from keras_unet_ft import finetune
 from keras_unet_ft import study as study_mod
 from keras_unet_ft.pipeline import run
@@ -199,3 +200,56 @@ def test_a_truncated_pretrained_model_says_how_to_recover(tiny_study, tmp_path):
     (copy / "pretrained" / "model.keras").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(ValueError, match="may be truncated: run again with --force-pretrain"):
         run_study(cfg, copy, progress=False)
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, None),
+    ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "4"}, (0, 4)),
+    ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "1",
+      "SLURM_ARRAY_TASK_MAX": "3"}, (2, 3)),
+    ({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "0",
+      "SLURM_ARRAY_TASK_MAX": "4"}, "not one step apart"),
+    ({"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "3"}, "must be integers"),
+])
+def test_slurm_shard_from_the_array_variables(env, expected):
+    from keras_unet_ft.study import slurm_shard
+
+    if isinstance(expected, str):
+        with pytest.raises(ValueError, match=expected):
+            slurm_shard(env)
+    else:
+        assert slurm_shard(env) == expected
+
+
+def test_a_slurm_job_array_shares_one_results_folder(tmp_path, monkeypatch, capsys):
+    """prepare -> two array tasks (shards from the Slurm variables) -> report, as the
+    examples/slurm scripts run them; the report refuses a partial grid."""
+    from keras_unet_ft.cli import main
+
+    for k in list(os.environ):
+        if k.startswith("SLURM_"):
+            monkeypatch.delenv(k)
+    out = tmp_path / "r"
+    sets = []
+    for k, v in {**TINY, "data.targets": "sim_bus", "study.plans": "contracting,expanding",
+                 "study.baselines": "false", "data.cache_dir": str(tmp_path / "c")}.items():
+        sets += ["--set", f"{k}={v}"]
+    assert main(["study", "--profile", "smoke", "--out", str(out), "--prepare-only",
+                 "--quiet"] + sets) == 0
+    assert (out / "config.json").exists() and list(out.glob("pretrained/**/model.keras"))
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
+    assert main(["study", "--config", str(out / "config.json"), "--out", str(out),
+                 "--quiet"]) == 0
+    assert "shard 0/2" in capsys.readouterr().err
+    assert not (out / "REPORT.md").exists()
+    assert main(["report", str(out), "--no-figures"]) == 4     # task 1 has not run yet
+    assert not (out / "REPORT.md").exists()
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    assert main(["study", "--config", str(out / "config.json"), "--out", str(out),
+                 "--quiet"]) == 0
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    monkeypatch.delenv("SLURM_ARRAY_TASK_COUNT")
+    assert main(["report", str(out), "--no-figures"]) == 0
+    assert len(list(out.glob("runs/*/*/fold_*/summary.json"))) == 4
+    assert (out / "REPORT.md").exists()
