@@ -94,3 +94,14 @@ def test_sim_bus_statistics_lie_inside_real_breast_ultrasound():
     assert got["otsu_dice"][1] < 0.4, got["otsu_dice"]   # a threshold does not find lesions
     old = measure("sim_bus_simple")
     assert not compare(old)["distractor"]
+
+
+def test_a_changed_generator_is_not_served_from_the_cache(tmp_path, monkeypatch):
+    from keras_unet_ft.data.synthetic import ultrasound
+
+    a = load_dataset("sim_bus", n=2, size=32, seed=3, cache_directory=tmp_path)
+    assert len(list(tmp_path.glob("sim_bus-*.npz"))) == 1
+    monkeypatch.setattr(ultrasound, "GENERATOR_VERSION", ultrasound.GENERATOR_VERSION + 1)
+    b = load_dataset("sim_bus", n=2, size=32, seed=3, cache_directory=tmp_path)
+    assert len(list(tmp_path.glob("sim_bus-*.npz"))) == 2   # a new key, not the old file
+    np.testing.assert_array_equal(a.images, b.images)
