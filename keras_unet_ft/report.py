@@ -40,6 +40,36 @@ def _verdict(diff: float, p) -> str:
     return "no"
 
 
+def _ci(row) -> str:
+    """``[lo, hi]`` of a stats row's 95 % interval of A - B, or '-' (older tables)."""
+    try:
+        lo, hi = float(row["ci_low"]), float(row["ci_high"])
+    except (KeyError, TypeError, ValueError):
+        return "-"
+    return f"[{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) and math.isfinite(hi) else "-"
+
+
+def _plan_ci(row) -> str:
+    """A plan's 95 % interval of its mean Dice over held-out images (summary.csv)."""
+    try:
+        lo, hi = float(row["dice_ci_low"]), float(row["dice_ci_high"])
+    except (KeyError, TypeError, ValueError):
+        return "-"
+    return f"[{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) and math.isfinite(hi) else "-"
+
+
+def _ci_verdict(row, a="A", b="B") -> str:
+    """The interval's verdict in words (``yes`` / ``no`` / ``tied``)."""
+    v = row.get("verdict")
+    if v == "yes":
+        return f"yes ({a} better; 95 % CI {_ci(row)})"
+    if v == "no":
+        return f"no ({b} better; 95 % CI {_ci(row)})"
+    if v == "tied":
+        return f"tied (the difference lies in {_ci(row)})"
+    return _verdict(float(row.get("diff", "nan") or "nan"), row.get("images_wilcoxon_p"))
+
+
 def _f(x, nd=3) -> str:
     try:
         x = float(x)
@@ -59,7 +89,8 @@ def _p(x) -> str:
 
 
 def _pm(row, metric, nd=3) -> str:
-    return f"{_f(row[f'{metric}_mean'], nd)} ± {_f(row[f'{metric}_std'], nd)}"
+    mean = _f(row.get(f"{metric}_mean"), nd)
+    return "-" if mean == "-" else f"{mean} ± {_f(row.get(f'{metric}_std'), nd)}"
 
 
 def _paper_pm(v, nd=2, unit="") -> str:
@@ -108,16 +139,23 @@ def findings(target: str, modality: str, S: Dict[str, dict], stats: List[dict],
     pair = st.get(("contracting", "expanding"), {})
     if not math.isnan(c) and not math.isnan(e):
         if modality == "ultrasound":
+            verdict = (_ci_verdict(pair, "contracting", "expanding") if pair.get("verdict")
+                       else _verdict(c - e, pair.get("images_t_p")))
             out.append(f"Contracting > expanding on {target} (paper, breast US: 0.80 vs 0.72): "
-                       f"**{_verdict(c - e, pair.get('images_t_p'))}**, Dice {c:.3f} vs {e:.3f} "
-                       f"({c - e:+.3f}), "
+                       f"**{verdict}**, Dice {c:.3f} vs {e:.3f} "
+                       f"({c - e:+.3f}; 95 % bootstrap interval over images, resampled within "
+                       f"folds: {_ci(pair)}), "
                        f"paired t-test over images p = {_p(pair.get('images_t_p'))}, "
+                       f"Wilcoxon p = {_p(pair.get('images_wilcoxon_p'))} (Holm-corrected over "
+                       f"this target's {sum(1 for r in stats if r['target'] == target)} "
+                       f"comparisons: {_p(pair.get('images_wilcoxon_p_holm'))}), "
                        f"over folds p = {_p(pair.get('folds_t_p'))}.")
         elif modality == "xray":
             ok = abs(c - e) < CLOSE_DICE
             out.append(f"Contracting ≈ expanding on {target} (paper, chest X-ray: 0.98 vs 0.98): "
                        f"**{'yes' if ok else 'no'}**, Dice {c:.3f} vs {e:.3f} "
-                       f"(|difference| {abs(c - e):.3f}, threshold {CLOSE_DICE}), "
+                       f"(|difference| {abs(c - e):.3f}, threshold {CLOSE_DICE}; 95 % interval "
+                       f"of the difference {_ci(pair)}), "
                        f"p = {_p(pair.get('images_t_p'))}.")
         tc = S["contracting"].get("trainable_params")
         te = S["expanding"].get("trainable_params")
@@ -290,7 +328,8 @@ def methods_section(S: Dict[str, dict], stats: List[dict], target: str) -> List[
          "Each method against the block plan nearest to it in trainable parameters and "
          "against training all layers; paired over held-out images (Dice).", "",
          "| method | trainable params | Dice | compared with | its trainable params | its Dice "
-         "| A − B | images: Wilcoxon p | better? |", "|---|---|---|---|---|---|---|---|---|"]
+         "| A − B | 95 % CI | images: Wilcoxon p | better? |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
 
     def n(plan):
         v = S.get(plan, {}).get("trainable_params")
@@ -299,8 +338,8 @@ def methods_section(S: Dict[str, dict], stats: List[dict], target: str) -> List[
     for s in rows:
         a, b = s["plan_a"], s["plan_b"]
         L.append(f"| {a} | {n(a)} | {_f(s['mean_a'])} | {b} | {n(b)} | {_f(s['mean_b'])} | "
-                 f"{_f(s['diff'])} | {_p(s['images_wilcoxon_p'])} | "
-                 f"{_verdict(float(s['diff']), s['images_wilcoxon_p'])} |")
+                 f"{_f(s['diff'])} | {_ci(s)} | {_p(s['images_wilcoxon_p'])} | "
+                 f"{_ci_verdict(s, a, b)} |")
     return L + [""]
 
 
@@ -325,8 +364,10 @@ def write_report(out) -> pathlib.Path:
           f"{prov.get('precision')}; git {prov.get('git_revision') or 'unknown'}; written "
           f"{prov.get('written')}.", ""]
     L += ["Every number below is computed from the files of this folder (results.csv, "
-          "summary.csv, stats.csv). Dice and adjusted Rand are means over held-out images per "
-          "fold, then mean ± std over folds; pixel error is in percent. Only images with an "
+          "summary.csv, stats.csv). Dice, adjusted Rand and HD95 (95th-percentile Hausdorff "
+          "distance; the image diagonal when nothing is predicted) are means over held-out "
+          "images per fold, then mean ± std over folds; pixel error is in percent. Only images "
+          "with an "
           "object count in these means (an empty mask predicted empty would score Dice 1.0); "
           "images with an empty mask are counted apart. Runs that failed or diverged are "
           "listed at the end and kept out of every mean and verdict.", ""]
@@ -371,16 +412,18 @@ def write_report(out) -> pathlib.Path:
             L += ["### Findings of the paper, checked on this run", ""] + [f"- {s}" for s in F] + [""]
             all_findings += F
         L += ["### All plans", "",
-              "| plan | trained as | folds ok | Dice | pixel error % | adj. Rand | trainable params "
-              "| s / epoch | train s |", "|---|---|---|---|---|---|---|---|---|"]
+              "| plan | trained as | folds ok | Dice | Dice 95 % CI (images) | pixel error % "
+              "| adj. Rand | HD95 px | HD95 % diag. | trainable params | s / epoch | train s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for p, r in S.items():
             L.append(f"| {p} | {r['trained_as'] if r['trained_as'] != p else ''} | "
                      f"{r['folds_ok']}/{int(r['folds_ok']) + int(r['folds_failed'])} | "
-                     f"{_pm(r, 'dice')} | {_pm(r, 'pixel_error', 2)} | {_pm(r, 'adjusted_rand')} | "
+                     f"{_pm(r, 'dice')} | {_plan_ci(r)} | {_pm(r, 'pixel_error', 2)} | "
+                     f"{_pm(r, 'adjusted_rand')} | {_pm(r, 'hd95', 1)} | {_pm(r, 'hd95_percent', 1)} | "
                      f"{int(float(r['trainable_params'])):,} | {_f(r['seconds_per_epoch'], 2)} | "
                      f"{_f(r['train_seconds'], 1)} |" if r["trainable_params"] not in ("", None)
                      else f"| {p} | | {r['folds_ok']}/{int(r['folds_ok']) + int(r['folds_failed'])}"
-                     f" | - | - | - | - | - | - |")
+                     f" | - | - | - | - | - | - | - | - | - |")
         L.append("")
         L += methods_section(S, stats, target)
         empties = [(p, r) for p, r in S.items()
@@ -412,14 +455,20 @@ def write_report(out) -> pathlib.Path:
         tst = [s for s in stats if s["target"] == target]
         if tst:
             L += ["### Paired statistics (Dice)", "",
-                  "| A | B | why | mean A | mean B | A − B | folds: t p | folds: Wilcoxon p "
-                  "| images n | images: t p | images: Wilcoxon p |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "A − B with its 95 % bootstrap interval over held-out images (resampled within "
+                  "folds, 2,000 resamples); the verdict comes from the interval: **yes** (A "
+                  "better), **no** (B better) or **tied** (it holds 0). Image-level Wilcoxon "
+                  "p-values are also given Holm-corrected over this target's family of "
+                  f"{len(tst)} comparisons.", "",
+                  "| A | B | why | mean A | mean B | A − B | 95 % CI | verdict | folds: t p "
+                  "| folds: Wilcoxon p | images n | images: t p | images: Wilcoxon p | Holm p |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for s in tst:
                 L.append(f"| {s['plan_a']} | {s['plan_b']} | {s['why']} | {_f(s['mean_a'])} | "
-                         f"{_f(s['mean_b'])} | {_f(s['diff'])} | {_p(s['folds_t_p'])} | "
+                         f"{_f(s['mean_b'])} | {_f(s['diff'])} | {_ci(s)} | "
+                         f"{s.get('verdict') or '-'} | {_p(s['folds_t_p'])} | "
                          f"{_p(s['folds_wilcoxon_p'])} | {s['images_n']} | {_p(s['images_t_p'])} | "
-                         f"{_p(s['images_wilcoxon_p'])} |")
+                         f"{_p(s['images_wilcoxon_p'])} | {_p(s.get('images_wilcoxon_p_holm'))} |")
             L.append("")
     failed = [r for r in results if r["status"] != "ok"]
     L += ["## Failed or diverged runs", ""]

@@ -18,7 +18,7 @@ from .io import read_csv, write_csv
 from .layout import (RESULTS, SIZES, SIZES_SUMMARY, STATS, SUMMARY, manifest_runs,
                      read_manifest, read_run_summary)
 from .metrics import METRICS
-from .stats import comparison_pairs, paired_tests
+from .stats import bootstrap_ci, ci_verdict, comparison_pairs, holm, paired_tests
 
 log = logging.getLogger("keras_unet_ft")
 RESULT_FIELDS = (["target", "modality", "model", "plan", "trained_as", "fold", "status"]
@@ -79,7 +79,8 @@ def summarize_sizes(rows: List[dict]) -> List[dict]:
                "folds_ok": len(ok), "folds_skipped": sum(r["status"] == "skipped" for r in rs),
                "folds_failed": sum(r["status"] == "failed" for r in rs)}
         for m in METRICS:
-            v = [float(r[f"{m}_mean"]) for r in ok]
+            v = [_num(r.get(f"{m}_mean")) for r in ok]
+            v = [x for x in v if not math.isnan(x)]   # runs of versions without this metric
             row[f"{m}_mean"] = float(np.mean(v)) if v else math.nan
             row[f"{m}_std"] = float(np.std(v)) if v else math.nan
         out.append(row)
@@ -97,7 +98,8 @@ def summarize(rows: List[dict]) -> List[dict]:
         row = {"target": target, "modality": rs[0]["modality"], "plan": plan,
                "trained_as": rs[0]["trained_as"], "folds_ok": len(ok), "folds_failed": len(rs) - len(ok)}
         for m in METRICS:
-            v = [float(r[f"{m}_mean"]) for r in ok]
+            v = [_num(r.get(f"{m}_mean")) for r in ok]
+            v = [x for x in v if not math.isnan(x)]   # runs of versions without this metric
             row[f"{m}_mean"] = float(np.mean(v)) if v else math.nan
             row[f"{m}_std"] = float(np.std(v)) if v else math.nan
         for k in ("trainable_params",):
@@ -115,12 +117,38 @@ def summarize(rows: List[dict]) -> List[dict]:
     return out
 
 
+def add_intervals(out, summary: List[dict], rows: List[dict], metric: str = "dice"
+                  ) -> List[dict]:
+    """Each summary row gets the mean of ``metric`` over all held-out images of its ok
+    runs and its 95 % bootstrap interval (images resampled within folds):
+    ``dice_images_mean``, ``dice_ci_low``, ``dice_ci_high``."""
+    for srow in summary:
+        values, folds = [], []
+        for r in rows:
+            if (r["target"], r["plan"], r["status"]) == (srow["target"], srow["plan"], "ok"):
+                v = [x[metric] for x in per_image(out, r).values()]
+                values += v
+                folds += [r["fold"]] * len(v)
+        values = np.asarray(values, float)
+        keep = np.isfinite(values)
+        lo, hi = bootstrap_ci(values[keep], np.asarray(folds)[keep]) if keep.any() else (
+            math.nan, math.nan)
+        srow[f"{metric}_images_mean"] = float(values[keep].mean()) if keep.any() else math.nan
+        srow[f"{metric}_ci_low"], srow[f"{metric}_ci_high"] = lo, hi
+    return summary
+
+
 def per_image(out, row: dict, with_empty: bool = False) -> Dict[str, dict]:
     """``{image id: {metric: value}}`` of a results row's run: the images with an object
     (whose mask is not empty), or every image with ``with_empty``."""
     path = pathlib.Path(out) / row["run_dir"] / "per_image.csv"
-    return {r["id"]: {m: float(r[m]) for m in METRICS} for r in read_csv(path)
+    return {r["id"]: {m: _num(r.get(m)) for m in METRICS} for r in read_csv(path)
             if with_empty or r.get("empty_mask", "0") in ("0", "")}
+
+
+def _num(v) -> float:
+    """A number from a CSV cell; NaN when empty or absent (an older run's missing metric)."""
+    return float(v) if v not in ("", None) else math.nan
 
 
 def status_counts(out, manifest: Optional[dict] = None) -> Dict[str, int]:
@@ -151,19 +179,29 @@ def paired_stats(out, rows: List[dict], metric: str = "dice", units: int = 9) ->
             folds = sorted(set(ra) & set(rb))
             f = paired_tests([float(ra[k][f"{metric}_mean"]) for k in folds],
                              [float(rb[k][f"{metric}_mean"]) for k in folds])
-            ia, ib = {}, {}
+            ia, ib, fold_of = {}, {}, {}
             for k in folds:
                 ia.update(per_image(out, ra[k]))
                 ib.update(per_image(out, rb[k]))
+                fold_of.update({i: k for i in per_image(out, ra[k])})
             ids = sorted(set(ia) & set(ib))
-            im = paired_tests([ia[i][metric] for i in ids], [ib[i][metric] for i in ids])
+            xa = [ia[i][metric] for i in ids]
+            xb = [ib[i][metric] for i in ids]
+            im = paired_tests(xa, xb)
+            lo, hi = bootstrap_ci(np.subtract(xa, xb), [fold_of[i] for i in ids])
             result.append({
                 "target": target, "metric": metric, "plan_a": a, "plan_b": b, "why": why,
                 "mean_a": im["mean_a"], "mean_b": im["mean_b"], "diff": im["mean_diff"],
+                "ci_low": lo, "ci_high": hi, "verdict": ci_verdict(lo, hi),
                 "folds_n": f["n"], "folds_t_p": f["t_p"], "folds_wilcoxon_p": f["wilcoxon_p"],
                 "images_n": im["n"], "images_t_p": im["t_p"],
                 "images_wilcoxon_p": im["wilcoxon_p"],
             })
+    # one family of comparisons per target: Holm-corrected image-level Wilcoxon p-values
+    for target in dict.fromkeys(r["target"] for r in result):
+        fam = [r for r in result if r["target"] == target]
+        for r, q in zip(fam, holm([r["images_wilcoxon_p"] for r in fam])):
+            r["images_wilcoxon_p_holm"] = q
     return result
 
 
@@ -174,7 +212,7 @@ def write_tables(out, manifest: Optional[dict] = None) -> Dict[str, List[dict]]:
     manifest = manifest or read_manifest(out)
     rows = collect(out, manifest)
     write_csv(out / RESULTS, rows, RESULT_FIELDS)
-    summary = summarize(rows)
+    summary = add_intervals(out, summarize(rows), rows)
     write_csv(out / SUMMARY, summary)
     units = manifest["models"][manifest["model"]]["units"]["path"]
     st = paired_stats(out, rows, "dice", units)

@@ -48,6 +48,63 @@ def paired_tests(a: Sequence[float], b: Sequence[float]) -> Dict[str, float]:
     return out
 
 
+N_BOOTSTRAP = 2000
+CI_LEVEL = 0.95
+
+
+def bootstrap_ci(values: Sequence[float], groups: Optional[Sequence] = None,
+                 n_boot: int = N_BOOTSTRAP, level: float = CI_LEVEL, seed: int = 0
+                 ) -> Tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (e.g. paired per-image
+    differences), resampling with replacement *within* each group (fold, seed), so
+    every resample keeps the design's share of each fold.
+
+    Examples:
+        >>> lo, hi = bootstrap_ci([0.1, 0.2, 0.3, 0.2, 0.25, 0.15])
+        >>> lo < 0.2 < hi
+        True
+    """
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return (math.nan, math.nan)
+    g = np.zeros(v.size, int) if groups is None else np.unique(np.asarray(groups),
+                                                               return_inverse=True)[1]
+    rng = np.random.default_rng(seed)
+    total = np.zeros(n_boot)
+    for k in np.unique(g):
+        part = v[g == k]
+        total += part[rng.integers(0, part.size, (n_boot, part.size))].sum(axis=1)
+    means = total / v.size
+    alpha = (1 - level) / 2
+    return (float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
+
+
+def holm(pvalues: Sequence[float]) -> List[float]:
+    """Holm-Bonferroni adjusted p-values of one family of tests (NaN stays NaN).
+
+    Examples:
+        >>> holm([0.01, 0.04, 0.03])
+        [0.03, 0.06, 0.06]
+    """
+    p = np.asarray(pvalues, dtype=float)
+    ok = np.flatnonzero(np.isfinite(p))
+    out = np.full(p.shape, math.nan)
+    m = ok.size
+    running = 0.0
+    for rank, i in enumerate(ok[np.argsort(p[ok], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return [float(round(x, 12)) if np.isfinite(x) else math.nan for x in out]
+
+
+def ci_verdict(lo: float, hi: float) -> str:
+    """``yes`` (A better: the interval of A - B lies above 0), ``no`` (below 0) or
+    ``tied`` (it holds 0)."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "unknown"
+    return "yes" if lo > 0 else "no" if hi < 0 else "tied"
+
+
 def comparison_pairs(plans: Sequence[str], units: int = 9,
                      params: Optional[Mapping[str, float]] = None) -> List[Tuple[str, str, str]]:
     """``(plan_a, plan_b, why)`` pairs present in ``plans``.

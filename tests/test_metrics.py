@@ -49,3 +49,37 @@ def test_shape_mismatch_is_an_error():
         dice(np.zeros((4, 4)), np.zeros((4, 5)))
     with pytest.raises(ValueError, match=r"expected a batch"):
         batch_metrics(np.zeros(4), np.zeros(4))
+
+
+@pytest.mark.parametrize("shift, expected", [(0, 0.0), (1, 1.0), (3, 3.0)])
+def test_hd95_of_shifted_squares(shift, expected):
+    from keras_unet_ft.metrics import hd95
+
+    a = np.zeros((32, 32), bool)
+    a[8:20, 8:20] = True
+    b = np.roll(a, shift, axis=1)
+    assert hd95(a, b) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("truth, pred, expected", [
+    ("empty", "empty", 0.0),
+    ("square", "empty", float(np.hypot(16, 16))),
+    ("empty", "square", float(np.hypot(16, 16))),
+])
+def test_hd95_with_empty_masks(truth, pred, expected):
+    from keras_unet_ft.metrics import hd95
+
+    masks = {"empty": np.zeros((16, 16)), "square": np.pad(np.ones((4, 4)), 6)}
+    assert hd95(masks[truth], masks[pred]) == pytest.approx(expected)
+
+
+def test_hd95_ignores_a_few_outlier_pixels_unlike_the_maximum():
+    from keras_unet_ft.metrics import batch_metrics, hd95
+
+    a = np.zeros((64, 64), bool)
+    a[10:50, 10:50] = True
+    b = a.copy()
+    b[60, 60] = True          # one stray pixel far away: HD (max) would be ~14 px
+    assert hd95(a, b) < 2.0
+    m = batch_metrics(a[None, ..., None].astype(float), b[None, ..., None].astype(float))
+    assert m["hd95_percent"][0] == pytest.approx(100 * m["hd95"][0] / np.hypot(64, 64))
