@@ -40,22 +40,26 @@ def _verdict(diff: float, p) -> str:
     return "no"
 
 
-def _ci(row) -> str:
-    """``[lo, hi]`` of a stats row's 95 % interval of A - B, or '-' (older tables)."""
+def _interval(row, prefix: str = "", sign: str = "+") -> str:
+    """``[lo, hi]`` of a row's 95 % interval (``<prefix>ci_low`` / ``_high``), or '-'
+    (tables of older versions, or no images)."""
     try:
-        lo, hi = float(row["ci_low"]), float(row["ci_high"])
+        lo, hi = float(row[f"{prefix}ci_low"]), float(row[f"{prefix}ci_high"])
     except (KeyError, TypeError, ValueError):
         return "-"
-    return f"[{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) and math.isfinite(hi) else "-"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "-"
+    return f"[{lo:{sign}.3f}, {hi:{sign}.3f}]"
+
+
+def _ci(row) -> str:
+    """A stats row's interval of A - B (signed)."""
+    return _interval(row)
 
 
 def _plan_ci(row) -> str:
-    """A plan's 95 % interval of its mean Dice over held-out images (summary.csv)."""
-    try:
-        lo, hi = float(row["dice_ci_low"]), float(row["dice_ci_high"])
-    except (KeyError, TypeError, ValueError):
-        return "-"
-    return f"[{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) and math.isfinite(hi) else "-"
+    """A plan's interval of its mean Dice over held-out images (summary.csv)."""
+    return _interval(row, "dice_", "")
 
 
 def _ci_verdict(row, a="A", b="B") -> str:

@@ -263,6 +263,38 @@ def _lesion_shape(rng, malignant: bool, fov_mm: float, scale: float = 1.0):
     return r0, aspect, radius
 
 
+def _anatomy_grid(rng, nz: int, nx: int, probe: Probe, dtype=None):
+    """Depth and lateral positions (mm) of the map's cells, and two drawing helpers:
+    ``field(sigma, lo, hi)`` (a smooth random field, made coarse and interpolated) and
+    ``wave(amp, period)`` (a random-phase lateral undulation, for layer boundaries)."""
+    Z = ((np.arange(nz) + 0.5) / nz * probe.depth_mm)[:, None]
+    X = ((np.arange(nx) + 0.5) / nx * probe.width_mm)[None, :]
+    if dtype is not None:
+        Z, X = Z.astype(dtype), X.astype(dtype)
+    coarse = (max(8, nz // 8), max(8, nx // 4))
+    up_z, up_x = _interp_matrix(nz, coarse[0]), _interp_matrix(nx, coarse[1]).T
+
+    def field(sigma, lo, hi):
+        return up_z @ smooth_noise(rng, coarse, sigma, lo, hi).astype(np.float32) @ up_x
+
+    def wave(amp, per):
+        return amp * np.sin(2 * np.pi * X / per + rng.uniform(0, 2 * np.pi))
+
+    return Z, X, field, wave
+
+
+def _below(inside: np.ndarray):
+    """The region under a lesion, softened at its sides (where posterior shadowing or
+    enhancement acts); None when the lesion is not on the grid."""
+    cols = inside.any(axis=0)
+    if not cols.any():
+        return None
+    nz = inside.shape[0]
+    bottom = np.where(cols, nz - 1 - np.argmax(inside[::-1], axis=0), 0)
+    below = (np.arange(nz)[:, None] > bottom[None, :]) & cols[None, :]
+    return ndimage.gaussian_filter1d(below.astype(np.float32), 2.5, axis=1)
+
+
 def _inside(x_mm, z_mm, cx, cz, aspect, radius):
     """Lesion indicator on the grid ``z_mm (nz, 1) x x_mm (1, nx)``."""
     dx = x_mm - cx
@@ -282,18 +314,7 @@ def breast_phantom_simple(rng: np.random.Generator, nz: int, nx: int, probe: Pro
     grid ~4x coarser in depth than the RF grid and repeat it (see
     :func:`simulate_breast_image`).
     """
-    Z = ((np.arange(nz) + 0.5) / nz * probe.depth_mm)[:, None]
-    X = ((np.arange(nx) + 0.5) / nx * probe.width_mm)[None, :]
-    coarse = (max(8, nz // 8), max(8, nx // 4))
-
-    up_z, up_x = _interp_matrix(nz, coarse[0]), _interp_matrix(nx, coarse[1]).T
-
-    def field(sigma, lo, hi):
-        return up_z @ smooth_noise(rng, coarse, sigma, lo, hi).astype(np.float32) @ up_x
-
-    def wave(amp, per):
-        return amp * np.sin(2 * np.pi * X / per + rng.uniform(0, 2 * np.pi))
-
+    Z, X, field, wave = _anatomy_grid(rng, nz, nx, probe)
     skin = rng.uniform(1.2, 2.2) + wave(0.15, rng.uniform(20, 60))
     fat_bottom = skin + rng.uniform(4, 12) + wave(rng.uniform(0.5, 2.0), rng.uniform(15, 40))
     muscle_top = rng.uniform(28, 37) + wave(rng.uniform(0.5, 1.5), rng.uniform(20, 60))
@@ -330,11 +351,8 @@ def breast_phantom_simple(rng: np.random.Generator, nz: int, nx: int, probe: Pro
         ring = ndimage.gaussian_filter(inside.astype(np.float32), (3, 4)) - soft
         echo += 0.8 * np.clip(ring, 0, None)
     # posterior shadowing (malignant) or enhancement (benign, cyst-like)
-    cols = inside.any(axis=0)
-    if cols.any():
-        bottom = np.where(cols, nz - 1 - np.argmax(inside[::-1], axis=0), 0)
-        below = (np.arange(nz)[:, None] > bottom[None, :]) & cols[None, :]
-        below = ndimage.gaussian_filter1d(below.astype(np.float32), 2.5, axis=1)
+    below = _below(inside)
+    if below is not None:
         if malignant:
             factor = rng.uniform(0.15, 0.5)
         else:
@@ -409,17 +427,7 @@ def breast_phantom(rng: np.random.Generator, nz: int, nx: int, probe: Probe, mal
     posterior shadowing). Built on a grid ~4x coarser in depth than the RF grid.
     """
     depth = probe.depth_mm
-    Z = ((np.arange(nz) + 0.5) / nz * depth)[:, None].astype(np.float32)
-    X = ((np.arange(nx) + 0.5) / nx * probe.width_mm)[None, :].astype(np.float32)
-    coarse = (max(8, nz // 8), max(8, nx // 4))
-    up_z, up_x = _interp_matrix(nz, coarse[0]), _interp_matrix(nx, coarse[1]).T
-
-    def field(sigma, lo, hi):
-        return up_z @ smooth_noise(rng, coarse, sigma, lo, hi).astype(np.float32) @ up_x
-
-    def wave(amp, per):
-        return amp * np.sin(2 * np.pi * X / per + rng.uniform(0, 2 * np.pi))
-
+    Z, X, field, wave = _anatomy_grid(rng, nz, nx, probe, np.float32)
     skin = rng.uniform(0.8, 1.8) + wave(0.1, rng.uniform(20, 60))
     fat_bottom = skin + rng.uniform(4, 14) + wave(rng.uniform(0.5, 2.5), rng.uniform(12, 35))
     muscle_top = rng.uniform(0.62, 0.85) * depth + wave(rng.uniform(0.5, 1.5),
@@ -478,11 +486,8 @@ def breast_phantom(rng: np.random.Generator, nz: int, nx: int, probe: Probe, mal
     if malignant and rng.random() < 0.5:  # echogenic halo
         ring = ndimage.gaussian_filter(inside.astype(np.float32), (3, 4)) - soft
         echo += 0.7 * np.clip(ring, 0, None)
-    cols = inside.any(axis=0)
-    if cols.any():
-        bottom = np.where(cols, nz - 1 - np.argmax(inside[::-1], axis=0), 0)
-        below = (np.arange(nz)[:, None] > bottom[None, :]) & cols[None, :]
-        below = ndimage.gaussian_filter1d(below.astype(np.float32), 2.5, axis=1)
+    below = _below(inside)
+    if below is not None:
         if malignant:
             factor = rng.uniform(0.03, 0.3) if rng.random() < 0.85 else 1.0
         else:
