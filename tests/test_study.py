@@ -221,6 +221,7 @@ def test_slurm_shard_from_the_array_variables(env, expected):
         assert slurm_shard(env) == expected
 
 
+@pytest.mark.slow
 def test_a_slurm_job_array_shares_one_results_folder(tmp_path, monkeypatch, capsys):
     """prepare -> two array tasks (shards from the Slurm variables) -> report, as the
     examples/slurm scripts run them; the report refuses a partial grid."""

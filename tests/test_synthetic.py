@@ -74,6 +74,7 @@ def test_sim_bus_must_is_seeded_and_explains_a_missing_pymust(monkeypatch):
         load_dataset("sim_bus_must", n=1, size=32, cache=False)
 
 
+@pytest.mark.slow
 def test_sim_bus_statistics_lie_inside_real_breast_ultrasound():
     """At 256 px over 120 images, every statistic's median lies inside the interquartile
     range of 163 real breast-ultrasound images, and the shadow statistic spreads like
