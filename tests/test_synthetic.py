@@ -106,3 +106,15 @@ def test_a_changed_generator_is_not_served_from_the_cache(tmp_path, monkeypatch)
     b = load_dataset("sim_bus", n=2, size=32, seed=3, cache_directory=tmp_path)
     assert len(list(tmp_path.glob("sim_bus-*.npz"))) == 2   # a new key, not the old file
     np.testing.assert_array_equal(a.images, b.images)
+
+
+def test_cli_data_stats_prints_the_statistics_beside_real_ones(capsys):
+    from keras_unet_ft.cli import main
+
+    assert main(["data", "stats", "sim_bus_simple", "--count", "6", "--size", "64",
+                 "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    assert "distractor" in out and "0.4 [0.24-0.54]" in out and "grain_lat" in out
+    for line in out.splitlines():
+        if line.startswith(("contrast", "distractor", "dark")):
+            assert line.rstrip().endswith(("yes", "NO")), line
