@@ -27,7 +27,8 @@ from .deploy import EXPORT_FORMATS, THRESHOLD, export_model, finetune_model, pre
 from .io import atomic_write_text, read_json  # noqa: E402
 from .layout import load_config_of, pretrained_dir  # noqa: E402
 from .model import build_model  # noqa: E402
-from .pipeline import (EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, aggregate, outcome,  # noqa: E402
+from .pipeline import (EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, EXIT_RUNS_FAILED,  # noqa: E402
+                       aggregate, outcome,
                        run)
 from .plans import Plan, format_matrix, plan_matrix, plan_report, plan_set  # noqa: E402
 from .pretrain import TimeUp, pretrain  # noqa: E402
@@ -393,7 +394,15 @@ def cmd_finetune(args) -> int:
     cfg = finetune_config(args)
     s = finetune_model(cfg, args.target, args.plan, args.out, pretrained=args.pretrained,
                        val_fraction=args.val_fraction, verbose=1 if args.verbose else 0)
-    val = (f"; validation Dice {s['val_dice_mean']:.3f} on {s['n_val']} images"
+    if s.get("status") != "ok":
+        print(f"unet-ft: the fine-tuning of {s['plan']} {s.get('reason')}; see "
+              f"{pathlib.Path(args.out) / 'summary.json'} (a diverged model is no model to use)",
+              file=sys.stderr)
+        return EXIT_RUNS_FAILED
+    n_obj = s.get("n_val", 0) - s.get("n_val_empty", 0)
+    val = (f"; validation Dice {s['val_dice_mean']:.3f} on the {n_obj} of {s['n_val']} held-out "
+           "images with an object" if n_obj > 0 else
+           f"; none of the {s['n_val']} held-out images has an object: no validation Dice"
            if s.get("n_val") else "")
     print(f"fine-tuned {s['plan']} on {s['n_train']} images of {s['target']} in "
           f"{s['train_seconds']:.0f} s ({s['trainable_params']:,} trainable parameters){val}")

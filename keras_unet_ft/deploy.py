@@ -35,7 +35,7 @@ import numpy as np
 from .config import Config
 from .data.preprocess import IMAGE_EXTENSIONS, read_image, resize_image, to_gray
 from .data.study_data import fold_arrays, load_target
-from .finetune import FoldSession, save_model
+from .finetune import FoldSession, divergence, save_model
 from .io import atomic_write, write_csv, write_json
 from .layout import MANIFEST, pretrained_dir, weights_path
 from .metrics import METRICS, batch_metrics
@@ -43,7 +43,7 @@ from .model import build_from_config, model_config
 from .plans import Plan
 from .pretrain import pretrained_weights_by_kind
 from .provenance import write_provenance
-from .runtime import resolve_precision
+from .runtime import NaNLossError, resolve_precision
 
 log = logging.getLogger("keras_unet_ft")
 
@@ -191,7 +191,13 @@ def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
     session = FoldSession(cfg, 0, precision, None, kind)
     t0 = time.perf_counter()
     log_dir = pathlib.Path(cfg.study.tensorboard) / "finetune" if cfg.study.tensorboard else None
-    tr = session.train(parsed, train, weights, verbose, log_dir)
+    try:
+        tr = session.train(parsed, train, weights, verbose, log_dir)
+    except NaNLossError as e:   # nothing worth keeping: say so, keep no model
+        summary = {"target": target, "plan": str(parsed), "status": "diverged",
+                   "reason": f"diverged: {e}"}
+        write_json(out / "summary.json", summary)
+        return summary
     seconds = time.perf_counter() - t0
     save_model(tr.model, weights_path(out))
     write_csv(out / "history.csv", tr.history)
@@ -204,8 +210,14 @@ def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
         "train_seconds": seconds, "input_size": cfg.model.size, "threshold": THRESHOLD,
         "trainer": session.kind, "precision": session.resolved, "seed": session.seed,
     }
+    # the study's divergence test, on the validation images (else some training images)
+    probs = tr.predict(test[0] if va_ids else train[0][:16],
+                       batch_size=max(cfg.finetune.batch_size, 8))
+    why = divergence(tr.history, probs)
+    summary["status"] = "ok" if why is None else "diverged"
+    if why is not None:
+        summary["reason"] = f"diverged: {why}"
     if va_ids:
-        probs = tr.predict(test[0], batch_size=max(cfg.finetune.batch_size, 8))
         m = batch_metrics(test[1], probs)
         lesion = test[1].reshape(len(test[1]), -1).max(axis=1) > 0
         summary["n_val_empty"] = int((~lesion).sum())

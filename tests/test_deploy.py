@@ -185,3 +185,20 @@ def test_tensorboard_from_keras_fit(tmp_path):
     finetune.FoldSession(c, 0, "fp32").train("expanding", (x, x > 0.5), init,
                                              log_dir=tmp_path / "tb")
     assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+
+
+def test_a_diverged_finetune_is_said_and_fails(tiny_study, tmp_path, monkeypatch, capsys):
+    """A NaN loss leaves no model and exit code 3; the summary says why."""
+    from keras_unet_ft.runtime import NaNLossError
+
+    def boom(self, *a, **k):
+        raise NaNLossError("loss became NaN/inf at epoch 1")
+
+    monkeypatch.setattr(finetune.FoldSession, "train", boom)
+    out, _ = tiny_study
+    dest = tmp_path / "m"
+    assert main(["finetune", "--target", "sim_bus", "--plan", "all", "--pretrained", str(out),
+                 "--out", str(dest)]) == 3
+    assert "diverged" in capsys.readouterr().err
+    assert json.loads((dest / "summary.json").read_text())["status"] == "diverged"
+    assert not (dest / "model.keras").exists()
