@@ -4,6 +4,8 @@
 * ``quick`` - the default: a CPU-sized version of the paper that still covers
   both targets, all 9 + 9 block plans, contracting / expanding, both baselines
   and 3 folds.
+* ``faithful`` - the quick profile at 128 x 128 (speckle exists at this scale) with
+  the plans the findings rest on (``faithful`` plan set): hours on a CPU.
 * ``paper`` - the paper's settings (docs/paper.md A and D): 256 x 256, base 64, 40
   pretraining epochs on 10,000 images with 10 % validation, 600 augmented
   training images per fold, 20 fine-tuning epochs, 5 folds, Adam 1e-4, binary
@@ -129,6 +131,17 @@ PROFILES: Dict[str, Dict[str, Any]] = {
         "pretrain.epochs": 8, "pretrain.batch_size": 8, "pretrain.learning_rate": 3e-4,
         "finetune.epochs": 12, "finetune.batch_size": 8, "finetune.augment_total": 200,
         "finetune.folds": 3, "finetune.learning_rate": 3e-4,
+    },
+    "faithful": {
+        # the scale where the paper's mechanism exists: speckle grain is ~1 x 2 px at
+        # 128 px (2 x 4 at 256), sub-pixel at 64; the plans the findings rest on
+        # (contracting, expanding, K = 1, 3, 5, 7 both ways, all, both baselines), 3 folds.
+        # CPU-sized: wall time measured in README / BENCHMARKS.md
+        "model.size": 128, "model.base_filters": 8,
+        "data.pretrain_n": 2400,
+        "pretrain.epochs": 8, "pretrain.batch_size": 8, "pretrain.learning_rate": 3e-4,
+        "finetune.epochs": 12, "finetune.batch_size": 8, "finetune.augment_total": 200,
+        "finetune.folds": 3, "finetune.learning_rate": 3e-4, "study.plans": "faithful",
     },
     "smoke": {
         "model.size": 32, "model.base_filters": 4,

@@ -68,6 +68,10 @@ PLAN_SETS: Dict[str, Tuple[str, ...]] = {
     # the journal version (TUFFC 2020): the paper's set under both depth schemes
     "tuffc": ("contracting", "expanding", "shallow_to_deep:1..N", "deep_to_shallow:1..N",
               "shallow_to_deep:1..N@level", "deep_to_shallow:1..N@level"),
+    # the plans the papers' findings rest on, at a few K (the `faithful` profile)
+    "faithful": ("contracting", "expanding", "shallow_to_deep:1", "shallow_to_deep:3",
+                 "shallow_to_deep:5", "shallow_to_deep:7", "deep_to_shallow:1",
+                 "deep_to_shallow:3", "deep_to_shallow:5", "deep_to_shallow:7", "all"),
     # every figure's ingredients, few runs (tests, first look)
     "smoke": ("contracting", "expanding", "shallow_to_deep:1", "shallow_to_deep:MID",
               "shallow_to_deep:N", "deep_to_shallow:1", "deep_to_shallow:MID"),
