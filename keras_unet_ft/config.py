@@ -17,6 +17,7 @@ Any field can be overridden: ``--set finetune.epochs=10`` on the command line or
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import typing
@@ -75,6 +76,12 @@ class StudyConfig:
     plans: str = "paper"          # paper | tuffc | cheng | comma-separated plan strings
     baselines: bool = True        # add `none` (pretrained, not tuned) and `scratch`
     seed: int = 0
+    # repeats of the whole cross-validation, each with its own folds, augmentation and
+    # initialisation (seed + REPEAT_SEED_STEP * r); intervals resample within folds and repeats
+    seeds: int = 1
+    # nested selection: every plan also trained on an inner split of each outer training
+    # fold; the plan best on the inner validation images is scored on the outer test fold
+    nested: bool = False
     precision: str = "auto"       # auto | fp32 | bf16 | fp16
     deterministic: bool = True    # tf.config.experimental.enable_op_determinism
     save_predictions: bool = True
@@ -120,8 +127,27 @@ class Config:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
 
+#: repeat r of the cross-validation uses seed ``study.seed + REPEAT_SEED_STEP * r``
+REPEAT_SEED_STEP = 7919
+
+
+def repeat_seed(cfg: "Config", repeat: int) -> int:
+    """The seed of repeat ``repeat`` (0 = ``study.seed`` itself)."""
+    return int(cfg.study.seed) + REPEAT_SEED_STEP * int(repeat)
+
+
+def repeat_config(cfg: "Config", repeat: int) -> "Config":
+    """``cfg`` for repeat ``repeat`` of the cross-validation: a copy whose ``study.seed``
+    is :func:`repeat_seed` (folds, augmentation, initialisation); ``cfg`` itself for 0."""
+    if not repeat:
+        return cfg
+    out = copy.deepcopy(cfg)
+    out.study.seed = repeat_seed(cfg, repeat)
+    return out
+
+
 PROFILES: Dict[str, Dict[str, Any]] = {
-    "paper": {},
+    "paper": {"study.seeds": 3},
     "quick": {
         # CPU-sized; the sizes are chosen by measurement, see BENCHMARKS.md / README
         "model.size": 64, "model.base_filters": 8,
@@ -174,7 +200,7 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
 _POSITIVE = ("model.size", "model.base_filters", "model.depth", "pretrain.epochs",
              "pretrain.batch_size", "pretrain.learning_rate", "finetune.epochs",
              "finetune.batch_size", "finetune.learning_rate", "finetune.augment_total",
-             "sizes.augment_factor", "study.am_steps")
+             "sizes.augment_factor", "study.am_steps", "study.seeds")
 
 
 def _section_types(section) -> Dict[str, Any]:

@@ -189,7 +189,8 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
     target = target or _ultrasound_target(R)
     if target is None:
         return None
-    rows = [r for r in R if r["target"] == target and r["status"] == "ok"]
+    rows = [r for r in R if r["target"] == target and r["status"] == "ok"
+            and str(r.get("repeat") or 0) == "0"]
     by = {(r["plan"], int(r["fold"])): r for r in rows}
     labels = [t for _, t in plans]
     plans = [p for p, _ in plans]
@@ -275,7 +276,7 @@ def finetuned_model(out, target: Optional[str] = None, plan: Optional[str] = Non
     R = _results(out)
     target = target or _ultrasound_target(R)
     rows = [r for r in R if r["target"] == target and r["status"] == "ok"
-            and int(r["fold"]) == int(fold)]
+            and int(r["fold"]) == int(fold) and str(r.get("repeat") or 0) == "0"]
     have = {r["plan"]: r for r in rows}
     if plan is None:
         plan = next((p for p in all_layers_plans(out) if p in have), None)

@@ -8,15 +8,17 @@ evaluation reads result folders and never re-derives them from training code)::
     <out>/runs.json                   the grid: targets, block tables, every run and its folder
     <out>/pretrained/model.keras      + history.csv, summary.json, config.json
     <out>/pretrained_<kind>/...       other model kinds (X-Unet of the Cheng & Lam study)
-    <out>/splits/<target>.json        folds, made once and reused
-    <out>/runs/<target>/<plan>/fold_<k>/
+    <out>/splits/<target>.json        folds, made once and reused (<target>_repeat_<r>.json)
+    <out>/runs/<target>/<plan>/fold_<k>/     (repeat r >= 1 of study.seeds: fold_<k>_repeat_<r>;
+                                       nested selection's inner runs: fold_<k>_inner)
         summary.json                  status + metrics + what was trained (schema below)
         per_image.csv                 id, dice, pixel_error, adjusted_rand
         history.csv                   loss per epoch (and stage)
         predictions.npz               bit-packed binary predictions of the held-out images
         model.keras                   fine-tuned model (``study.save_weights``)
     <out>/runs/<target>/sizes/n0050-aug/<plan>/fold_<k>/...   dataset-size study runs
-    <out>/results.csv, summary.csv, stats.csv, sizes.csv, sizes_summary.csv
+    <out>/results.csv, summary.csv, stats.csv, sizes.csv, sizes_summary.csv,
+                                      nested.csv, nested_summary.csv (study.nested)
     <out>/REPORT.md, figures/*.png|pdf
 
 No Keras or TensorFlow here: reading a results folder must stay cheap.
@@ -42,6 +44,8 @@ SUMMARY = "summary.csv"
 STATS = "stats.csv"
 SIZES = "sizes.csv"
 SIZES_SUMMARY = "sizes_summary.csv"
+NESTED = "nested.csv"
+NESTED_SUMMARY = "nested_summary.csv"
 REPORT = "REPORT.md"
 FIGURES = "figures"
 RUN_SUMMARY = "summary.json"
@@ -90,6 +94,9 @@ class RunSpec:
         model: model kind of the run.
         n_train: dataset-size study: original training images used (else None).
         augment: dataset-size study: augmented (True) or the originals only.
+        repeat: repeat of the cross-validation (``study.seeds``), 0-based.
+        inner: nested selection: trained on the inner training split of fold ``fold``'s
+            training images and evaluated on its inner validation images.
     """
 
     target: str
@@ -99,6 +106,8 @@ class RunSpec:
     model: str = "unet"
     n_train: Optional[int] = None
     augment: bool = True
+    repeat: int = 0
+    inner: bool = False
 
     @property
     def variant(self) -> Optional[str]:
@@ -111,7 +120,9 @@ class RunSpec:
         base = pathlib.Path("runs") / target_slug(self.target)
         if self.variant:
             base = base / "sizes" / self.variant
-        return base / plan_slug(self.plan) / f"fold_{self.fold}"
+        name = f"fold_{self.fold}" + (f"_repeat_{self.repeat}" if self.repeat else "") + \
+            ("_inner" if self.inner else "")
+        return base / plan_slug(self.plan) / name
 
     def dir(self, out) -> pathlib.Path:
         return pathlib.Path(out) / self.rel_dir()
@@ -131,14 +142,15 @@ def pretrained_dir(out, kind: str, default_kind: str = "unet") -> pathlib.Path:
     return pathlib.Path(out) / ("pretrained" if kind == default_kind else f"pretrained_{kind}")
 
 
-def splits_path(out, target: str) -> pathlib.Path:
+def splits_path(out, target: str, repeat: int = 0) -> pathlib.Path:
     """The folds file of a target spec (see :func:`splits_file` for a target slug)."""
-    return splits_file(out, target_slug(target))
+    return splits_file(out, target_slug(target), repeat)
 
 
-def splits_file(out, slug: str) -> pathlib.Path:
-    """The folds file of a target, by its slug (folds, duplicate groups)."""
-    return pathlib.Path(out) / "splits" / f"{slug}.json"
+def splits_file(out, slug: str, repeat: int = 0) -> pathlib.Path:
+    """The folds file of a target, by its slug (folds, duplicate groups), of a repeat."""
+    name = f"{slug}_repeat_{repeat}" if repeat else slug
+    return pathlib.Path(out) / "splits" / f"{name}.json"
 
 
 def figures_dir(out) -> pathlib.Path:
@@ -221,7 +233,7 @@ def weights_path(run_dir) -> pathlib.Path:
     return pathlib.Path(run_dir) / WEIGHTS
 
 
-def folds_of(out, target_slug_: str) -> Dict[str, int]:
-    """``{image id: fold}`` of the held-out images of a target."""
-    data = read_json(splits_file(out, target_slug_))
+def folds_of(out, target_slug_: str, repeat: int = 0) -> Dict[str, int]:
+    """``{image id: fold}`` of the held-out images of a target (in a repeat)."""
+    data = read_json(splits_file(out, target_slug_, repeat))
     return {i: k for k, f in enumerate(data["folds"]) for i in f["test"]}

@@ -17,7 +17,8 @@ from typing import Dict, List
 import numpy as np
 
 from .io import atomic_write_text, read_csv, read_json
-from .layout import (CONFIG, REPORT, RESULTS, SIZES_SUMMARY, STATS, SUMMARY, figures_dir,
+from .layout import (CONFIG, NESTED_SUMMARY, REPORT, RESULTS, SIZES_SUMMARY, STATS, SUMMARY,
+                     figures_dir,
                      pretrained_dir, read_manifest, splits_file)
 from .plans import METHOD_KINDS, UNIT_KINDS, Plan, all_layers_plan
 from .references import CHENG, CHENG_TEST, PAPER, PAPER_CONTRACTING_RATIO, PAPER_DATA
@@ -347,6 +348,39 @@ def methods_section(S: Dict[str, dict], stats: List[dict], target: str) -> List[
     return L + [""]
 
 
+def _repeats(cfg: dict) -> str:
+    n = int(cfg["study"].get("seeds", 1) or 1)
+    return f" repeated {n} times (each with its own folds, augmentation and initialisation)" \
+        if n > 1 else ""
+
+
+def choice_section(S: Dict[str, dict], nested: List[dict], target: str) -> List[str]:
+    """Which plan to pick: the best, the plans tied with it, and (``study.nested``) the
+    honest estimate of picking the best."""
+    best = next((r for r in S.values() if str(r.get("best")) == "1"), None)
+    if best is None:
+        return []
+    tied = [p for p, r in S.items() if str(r.get("tied_best")) == "1" and r is not best]
+    L = ["### Which plan?", "",
+         f"Best on the held-out images: **{best['plan']}**, Dice "
+         f"{_f(best['dice_images_mean'])} {_plan_ci(best)}. "
+         + (f"Plans whose 95 % interval overlaps the best's (the data cannot tell them "
+            f"apart): {', '.join(tied)}." if tied else
+            "No other plan's 95 % interval overlaps the best's.")]
+    nest = next((r for r in nested if r["target"] == target), None)
+    if nest:
+        L += ["", f"Nested selection (the plan best on an inner split of each outer training "
+                  f"fold, scored on the outer test fold): Dice {_f(nest['nested_mean'])} "
+                  f"[{_f(nest['nested_ci_low'])}, {_f(nest['nested_ci_high'])}] — an honest "
+                  f"estimate of what \"pick the best plan\" gives on new images, beside the "
+                  f"naive best's {_f(nest['naive_mean'])} (chosen on the test folds "
+                  f"themselves, optimistic). Picks: {nest['picks']}."]
+    else:
+        L += ["", "The best plan is chosen on the test folds themselves, so its Dice is "
+                  "optimistic; `--set study.nested=true` adds the nested (honest) estimate."]
+    return L + [""]
+
+
 def write_report(out) -> pathlib.Path:
     """Write ``<out>/REPORT.md`` from the folder's tables (see :mod:`keras_unet_ft.results`)."""
     out = pathlib.Path(out)
@@ -355,6 +389,7 @@ def write_report(out) -> pathlib.Path:
     stats = read_csv(out / STATS) if (out / STATS).exists() else []
     stats = [s for s in stats if s.get("plan_a")]
     sizes = (read_csv(out / SIZES_SUMMARY) if (out / SIZES_SUMMARY).exists() else [])
+    nested = read_csv(out / NESTED_SUMMARY) if (out / NESTED_SUMMARY).exists() else []
     prov = read_json(out / CONFIG)
     manifest = read_manifest(out)
     units = manifest["models"][manifest["model"]]["units"]["path"]
@@ -363,8 +398,8 @@ def write_report(out) -> pathlib.Path:
     L += [f"Profile **{cfg['profile']}**; model {cfg['model']['kind']} "
           f"{cfg['model']['size']}×{cfg['model']['size']}, base {cfg['model']['base_filters']} "
           f"filters; pretraining on {cfg['data']['pretrain']}; {cfg['finetune']['folds']}-fold "
-          f"cross-validation, {cfg['finetune']['augment_total']} augmented training images per "
-          f"fold, {cfg['finetune']['epochs']} fine-tuning epochs; precision "
+          f"cross-validation{_repeats(cfg)}, {cfg['finetune']['augment_total']} augmented "
+          f"training images per fold, {cfg['finetune']['epochs']} fine-tuning epochs; precision "
           f"{prov.get('precision')}; git {prov.get('git_revision') or 'unknown'}; written "
           f"{prov.get('written')}.", ""]
     L += ["Every number below is computed from the files of this folder (results.csv, "
@@ -415,6 +450,7 @@ def write_report(out) -> pathlib.Path:
         if F:
             L += ["### Findings of the paper, checked on this run", ""] + [f"- {s}" for s in F] + [""]
             all_findings += F
+        L += choice_section(S, nested, target)
         L += ["### All plans", "",
               "| plan | trained as | folds ok | Dice | Dice 95 % CI (images) | pixel error % "
               "| adj. Rand | HD95 px | HD95 % diag. | trainable params | s / epoch | train s |",
@@ -477,7 +513,9 @@ def write_report(out) -> pathlib.Path:
     failed = [r for r in results if r["status"] != "ok"]
     L += ["## Failed or diverged runs", ""]
     if failed:
-        L += [f"- {r['target']} / {r['plan']} / fold {r['fold']}: {r['reason']}" for r in failed]
+        L += [f"- {r['target']} / {r['plan']} / fold {r['fold']}"
+              f"{'' if str(r.get('repeat') or 0) == '0' else ' / repeat ' + str(r['repeat'])}: "
+              f"{r['reason']}" for r in failed]
     else:
         L.append("None.")
     L.append("")

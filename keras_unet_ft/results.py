@@ -15,13 +15,15 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .io import read_csv, write_csv
-from .layout import (RESULTS, SIZES, SIZES_SUMMARY, STATS, SUMMARY, manifest_runs,
+from .layout import (NESTED, NESTED_SUMMARY, RESULTS, SIZES, SIZES_SUMMARY, STATS, SUMMARY, manifest_runs,
                      read_manifest, read_run_summary)
 from .metrics import METRICS
+from .plans import BASELINES
 from .stats import bootstrap_ci, ci_verdict, comparison_pairs, holm, paired_tests
 
 log = logging.getLogger("keras_unet_ft")
-RESULT_FIELDS = (["target", "modality", "model", "plan", "trained_as", "fold", "status"]
+RESULT_FIELDS = (["target", "modality", "model", "plan", "trained_as", "repeat", "fold",
+                  "status"]
                  + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
                  + ["n_train", "n_test", "n_empty", "empty_predicted_empty",
                     "trainable_params", "frozen_params", "train_seconds",
@@ -33,12 +35,14 @@ SIZE_FIELDS = (["target", "model", "plan", "n_originals", "augment", "fold", "st
                + ["n_train", "n_test", "epochs", "train_seconds", "reason", "run_dir"])
 
 
-def collect(out, manifest: Optional[dict] = None, sizes: bool = False) -> List[dict]:
-    """One row per (target, plan, fold) of the study, aliases included.
+def collect(out, manifest: Optional[dict] = None, sizes: bool = False,
+            inner: bool = False) -> List[dict]:
+    """One row per (target, plan, repeat, fold) of the study, aliases included.
 
     With ``sizes=True``: the runs of the dataset-size study instead, one row per
     (target, plan, training images, augmentation, fold), skipped ones included.
-    Runs not finished yet have no row.
+    With ``inner=True``: the nested selection's inner runs (scored on the inner
+    validation images of each outer training fold). Runs not finished yet have no row.
     """
     out = pathlib.Path(out)
     manifest = manifest or read_manifest(out)
@@ -46,7 +50,7 @@ def collect(out, manifest: Optional[dict] = None, sizes: bool = False) -> List[d
     slug = {t["spec"]: t["slug"] for t in manifest["targets"]}
     rows = []
     for r in manifest_runs(manifest):
-        if (r.n_train is not None) != sizes:
+        if (r.n_train is not None) != sizes or bool(r.inner) != inner:
             continue
         s = read_run_summary(r.dir(out))
         if s is None:
@@ -55,6 +59,7 @@ def collect(out, manifest: Optional[dict] = None, sizes: bool = False) -> List[d
             row = {k: s.get(k, "") for k in (SIZE_FIELDS if sizes else RESULT_FIELDS)}
             row.update(target=slug[r.target], modality=modality[r.target],
                        model=r.model, plan=plan, trained_as=r.plan, fold=r.fold,
+                       repeat=r.repeat,
                        status=s.get("status"),
                        reason=s.get("reason", ""),
                        run_dir=str(r.rel_dir()))
@@ -62,6 +67,7 @@ def collect(out, manifest: Optional[dict] = None, sizes: bool = False) -> List[d
                 row.update(n_originals=r.n_train, augment=int(r.augment))
                 row.pop("modality", None)
                 row.pop("trained_as", None)
+                row.pop("repeat", None)
             rows.append(row)
     return rows
 
@@ -120,7 +126,7 @@ def summarize(rows: List[dict]) -> List[dict]:
 def add_intervals(out, summary: List[dict], rows: List[dict], metric: str = "dice"
                   ) -> List[dict]:
     """Each summary row gets the mean of ``metric`` over all held-out images of its ok
-    runs and its 95 % bootstrap interval (images resampled within folds):
+    runs and its 95 % bootstrap interval (images resampled within folds and repeats):
     ``dice_images_mean``, ``dice_ci_low``, ``dice_ci_high``."""
     for srow in summary:
         values, folds = [], []
@@ -128,7 +134,7 @@ def add_intervals(out, summary: List[dict], rows: List[dict], metric: str = "dic
             if (r["target"], r["plan"], r["status"]) == (srow["target"], srow["plan"], "ok"):
                 v = [x[metric] for x in per_image(out, r).values()]
                 values += v
-                folds += [r["fold"]] * len(v)
+                folds += [f"{r.get('repeat', 0)}/{r['fold']}"] * len(v)
         values = np.asarray(values, float)
         keep = np.isfinite(values)
         lo, hi = bootstrap_ci(values[keep], np.asarray(folds)[keep]) if keep.any() else (
@@ -164,11 +170,17 @@ def status_counts(out, manifest: Optional[dict] = None) -> Dict[str, int]:
 
 
 def paired_stats(out, rows: List[dict], metric: str = "dice", units: int = 9) -> List[dict]:
-    """Paired tests between plans, over folds and over held-out images."""
-    by: Dict[tuple, Dict[int, dict]] = {}
+    """Paired tests between plans, over folds (every repeat's folds) and over held-out images.
+
+    Image-level pairs are (repeat, image): the 95 % interval of the mean difference
+    resamples them within each (repeat, fold); the image-level t and Wilcoxon tests use
+    each image's difference averaged over repeats (one value per image, independent).
+    """
+    by: Dict[tuple, Dict[tuple, dict]] = {}
     for r in rows:
         if r["status"] == "ok":
-            by.setdefault((r["target"], r["plan"]), {})[int(r["fold"])] = r
+            unit = (int(r.get("repeat") or 0), int(r["fold"]))
+            by.setdefault((r["target"], r["plan"]), {})[unit] = r
     result = []
     for target in dict.fromkeys(r["target"] for r in rows):
         plans = [p for (t, p) in by if t == target]
@@ -176,22 +188,25 @@ def paired_stats(out, rows: List[dict], metric: str = "dice", units: int = 9) ->
                   for p in plans}
         for a, b, why in comparison_pairs(plans, units, params):
             ra, rb = by[(target, a)], by[(target, b)]
-            folds = sorted(set(ra) & set(rb))
-            f = paired_tests([float(ra[k][f"{metric}_mean"]) for k in folds],
-                             [float(rb[k][f"{metric}_mean"]) for k in folds])
-            ia, ib, fold_of = {}, {}, {}
-            for k in folds:
-                ia.update(per_image(out, ra[k]))
-                ib.update(per_image(out, rb[k]))
-                fold_of.update({i: k for i in per_image(out, ra[k])})
-            ids = sorted(set(ia) & set(ib))
-            xa = [ia[i][metric] for i in ids]
-            xb = [ib[i][metric] for i in ids]
-            im = paired_tests(xa, xb)
-            lo, hi = bootstrap_ci(np.subtract(xa, xb), [fold_of[i] for i in ids])
+            common = sorted(set(ra) & set(rb))
+            f = paired_tests([float(ra[u][f"{metric}_mean"]) for u in common],
+                             [float(rb[u][f"{metric}_mean"]) for u in common])
+            xa, xb, group, per = [], [], [], {}
+            for u in common:
+                ia, ib = per_image(out, ra[u]), per_image(out, rb[u])
+                for i in sorted(set(ia) & set(ib)):
+                    xa.append(ia[i][metric])
+                    xb.append(ib[i][metric])
+                    group.append(f"{u[0]}/{u[1]}")
+                    per.setdefault(i, []).append((ia[i][metric], ib[i][metric]))
+            im = paired_tests([np.mean([v[0] for v in per[i]]) for i in per],
+                              [np.mean([v[1] for v in per[i]]) for i in per])
+            lo, hi = bootstrap_ci(np.subtract(xa, xb), group)
             result.append({
                 "target": target, "metric": metric, "plan_a": a, "plan_b": b, "why": why,
-                "mean_a": im["mean_a"], "mean_b": im["mean_b"], "diff": im["mean_diff"],
+                "mean_a": float(np.mean(xa)) if xa else math.nan,
+                "mean_b": float(np.mean(xb)) if xb else math.nan,
+                "diff": float(np.mean(np.subtract(xa, xb))) if xa else math.nan,
                 "ci_low": lo, "ci_high": hi, "verdict": ci_verdict(lo, hi),
                 "folds_n": f["n"], "folds_t_p": f["t_p"], "folds_wilcoxon_p": f["wilcoxon_p"],
                 "images_n": im["n"], "images_t_p": im["t_p"],
@@ -205,6 +220,81 @@ def paired_stats(out, rows: List[dict], metric: str = "dice", units: int = 9) ->
     return result
 
 
+def mark_tied_best(summary: List[dict], metric: str = "dice") -> List[dict]:
+    """Per target, the plan with the highest image mean (baselines excluded) gets
+    ``best = 1`` and every plan whose 95 % interval overlaps the best's ``tied_best = 1``
+    (the best included): the plans the data cannot tell apart from the best."""
+    for target in dict.fromkeys(r["target"] for r in summary):
+        rs = [r for r in summary if r["target"] == target]
+        cand = [r for r in rs if r["plan"].split("/")[-1] not in BASELINES
+                and np.isfinite(_num(r.get(f"{metric}_images_mean")))]
+        best = max(cand, key=lambda r: _num(r[f"{metric}_images_mean"]), default=None)
+        for r in rs:
+            r["best"] = int(r is best)
+            r["tied_best"] = int(best is not None and r in cand and (
+                _num(r[f"{metric}_ci_high"]) >= _num(best[f"{metric}_ci_low"])))
+    return summary
+
+
+def nested_selection(out, rows: List[dict], inner_rows: List[dict], metric: str = "dice"
+                     ) -> List[dict]:
+    """The nested (honest) estimate of "pick the best plan", one row per (target, repeat,
+    fold): the plan with the best mean ``metric`` on the *inner* validation images of
+    that outer fold's training images (ties: fewer trainable parameters), and its score
+    on the outer test fold. Nothing of the outer test fold enters the choice.
+
+    Returns rows ``target, repeat, fold, picked, inner_mean, outer_mean, n_images``; the
+    per-image outer scores of the picks are in ``_values`` (for the interval)."""
+    inner: Dict[tuple, Dict[str, dict]] = {}
+    for r in inner_rows:
+        if r["status"] == "ok":
+            key = (r["target"], int(r.get("repeat") or 0), int(r["fold"]))
+            inner.setdefault(key, {})[r["plan"]] = r
+    outer = {(r["target"], int(r.get("repeat") or 0), int(r["fold"]), r["plan"]): r
+             for r in rows if r["status"] == "ok"}
+    result = []
+    for (target, rep, fold), plans in sorted(inner.items()):
+        scores = {}
+        for plan, r in plans.items():
+            v = [x[metric] for x in per_image(out, r).values()]
+            v = [x for x in v if np.isfinite(x)]
+            if v:
+                scores[plan] = float(np.mean(v))
+        if not scores:
+            continue
+        picked = max(scores, key=lambda p: (scores[p],
+                                            -float(plans[p].get("trainable_params") or 0), p))
+        o = outer.get((target, rep, fold, picked))
+        values = [x[metric] for x in per_image(out, o).values()] if o else []
+        values = [x for x in values if np.isfinite(x)]
+        result.append({"target": target, "repeat": rep, "fold": fold, "picked": picked,
+                       "inner_mean": scores[picked],
+                       "outer_mean": float(np.mean(values)) if values else math.nan,
+                       "n_images": len(values), "_values": values})
+    return result
+
+
+def nested_summary(nested: List[dict], summary: List[dict], metric: str = "dice"
+                   ) -> List[dict]:
+    """Per target: the nested estimate (mean over the outer test images of each fold's
+    pick, with its 95 % interval, resampled within folds and repeats) beside the naive
+    best (the plan best on the test folds themselves: optimistic)."""
+    out = []
+    for target in dict.fromkeys(r["target"] for r in nested):
+        rs = [r for r in nested if r["target"] == target]
+        values = [v for r in rs for v in r["_values"]]
+        groups = [f"{r['repeat']}/{r['fold']}" for r in rs for _ in r["_values"]]
+        lo, hi = bootstrap_ci(values, groups) if values else (math.nan, math.nan)
+        best = next((r for r in summary if r["target"] == target and r.get("best") == 1), None)
+        out.append({"target": target, "nested_mean": float(np.mean(values)) if values
+                    else math.nan, "nested_ci_low": lo, "nested_ci_high": hi,
+                    "picks": ", ".join(f"{r['picked']} (repeat {r['repeat']}, fold {r['fold']})"
+                                       for r in rs),
+                    "naive_best": best["plan"] if best else "",
+                    "naive_mean": _num(best[f"{metric}_images_mean"]) if best else math.nan})
+    return out
+
+
 def write_tables(out, manifest: Optional[dict] = None) -> Dict[str, List[dict]]:
     """Write results.csv, summary.csv, stats.csv (and sizes.csv, sizes_summary.csv when the
     dataset-size study ran); returns the tables by file name."""
@@ -212,12 +302,20 @@ def write_tables(out, manifest: Optional[dict] = None) -> Dict[str, List[dict]]:
     manifest = manifest or read_manifest(out)
     rows = collect(out, manifest)
     write_csv(out / RESULTS, rows, RESULT_FIELDS)
-    summary = add_intervals(out, summarize(rows), rows)
+    summary = mark_tied_best(add_intervals(out, summarize(rows), rows))
     write_csv(out / SUMMARY, summary)
     units = manifest["models"][manifest["model"]]["units"]["path"]
     st = paired_stats(out, rows, "dice", units)
     write_csv(out / STATS, st, list(st[0].keys()) if st else ["target"])
     tables = {RESULTS: rows, SUMMARY: summary, STATS: st}
+    inner_rows = collect(out, manifest, inner=True)
+    if inner_rows:
+        nested = nested_selection(out, rows, inner_rows)
+        write_csv(out / NESTED, [{k: v for k, v in r.items() if k != "_values"}
+                                 for r in nested])
+        tables[NESTED] = nested
+        tables[NESTED_SUMMARY] = nested_summary(nested, summary)
+        write_csv(out / NESTED_SUMMARY, tables[NESTED_SUMMARY])
     size_rows = collect(out, manifest, sizes=True)
     if size_rows:
         write_csv(out / SIZES, size_rows, SIZE_FIELDS)

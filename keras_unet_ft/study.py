@@ -37,9 +37,9 @@ import numpy as np
 
 from . import __version__
 from .blocks import BlockMap
-from .config import Config
+from .config import Config, repeat_config
 from .data.registry import modality
-from .data.study_data import check_targets, fold_arrays, load_target, target_folds
+from .data.study_data import check_targets, fold_arrays, inner_fold, load_target, target_folds
 from .finetune import Diverged, FoldSession, run_one, save_model, stage_learning_rate
 from .io import write_csv
 from .layout import (HISTORY, PER_IMAGE, RunSpec, read_run_summary, save_predictions,
@@ -95,8 +95,10 @@ def size_counts(cfg: Config) -> List[int]:
 
 
 def list_runs(cfg: Config, targets: Sequence[str]):
-    """Every run of the study in a fixed order (targets, folds, plans, then the
-    dataset-size runs of that fold when the size study is on).
+    """Every run of the study in a fixed order (targets, repeats of ``study.seeds``,
+    folds, plans, then the nested selection's inner runs of that fold when
+    ``study.nested``, then the dataset-size runs of that fold when the size study is on;
+    dataset-size runs in the first repeat only).
 
     Returns:
         ``(runs, plans, block_maps)``: the :class:`RunSpec` list, the study's plan
@@ -114,14 +116,21 @@ def list_runs(cfg: Config, targets: Sequence[str]):
     size_groups = group_plans(size_plans, maps, cfg.model.kind) if size_plans else []
     counts = size_counts(cfg) if size_plans else []
     runs = []
+    inner = [g for g in groups if not Plan.parse(g[0]).is_baseline] if cfg.study.nested else []
     for t in targets:
-        for k in range(cfg.finetune.folds):
-            for canon, aliases, kind in groups:
-                runs.append(RunSpec(t, k, canon, aliases, kind))
-            for canon, aliases, kind in size_groups:
-                for n in counts:
-                    for aug in (False, True):
-                        runs.append(RunSpec(t, k, canon, aliases, kind, n_train=n, augment=aug))
+        for rep in range(cfg.study.seeds):
+            for k in range(cfg.finetune.folds):
+                for canon, aliases, kind in groups:
+                    runs.append(RunSpec(t, k, canon, aliases, kind, repeat=rep))
+                for canon, aliases, kind in inner:
+                    runs.append(RunSpec(t, k, canon, aliases, kind, repeat=rep, inner=True))
+                if rep:
+                    continue
+                for canon, aliases, kind in size_groups:
+                    for n in counts:
+                        for aug in (False, True):
+                            runs.append(RunSpec(t, k, canon, aliases, kind, n_train=n,
+                                                augment=aug))
     return runs, plans, maps
 
 
@@ -145,7 +154,8 @@ def keeps_weights(cfg: Config, run: RunSpec, maps: Dict[str, BlockMap]) -> bool:
     the all-layers run of fold 0 (Fig. 5 draws the net fine-tuned with every layer)."""
     if cfg.study.save_weights == "all":
         return True
-    if cfg.study.save_weights == "none" or run.fold != 0 or run.n_train is not None:
+    if cfg.study.save_weights == "none" or run.fold != 0 or run.n_train is not None \
+            or run.repeat or run.inner:
         return False
     full = all_layers_plan(maps[run.model].units("path"))
     labels = {str(Plan.parse(p).bare) for p in [run.plan] + list(run.aliases)}
@@ -213,13 +223,15 @@ def write_run(out, spec: RunSpec, result, keep_weights: bool, save_predictions_:
     if keep_weights:
         save_model(result.model, weights_path(run_dir))
     summary = {**result.summary, "aliases": spec.aliases, "n_originals": spec.n_train,
-               "augment": spec.augment if spec.n_train else None}
+               "augment": spec.augment if spec.n_train else None, "repeat": spec.repeat,
+               "inner": spec.inner}
     write_run_summary(run_dir, summary)
     return summary
 
 
 def _record(out, r: RunSpec, status: str, **extra) -> None:
     write_run_summary(r.dir(out), {"status": status, "target": r.target, "fold": r.fold,
+                                   "repeat": r.repeat, "inner": r.inner,
                                    "plan": r.plan, "aliases": r.aliases, **extra})
 
 
@@ -352,7 +364,8 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
         force=force, deadline=deadline)
     if prepare_only:  # data cached and folds written, for shard processes to share
         for t, ds in datasets.items():
-            target_folds(cfg, ds, splits_path(out, t))
+            for rep in range(cfg.study.seeds):
+                target_folds(repeat_config(cfg, rep), ds, splits_path(out, t, rep))
         return out
     mine = [r for j, r in enumerate(runs) if j % shard_n == shard_i]
     todo = []
@@ -376,13 +389,18 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
                         len(todo) - done, len(todo))
             break
         started = time.time()
-        bar.set_postfix_str(f"{r.target} fold {r.fold} {r.plan}")
-        key = (r.target, r.fold)
+        bar.set_postfix_str(f"{r.target} fold {r.fold}{f' repeat {r.repeat}' if r.repeat else ''}"
+                            f"{' inner' if r.inner else ''} {r.plan}")
+        key = (r.target, r.repeat, r.fold, r.inner)
+        rcfg = repeat_config(cfg, r.repeat)
         if key not in cache:
             cache.clear()
             ds = datasets[r.target]
-            folds = target_folds(cfg, ds, splits_path(out, r.target))
-            cache[key] = {"ds": ds, "fold": folds[r.fold], "arrays": {}}
+            path = splits_path(out, r.target, r.repeat)
+            fold = target_folds(rcfg, ds, path)[r.fold]
+            if r.inner:
+                fold = inner_fold(rcfg, ds, fold, r.fold, path)
+            cache[key] = {"ds": ds, "fold": fold, "arrays": {}}
             sessions = {}
         c = cache[key]
         have = len(c["fold"]["train"])
@@ -394,15 +412,15 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
         variant = (r.n_train, r.augment)
         if variant not in c["arrays"]:  # keep the full fold's arrays and the current variant
             c["arrays"] = {v: a for v, a in c["arrays"].items() if v == (None, True)}
-            c["arrays"][variant] = fold_arrays(cfg, c["ds"], c["fold"], r.fold,
+            c["arrays"][variant] = fold_arrays(rcfg, c["ds"], c["fold"], r.fold,
                                                r.n_train, r.augment)
         train, test = c["arrays"][variant]
         try:
             if r.model not in sessions:
-                sessions[r.model] = FoldSession(cfg, r.fold, precision, strategy, r.model)
+                sessions[r.model] = FoldSession(rcfg, r.fold, precision, strategy, r.model)
             tb = (pathlib.Path(cfg.study.tensorboard) / r.rel_dir().relative_to("runs")
                   if cfg.study.tensorboard else None)
-            result = run_one(cfg, r.target, r.fold, r.plan, r.model, train, test,
+            result = run_one(rcfg, r.target, r.fold, r.plan, r.model, train, test,
                              pretrained[r.model], sessions[r.model], verbose, log_dir=tb)
             result.summary["fingerprint"] = prints[r.target]
             if result.summary["status"] != "ok":

@@ -62,3 +62,106 @@ def test_a_folder_without_runs_json_says_how_to_get_it(tmp_path):
     (out / "runs.json").unlink()
     with pytest.raises(FileNotFoundError, match="unet-ft study --config"):
         collect(out)
+
+
+def _add_runs(out, specs, dice_of):
+    """Add runs (``RunSpec``s) to a hand-made folder: manifest entries, summary, per-image."""
+    import json
+
+    from keras_unet_ft.io import read_json, write_csv, write_json
+
+    m = read_json(out / "runs.json")
+    m["runs"] += [r.to_dict() for r in specs]
+    write_json(out / "runs.json", m)
+    for r in specs:
+        d = r.dir(out)
+        d.mkdir(parents=True, exist_ok=True)
+        values = dice_of(r)
+        write_csv(d / "per_image.csv", [{"id": i, "dice": v, "pixel_error": 1.0,
+                                         "adjusted_rand": v} for i, v in values.items()])
+        mean = sum(values.values()) / len(values)
+        (d / "summary.json").write_text(json.dumps({
+            "status": "ok", "target": r.target, "fold": r.fold, "plan": r.plan, "model": "unet",
+            "aliases": r.aliases, "n_train": 8, "n_test": len(values), "dice_mean": mean,
+            "dice_std": 0.0, "pixel_error_mean": 1.0, "pixel_error_std": 0.0,
+            "adjusted_rand_mean": mean, "adjusted_rand_std": 0.0,
+            "trainable_params": {"contracting": 150, "expanding": 300}.get(r.plan, 0),
+            "frozen_params": 0, "trainable_layers": [], "train_seconds": 1.0,
+            "seconds_per_epoch": 1.0, "epochs": 2, "seed": 0, "precision": "fp32",
+            "trainer": "masked", "weight_change": None, "repeat": r.repeat,
+            "inner": r.inner}))
+
+
+def _nested_folder(tmp_path):
+    """Outer test folds: contracting better (HANDMADE_DICE). Inner validation images (x*, never
+    outer test images): expanding better in fold 0, contracting in fold 1."""
+    from keras_unet_ft.layout import RunSpec
+
+    out = make_handmade_results(tmp_path / "r")
+    inner_dice = {("contracting", 0): 0.3, ("expanding", 0): 0.6,
+                  ("contracting", 1): 0.7, ("expanding", 1): 0.4}
+    specs = [RunSpec("sim_bus", k, p, [], "unet", inner=True) for k in (0, 1)
+             for p in ("contracting", "expanding")]
+    _add_runs(out, specs, lambda r: {f"x{r.fold}{j}": inner_dice[(r.plan, r.fold)]
+                                     for j in range(3)})
+    return out
+
+
+def test_nested_selection_picks_on_the_inner_split_and_scores_on_the_outer_fold(tmp_path):
+    from keras_unet_ft.io import write_csv
+    from keras_unet_ft.layout import RunSpec
+    from keras_unet_ft.results import NESTED, NESTED_SUMMARY
+
+    out = _nested_folder(tmp_path)
+    tables = write_tables(out)
+    rows = [(r["fold"], r["picked"], r["outer_mean"]) for r in tables[NESTED]]
+    assert rows == [(0, "expanding", pytest.approx(0.65)), (1, "contracting", pytest.approx(0.8))]
+    s = tables[NESTED_SUMMARY][0]
+    assert s["nested_mean"] == pytest.approx((0.7 + 0.6 + 0.85 + 0.75) / 4)
+    assert s["naive_best"] == "contracting" and s["naive_mean"] == pytest.approx(0.825)
+    assert s["nested_ci_low"] <= s["nested_mean"] <= s["nested_ci_high"]
+    # inner runs stay out of every other table
+    assert all(not r["run_dir"].endswith("_inner") for r in tables["results.csv"])
+    # poison the outer test fold: whatever expanding scores there, fold 0 still picks it
+    for k, v in ((0, 0.0), (1, 1.0)):
+        spec = RunSpec("sim_bus", k, "expanding", [], "unet")
+        write_csv(spec.dir(out) / "per_image.csv",
+                  [{"id": i, "dice": v, "pixel_error": 1.0, "adjusted_rand": v}
+                   for i in ({0: ["a", "b"], 1: ["c", "d"]}[k])])
+    again = write_tables(out)[NESTED]
+    assert [(r["fold"], r["picked"]) for r in again] == [(0, "expanding"), (1, "contracting")]
+    assert again[0]["outer_mean"] == 0.0  # the pick's outer score is read, never its choice
+    assert (out / "nested.csv").exists() and (out / "nested_summary.csv").exists()
+
+
+def test_tied_best_marks_plans_whose_interval_overlaps_the_best(tmp_path):
+    out = make_handmade_results(tmp_path / "r")
+    summary = {r["plan"]: r for r in write_tables(out)["summary.csv"]}
+    assert summary["contracting"]["best"] == 1
+    assert summary["expanding"]["best"] == 0
+    # contracting [0.75, 0.9] vs expanding [0.5, 0.7]: no overlap; baselines never count
+    assert summary["expanding"]["tied_best"] == 0 and summary["none"]["tied_best"] == 0
+    assert summary["contracting:blocks"]["tied_best"] == 1
+
+
+def test_repeats_pair_images_within_each_repeat(tmp_path):
+    """study.seeds: a second repeat of the cross-validation adds its pairs; the image-level
+    tests use one (repeat-averaged) difference per image, the interval every pair."""
+    from keras_unet_ft.layout import RunSpec
+
+    out = make_handmade_results(tmp_path / "r")
+    shift = {"contracting": 0.0, "expanding": 0.1, "none": 0.0}
+    ids = {0: ["b", "c"], 1: ["a", "d"]}   # the repeat's own folds
+    specs = [RunSpec("sim_bus", k, p, ["contracting:blocks"] if p == "contracting" else [],
+                     "unet", repeat=1) for k in (0, 1) for p in ("contracting", "expanding")]
+    _add_runs(out, specs, lambda r: {i: 0.5 + shift[r.plan] for i in ids[r.fold]})
+    tables = write_tables(out)
+    st = tables["stats.csv"][0]
+    assert (st["plan_a"], st["plan_b"], st["folds_n"], st["images_n"]) == \
+        ("contracting", "expanding", 4, 4)
+    # 4 pairs of repeat 0 (diff 0.225 on average) and 4 of repeat 1 (diff -0.1)
+    assert st["diff"] == pytest.approx((0.225 * 4 - 0.1 * 4) / 8)
+    rows = [r for r in tables["results.csv"] if r["plan"] == "expanding"]
+    assert sorted((r["repeat"], r["fold"]) for r in rows) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    summary = {r["plan"]: r for r in tables["summary.csv"]}
+    assert summary["expanding"]["folds_ok"] == 4

@@ -131,6 +131,49 @@ def test_shards_partition_the_runs():
             parse_shard(bad)
 
 
+def test_seeds_repeat_the_grid_and_nested_adds_inner_runs_without_baselines():
+    cfg = tiny_config(**{"study.seeds": "2", "study.nested": "true",
+                         "data.targets": "sim_bus", "study.plans": "contracting,expanding"})
+    runs, _, _ = study_mod.list_runs(cfg, cfg.data.targets)
+    outer = [r for r in runs if not r.inner]
+    inner = [r for r in runs if r.inner]
+    assert len(outer) == 2 * 2 * 4 and len(inner) == 2 * 2 * 2   # repeats x folds x plans
+    assert {r.plan for r in inner} == {"contracting", "expanding"}
+    assert len({r.rel_dir() for r in runs}) == len(runs)
+    assert str(inner[0].rel_dir()) == "runs/sim_bus/contracting/fold_0_inner"
+    assert any(str(r.rel_dir()).endswith("fold_1_repeat_1_inner") for r in inner)
+    from keras_unet_ft.config import repeat_config, repeat_seed
+    assert repeat_seed(cfg, 0) == cfg.study.seed != repeat_seed(cfg, 1)
+    assert repeat_config(cfg, 1).study.seed == repeat_seed(cfg, 1) and repeat_config(cfg, 0) is cfg
+
+
+@pytest.mark.slow
+def test_repeats_and_nested_selection_end_to_end(tmp_path):
+    """study.seeds=2 + study.nested: each repeat has its own folds and seeds; the report
+    gives the best plan, the plans tied with it and the nested estimate."""
+    out = tmp_path / "r"
+    cfg = tiny_config(**{"study.seeds": "2", "study.nested": "true", "data.targets": "sim_bus",
+                         "study.plans": "contracting,expanding", "study.baselines": "false",
+                         "data.cache_dir": str(tmp_path / "cache")})
+    run(cfg, out, progress=False)
+    folds0 = json.loads((out / "splits/sim_bus.json").read_text())["folds"]
+    folds1 = json.loads((out / "splits/sim_bus_repeat_1.json").read_text())["folds"]
+    assert folds0 != folds1
+    s0 = json.loads((out / "runs/sim_bus/expanding/fold_0/summary.json").read_text())
+    s1 = json.loads((out / "runs/sim_bus/expanding/fold_0_repeat_1/summary.json").read_text())
+    assert (s0["repeat"], s1["repeat"]) == (0, 1) and s0["seed"] != s1["seed"]
+    inner = json.loads((out / "runs/sim_bus/expanding/fold_0_inner/summary.json").read_text())
+    assert inner["inner"] is True and inner["n_test"] < s0["n_test"] + s0["n_train"]
+    nested = _rows(out / "nested.csv")
+    assert [(r["repeat"], r["fold"]) for r in nested] == [("0", "0"), ("0", "1"), ("1", "0"),
+                                                        ("1", "1")]
+    assert {r["picked"] for r in nested} <= {"contracting", "expanding"}
+    report = (out / "REPORT.md").read_text()
+    assert "repeated 2 times" in report and "### Which plan?" in report
+    assert "Nested selection" in report
+    assert "_inner" not in (out / "results.csv").read_text()
+
+
 @pytest.mark.slow
 def test_parallel_shard_processes_share_one_folder(tmp_path):
     cfg = tiny_config(**{"data.targets": "sim_bus", "study.plans": "contracting,expanding",

@@ -24,3 +24,49 @@ def test_size_subsets_are_nested_and_augmented_by_the_factor():
     assert picked[4] < picked[8] < picked[16]  # nested subsets
     with pytest.raises(ValueError, match="n_train=17 but the fold has 16"):
         fold_arrays(cfg, ds, fold, 0, 17, True)
+
+
+def _dataset(n=24, seed=0, classes=True):
+    from keras_unet_ft.data.dataset import Dataset
+
+    imgs = np.random.default_rng(seed).random((n, 16, 16, 1), dtype=np.float32)
+    meta = {"class": ["benign" if k % 3 else "malignant" for k in range(n)]} if classes else {}
+    return Dataset("t", imgs, (imgs > 0.5).astype(np.uint8), [f"i{k}" for k in range(n)], meta)
+
+
+def test_inner_split_never_holds_the_outer_test_fold_and_ignores_its_pixels(tmp_path):
+    """Nested selection: the inner training and validation arrays are made from the outer
+    training images only - poisoning the outer test fold changes nothing in them."""
+    from keras_unet_ft.data.study_data import inner_fold, target_folds
+
+    cfg = tiny_config(**{"finetune.folds": "3"})
+    ds = _dataset()
+    path = tmp_path / "t.json"
+    folds = target_folds(cfg, ds, path)
+    for k, fold in enumerate(folds):
+        inner = inner_fold(cfg, ds, fold, k, path)
+        assert not set(inner["train"] + inner["test"]) & set(fold["test"])
+        assert sorted(inner["train"] + inner["test"]) == sorted(fold["train"])
+        assert not set(inner["train"]) & set(inner["test"])
+        assert 0.2 < len(inner["test"]) / len(fold["train"]) < 0.45
+        (x, y), (xt, yt, ids) = fold_arrays(cfg, ds, inner, k)
+        poisoned = _dataset()
+        test_rows = [ds.ids.index(i) for i in fold["test"]]
+        poisoned.images[test_rows] = 1.0 - poisoned.images[test_rows]
+        poisoned.masks[test_rows] = 1 - poisoned.masks[test_rows]
+        inner2 = inner_fold(cfg, poisoned, fold, k, path)
+        (x2, y2), (xt2, yt2, ids2) = fold_arrays(cfg, poisoned, inner2, k)
+        assert inner2 == inner and ids2 == ids
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+        np.testing.assert_array_equal(xt, xt2)
+
+
+def test_inner_split_keeps_near_duplicates_together():
+    from keras_unet_ft.data.folds import inner_split
+
+    ids = [f"i{k}" for k in range(12)]
+    for seed in range(5):
+        s = inner_split(ids, 3, seed, duplicate_groups=[["i0", "i5", "i9"], ["i2", "i3"]])
+        assert len({("i0" in s["test"]), ("i5" in s["test"]), ("i9" in s["test"])}) == 1
+        assert ("i2" in s["test"]) == ("i3" in s["test"])

@@ -130,3 +130,35 @@ def load_or_make_folds(path, ids, k=5, seed=0, strata=None, images=None) -> List
     write_json(path, {"k": k, "seed": seed, "stratified": strata is not None, "folds": folds,
                       "duplicate_groups": dup_groups})
     return folds
+
+
+def inner_split(ids: Sequence[str], k: int, seed: int = 0, strata: Optional[Sequence] = None,
+                duplicate_groups: Sequence[Sequence[str]] = ()) -> dict:
+    """One inner split of an outer fold's training ids: ``{"train": [...], "test": [...]}``,
+    the first of ``k`` folds (about ``1/k`` held out), stratified by class when every class
+    has ``k`` members, every group of near-duplicates on one side.
+
+    Nested selection and ``unet-ft advise`` choose on the ``test`` side and never see the
+    outer test fold.
+
+    Examples:
+        >>> s = inner_split([f"i{j}" for j in range(9)], 3, duplicate_groups=[["i0", "i1"]])
+        >>> len(s["test"]), ("i0" in s["test"]) == ("i1" in s["test"])
+        (3, True)
+    """
+    ids = list(ids)
+    where = {i: n for n, i in enumerate(ids)}
+    groups = list(range(len(ids)))
+    for g in duplicate_groups:
+        members = [where[i] for i in g if i in where]
+        for m in members[1:]:
+            groups[m] = groups[members[0]]
+    if len(set(groups)) < len(groups):
+        folds = make_group_folds(ids, groups, k, seed, strata)
+    else:
+        use = None
+        if strata is not None:
+            _, counts = np.unique(np.asarray(strata), return_counts=True)
+            use = strata if counts.min() >= k else None
+        folds = make_folds(ids, k, seed, use)
+    return folds[0]

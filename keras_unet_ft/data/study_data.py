@@ -15,8 +15,8 @@ import numpy as np
 
 from ..config import Config
 from .augment import AugmentParams, augment_to
-from ..io import write_json
-from .folds import load_or_make_folds
+from ..io import read_json, write_json
+from .folds import inner_split, load_or_make_folds
 from .registry import REGISTRY, load_dataset, split_spec
 
 
@@ -86,6 +86,22 @@ def target_folds(cfg: Config, ds, path):
         return load_or_make_folds(path, ds.ids, cfg.finetune.folds)
     return load_or_make_folds(path, ds.ids, cfg.finetune.folds, cfg.study.seed, ds.strata(),
                               images=ds.images)
+
+
+def inner_fold(cfg: Config, ds, fold: dict, fold_index: int, path) -> dict:
+    """The inner split of an outer fold's training images (nested selection, ``advise``):
+    ``{"train": ids, "test": ids}`` with about ``1 / finetune.folds`` of them held out,
+    stratified by class, near-duplicate groups of the folds file ``path`` kept together.
+    The outer fold's test images are never in it."""
+    train = list(fold["train"])
+    cls = ds.strata()
+    strata = None
+    if cls is not None:
+        of = dict(zip(ds.ids, cls))
+        strata = [of[i] for i in train]
+    groups = read_json(path).get("duplicate_groups", []) if pathlib.Path(path).exists() else []
+    k = max(2, min(cfg.finetune.folds, len(train)))
+    return inner_split(train, k, cfg.study.seed + 101 * (fold_index + 1), strata, groups)
 
 
 def fold_arrays(cfg: Config, ds, fold: dict, fold_index: int,
