@@ -4,6 +4,7 @@
     python experiments/run_all.py                    # the quick profile (CPU-sized)
     python experiments/run_all.py --profile smoke    # a few minutes
     python experiments/run_all.py --profile paper    # the paper's settings (GPU)
+    python experiments/run_all.py --advise           # a fast answer: probe + successive halving
     python experiments/run_all.py --pretrain xpie:/data/XPIE \\
         --target udiat_b:/data/DatasetB --target jsrt_scr:/data/JSRT
 
@@ -21,7 +22,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import os  # noqa: E402
 
 from keras_unet_ft.cli import add_config_args, config_from_args  # noqa: E402
-from keras_unet_ft.pipeline import EXIT_BAD_INPUT, outcome, run  # noqa: E402
+from keras_unet_ft.pipeline import EXIT_BAD_INPUT, advise_all, outcome, run  # noqa: E402
 from keras_unet_ft.runtime import has_gpu  # noqa: E402
 
 
@@ -58,12 +59,28 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", default="auto",
                    help="fine-tuning processes sharing the CPU cores; auto (default) = 2 on a "
                         "CPU-only machine with 2+ cores, else 1")
+    p.add_argument("--advise", action="store_true",
+                   help="instead of the grid: pretrain, then `unet-ft advise` on every target "
+                        "(OUT/advice/<target>/ADVICE.md)")
+    p.add_argument("--budget", type=float, metavar="MINUTES",
+                   help="with --advise: a time budget per target")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args.model = None
     cfg = config_from_args(args)
     out = pathlib.Path(args.out or f"results/{cfg.profile}")
     t0 = time.time()
+    if args.advise:
+        try:
+            advice = advise_all(cfg, out, args.budget, verbose=1 if args.verbose else 0)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"run_all: error: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        for a in advice:
+            print(f"{a['target']}: fine-tune {a['recommendation']} (tied: "
+                  f"{', '.join(a['tied_with_best'])}); {a['seconds']['total']:.0f} s")
+        print(f"done in {time.time() - t0:.0f} s: {out / 'advice'}")
+        return 0
     try:
         jobs = resolve_jobs(args.jobs, args.shard or args.distribute or args.retry_failed)
         if jobs > 1 and (args.shard or args.distribute):

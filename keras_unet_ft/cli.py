@@ -1,5 +1,5 @@
-"""The ``unet-ft`` command line: plans | data | pretrain | study | report | finetune |
-predict | export."""
+"""The ``unet-ft`` command line: plans | data | pretrain | study | report | advise |
+finetune | predict | export."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import time
 # happen before TensorFlow is imported below.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from .advise import advise  # noqa: E402
 from .blocks import BlockMap  # noqa: E402
 from .config import (MODEL_KINDS, PRECISIONS, PROFILES, config_from_dict, load_config,  # noqa: E402
                      parse_set, set_value, validate)
@@ -411,6 +412,28 @@ def cmd_finetune(args) -> int:
     return EXIT_OK
 
 
+def cmd_advise(args) -> int:
+    set_threads(args.threads)
+    cfg = finetune_config(args)
+    a = advise(cfg, args.target, args.out, plans=args.plans, budget_minutes=args.budget,
+               pretrained=args.pretrained, verbose=1 if args.verbose else 0)
+    rec = next(r for r in a["ranking"] if r["plan"] == a["recommendation"])
+    print(f"advice for {a['target']} in {a['seconds']['total']:.0f} s: fine-tune "
+          f"{a['recommendation']} (blocks {rec['blocks'] or 'none'}, "
+          f"{rec['trainable_params']:,} trainable parameters), validation Dice "
+          f"{rec['dice']:.3f} [{rec['dice_ci_low']:.3f}, {rec['dice_ci_high']:.3f}]")
+    others = [p for p in a["tied_with_best"] if p != a["recommendation"]]
+    if others:
+        print(f"tied with it: {', '.join(others)} (fewest parameters: "
+              f"{a['fewest_params_tied']})")
+    if a["stopped"]:
+        print(f"the budget ended the search early: {a['stopped']}", file=sys.stderr)
+    top = ", ".join(f"{p['block']} ({p['part']})" for p in a["probe"][:3])
+    print(f"probe (relative gradient norm), top blocks: {top}")
+    print(f"written: {pathlib.Path(args.out) / 'ADVICE.md'}, advice.json")
+    return EXIT_OK
+
+
 def cmd_predict(args) -> int:
     rows = predict_images(args.model, args.inputs, args.out, threshold=args.threshold,
                           batch_size=args.batch_size, overlays=not args.no_overlay)
@@ -443,6 +466,22 @@ def _register_use(sub) -> None:
                    help="share of images held out and scored (default 0: train on all)")
     p.add_argument("--threads", type=int, help="TensorFlow intra-op threads")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("advise", help="which layers to fine-tune on a target, in minutes: "
+                       "gradient probe + successive halving on an inner split")
+    add_config_args(p)
+    p.set_defaults(profile=None)
+    p.add_argument("--target", required=True, help="dataset spec, e.g. busi:ROOT or sim_bus")
+    p.add_argument("--plans", help="plan set or comma-separated plans (default: the "
+                   "profile's study.plans, paper = the 9 + 9 block plans and the split)")
+    p.add_argument("--budget", type=float, metavar="MINUTES",
+                   help="stop before a rung that would end later; the advice says so")
+    p.add_argument("--out", required=True, help="output folder (ADVICE.md, advice.json)")
+    p.add_argument("--pretrained", help="pretrained model (.keras) or a study's results folder "
+                   "(its pretrained model and, without --profile, its config); default: "
+                   "pretrain first, into OUT/pretrained")
+    p.add_argument("--threads", type=int, help="TensorFlow intra-op threads")
+    p.set_defaults(func=cmd_advise)
 
     p = sub.add_parser("predict", help="segment images with a saved model")
     p.add_argument("model", help="model.keras, a finetune output folder or a study run folder")

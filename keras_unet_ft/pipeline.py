@@ -12,12 +12,14 @@ import logging
 import pathlib
 from typing import Optional
 
+from .advise import advise
 from .config import Config
 from .figures import make_all_figures
-from .layout import load_config_of
+from .layout import load_config_of, target_slug
 from .report import write_report
-from .pretrain import TimeUp
+from .pretrain import TimeUp, pretrained_weights_by_kind
 from .results import status_counts, write_tables
+from .runtime import resolve_precision
 from .study import run_study, run_study_parallel
 
 log = logging.getLogger("keras_unet_ft")
@@ -112,3 +114,19 @@ def run(cfg: Config, out, *, jobs: int = 1, force: bool = False, retry_failed: b
     if aggregate_results and not unfinished(out):
         aggregate(out)
     return pathlib.Path(out)
+
+
+def advise_all(cfg: Config, out, budget_minutes: Optional[float] = None, verbose: int = 0,
+               progress: bool = True) -> list:
+    """``run_all --advise``: pretrain once into ``out/pretrained`` (or reuse it), then
+    :func:`~keras_unet_ft.advise.advise` on every target into ``out/advice/<target>/``.
+
+    Returns:
+        The advice of each target (``advice.json`` contents).
+    """
+    out = pathlib.Path(out)
+    precision = resolve_precision(cfg.study.precision)
+    pretrained_weights_by_kind(cfg, out, [cfg.model.kind], precision, verbose)
+    return [advise(cfg, t, out / "advice" / target_slug(t), budget_minutes=budget_minutes,
+                   pretrained=out, verbose=verbose, progress=progress)
+            for t in cfg.data.targets]

@@ -1,0 +1,401 @@
+"""``unet-ft advise``: which layers to fine-tune on *your* data, in minutes instead of a grid.
+
+Two steps on one inner split of the target's images (a seeded, class-stratified
+holdout of about ``1 / finetune.folds``, near-duplicates kept on one side):
+
+1. **Probe (no training)** - Auto-RGN (Lee et al. 2022, "Surgical fine-tuning improves
+   adaptation to distribution shifts"): per block, the relative gradient norm
+   ``||g|| / ||w||`` of the fine-tuning loss on the training images at the pretrained
+   weights, averaged over batches, ranked. Blocks whose weights the target pulls on
+   hardest come first.
+2. **Successive halving** (Jamieson & Talwalkar 2016; the engine of Hyperband) over the
+   plan set: every plan gets a short budget, the better half is kept, the budget
+   doubles, until the last rung trains the survivors for the full
+   ``finetune.epochs``. Budgets below one epoch train one epoch on a seeded share of
+   the augmented images (the same image-steps). The survivors are ranked on the
+   validation images with paired 95 % bootstrap intervals against the best: the plans
+   whose interval holds 0 are tied with it.
+
+Writes ``advice.json`` and ``ADVICE.md`` to the output folder (and ``pretrained/`` when
+it pretrains). The advice rests on one split: it is a fast first answer, the study's
+cross-validation (``unet-ft study``) is the evidence.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import pathlib
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .config import Config
+from .data.study_data import fold_arrays, inner_fold, load_target, target_folds
+from .deploy import pretrained_weights
+from .finetune import Diverged, FoldSession, run_one
+from .io import atomic_write_text, write_json
+from .layout import splits_path, target_slug
+from .model import build_from_config, model_config
+from .plans import Plan, group_plans, plan_set
+from .provenance import write_provenance
+from .runtime import make_loss, resolve_precision
+from .stats import bootstrap_ci, ci_verdict
+from .study import block_map
+
+log = logging.getLogger("keras_unet_ft")
+
+ADVICE_JSON = "advice.json"
+ADVICE_MD = "ADVICE.md"
+#: survivors of the last rung (trained for the full epochs and compared with intervals)
+FINAL_SURVIVORS = 2
+#: batches of training images the probe averages over
+PROBE_BATCHES = 8
+
+
+# -- 1. the probe ---------------------------------------------------------------------
+def rgn_probe(model, bm, images: np.ndarray, masks: np.ndarray, loss: str = "bce",
+              batch_size: int = 8, batches: int = PROBE_BATCHES, seed: int = 0) -> List[dict]:
+    """Relative gradient norm ``||g|| / ||w||`` of every block at the model's weights.
+
+    Args:
+        model: the pretrained network (not changed). bm: its :class:`BlockMap`.
+        images, masks: training images and masks ``(N, H, W, 1)``.
+        loss: the fine-tuning loss (``finetune.loss``).
+        batch_size, batches: the gradient is taken on ``batches`` seeded batches and the
+            ratio averaged over them.
+
+    Returns:
+        One row per block, ranked (highest first): ``block, part, level, params, rgn,
+        rank``.
+    """
+    import tensorflow as tf
+
+    loss_fn = make_loss(loss)
+    owners = []
+    for b in bm.blocks:
+        names = set(b.weighted_layers)
+        owners.append([v for layer in model.layers if layer.name in names
+                       for v in layer.trainable_weights])
+    variables = [v for vs in owners for v in vs]
+    if not variables:
+        raise ValueError("the model has no trainable weights to probe")
+    rng = np.random.default_rng(seed)
+    n = len(images)
+    ratios = np.zeros((0, len(bm.blocks)))
+    for _ in range(max(1, batches)):
+        idx = rng.choice(n, size=min(batch_size, n), replace=False)
+        x = tf.convert_to_tensor(images[idx])
+        y = tf.convert_to_tensor(masks[idx].astype("float32"))
+        with tf.GradientTape() as tape:
+            p = model(x, training=False)
+            value = loss_fn(y, tf.cast(p, "float32"))
+        grads = tape.gradient(value, variables)
+        row, j = [], 0
+        for vs in owners:
+            g = grads[j:j + len(vs)]
+            j += len(vs)
+            gn = math.sqrt(sum(float(tf.reduce_sum(tf.square(tf.cast(a, "float32"))))
+                               for a in g if a is not None))
+            wn = math.sqrt(sum(float(np.sum(np.square(v.numpy().astype("float32"))))
+                               for v in vs))
+            row.append(gn / wn if wn > 0 else 0.0)
+        ratios = np.vstack([ratios, row])
+    mean = ratios.mean(axis=0)
+    order = np.argsort(-mean, kind="stable")
+    rank = np.empty(len(mean), int)
+    rank[order] = np.arange(1, len(mean) + 1)
+    return [{"block": b.index, "part": b.part, "level": b.level, "params": b.params,
+             "rgn": float(mean[i]), "rank": int(rank[i])}
+            for i, b in sorted(enumerate(bm.blocks), key=lambda t: rank[t[0]])]
+
+
+# -- 2. successive halving ----------------------------------------------------------------
+def halving_schedule(n: int, epochs: int, final: int = FINAL_SURVIVORS) -> List[dict]:
+    """The rungs for ``n`` plans: ``[{"plans": n_i, "epochs": budget_i}]``; the budget
+    doubles each rung and is ``epochs`` at the last, where ``final`` plans are left.
+
+    Examples:
+        >>> [(r["plans"], r["epochs"]) for r in halving_schedule(19, 12)]
+        [(19, 0.75), (10, 1.5), (5, 3.0), (3, 6.0), (2, 12.0)]
+        >>> halving_schedule(2, 5)
+        [{'plans': 2, 'epochs': 5.0}]
+    """
+    if n < 1 or epochs < 1:
+        raise ValueError(f"successive halving needs >= 1 plan and >= 1 epoch, got {n}, {epochs}")
+    counts = [n]
+    while counts[-1] > final:
+        counts.append(max(final, math.ceil(counts[-1] / 2)))
+    h = len(counts) - 1
+    return [{"plans": c, "epochs": float(epochs) / 2 ** (h - i)} for i, c in enumerate(counts)]
+
+
+@dataclasses.dataclass
+class Candidate:
+    plan: str                       # the canonical plan trained
+    aliases: List[str]
+    model: str
+    trainable_params: int = 0
+    scores: Dict[int, float] = dataclasses.field(default_factory=dict)   # rung -> val Dice
+    per_image: Dict[str, float] = dataclasses.field(default_factory=dict)  # last rung's
+    status: str = "ok"
+    reason: str = ""
+
+
+def _budget_arrays(train, epochs: float, seed: int):
+    """Training arrays and whole epochs for a budget: ``epochs < 1`` trains one epoch on a
+    seeded share of the augmented images (the same number of image-steps)."""
+    if epochs >= 1:
+        return train, int(round(epochs))
+    n = len(train[0])
+    k = max(1, int(round(epochs * n)))
+    idx = np.sort(np.random.default_rng(seed).permutation(n)[:k])
+    return (train[0][idx], train[1][idx]), 1
+
+
+def _blocks_of(plan: str, bm) -> List[int]:
+    chosen = set(Plan.parse(plan).bare.trainable_layers(bm)) if Plan.parse(plan).trains else set()
+    return [b.index for b in bm.blocks if chosen & set(b.weighted_layers)]
+
+
+def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
+           budget_minutes: Optional[float] = None, pretrained=None, verbose: int = 0,
+           progress: bool = True) -> dict:
+    """Probe and successive halving on an inner split of ``target``; writes the advice.
+
+    Args:
+        cfg: the config (model, fine-tuning settings, seed, trainer).
+        target: dataset spec, e.g. ``busi:/data/Dataset_BUSI_with_GT``.
+        out: output folder (``advice.json``, ``ADVICE.md``, ``splits/``, ``pretrained/``).
+        plans: plan set or comma-separated plans (default ``study.plans``); baselines and
+            plans that train the same layers as another are not candidates twice.
+        budget_minutes: stop before a rung that would end after this many minutes; the
+            advice is then the best of the last finished rung, said so.
+        pretrained: a pretrained ``.keras`` file or a study folder; None pretrains first.
+
+    Returns:
+        The content of ``advice.json``.
+
+    Examples:
+        >>> advise(load_config("quick"), "busi:/data/Dataset_BUSI_with_GT", "advice/busi",
+        ...        pretrained="results/quick")  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    t_start = time.perf_counter()
+    out = pathlib.Path(out)
+    if budget_minutes is not None and not budget_minutes > 0:
+        raise ValueError(f"--budget must be a number of minutes > 0, got {budget_minutes!r}")
+    precision = resolve_precision(cfg.study.precision)
+    kind = cfg.model.kind
+    bm = block_map(cfg, kind)
+    units = {"path": bm.units("path"), "level": bm.units("level")}
+    names = [p for p in plan_set(plans or cfg.study.plans, units)
+             if not Plan.parse(p).is_baseline]
+    other = sorted({Plan.parse(p).model_or(kind) for p in names} - {kind})
+    if other:
+        raise ValueError(f"advise compares plans of the study's model ({kind}); plans for "
+                         f"{other} need their own run (--set model.kind=...)")
+    if not names:
+        raise ValueError("no plans to compare: give --plans with at least one fine-tuning plan")
+    groups = group_plans(names, {kind: bm}, kind)
+    ds = load_target(cfg, target)
+    write_provenance(cfg, out, precision)
+    weights, source = pretrained_weights(cfg, kind, out, pretrained, precision, verbose)
+    t_pre = time.perf_counter()
+    path = splits_path(out, target)
+    target_folds(cfg, ds, path)   # finds near-duplicate groups (kept on one side)
+    split = inner_fold(cfg, ds, {"train": list(ds.ids), "test": []}, 0, path)
+    train, val = fold_arrays(cfg, ds, split, 0)
+    if not (val[1].reshape(len(val[1]), -1).max(axis=1) > 0).any():
+        raise ValueError(f"none of the {len(val[1])} validation images of {target} has an "
+                         "object: nothing to rank plans by")
+
+    # 1. the probe, at the pretrained weights
+    probe_model = build_from_config(model_config(cfg, kind))
+    probe_model.set_weights(weights)
+    probe = rgn_probe(probe_model, bm, train[0], train[1], cfg.finetune.loss,
+                      cfg.finetune.batch_size, seed=cfg.study.seed)
+    del probe_model
+    t_probe = time.perf_counter()
+
+    # 2. successive halving
+    cands = [Candidate(c, a, k) for c, a, k in groups]
+    schedule = halving_schedule(len(cands), cfg.finetune.epochs)
+    alive = list(cands)
+    rungs, stopped = [], None
+    steps_per_epoch = len(train[0])
+    rate = None   # seconds per (plan x epoch), measured
+    for i, rung in enumerate(schedule):
+        alive = alive[:rung["plans"]] if i else alive
+        if budget_minutes is not None and rate is not None:
+            left = budget_minutes * 60 - (time.perf_counter() - t_start)
+            need = rate * len(alive) * rung["epochs"]
+            if need > left:
+                stopped = (f"stopped before rung {i + 1} of {len(schedule)}: it needs about "
+                           f"{need / 60:.1f} min, {max(left, 0) / 60:.1f} min of the "
+                           f"{budget_minutes:g}-minute budget are left")
+                log.warning("advise: %s", stopped)
+                break
+        rcfg = copy.deepcopy(cfg)
+        arrays, epochs = _budget_arrays(train, rung["epochs"], cfg.study.seed + i)
+        rcfg.finetune.epochs = epochs
+        t0 = time.perf_counter()
+        bar = tqdm(alive, desc=f"advise rung {i + 1}/{len(schedule)} "
+                               f"({rung['epochs']:g} epochs)", unit="plan",
+                   disable=not progress)
+        for c in bar:
+            bar.set_postfix_str(c.plan)
+            session = FoldSession(rcfg, 0, precision, None, c.model)
+            try:
+                res = run_one(rcfg, target, 0, c.plan, c.model, arrays, val, weights, session)
+            except Diverged as e:
+                c.status, c.reason, c.scores[i] = "diverged", str(e), -math.inf
+                continue
+            if res.summary["status"] != "ok":
+                c.status, c.reason = res.summary["status"], res.summary.get("reason", "")
+                c.scores[i] = -math.inf
+                continue
+            c.trainable_params = int(res.summary["trainable_params"])
+            c.per_image = {r["id"]: r["dice"] for r in res.per_image if not r["empty_mask"]}
+            c.scores[i] = float(np.mean(list(c.per_image.values())))
+        seconds = time.perf_counter() - t0
+        rate = seconds / max(1e-9, len(alive) * rung["epochs"])
+        alive.sort(key=lambda c: (-c.scores[i], c.trainable_params, c.plan))
+        rungs.append({"rung": i + 1, "epochs": rung["epochs"],
+                      "image_steps": int(epochs * len(arrays[0])), "plans": len(alive),
+                      "seconds": seconds,
+                      "scores": {c.plan: c.scores[i] for c in alive}})
+    done = len(rungs)
+    if not done:
+        raise ValueError(f"--budget {budget_minutes} min is too short for the first rung")
+    last = done - 1
+    finalists = [c for c in alive if c.status == "ok" and last in c.scores]
+    if not finalists:
+        raise RuntimeError("every plan diverged or failed on the last rung; see advice.json")
+    best = finalists[0]
+    ids = sorted(best.per_image)
+    ranking = []
+    for c in finalists:
+        common = [i for i in ids if i in c.per_image]
+        diff = [best.per_image[i] - c.per_image[i] for i in common]
+        lo, hi = (bootstrap_ci(diff) if c is not best else (0.0, 0.0))
+        vlo, vhi = bootstrap_ci([c.per_image[i] for i in common])
+        ranking.append({"plan": c.plan, "aliases": c.aliases, "dice": c.scores[last],
+                        "dice_ci_low": vlo, "dice_ci_high": vhi,
+                        "best_minus_this": float(np.mean(diff)) if diff else 0.0,
+                        "ci_low": lo, "ci_high": hi,
+                        "tied_with_best": c is best or ci_verdict(lo, hi) == "tied",
+                        "trainable_params": c.trainable_params,
+                        "blocks": _blocks_of(c.plan, bm)})
+    # the whole order: further rung first, then the score there
+    order = sorted(cands, key=lambda c: (-max(c.scores) if c.scores else 1,
+                                         -c.scores[max(c.scores)] if c.scores else 0,
+                                         c.trainable_params, c.plan))
+    tied = [r["plan"] for r in ranking if r["tied_with_best"]]
+    cheapest = min((r for r in ranking if r["tied_with_best"]),
+                   key=lambda r: r["trainable_params"])
+    seconds = time.perf_counter() - t_start
+    advice = {
+        "target": target, "target_slug": target_slug(target), "n_images": len(ds),
+        "n_train": len(split["train"]), "n_val": len(split["test"]),
+        "n_val_with_object": len(best.per_image),
+        "pretrained": source, "plans": [c.plan for c in cands],
+        "recommendation": best.plan, "recommendation_blocks": _blocks_of(best.plan, bm),
+        "recommendation_trainable_params": best.trainable_params,
+        "tied_with_best": tied, "fewest_params_tied": cheapest["plan"],
+        "ranking": ranking,
+        "order": [{"plan": c.plan, "rungs": len(c.scores),
+                   "last_score": c.scores[max(c.scores)] if c.scores else None,
+                   "status": c.status, "reason": c.reason} for c in order],
+        "rungs": rungs, "schedule": schedule, "stopped": stopped, "probe": probe,
+        "seconds": {"pretrained": t_pre - t_start, "probe": t_probe - t_pre,
+                    "halving": seconds - (t_probe - t_start), "total": seconds},
+        "epochs_trained": sum(r["epochs"] * r["plans"] for r in rungs),
+        "sweep_epochs": len(cands) * cfg.finetune.epochs * cfg.finetune.folds,
+        "budget_minutes": budget_minutes, "config": cfg.to_dict(),
+        "steps_per_epoch_images": steps_per_epoch,
+    }
+    write_json(out / ADVICE_JSON, advice)
+    atomic_write_text(out / ADVICE_MD, advice_markdown(advice))
+    return advice
+
+
+# -- the advice, for people --------------------------------------------------------------
+def _f(x, nd=3) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
+
+
+def _blocks(blocks: Sequence[int]) -> str:
+    if not blocks:
+        return "none"
+    runs, start = [], blocks[0]
+    for a, b in zip(blocks, list(blocks[1:]) + [None]):
+        if b != a + 1:
+            runs.append(f"{start}" if start == a else f"{start}-{a}")
+            start = b
+    return ", ".join(runs)
+
+
+def advice_markdown(a: dict) -> str:
+    """``ADVICE.md`` from the content of ``advice.json``."""
+    cfg = a["config"]
+    rec = next(r for r in a["ranking"] if r["plan"] == a["recommendation"])
+    L = [f"# Which layers to fine-tune on {a['target_slug']}? — advice", "",
+         f"**Fine-tune `{a['recommendation']}`**: blocks {_blocks(rec['blocks'])} of "
+         f"{len(a['probe'])} ({rec['trainable_params']:,} trainable parameters), validation "
+         f"Dice {_f(rec['dice'])} [{_f(rec['dice_ci_low'])}, {_f(rec['dice_ci_high'])}].", ""]
+    others = [p for p in a["tied_with_best"] if p != a["recommendation"]]
+    if others:
+        L += [f"Tied with it (the 95 % interval of the difference holds 0): "
+              f"{', '.join(others)}; the one with the fewest trainable parameters is "
+              f"`{a['fewest_params_tied']}`.", ""]
+    else:
+        L += ["No other finalist is tied with it (every interval of the difference lies "
+              "above 0).", ""]
+    if a["stopped"]:
+        L += [f"**The budget ended the search early** ({a['stopped']}): this is the best of "
+              "the last finished rung, at a shorter budget than the study's.", ""]
+    s = a["seconds"]
+    L += [f"{a['n_images']} images of {a['target']}: {a['n_train']} for training (augmented to "
+          f"{a['steps_per_epoch_images']} per epoch), {a['n_val']} for validation "
+          f"({a['n_val_with_object']} with an object, which the Dice is over). Model "
+          f"{cfg['model']['kind']} {cfg['model']['size']} px, base "
+          f"{cfg['model']['base_filters']}; pretrained: {a['pretrained']}. Time: "
+          f"{s['total']:.0f} s (pretrained model {s['pretrained']:.0f} s, probe "
+          f"{s['probe']:.0f} s, successive halving {s['halving']:.0f} s); "
+          f"{a['epochs_trained']:g} plan-epochs trained, against {a['sweep_epochs']} for the "
+          f"{cfg['finetune']['folds']}-fold grid of these plans.", "",
+          "One split, one seed: a fast first answer. The study's cross-validation "
+          "(`unet-ft study`) is the evidence.", "",
+          "## Finalists (full budget)", "",
+          "| plan | blocks | trainable params | val Dice | 95 % CI | best − this | 95 % CI "
+          "| tied |", "|---|---|---|---|---|---|---|---|"]
+    for r in a["ranking"]:
+        L.append(f"| {r['plan']} | {_blocks(r['blocks'])} | {r['trainable_params']:,} | "
+                 f"{_f(r['dice'])} | [{_f(r['dice_ci_low'])}, {_f(r['dice_ci_high'])}] | "
+                 f"{_f(r['best_minus_this'])} | [{_f(r['ci_low'])}, {_f(r['ci_high'])}] | "
+                 f"{'yes' if r['tied_with_best'] else 'no'} |")
+    L += ["", "## Successive halving", "",
+          "| rung | epochs | image-steps per plan | plans | seconds | validation Dice "
+          "(kept plans first) |", "|---|---|---|---|---|---|"]
+    for r in a["rungs"]:
+        scores = ", ".join(f"{p} {_f(v)}" for p, v in r["scores"].items())
+        L.append(f"| {r['rung']} | {r['epochs']:g} | {r['image_steps']} | {r['plans']} | "
+                 f"{r['seconds']:.0f} | {scores} |")
+    bad = [o for o in a["order"] if o["status"] != "ok"]
+    if bad:
+        L += ["", "Left out (diverged or failed): " + "; ".join(
+            f"{o['plan']}: {o['reason']}" for o in bad)]
+    L += ["", "## Probe: relative gradient norm per block at the pretrained weights", "",
+          "Auto-RGN (Lee et al. 2022): ||g|| / ||w|| of the loss on the training images, "
+          f"averaged over {PROBE_BATCHES} batches. No training; a hint of where the target "
+          "pulls, not a verdict.", "",
+          "| rank | block | part | level | params | RGN |", "|---|---|---|---|---|---|"]
+    for p in a["probe"]:
+        L.append(f"| {p['rank']} | {p['block']} | {p['part']} | {p['level']} | "
+                 f"{p['params']:,} | {p['rgn']:.3g} |")
+    return "\n".join(L) + "\n"

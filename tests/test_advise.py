@@ -1,0 +1,96 @@
+"""unet-ft advise: the gradient probe, the halving schedule, the advice files, bad inputs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from keras_unet_ft.advise import halving_schedule
+
+
+@pytest.mark.parametrize("n, epochs, expected", [
+    (19, 12, [(19, 0.75), (10, 1.5), (5, 3.0), (3, 6.0), (2, 12.0)]),
+    (7, 2, [(7, 0.5), (4, 1.0), (2, 2.0)]),
+    (2, 5, [(2, 5.0)]),
+    (1, 3, [(1, 3.0)]),
+])
+def test_halving_schedule_doubles_the_budget_up_to_the_full_epochs(n, epochs, expected):
+    assert [(r["plans"], r["epochs"]) for r in halving_schedule(n, epochs)] == expected
+
+
+@pytest.mark.parametrize("n, epochs", [(0, 3), (3, 0)])
+def test_halving_schedule_rejects_nothing_to_do(n, epochs):
+    with pytest.raises(ValueError, match="successive halving needs"):
+        halving_schedule(n, epochs)
+
+
+def test_rgn_probe_is_the_relative_gradient_norm_of_each_block():
+    import keras
+    import tensorflow as tf
+
+    from keras_unet_ft.advise import rgn_probe
+    from keras_unet_ft.blocks import BlockMap
+    from keras_unet_ft.model import build_unet
+
+    keras.utils.set_random_seed(0)
+    model = build_unet((32, 32, 1), base_filters=4, depth=2)
+    bm = BlockMap(model)
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 32, 32, 1), dtype=np.float32)
+    y = (x > 0.6).astype(np.uint8)
+    rows = rgn_probe(model, bm, x, y, batch_size=4, batches=1)
+    assert sorted(r["rank"] for r in rows) == list(range(1, len(bm.blocks) + 1))
+    assert [r["rank"] for r in rows] == sorted(r["rank"] for r in rows)
+    assert all(r["rgn"] > 0 for r in rows)
+    # by hand, for the deepest block: ||g|| / ||w|| of its weights, the same batch (all 4)
+    last = bm.blocks[-1]
+    vs = [v for layer in model.layers if layer.name in last.weighted_layers
+          for v in layer.trainable_weights]
+    with tf.GradientTape() as tape:
+        loss = keras.losses.binary_crossentropy(tf.cast(y, "float32"),
+                                                model(x, training=False))
+        loss = tf.reduce_mean(loss)
+    g = tape.gradient(loss, vs)
+    want = float(tf.linalg.global_norm(g) / tf.linalg.global_norm(vs))
+    got = next(r["rgn"] for r in rows if r["block"] == last.index)
+    assert got == pytest.approx(want, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_advise_on_the_smoke_profile_writes_its_files_and_picks_a_plan(tmp_path):
+    from keras_unet_ft.advise import advise
+    from keras_unet_ft.config import load_config
+    from keras_unet_ft.plans import plan_set
+
+    cfg = load_config("smoke", {"data.cache_dir": str(tmp_path / "cache")})
+    out = tmp_path / "advice"
+    a = advise(cfg, "sim_bus", out, progress=False)
+    saved = json.loads((out / "advice.json").read_text())
+    text = (out / "ADVICE.md").read_text()
+    plans = plan_set("smoke", {"path": 9, "level": 5})
+    assert saved["recommendation"] == a["recommendation"] and a["recommendation"] in plans
+    assert a["recommendation"] in a["tied_with_best"]
+    assert f"**Fine-tune `{a['recommendation']}`**" in text and "## Probe" in text
+    assert [r["plans"] for r in a["rungs"]] == [7, 4, 2] and a["stopped"] is None
+    assert a["epochs_trained"] < a["sweep_epochs"]
+    assert len(a["probe"]) == 9 and a["n_train"] + a["n_val"] == a["n_images"]
+    assert (out / "pretrained" / "model.keras").exists()
+    # a budget that ends after the first rung: said so, the advice is that rung's best
+    b = advise(cfg, "sim_bus", tmp_path / "short", budget_minutes=0.05,
+               pretrained=out / "pretrained" / "model.keras", progress=False)
+    assert b["stopped"] and len(b["rungs"]) == 1
+    assert "budget ended the search early" in (tmp_path / "short" / "ADVICE.md").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--budget", "-1"], "--budget must be a number of minutes > 0, got -1.0"),
+    (["--plans", "none,scratch"], "no plans to compare"),
+    (["--plans", "xunet/all"], "advise compares plans of the study's model"),
+])
+def test_advise_bad_inputs_exit_2_with_the_value(tmp_path, capsys, argv, message):
+    from keras_unet_ft.cli import main
+
+    code = main(["advise", "--profile", "smoke", "--target", "sim_bus", "--out",
+                 str(tmp_path / "a"), "--set", f"data.cache_dir={tmp_path / 'c'}"] + argv)
+    assert code == 2
+    assert message in capsys.readouterr().err
