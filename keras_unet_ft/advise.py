@@ -146,14 +146,16 @@ class Candidate:
 
 
 def _budget_arrays(train, epochs: float, seed: int):
-    """Training arrays and whole epochs for a budget: ``epochs < 1`` trains one epoch on a
-    seeded share of the augmented images (the same number of image-steps)."""
-    if epochs >= 1:
-        return train, int(round(epochs))
+    """Training arrays and whole epochs for a budget of ``epochs`` (a fraction too): a whole
+    number trains that many epochs on every augmented image; otherwise ``ceil(epochs)``
+    epochs on a seeded share of them, so the image-steps are ``epochs`` times the set."""
+    whole = max(1, math.ceil(epochs - 1e-9))
+    if abs(whole - epochs) < 1e-9:
+        return train, whole
     n = len(train[0])
-    k = max(1, int(round(epochs * n)))
+    k = max(1, int(round(epochs / whole * n)))
     idx = np.sort(np.random.default_rng(seed).permutation(n)[:k])
-    return (train[0][idx], train[1][idx]), 1
+    return (train[0][idx], train[1][idx]), whole
 
 
 def _blocks_of(plan: str, bm) -> List[int]:

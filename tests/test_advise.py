@@ -94,3 +94,14 @@ def test_advise_bad_inputs_exit_2_with_the_value(tmp_path, capsys, argv, message
                  str(tmp_path / "a"), "--set", f"data.cache_dir={tmp_path / 'c'}"] + argv)
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("budget, epochs, images", [(0.75, 1, 150), (1.5, 2, 150), (3.0, 3, 200),
+                                                    (0.01, 1, 2), (12.0, 12, 200)])
+def test_a_budget_is_image_steps(budget, epochs, images):
+    from keras_unet_ft.advise import _budget_arrays
+
+    x = np.arange(200, dtype=np.float32).reshape(200, 1, 1, 1)
+    (xs, ys), e = _budget_arrays((x, x), budget, seed=0)
+    assert (e, len(xs)) == (epochs, images)
+    assert len(set(xs.ravel().tolist())) == images   # distinct images, no repeats
