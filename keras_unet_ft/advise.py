@@ -10,11 +10,14 @@ holdout of about ``1 / finetune.folds``, near-duplicates kept on one side):
    hardest come first.
 2. **Successive halving** (Jamieson & Talwalkar 2016; the engine of Hyperband) over the
    plan set: every plan gets a short budget, the better half is kept, the budget
-   doubles, until the last rung trains the survivors for the full
-   ``finetune.epochs``. Budgets below one epoch train one epoch on a seeded share of
-   the augmented images (the same image-steps). The survivors are ranked on the
-   validation images with paired 95 % bootstrap intervals against the best: the plans
-   whose interval holds 0 are tied with it.
+   doubles, until the last rung has trained the survivors for the full
+   ``finetune.epochs``. A survivor goes on from where it stopped (weights and Adam
+   state kept, as in Hyperband / ASHA), so a rung trains only the budget it adds;
+   plans whose trainable set changes during training (``gradual``, staged ``A>B``) are
+   trained again from the pretrained weights. A fractional budget trains whole epochs
+   on a seeded share of the augmented images (the same image-steps). The survivors
+   are ranked on the validation images with paired 95 % bootstrap intervals against
+   the best: the plans whose interval holds 0 are tied with it.
 
 Writes ``advice.json`` and ``ADVICE.md`` to the output folder (and ``pretrained/`` when
 it pretrains). The advice rests on one split: it is a fast first answer, the study's
@@ -36,13 +39,14 @@ import numpy as np
 from .config import Config
 from .data.study_data import fold_arrays, inner_fold, load_target, target_folds
 from .deploy import pretrained_weights
-from .finetune import Diverged, FoldSession, run_one
+from .finetune import Diverged, FoldSession, divergence, run_one
+from .metrics import batch_metrics
 from .io import atomic_write_text, write_json
 from .layout import splits_path, target_slug
 from .model import build_from_config, model_config
-from .plans import Plan, group_plans, plan_set
+from .plans import Plan, group_plans, plan_report, plan_set
 from .provenance import write_provenance
-from .runtime import make_loss, resolve_precision
+from .runtime import NaNLossError, make_dataset, make_loss, resolve_precision
 from .stats import bootstrap_ci, ci_verdict
 from .study import block_map
 
@@ -143,6 +147,9 @@ class Candidate:
     per_image: Dict[str, float] = dataclasses.field(default_factory=dict)  # last rung's
     status: str = "ok"
     reason: str = ""
+    trained: float = 0.0            # epochs trained so far (resumed candidates)
+    history: List[dict] = dataclasses.field(default_factory=list)
+    state: Optional[tuple] = None   # (model weights, optimizer variables) to go on from
 
 
 def _budget_arrays(train, epochs: float, seed: int):
@@ -156,6 +163,50 @@ def _budget_arrays(train, epochs: float, seed: int):
     k = max(1, int(round(epochs / whole * n)))
     idx = np.sort(np.random.default_rng(seed).permutation(n)[:k])
     return (train[0][idx], train[1][idx]), whole
+
+
+def resumable(plan: str, trainer_kind: str) -> bool:
+    """Whether a plan can go on from a saved state between rungs: one stage, the same
+    trainable set throughout, a trainer whose state is ours (selective or masked)."""
+    p = Plan.parse(plan).bare
+    return trainer_kind in ("selective", "masked") and len(p.steps) == 1 \
+        and p.kind != "gradual" and p.trains
+
+
+def _go_on(c: Candidate, cfg: Config, session: FoldSession, weights, train, val,
+           epochs: float, seed: int):
+    """Train candidate ``c`` ``epochs`` more (from its saved state, else from ``weights``);
+    returns ``(per-image Dice of the images with an object, trainable params)``; keeps
+    the new state in ``c``. Raises :class:`Diverged`."""
+    import keras
+
+    plan = Plan.parse(c.plan).bare
+    st = plan.steps[0]
+    tr = session.trainer
+    tr.reset(weights if c.state is None else c.state[0], st.trainable_layers(session.bm),
+             cfg.finetune.learning_rate, st, session.bm)
+    if c.state is not None:
+        for v, val_ in zip(tr.optimizer.variables, c.state[1]):
+            v.assign(val_)
+    arrays, whole = _budget_arrays(train, epochs, seed)
+    keras.utils.set_random_seed(seed)
+    ds = make_dataset(arrays[0], arrays[1], cfg.finetune.batch_size, shuffle=True, seed=seed)
+    try:
+        rows, _ = tr.fit(ds, whole)
+    except NaNLossError as e:
+        raise Diverged(str(e)) from None
+    c.history += rows
+    probs = tr.predict(val[0], batch_size=max(cfg.finetune.batch_size, 8))
+    why = divergence(c.history, probs)
+    if why is not None:
+        raise Diverged(why)
+    m = batch_metrics(val[1], probs)
+    lesion = val[1].reshape(len(val[1]), -1).max(axis=1) > 0
+    c.state = (tr.model.get_weights(), [np.array(v.numpy()) for v in tr.optimizer.variables])
+    c.trained += epochs
+    report = plan_report(tr.model, plan, st.trainable_layers(session.bm))
+    per_image = {i: float(m["dice"][j]) for j, i in enumerate(val[2]) if lesion[j]}
+    return per_image, int(report.trainable_params)
 
 
 def _blocks_of(plan: str, bm) -> List[int]:
@@ -235,7 +286,8 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
         alive = alive[:rung["plans"]] if i else alive
         if budget_minutes is not None and rate is not None:
             left = budget_minutes * 60 - (time.perf_counter() - t_start)
-            need = rate * len(alive) * rung["epochs"]
+            need = rate * sum(rung["epochs"] - (c.trained if c.state is not None else 0)
+                              for c in alive)
             if need > left:
                 stopped = (f"stopped before rung {i + 1} of {len(schedule)}: it needs about "
                            f"{need / 60:.1f} min, {max(left, 0) / 60:.1f} min of the "
@@ -246,6 +298,7 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
         arrays, epochs = _budget_arrays(train, rung["epochs"], cfg.study.seed + i)
         rcfg.finetune.epochs = epochs
         t0 = time.perf_counter()
+        added = 0.0
         bar = tqdm(alive, desc=f"advise rung {i + 1}/{len(schedule)} "
                                f"({rung['epochs']:g} epochs)", unit="plan",
                    disable=not progress)
@@ -253,22 +306,32 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
             bar.set_postfix_str(c.plan)
             session = FoldSession(rcfg, 0, precision, None, c.model)
             try:
-                res = run_one(rcfg, target, 0, c.plan, c.model, arrays, val, weights, session)
+                if resumable(c.plan, session.kind):
+                    more = rung["epochs"] - c.trained
+                    c.per_image, c.trainable_params = _go_on(
+                        c, cfg, session, weights, train, val, more, cfg.study.seed + 1000 * i)
+                    added += more
+                else:
+                    res = run_one(rcfg, target, 0, c.plan, c.model, arrays, val, weights,
+                                  session)
+                    added += rung["epochs"]
+                    if res.summary["status"] != "ok":
+                        raise Diverged(res.summary.get("reason", res.summary["status"]))
+                    c.trainable_params = int(res.summary["trainable_params"])
+                    c.per_image = {r["id"]: r["dice"] for r in res.per_image
+                                   if not r["empty_mask"]}
             except Diverged as e:
-                c.status, c.reason, c.scores[i] = "diverged", str(e), -math.inf
+                c.status, c.reason, c.scores[i], c.state = "diverged", str(e), -math.inf, None
                 continue
-            if res.summary["status"] != "ok":
-                c.status, c.reason = res.summary["status"], res.summary.get("reason", "")
-                c.scores[i] = -math.inf
-                continue
-            c.trainable_params = int(res.summary["trainable_params"])
-            c.per_image = {r["id"]: r["dice"] for r in res.per_image if not r["empty_mask"]}
             c.scores[i] = float(np.mean(list(c.per_image.values())))
         seconds = time.perf_counter() - t0
-        rate = seconds / max(1e-9, len(alive) * rung["epochs"])
         alive.sort(key=lambda c: (-c.scores[i], c.trainable_params, c.plan))
-        rungs.append({"rung": i + 1, "epochs": rung["epochs"],
-                      "image_steps": int(epochs * len(arrays[0])), "plans": len(alive),
+        nxt = schedule[i + 1] if i + 1 < len(schedule) else None
+        rate = seconds / max(1e-9, added)   # seconds per plan-epoch
+        for c in alive[nxt["plans"] if nxt else len(alive):]:
+            c.state = None                  # dropped: free its saved state
+        rungs.append({"rung": i + 1, "epochs": rung["epochs"], "epochs_added": added,
+                      "image_steps": int(rung["epochs"] * len(train[0])), "plans": len(alive),
                       "seconds": seconds,
                       "scores": {c.plan: c.scores[i] for c in alive}})
     done = len(rungs)
@@ -316,7 +379,7 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
         "rungs": rungs, "schedule": schedule, "stopped": stopped, "probe": probe,
         "seconds": {"pretrained": t_pre - t_start, "probe": t_probe - t_pre,
                     "halving": seconds - (t_probe - t_start), "total": seconds},
-        "epochs_trained": sum(r["epochs"] * r["plans"] for r in rungs),
+        "epochs_trained": sum(r["epochs_added"] for r in rungs),
         "sweep_epochs": len(cands) * cfg.finetune.epochs * cfg.finetune.folds,
         "budget_minutes": budget_minutes, "config": cfg.to_dict(),
         "steps_per_epoch_images": steps_per_epoch,
@@ -382,12 +445,12 @@ def advice_markdown(a: dict) -> str:
                  f"{_f(r['best_minus_this'])} | [{_f(r['ci_low'])}, {_f(r['ci_high'])}] | "
                  f"{'yes' if r['tied_with_best'] else 'no'} |")
     L += ["", "## Successive halving", "",
-          "| rung | epochs | image-steps per plan | plans | seconds | validation Dice "
-          "(kept plans first) |", "|---|---|---|---|---|---|"]
+          "| rung | epochs (in all) | image-steps per plan | plans | plan-epochs trained "
+          "| seconds | validation Dice (kept plans first) |", "|---|---|---|---|---|---|---|"]
     for r in a["rungs"]:
         scores = ", ".join(f"{p} {_f(v)}" for p, v in r["scores"].items())
         L.append(f"| {r['rung']} | {r['epochs']:g} | {r['image_steps']} | {r['plans']} | "
-                 f"{r['seconds']:.0f} | {scores} |")
+                 f"{r['epochs_added']:g} | {r['seconds']:.0f} | {scores} |")
     bad = [o for o in a["order"] if o["status"] != "ok"]
     if bad:
         L += ["", "Left out (diverged or failed): " + "; ".join(

@@ -105,3 +105,38 @@ def test_a_budget_is_image_steps(budget, epochs, images):
     (xs, ys), e = _budget_arrays((x, x), budget, seed=0)
     assert (e, len(xs)) == (epochs, images)
     assert len(set(xs.ravel().tolist())) == images   # distinct images, no repeats
+
+
+def test_a_survivor_goes_on_from_its_weights_and_adam_state(tmp_path):
+    """Between rungs a plan keeps its weights and Adam state (the step counter adds up) and
+    its frozen layers stay the pretrained ones."""
+    import keras
+
+    from conftest import tiny_config
+    from keras_unet_ft.advise import Candidate, _go_on, resumable
+    from keras_unet_ft.finetune import FoldSession, clear_shared
+    from keras_unet_ft.model import build_from_config, model_config
+
+    clear_shared()
+    cfg = tiny_config(**{"finetune.batch_size": "4"})
+    keras.utils.set_random_seed(1)
+    pre = build_from_config(model_config(cfg, "unet")).get_weights()
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 32, 32, 1), dtype=np.float32)
+    y = (x > 0.6).astype(np.uint8)
+    val = (x[:4], y[:4], ["a", "b", "c", "d"])
+    session = FoldSession(cfg, 0, "fp32", None, "unet")
+    assert resumable("expanding", session.kind) and not resumable("gradual:top", session.kind)
+    c = Candidate("expanding", [], "unet")
+    _go_on(c, cfg, session, pre, (x, y), val, 1.0, seed=0)
+    first = [w.copy() for w in c.state[0]]
+    per_image, params = _go_on(c, cfg, session, pre, (x, y), val, 1.0, seed=1)
+    it = session.trainer.optimizer.iterations.numpy()
+    assert it == 4 and c.trained == 2.0 and len(c.history) == 2   # 2 x (8 images / 4)
+    assert set(per_image) <= {"a", "b", "c", "d"} and params > 0
+    names = [v.path for v in session.model.weights]
+    changed = [n for n, a, b in zip(names, first, c.state[0]) if not np.array_equal(a, b)]
+    assert changed and not any(n.startswith("enc") for n in changed), changed
+    for n, a, b in zip(names, pre, c.state[0]):
+        if n.split("/")[0].startswith("enc"):
+            np.testing.assert_array_equal(a, b)   # contracting part frozen throughout
