@@ -20,7 +20,7 @@ from .io import atomic_write_text, read_csv, read_json
 from .layout import (CONFIG, NESTED_SUMMARY, REPORT, RESULTS, SIZES_SUMMARY, STATS, SUMMARY,
                      figures_dir,
                      pretrained_dir, read_manifest, splits_file)
-from .plans import METHOD_KINDS, UNIT_KINDS, Plan, all_layers_plan
+from .plans import BASELINES, METHOD_KINDS, UNIT_KINDS, Plan, all_layers_plan
 from .references import CHENG, CHENG_TEST, PAPER, PAPER_CONTRACTING_RATIO, PAPER_DATA
 
 CLOSE_DICE = 0.03   # "close" curves / scores on X-ray (the paper's Fig. 4 spread)
@@ -360,12 +360,16 @@ def choice_section(S: Dict[str, dict], nested: List[dict], target: str) -> List[
     best = next((r for r in S.values() if str(r.get("best")) == "1"), None)
     if best is None:
         return []
-    tied = [p for p, r in S.items() if str(r.get("tied_best")) == "1" and r is not best]
+    same = [p for p, r in S.items() if r is not best and r["trained_as"] == best["trained_as"]]
+    n_other = sum(p.split("/")[-1] not in BASELINES for p in S) - 1 - len(same)
+    tied = [p for p, r in S.items() if str(r.get("tied_best")) == "1" and r is not best
+            and p not in same]
     L = ["### Which plan?", "",
-         f"Best on the held-out images: **{best['plan']}**, Dice "
-         f"{_f(best['dice_images_mean'])} {_plan_ci(best)}. "
-         + (f"Plans whose 95 % interval overlaps the best's (the data cannot tell them "
-            f"apart): {', '.join(tied)}." if tied else
+         f"Best on the held-out images: **{best['plan']}**"
+         + (f" (= {', '.join(same)}, the same layers)" if same else "")
+         + f", Dice {_f(best['dice_images_mean'])} {_plan_ci(best)}. "
+         + (f"Plans whose 95 % interval overlaps the best's, so not shown to be worse: "
+            f"{', '.join(tied)} ({len(tied)} of {n_other})." if tied else
             "No other plan's 95 % interval overlaps the best's.")]
     nest = next((r for r in nested if r["target"] == target), None)
     if nest:
