@@ -35,7 +35,7 @@ from .plans import Plan, format_matrix, plan_matrix, plan_report, plan_set  # no
 from .pretrain import TimeUp, pretrain  # noqa: E402
 from .study import run_study, slurm_shard  # noqa: E402
 from .provenance import write_provenance  # noqa: E402
-from .runtime import get_strategy, resolve_precision, set_threads  # noqa: E402
+from .runtime import get_strategy, is_chief, resolve_precision, set_threads  # noqa: E402
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -394,7 +394,11 @@ def cmd_finetune(args) -> int:
     set_threads(args.threads)
     cfg = finetune_config(args)
     s = finetune_model(cfg, args.target, args.plan, args.out, pretrained=args.pretrained,
-                       val_fraction=args.val_fraction, verbose=1 if args.verbose else 0)
+                       val_fraction=args.val_fraction, verbose=1 if args.verbose else 0,
+                       distribute=args.distribute)
+    if args.distribute == "multiworker" and not is_chief(get_strategy("multiworker")):
+        print(f"worker done ({s.get('status')}): the chief wrote {args.out}")
+        return EXIT_OK if s.get("status") == "ok" else EXIT_RUNS_FAILED
     if s.get("status") != "ok":
         print(f"unet-ft: the fine-tuning of {s['plan']} {s.get('reason')}; see "
               f"{pathlib.Path(args.out) / 'summary.json'} (a diverged model is no model to use)",
@@ -465,6 +469,9 @@ def _register_use(sub) -> None:
     p.add_argument("--val-fraction", type=float, default=0.0,
                    help="share of images held out and scored (default 0: train on all)")
     p.add_argument("--threads", type=int, help="TensorFlow intra-op threads")
+    p.add_argument("--distribute", choices=["mirrored", "multiworker"],
+                   help="mirrored: the GPUs of this machine; multiworker: one run over the "
+                        "machines of TF_CONFIG (run the same command on each; worker 0 writes)")
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("advise", help="which layers to fine-tune on a target, in minutes: "

@@ -28,7 +28,7 @@ import dataclasses
 import logging
 import pathlib
 import time
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -43,7 +43,7 @@ from .model import build_from_config, model_config
 from .plans import Plan
 from .pretrain import pretrained_weights_by_kind
 from .provenance import write_provenance
-from .runtime import NaNLossError, resolve_precision
+from .runtime import NaNLossError, get_strategy, is_chief, resolve_precision
 
 log = logging.getLogger("keras_unet_ft")
 
@@ -159,7 +159,8 @@ def pretrained_weights(cfg: Config, kind: str, out, pretrained=None, precision="
 
 
 def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
-                   val_fraction: float = 0.0, verbose: int = 0) -> dict:
+                   val_fraction: float = 0.0, verbose: int = 0,
+                   distribute: Optional[str] = None) -> dict:
     """Train ``plan`` on all images of ``target`` (or all but a validation share).
 
     Args:
@@ -171,10 +172,18 @@ def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
         pretrained: a pretrained ``.keras`` file or a study folder (its pretrained model);
             None pretrains on ``data.pretrain`` first, as the study does.
         val_fraction: share of images held out (seeded, stratified by class) and scored.
+        distribute: ``mirrored`` (the GPUs of this machine) or ``multiworker`` (one run over
+            the machines of ``TF_CONFIG``: start the same command on each; the chief, worker
+            0, writes the files, the others write nothing; needs ``pretrained``).
 
     Returns:
         The summary written to ``summary.json``.
     """
+    strategy = get_strategy(distribute)   # multiworker: before any other TensorFlow op
+    chief = is_chief(strategy)
+    if distribute == "multiworker" and pretrained is None:
+        raise ValueError("--distribute multiworker needs --pretrained (a .keras file or a study "
+                         "folder every worker can read): pretraining is not distributed")
     out = pathlib.Path(out)
     parsed = Plan.parse(plan)
     kind = parsed.model_or(cfg.model.kind)
@@ -185,10 +194,11 @@ def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
         require_tensorboard()
     ds = load_target(cfg, target)
     tr_ids, va_ids = split_ids(ds.ids, val_fraction, cfg.study.seed, ds.strata())
-    write_provenance(cfg, out, precision)
+    if chief:
+        write_provenance(cfg, out, precision)
     weights, source = pretrained_weights(cfg, kind, out, pretrained, precision, verbose)
     train, test = fold_arrays(cfg, ds, {"train": tr_ids, "test": va_ids}, 0)
-    session = FoldSession(cfg, 0, precision, None, kind)
+    session = FoldSession(cfg, 0, precision, strategy, kind)
     t0 = time.perf_counter()
     log_dir = pathlib.Path(cfg.study.tensorboard) / "finetune" if cfg.study.tensorboard else None
     try:
@@ -196,11 +206,13 @@ def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
     except NaNLossError as e:   # nothing worth keeping: say so, keep no model
         summary = {"target": target, "plan": str(parsed), "status": "diverged",
                    "reason": f"diverged: {e}"}
-        write_json(out / "summary.json", summary)
+        if chief:
+            write_json(out / "summary.json", summary)
         return summary
     seconds = time.perf_counter() - t0
-    save_model(tr.model, weights_path(out))
-    write_csv(out / "history.csv", tr.history)
+    if chief:
+        save_model(tr.model, weights_path(out))
+        write_csv(out / "history.csv", tr.history)
     summary = {
         "target": target, "plan": str(parsed), "model": kind, "pretrained": source,
         "n_images": len(ds), "n_train": len(tr_ids), "n_train_augmented": int(len(train[0])),
@@ -209,6 +221,7 @@ def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
         "trainable_params": tr.report.trainable_params, "frozen_params": tr.report.frozen_params,
         "train_seconds": seconds, "input_size": cfg.model.size, "threshold": THRESHOLD,
         "trainer": session.kind, "precision": session.resolved, "seed": session.seed,
+        "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
     }
     # the study's divergence test, on the validation images (else some training images)
     probs = tr.predict(test[0] if va_ids else train[0][:16],
@@ -224,7 +237,8 @@ def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
         for k in METRICS:
             summary[f"val_{k}_mean"] = (float(np.mean(m[k][lesion])) if lesion.any()
                                         else float("nan"))
-    write_json(out / "summary.json", summary)
+    if chief:
+        write_json(out / "summary.json", summary)
     return summary
 
 

@@ -31,6 +31,7 @@ from .metrics import METRICS, batch_metrics
 from .model import build_from_config, model_config
 from .plans import METHOD_KINDS, Plan, apply_plan, plan_report
 from .runtime import (EpochTimer, NaNLossError, ScalarLog, fresh_session, history_rows,
+                      is_multiworker, resolve_precision,
                       make_dataset, make_loss, predict, strategy_scope, tensorboard_callback)
 
 log = logging.getLogger("keras_unet_ft")
@@ -266,6 +267,14 @@ def resolve_trainer(trainer: str, precision: str, strategy=None, steps: int = 0)
     if trainer not in ("auto", "selective", "masked", "keras"):
         raise ValueError(f"study.trainer must be auto, selective, masked or keras, got "
                          f"{trainer!r}")
+    if is_multiworker(strategy):   # Keras 3's fit fails there (keras-team/keras#20585)
+        if precision == "fp16":
+            raise ValueError("--distribute multiworker trains in fp32 or bf16 (its loop has no "
+                             "loss scaling); use --precision fp32")
+        if trainer not in ("auto", "keras"):
+            raise ValueError(f"--distribute multiworker uses its own training loop, not the "
+                             f"{trainer} trainer; leave study.trainer=auto")
+        return "multiworker"
     if trainer == "auto":
         if strategy is not None or precision == "fp16":
             return "keras"
@@ -353,6 +362,16 @@ class FoldSession:
             self.bm = BlockMap(self.model)
             self.trainer = MaskedTrainer(self.model, cfg.finetune.learning_rate,
                                          cfg.finetune.loss)
+        elif self.kind == "multiworker":
+            import keras
+
+            keras.utils.set_random_seed(self.seed)
+            self.resolved = resolve_precision(precision)
+            keras.mixed_precision.set_global_policy(
+                "mixed_bfloat16" if self.resolved == "bf16" else "float32")
+            with strategy.scope():
+                self.model = build_from_config(self.mcfg)
+            self.bm = BlockMap(self.model)
         elif self.kind == "selective":
             self.model, self.bm, self.trainer, self.resolved = shared_selective(
                 self.mcfg, precision, cfg.study.deterministic, cfg.finetune.learning_rate,
@@ -388,6 +407,11 @@ class FoldSession:
             finally:
                 if log is not None:
                     log.close()
+        if self.kind == "multiworker":
+            if any(st.kind in METHOD_KINDS for st in steps):
+                raise ValueError(f"plan {str(plan)!r} is not supported by --distribute "
+                                 "multiworker (block plans, all, staged plans are)")
+            return self._train_multiworker(plan, steps, lrs, epochs, train, init)
         if any(st.kind in METHOD_KINDS for st in steps):
             raise ValueError(f"plan {str(plan)!r} needs the selective or masked trainer "
                              f"(this run uses Keras' own: {self.cfg.study.trainer!r}, precision "
@@ -430,6 +454,66 @@ class FoldSession:
         report = plan_report(self.model, plan, chosen_all)
         return Trained(self.model, report, rows, times, before, self.bm, self.trainer.predict,
                        trace)
+
+    def _train_multiworker(self, plan, steps, lrs, epochs, train, init) -> Trained:
+        """Synchronous data parallel training over the workers of ``TF_CONFIG``: every
+        worker runs this with the same data and seed; each step's global batch
+        (``finetune.batch_size``) is split across the replicas and the gradients summed, so
+        the result equals one process training on the same batches (a test checks it)."""
+        import keras
+        import tensorflow as tf
+
+        ft, strategy, model = self.cfg.finetune, self.strategy, self.model
+        n = strategy.num_replicas_in_sync
+        if ft.batch_size % n:
+            raise ValueError(f"finetune.batch_size={ft.batch_size} must be a multiple of the "
+                             f"{n} replicas of --distribute multiworker")
+        loss_fn = make_loss(ft.loss, plain=True)   # each replica: its mean / replicas
+        keras.utils.set_random_seed(self.seed)
+        model.set_weights(init if init is not None else self.scratch_weights())
+        before = weights_by_layer(model)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = \
+            tf.data.experimental.AutoShardPolicy.DATA
+        rows, times, chosen_all = [], [], set()
+        for i, st in enumerate(steps):
+            chosen = st.trainable_layers(self.bm) if plan.trains else frozenset()
+            chosen_all |= chosen
+            variables = [v for layer in model.layers if layer.name in chosen
+                         for v in layer.trainable_weights]
+            if not epochs or not variables:
+                continue
+            with strategy.scope():
+                opt = keras.optimizers.Adam(lrs[i])
+                opt.build(variables)
+
+            def replica_step(x, y, opt=opt, variables=variables):
+                with tf.GradientTape() as tape:
+                    pred = model(x, training=True)
+                    loss = loss_fn(y, tf.cast(pred, "float32")) / n   # mean over the global batch
+                grads = tape.gradient(loss, variables)
+                opt.apply_gradients(zip(grads, variables))
+                return loss
+
+            @tf.function
+            def step(batch, replica_step=replica_step):
+                per = strategy.run(replica_step, args=batch)
+                return strategy.reduce(tf.distribute.ReduceOp.SUM, per, axis=None)
+
+            ds = make_dataset(train[0], train[1], ft.batch_size, shuffle=True,
+                              seed=self.seed + i).with_options(options)
+            dist = strategy.experimental_distribute_dataset(ds)
+            for epoch in range(1, epochs + 1):
+                t0 = time.perf_counter()
+                losses = [float(step(b)) for b in dist]
+                loss = float(np.mean(losses)) if losses else float("nan")
+                times.append(time.perf_counter() - t0)
+                rows.append({"epoch": epoch, "loss": loss, "stage": i + 1})
+                if not np.isfinite(loss):
+                    raise NaNLossError(f"loss became NaN/inf at epoch {epoch}")
+        report = plan_report(model, plan, chosen_all)
+        return Trained(model, report, rows, times, before, self.bm,
+                       lambda x, batch_size=8: predict(model, x, batch_size))
 
     def _train_keras(self, plan, steps, lrs, epochs, train, init, verbose,
                      log_dir=None) -> Trained:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
+import os
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -114,15 +116,62 @@ def configure_cpu_threads(base_filters: int) -> Optional[int]:
     return 1
 
 
+_MULTIWORKER = []
+
+
 def get_strategy(distribute: Optional[str] = None):
-    """``None`` -> no strategy; ``"mirrored"`` -> ``tf.distribute.MirroredStrategy``."""
+    """``None`` -> no strategy; ``"mirrored"`` -> ``tf.distribute.MirroredStrategy`` (the GPUs
+    of one machine); ``"multiworker"`` -> ``tf.distribute.MultiWorkerMirroredStrategy`` over
+    the machines of ``TF_CONFIG`` (made once per process, before any other TensorFlow op)."""
     if distribute in (None, "", "none"):
         return None
     if distribute == "mirrored":
         import tensorflow as tf
 
         return tf.distribute.MirroredStrategy()
-    raise ValueError(f"distribute must be 'mirrored' or none, got {distribute!r}")
+    if distribute == "multiworker":
+        if _MULTIWORKER:
+            return _MULTIWORKER[0]
+        worker_task()   # TF_CONFIG checked before TensorFlow starts
+        import tensorflow as tf
+
+        _MULTIWORKER.append(tf.distribute.MultiWorkerMirroredStrategy())
+        return _MULTIWORKER[0]
+    raise ValueError(f"distribute must be 'mirrored', 'multiworker' or none, got {distribute!r}")
+
+
+def worker_task() -> Tuple[str, int, int]:
+    """``(type, index, workers)`` of this process from ``TF_CONFIG``; errors name what is
+    missing. Example ``TF_CONFIG``: ``{"cluster": {"worker": ["host1:12345",
+    "host2:12345"]}, "task": {"type": "worker", "index": 0}}``."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise ValueError('--distribute multiworker needs TF_CONFIG, e.g. {"cluster": {"worker": '
+                         '["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
+                         " (the same cluster on every machine, each its own index)")
+    try:
+        cfg = json.loads(raw)
+        workers = list(cfg["cluster"].get("worker", [])) + list(cfg["cluster"].get("chief", []))
+        kind, index = str(cfg["task"]["type"]), int(cfg["task"]["index"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ValueError(f"TF_CONFIG is not a cluster + task JSON object: {raw[:200]!r}") from None
+    if not workers:
+        raise ValueError(f"TF_CONFIG names no workers: {raw[:200]!r}")
+    return kind, index, len(workers)
+
+
+def is_chief(strategy=None) -> bool:
+    """Whether this process writes the results: always, except the non-chief workers of a
+    multi-worker run (the chief is ``chief`` 0, else ``worker`` 0)."""
+    if strategy is None or not _MULTIWORKER or strategy is not _MULTIWORKER[0]:
+        return True
+    kind, index, _ = worker_task()
+    has_chief = "chief" in json.loads(os.environ["TF_CONFIG"])["cluster"]
+    return kind == "chief" or (not has_chief and kind == "worker" and index == 0)
+
+
+def is_multiworker(strategy) -> bool:
+    return strategy is not None and bool(_MULTIWORKER) and strategy is _MULTIWORKER[0]
 
 
 def strategy_scope(strategy):
@@ -156,13 +205,15 @@ def predict(model, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
 DICE_SMOOTH = 1.0  # added to numerator and denominator of the soft Dice (empty masks: loss 0)
 
 
-def make_loss(name: str = "bce"):
+def make_loss(name: str = "bce", plain: bool = False):
     """The fine-tuning loss ``name`` as a function ``(y_true, y_pred) -> scalar``.
 
     Args:
         name: ``bce`` (binary cross-entropy, the paper's), ``dice`` (soft Dice per image,
             ``1 - (2|Y.P| + 1) / (|Y| + |P| + 1)``, averaged over the batch) or ``bce+dice``
             (their sum).
+        plain: plain functions only (no ``keras.losses.Loss`` object, which divides by the
+            replicas by itself inside a ``tf.distribute`` replica context).
 
     Examples:
         >>> import numpy as np
@@ -174,8 +225,10 @@ def make_loss(name: str = "bce"):
 
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}")
-    bce = keras.losses.BinaryCrossentropy()
     ops = keras.ops
+    bce = (keras.losses.BinaryCrossentropy() if not plain else
+           lambda y_true, y_pred: ops.mean(keras.losses.binary_crossentropy(
+               ops.cast(y_true, "float32"), ops.cast(y_pred, "float32"))))
 
     def dice(y_true, y_pred):
         y = ops.cast(y_true, "float32")

@@ -22,3 +22,31 @@ def test_precision_choices():
     assert resolve_precision("fp32") == "fp32"
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("fp8")
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    (None, "--distribute multiworker needs TF_CONFIG"),
+    ("not json", "TF_CONFIG is not a cluster + task JSON object: 'not json'"),
+    ('{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}',
+     "TF_CONFIG names no workers"),
+    ('{"cluster": {"worker": ["a:1"]}}', "TF_CONFIG is not a cluster + task JSON object"),
+])
+def test_multiworker_needs_a_tf_config_and_says_what_is_wrong(monkeypatch, tf_config, message):
+    from keras_unet_ft.runtime import get_strategy, worker_task
+
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(ValueError, match=message.replace("+", r"\+").replace("[", r"\[")):
+        worker_task()
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        get_strategy("multiworker")   # checked before TensorFlow starts a cluster
+
+
+def test_worker_task_reads_this_process_place(monkeypatch):
+    from keras_unet_ft.runtime import worker_task
+
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:2"]}, '
+                                    '"task": {"type": "worker", "index": 1}}')
+    assert worker_task() == ("worker", 1, 2)
