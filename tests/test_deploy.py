@@ -231,7 +231,8 @@ def test_one_finetune_run_over_two_local_workers_equals_one_process(tmp_path):
     from keras_unet_ft.config import load_config
     from keras_unet_ft.model import build_from_config, model_config
 
-    sets = ["--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "model.dropout=0"]
+    sets = ["--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "model.dropout=0",
+            "--set", "finetune.learning_rate=1e-3"]
     cfg = load_config("smoke", {"model.dropout": "0"})
     keras.utils.set_random_seed(3)
     pre = tmp_path / "pre.keras"
