@@ -64,19 +64,23 @@ def test_advise_on_the_smoke_profile_writes_its_files_and_picks_a_plan(tmp_path)
 
     cfg = load_config("smoke", {"data.cache_dir": str(tmp_path / "cache")})
     out = tmp_path / "advice"
-    a = advise(cfg, "sim_bus", out, progress=False)
+    plans = "contracting,expanding,shallow_to_deep:1,deep_to_shallow:1,gradual:top"
+    a = advise(cfg, "sim_bus", out, plans=plans, progress=False)
     saved = json.loads((out / "advice.json").read_text())
     text = (out / "ADVICE.md").read_text()
-    plans = plan_set("smoke", {"path": 9, "level": 5})
-    assert saved["recommendation"] == a["recommendation"] and a["recommendation"] in plans
+    assert saved["recommendation"] == a["recommendation"]
+    assert a["recommendation"] in plan_set(plans)
     assert a["recommendation"] in a["tied_with_best"]
     assert f"**Fine-tune `{a['recommendation']}`**" in text and "## Probe" in text
-    assert [r["plans"] for r in a["rungs"]] == [7, 4, 2] and a["stopped"] is None
+    assert [r["plans"] for r in a["rungs"]] == [5, 3, 2] and a["stopped"] is None
+    # survivors go on (0.5 + 0.5 + 1 epochs), except gradual:top, trained again each rung
+    g = int("gradual:top" in a["rungs"][1]["scores"])   # retrained: the whole 1 epoch
+    assert a["rungs"][1]["epochs_added"] == pytest.approx((3 - g) * 0.5 + g * 1.0)
     assert a["epochs_trained"] < a["sweep_epochs"]
     assert len(a["probe"]) == 9 and a["n_train"] + a["n_val"] == a["n_images"]
     assert (out / "pretrained" / "model.keras").exists()
     # a budget that ends after the first rung: said so, the advice is that rung's best
-    b = advise(cfg, "sim_bus", tmp_path / "short", budget_minutes=0.05,
+    b = advise(cfg, "sim_bus", tmp_path / "short", plans=plans, budget_minutes=0.05,
                pretrained=out / "pretrained" / "model.keras", progress=False)
     assert b["stopped"] and len(b["rungs"]) == 1
     assert "budget ended the search early" in (tmp_path / "short" / "ADVICE.md").read_text()
