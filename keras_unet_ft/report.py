@@ -173,7 +173,7 @@ def findings(target: str, modality: str, S: Dict[str, dict], stats: List[dict],
                        f"({c:.3f} vs {e:.3f}).")
     ks = [k for k in _units(list(S.values()), "shallow_to_deep:")
           if f"deep_to_shallow:{k}" in S]
-    ks = [k for k in ks if k < max(ks, default=0)]  # the last point is 'all' for both
+    ks = [k for k in ks if k < units]  # K = N is 'all' for both (absent from some plan sets)
     if ks:
         diffs = [dice(f"shallow_to_deep:{k}") - dice(f"deep_to_shallow:{k}") for k in ks]
         above = sum(d > 0 for d in diffs)

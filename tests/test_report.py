@@ -65,6 +65,11 @@ def _S(**dice):
                          "shallow_to_deep:3": 0.9, "deep_to_shallow:3": 0.9}), 3,
      "Shallow→deep curve above deep→shallow on t (paper, Fig. 4, breast US): **yes**, above at "
      "2 of 2 points (K = 1, 2), mean Dice difference +0.175."),
+    # the faithful plan set stops at K = 7 of 9: every K is a point of the curves
+    ("ultrasound", _S(**{"shallow_to_deep:1": 0.2, "deep_to_shallow:1": 0.1,
+                         "shallow_to_deep:3": 0.6, "deep_to_shallow:3": 0.7,
+                         "shallow_to_deep:7": 0.9, "deep_to_shallow:7": 0.8}), 9,
+     "above at 2 of 3 points (K = 1, 3, 7), mean Dice difference +0.033."),
 ])
 def test_findings_table(modality, S, units, expected):
     text = "\n".join(findings("t", modality, S, [], "keras", units))
