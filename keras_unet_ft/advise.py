@@ -325,15 +325,17 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
                 continue
             c.scores[i] = float(np.mean(list(c.per_image.values())))
         seconds = time.perf_counter() - t0
-        alive.sort(key=lambda c: (-c.scores[i], c.trainable_params, c.plan))
+        ranked = sorted(alive, key=lambda c: (-c.scores[i], c.trainable_params, c.plan))
+        alive = [c for c in ranked if c.status == "ok"]   # a diverged plan never goes on
         nxt = schedule[i + 1] if i + 1 < len(schedule) else None
         rate = seconds / max(1e-9, added)   # seconds per plan-epoch
         for c in alive[nxt["plans"] if nxt else len(alive):]:
             c.state = None                  # dropped: free its saved state
         rungs.append({"rung": i + 1, "epochs": rung["epochs"], "epochs_added": added,
-                      "image_steps": int(rung["epochs"] * len(train[0])), "plans": len(alive),
+                      "image_steps": int(rung["epochs"] * len(train[0])), "plans": len(ranked),
                       "seconds": seconds,
-                      "scores": {c.plan: c.scores[i] for c in alive}})
+                      "scores": {c.plan: c.scores[i] if c.status == "ok" else None
+                                 for c in ranked}})
     done = len(rungs)
     if not done:
         raise ValueError(f"--budget {budget_minutes} min is too short for the first rung")
@@ -374,7 +376,8 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
         "tied_with_best": tied, "fewest_params_tied": cheapest["plan"],
         "ranking": ranking,
         "order": [{"plan": c.plan, "rungs": len(c.scores),
-                   "last_score": c.scores[max(c.scores)] if c.scores else None,
+                   "last_score": (c.scores[max(c.scores)] if c.scores and c.status == "ok"
+                                  else None),
                    "status": c.status, "reason": c.reason} for c in order],
         "rungs": rungs, "schedule": schedule, "stopped": stopped, "probe": probe,
         "seconds": {"pretrained": t_pre - t_start, "probe": t_probe - t_pre,

@@ -379,6 +379,11 @@ def choice_section(S: Dict[str, dict], nested: List[dict], target: str) -> List[
                   f"estimate of what \"pick the best plan\" gives on new images, beside the "
                   f"naive best's {_f(nest['naive_mean'])} (chosen on the test folds "
                   f"themselves, optimistic). Picks: {nest['picks']}."]
+        if str(nest.get("folds_left_out") or "0") not in ("0", ""):
+            L += ["", f"**{nest['folds_left_out']} fold(s) left out of the nested estimate** "
+                      f"(its interval covers the other folds only): {nest['notes']}."]
+        elif nest.get("notes"):
+            L += ["", f"Nested selection notes: {nest['notes']}."]
     else:
         L += ["", "The best plan is chosen on the test folds themselves, so its Dice is "
                   "optimistic; `--set study.nested=true` adds the nested (honest) estimate."]

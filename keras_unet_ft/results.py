@@ -15,8 +15,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .io import read_csv, write_csv
-from .layout import (NESTED, NESTED_SUMMARY, RESULTS, SIZES, SIZES_SUMMARY, STATS, SUMMARY, manifest_runs,
-                     read_manifest, read_run_summary)
+from .layout import (NESTED, NESTED_SUMMARY, RESULTS, SIZES, SIZES_SUMMARY, STATS, SUMMARY,
+                     manifest_runs, read_manifest, read_run_summary)
 from .metrics import METRICS
 from .plans import BASELINES
 from .stats import bootstrap_ci, ci_verdict, comparison_pairs, holm, paired_tests
@@ -247,30 +247,42 @@ def nested_selection(out, rows: List[dict], inner_rows: List[dict], metric: str 
     per-image outer scores of the picks are in ``_values`` (for the interval)."""
     inner: Dict[tuple, Dict[str, dict]] = {}
     for r in inner_rows:
-        if r["status"] == "ok":
-            key = (r["target"], int(r.get("repeat") or 0), int(r["fold"]))
-            inner.setdefault(key, {})[r["plan"]] = r
+        key = (r["target"], int(r.get("repeat") or 0), int(r["fold"]))
+        inner.setdefault(key, {})[r["plan"]] = r
     outer = {(r["target"], int(r.get("repeat") or 0), int(r["fold"]), r["plan"]): r
-             for r in rows if r["status"] == "ok"}
+             for r in rows}
     result = []
     for (target, rep, fold), plans in sorted(inner.items()):
-        scores = {}
+        scores, notes = {}, []
+        bad = sorted(p for p, r in plans.items() if r["status"] != "ok")
+        if bad:
+            how = ", ".join(sorted({plans[p]["status"] for p in bad}))
+            notes.append(f"not candidates (inner run {how}): {', '.join(bad)}")
         for plan, r in plans.items():
+            if r["status"] != "ok":
+                continue
             v = [x[metric] for x in per_image(out, r).values()]
             v = [x for x in v if np.isfinite(x)]
             if v:
                 scores[plan] = float(np.mean(v))
+        picked, values = "", []
         if not scores:
-            continue
-        picked = max(scores, key=lambda p: (scores[p],
-                                            -float(plans[p].get("trainable_params") or 0), p))
-        o = outer.get((target, rep, fold, picked))
-        values = [x[metric] for x in per_image(out, o).values()] if o else []
-        values = [x for x in values if np.isfinite(x)]
+            notes.append("no inner run has a score (no inner validation image with an "
+                         "object, or every inner run failed): fold left out of the estimate")
+        else:
+            picked = max(scores, key=lambda p: (
+                scores[p], -float(plans[p].get("trainable_params") or 0), p))
+            o = outer.get((target, rep, fold, picked))
+            if o is None or o["status"] != "ok":
+                notes.append(f"the pick's outer run is {o['status'] if o else 'missing'}: fold "
+                             "left out of the estimate")
+            else:
+                values = [x[metric] for x in per_image(out, o).values()]
+                values = [x for x in values if np.isfinite(x)]
         result.append({"target": target, "repeat": rep, "fold": fold, "picked": picked,
-                       "inner_mean": scores[picked],
+                       "inner_mean": scores.get(picked, math.nan),
                        "outer_mean": float(np.mean(values)) if values else math.nan,
-                       "n_images": len(values), "_values": values})
+                       "n_images": len(values), "note": "; ".join(notes), "_values": values})
     return result
 
 
@@ -289,9 +301,12 @@ def nested_summary(nested: List[dict], summary: List[dict], metric: str = "dice"
         out.append({"target": target, "nested_mean": float(np.mean(values)) if values
                     else math.nan, "nested_ci_low": lo, "nested_ci_high": hi,
                     "picks": ", ".join(f"{r['picked']} (repeat {r['repeat']}, fold {r['fold']})"
-                                       for r in rs),
+                                       for r in rs if r["picked"]),
                     "naive_best": best["plan"] if best else "",
-                    "naive_mean": _num(best[f"{metric}_images_mean"]) if best else math.nan})
+                    "naive_mean": _num(best[f"{metric}_images_mean"]) if best else math.nan,
+                    "folds_left_out": sum(not r["_values"] for r in rs),
+                    "notes": " | ".join(f"repeat {r['repeat']}, fold {r['fold']}: {r['note']}"
+                                        for r in rs if r["note"])})
     return out
 
 

@@ -321,6 +321,10 @@ def prepare(cfg: Config, out, *, distribute: Optional[str] = None, verbose: int 
     if any(r.model == "vunet" for r in runs):  # fail before any training, with a clear message
         resolve_encoder_weights(cfg.model.encoder_weights)
     datasets = {t: load_target(cfg, t) for t in cfg.data.targets}  # read and checked first
+    for t, ds in datasets.items():
+        if cfg.study.seeds > 1 and "fold" in ds.meta:
+            log.warning("%s comes with official folds: its %d repeats (study.seeds) share them; "
+                        "only augmentation and initialisation differ", t, cfg.study.seeds)
     prints = {t: fingerprint(cfg, precision, t, data_signature(ds)) for t, ds in datasets.items()}
     if not force:
         check_finished_runs(out, runs, prints)

@@ -144,3 +144,39 @@ def test_a_survivor_goes_on_from_its_weights_and_adam_state(tmp_path):
     for n, a, b in zip(names, pre, c.state[0]):
         if n.split("/")[0].startswith("enc"):
             np.testing.assert_array_equal(a, b)   # contracting part frozen throughout
+
+
+def test_a_diverged_plan_is_dropped_and_named(tmp_path, monkeypatch):
+    """No training here: each plan's validation Dice is given; one plan diverges at rung 1.
+    It never goes on, never ranks, and ADVICE.md lists it."""
+    import keras
+
+    import keras_unet_ft.advise as adv
+    from keras_unet_ft.config import load_config
+    from keras_unet_ft.finetune import Diverged
+    from keras_unet_ft.model import build_from_config, model_config
+
+    cfg = load_config("smoke", {"data.cache_dir": str(tmp_path / "cache")})
+    pre = tmp_path / "pre.keras"
+    build_from_config(model_config(cfg, "unet")).save(pre)
+    given = {"contracting": 0.5, "shallow_to_deep:1": 0.3, "deep_to_shallow:1": 0.4}
+
+    def fake(c, cfg_, session, weights, train, val, epochs, seed):
+        if c.plan == "expanding":
+            raise Diverged("loss became non-finite ([nan])")
+        c.trained += epochs
+        ids = [i for j, i in enumerate(val[2]) if val[1][j].max() > 0]
+        return {i: given[c.plan] + 0.01 * (k % 3) for k, i in enumerate(ids)}, 100
+
+    monkeypatch.setattr(adv, "_go_on", fake)
+    keras.utils.set_random_seed(0)
+    a = adv.advise(cfg, "sim_bus", tmp_path / "a", progress=False, pretrained=pre,
+                   plans="contracting,expanding,shallow_to_deep:1,deep_to_shallow:1")
+    assert a["recommendation"] == "contracting"
+    assert a["rungs"][0]["scores"]["expanding"] is None
+    assert all("expanding" not in r["scores"] for r in a["rungs"][1:])
+    assert "expanding" not in [r["plan"] for r in a["ranking"]]
+    bad = [o for o in a["order"] if o["status"] != "ok"]
+    assert [(o["plan"], o["last_score"]) for o in bad] == [("expanding", None)]
+    assert "Left out (diverged or failed): expanding: loss became non-finite" in \
+        (tmp_path / "a" / "ADVICE.md").read_text()

@@ -165,3 +165,32 @@ def test_repeats_pair_images_within_each_repeat(tmp_path):
     assert sorted((r["repeat"], r["fold"]) for r in rows) == [(0, 0), (0, 1), (1, 0), (1, 1)]
     summary = {r["plan"]: r for r in tables["summary.csv"]}
     assert summary["expanding"]["folds_ok"] == 4
+
+
+def test_nested_selection_says_when_a_pick_or_a_candidate_did_not_finish_ok(tmp_path):
+    """A failed inner run is no candidate (said); a pick whose outer run failed leaves its
+    fold out of the estimate (said in nested.csv, nested_summary.csv and REPORT.md)."""
+    import json
+
+    from keras_unet_ft.layout import RunSpec
+    from keras_unet_ft.report import write_report
+    from keras_unet_ft.results import NESTED, NESTED_SUMMARY
+
+    out = _nested_folder(tmp_path)
+    # fold 0: the inner run of expanding failed -> contracting is picked, and its outer run
+    # failed too -> fold 0 is left out
+    for spec in (RunSpec("sim_bus", 0, "expanding", [], "unet", inner=True),
+                 RunSpec("sim_bus", 0, "contracting", ["contracting:blocks"], "unet")):
+        (spec.dir(out) / "summary.json").write_text(json.dumps({
+            "status": "failed", "target": "sim_bus", "fold": 0, "plan": spec.plan,
+            "aliases": spec.aliases, "reason": "RuntimeError: boom"}))
+    tables = write_tables(out)
+    fold0 = tables[NESTED][0]
+    assert fold0["picked"] == "contracting" and fold0["n_images"] == 0
+    assert "not candidates (inner run failed): expanding" in fold0["note"]
+    assert "the pick's outer run is failed: fold left out of the estimate" in fold0["note"]
+    s = tables[NESTED_SUMMARY][0]
+    assert s["folds_left_out"] == 1
+    assert s["nested_mean"] == pytest.approx((0.85 + 0.75) / 2)   # fold 1 only, said so
+    text = write_report(out).read_text()
+    assert "**1 fold(s) left out of the nested estimate**" in text
