@@ -67,7 +67,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args.model = None
-    cfg = config_from_args(args)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as e:   # a bad --set / --profile value: its message, no traceback
+        print(f"run_all: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     out = pathlib.Path(args.out or f"results/{cfg.profile}")
     t0 = time.time()
     if args.advise:

@@ -46,7 +46,7 @@ from .layout import splits_path, target_slug
 from .model import build_from_config, model_config
 from .plans import Plan, group_plans, plan_report, plan_set
 from .provenance import write_provenance
-from .runtime import NaNLossError, make_dataset, make_loss, resolve_precision
+from .runtime import NaNLossError, backend, make_dataset, make_loss, resolve_precision
 from .stats import bootstrap_ci, ci_verdict
 from .study import block_map
 
@@ -242,6 +242,9 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
     out = pathlib.Path(out)
     if budget_minutes is not None and not budget_minutes > 0:
         raise ValueError(f"--budget must be a number of minutes > 0, got {budget_minutes!r}")
+    if backend() != "tensorflow":
+        raise ValueError(f"unet-ft advise needs the TensorFlow backend (its probe and halving use "
+                         f"the selective trainer); KERAS_BACKEND is {backend()!r}")
     precision = resolve_precision(cfg.study.precision)
     kind = cfg.model.kind
     bm = block_map(cfg, kind)

@@ -233,7 +233,7 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
                       f"Dice is only {floor:.2f}")
         caption = f"row 1: {first}; then where {labels[2]} leads {labels[1]} most"
     titles = ["image", "ground truth"] + labels
-    fig, axes = plt.subplots(len(chosen), 5, figsize=(12, 2.6 * len(chosen)), squeeze=False)
+    fig, axes = plt.subplots(len(chosen), 5, figsize=(12, 3.0 * len(chosen)), squeeze=False)
     for r, i in enumerate(chosen):
         img = ds.images[index[i], ..., 0]
         panels = [img, gt[i]] + [preds[(p, i)] for p in plans]
@@ -374,6 +374,12 @@ def fig5_activation_maximization(out, target: Optional[str] = None, n_filters: i
     ``plan`` defaults to the all-layers plan of the study (``shallow_to_deep:9``,
     ``all`` or ``xunet/all``).
     """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        log.warning("Fig. 5 not drawn: activation maximization (tf-keras-vis) needs the "
+                    "TensorFlow backend; KERAS_BACKEND is %r", keras.backend.backend())
+        return None
     plt = _plt()
     R = _results(out)
     target = target or _ultrasound_target(R)

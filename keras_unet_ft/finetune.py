@@ -30,8 +30,8 @@ from .blocks import BlockMap
 from .metrics import METRICS, batch_metrics
 from .model import build_from_config, model_config
 from .plans import METHOD_KINDS, Plan, apply_plan, plan_report
-from .runtime import (EpochTimer, NaNLossError, ScalarLog, fresh_session, history_rows,
-                      is_multiworker, resolve_precision,
+from .runtime import (EpochTimer, NaNLossError, ScalarLog, backend, fresh_session, history_rows,
+                      is_multiworker, peak_memory_bytes, reset_peak_memory, resolve_precision,
                       make_dataset, make_loss, predict, strategy_scope, tensorboard_callback)
 
 log = logging.getLogger("keras_unet_ft")
@@ -263,10 +263,21 @@ def clear_shared() -> None:
 def resolve_trainer(trainer: str, precision: str, strategy=None, steps: int = 0) -> str:
     """``auto``: the selective trainer (one traced step per trainable set, frozen layers
     cost nothing, no retrace per run; BENCHMARKS.md), Keras' own for fp16 (loss
-    scaling) or tf.distribute. ``masked`` stays available for comparison."""
+    scaling) or tf.distribute. ``masked`` stays available for comparison. On a Keras
+    backend other than TensorFlow (``KERAS_BACKEND=jax`` or ``torch``) only Keras' own
+    trainer exists, without ``--distribute``."""
     if trainer not in ("auto", "selective", "masked", "keras"):
         raise ValueError(f"study.trainer must be auto, selective, masked or keras, got "
                          f"{trainer!r}")
+    b = backend()
+    if b != "tensorflow":
+        if strategy is not None:
+            raise ValueError(f"--distribute needs the TensorFlow backend (KERAS_BACKEND is "
+                             f"{b!r})")
+        if trainer in ("selective", "masked"):
+            raise ValueError(f"the {trainer} trainer needs the TensorFlow backend (KERAS_BACKEND "
+                             f"is {b!r}); use study.trainer=keras or auto")
+        return "keras"
     if is_multiworker(strategy):   # Keras 3's fit fails there (keras-team/keras#20585)
         if precision == "fp16":
             raise ValueError("--distribute multiworker trains in fp32 or bf16 (its loop has no "
@@ -585,6 +596,22 @@ def divergence(history: List[dict], probs: np.ndarray) -> Optional[str]:
     return None
 
 
+def images_per_second(n_images: int, epoch_seconds: List[float]) -> Optional[float]:
+    """Training images per second in the steady state: ``n_images`` over the median epoch
+    after the first (whose time holds Keras' tracing / XLA compilation); the one epoch
+    when there is only one; None without epochs.
+
+    Examples:
+        >>> images_per_second(600, [40.0, 10.0, 12.0, 11.0])
+        54.54545454545455
+    """
+    times = list(epoch_seconds)[1:] or list(epoch_seconds)
+    if not times or not n_images:
+        return None
+    t = float(np.median(times))
+    return n_images / t if t > 0 else None
+
+
 def run_one(cfg: Config, target: str, fold: int, plan: str, model_kind: str, train, test,
             pretrained_weights, session: FoldSession, verbose: int = 0,
             log_dir=None) -> RunResult:
@@ -598,12 +625,14 @@ def run_one(cfg: Config, target: str, fold: int, plan: str, model_kind: str, tra
     """
     ft = cfg.finetune
     parsed = Plan.parse(plan)
+    reset_peak_memory()
     t0 = time.perf_counter()
     try:
         tr = session.train(parsed, train, pretrained_weights, verbose, log_dir)
     except NaNLossError as e:
         raise Diverged(str(e)) from None
     train_seconds = time.perf_counter() - t0
+    peak = peak_memory_bytes()
     probs = tr.predict(test[0], batch_size=max(ft.batch_size, 8))
     m = batch_metrics(test[1], probs)
     empty = test[1].reshape(len(test[1]), -1).max(axis=1) == 0
@@ -639,15 +668,21 @@ def run_one(cfg: Config, target: str, fold: int, plan: str, model_kind: str, tra
         "trainable_layers": [] if none else list(report.trainable_layers),
         "train_seconds": train_seconds,
         "seconds_per_epoch": float(np.mean(tr.epoch_seconds)) if tr.epoch_seconds else 0.0,
+        "images_per_second": images_per_second(len(train[0]), tr.epoch_seconds),
         "trace_seconds": tr.trace_seconds,
         "epochs": len(tr.history), "seed": session.seed, "precision": session.resolved,
-        "trainer": session.kind, "weight_change": change,
+        "trainer": session.kind, "backend": backend(),
+        "peak_gpu_memory_gib": None if peak is None else peak / 2**30,
+        "weight_change": change,
     }
     if why is not None:
         summary["reason"] = f"diverged: {why}"
     per_image = [{"id": i, "empty_mask": int(empty[j]), **{k: float(m[k][j]) for k in METRICS}}
                  for j, i in enumerate(ids)]
-    return RunResult(summary, per_image, tr.history, ids, probs[..., 0] > 0.5, tr.model)
+    history = tr.history
+    if len(tr.epoch_seconds) == len(history):
+        history = [{**r, "seconds": float(t)} for r, t in zip(history, tr.epoch_seconds)]
+    return RunResult(summary, per_image, history, ids, probs[..., 0] > 0.5, tr.model)
 
 
 class Diverged(RuntimeError):

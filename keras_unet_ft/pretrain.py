@@ -94,13 +94,14 @@ def pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
     done = read_csv(partial) if partial.exists() else []
     best_so_far = min((float(r["val_loss"]) for r in done), default=None)
     timer = EpochTimer()
-    callbacks = [keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch",
+    callbacks = [timer,   # first: its per-epoch seconds go into history.csv
+                 keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch",
                                                   delete_checkpoint=False),
                  keras.callbacks.CSVLogger(str(partial), append=True),
                  keras.callbacks.ModelCheckpoint(str(tmp_model), monitor="val_loss",
                                                  save_best_only=True,
                                                  initial_value_threshold=best_so_far),
-                 keras.callbacks.TerminateOnNaN(), timer]
+                 keras.callbacks.TerminateOnNaN()]
     if deadline is not None:
         callbacks.append(stop_before(deadline))
     if cfg.study.tensorboard:
@@ -124,6 +125,9 @@ def pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
         "train_images": int(len(train)), "val_images": int(n_val), "epochs": pc.epochs,
         "best_epoch": best.get("epoch"), "best_val_loss": best.get("val_loss"),
         "seconds": seconds, "seconds_per_epoch": float(np.mean(timer.times)) if timer.times else None,
+        # the steady state: the median epoch after the first (which holds tracing / compiling)
+        "steady_seconds_per_epoch": (float(np.median(timer.times[1:] or timer.times))
+                                     if timer.times else None),
         "precision": resolved, "dataset": dataset.name, "source": dataset.source,
     }, indent=1))
     atomic_write_text(key_path, json.dumps(key, indent=1, sort_keys=True))

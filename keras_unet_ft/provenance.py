@@ -14,8 +14,8 @@ from .config import Config
 from .io import atomic_write_text
 from .layout import CONFIG
 
-VERSIONED_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scipy", "scikit-image",
-                      "scikit-learn", "tf-keras-vis", "matplotlib")
+VERSIONED_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "jax", "jaxlib", "torch", "numpy",
+                      "scipy", "scikit-image", "scikit-learn", "tf-keras-vis", "matplotlib")
 
 
 def git_revision() -> Optional[str]:
@@ -37,8 +37,10 @@ def git_revision() -> Optional[str]:
 def versions() -> Dict[str, str]:
     from importlib import metadata
 
+    import keras
+
     out = {"python": sys.version.split()[0], "platform": platform.platform(),
-           "keras_unet_ft": __version__}
+           "keras_unet_ft": __version__, "keras_backend": keras.backend.backend()}
     for pkg in VERSIONED_PACKAGES:
         try:
             out[pkg] = metadata.version(pkg)

@@ -27,8 +27,8 @@ RESULT_FIELDS = (["target", "modality", "model", "plan", "trained_as", "repeat",
                  + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
                  + ["n_train", "n_test", "n_empty", "empty_predicted_empty",
                     "trainable_params", "frozen_params", "train_seconds",
-                    "seconds_per_epoch", "epochs", "seed", "precision", "trainer",
-                    "encoder_weights", "reason",
+                    "seconds_per_epoch", "images_per_second", "epochs", "seed", "precision",
+                    "trainer", "backend", "peak_gpu_memory_gib", "encoder_weights", "reason",
                     "run_dir"])
 SIZE_FIELDS = (["target", "model", "plan", "n_originals", "augment", "fold", "status"]
                + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]

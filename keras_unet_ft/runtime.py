@@ -1,6 +1,10 @@
 """The runtime of training: precision, CPU threads, distribution, sessions, input pipelines.
 
-Everything here is about *how* TensorFlow runs, not *what* is trained:
+Everything here is about *how* training runs, not *what* is trained:
+
+* the Keras backend: TensorFlow runs everything; JAX or PyTorch (``KERAS_BACKEND``) run
+  Keras' own trainer (``study.trainer=keras``), pretraining and evaluation, on arrays
+  batched by :func:`make_dataset` without ``tf.data``;
 
 * precision ``auto`` -> fp16 mixed precision on a GPU, bf16 on CPUs with AMX /
   AVX512-BF16, else fp32 (docs/paper.md: bf16 was 3-4x slower on a CPU without AMX);
@@ -43,10 +47,75 @@ def _cpu_flags() -> frozenset:
     return frozenset()
 
 
+def backend() -> str:
+    """Keras' backend: ``tensorflow`` (every trainer), ``jax`` or ``torch`` (Keras' own)."""
+    import keras
+
+    return keras.backend.backend()
+
+
 def has_gpu() -> bool:
+    """Whether the Keras backend sees a GPU."""
+    b = backend()
+    if b == "jax":
+        import jax
+
+        return jax.default_backend() in ("gpu", "cuda", "rocm")
+    if b == "torch":
+        import torch
+
+        return bool(torch.cuda.is_available())
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
+
+
+def reset_peak_memory() -> None:
+    """Start a new peak for :func:`peak_memory_bytes` where the backend can (TensorFlow,
+    PyTorch; JAX keeps one peak for the life of the process)."""
+    try:
+        if not has_gpu():
+            return
+        b = backend()
+        if b == "torch":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        elif b == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.experimental.reset_memory_stats("GPU:0")
+    except Exception as e:  # noqa: BLE001 - a counter we cannot reset is only less precise
+        log.debug("peak GPU memory not reset: %s", e)
+
+
+def peak_memory_bytes() -> Optional[int]:
+    """Peak accelerator memory of this process since :func:`reset_peak_memory` (bytes), or
+    None without a GPU.
+
+    TensorFlow: ``tf.config.experimental.get_memory_info("GPU:0")["peak"]``; JAX: the
+    first device's ``memory_stats()["peak_bytes_in_use"]``; PyTorch:
+    ``torch.cuda.max_memory_allocated()``.
+    """
+    try:
+        if not has_gpu():
+            return None
+        b = backend()
+        if b == "jax":
+            import jax
+
+            stats = jax.local_devices()[0].memory_stats() or {}
+            return int(stats["peak_bytes_in_use"]) if "peak_bytes_in_use" in stats else None
+        if b == "torch":
+            import torch
+
+            return int(torch.cuda.max_memory_allocated())
+        import tensorflow as tf
+
+        return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
+    except Exception as e:  # a backend without the counter: no number rather than a wrong one
+        log.debug("peak GPU memory not available: %s", e)
+        return None
 
 
 def resolve_precision(precision: str = "auto") -> str:
@@ -72,12 +141,13 @@ def fresh_session(seed: int, precision: str = "fp32", deterministic: bool = Fals
     after it (every time). Returns the resolved precision.
     """
     import keras
-    import tensorflow as tf
 
     if clear:
         keras.backend.clear_session()
     keras.utils.set_random_seed(int(seed))
-    if deterministic:
+    if deterministic and backend() == "tensorflow":
+        import tensorflow as tf
+
         tf.config.experimental.enable_op_determinism()
     resolved = resolve_precision(precision)
     keras.mixed_precision.set_global_policy(_POLICY[resolved])
@@ -85,8 +155,9 @@ def fresh_session(seed: int, precision: str = "fp32", deterministic: bool = Fals
 
 
 def set_threads(n: Optional[int]) -> None:
-    """Limit TensorFlow's intra-op threads (call before TensorFlow runs anything)."""
-    if n:
+    """Limit TensorFlow's intra-op threads (call before TensorFlow runs anything; the
+    other backends take theirs from their own settings, e.g. ``XLA_FLAGS``)."""
+    if n and backend() == "tensorflow":
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(int(n))
@@ -105,7 +176,7 @@ def configure_cpu_threads(base_filters: int) -> Optional[int]:
     with the default (125 vs 100 images/s). Returns the value set, or None when left
     alone (small net, a GPU, or TensorFlow already running).
     """
-    if base_filters < LARGE_BASE_FILTERS or has_gpu():
+    if base_filters < LARGE_BASE_FILTERS or backend() != "tensorflow" or has_gpu():
         return None
     import tensorflow as tf
 
@@ -181,19 +252,53 @@ def strategy_scope(strategy):
 # ---------------------------------------------------------------------------
 # input pipelines
 def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, shuffle: bool = False,
-                 seed: int = 0):
-    """A ``tf.data`` pipeline of (image, float mask) batches with prefetch."""
-    import tensorflow as tf
-
+                 seed: int = 0, numpy: bool = False):
+    """Batches of (image, float mask): a ``tf.data`` pipeline with prefetch on TensorFlow,
+    a :class:`keras.utils.PyDataset` of array batches on the other backends (``numpy=True``
+    forces it). With ``shuffle`` the order is a seeded permutation, drawn anew every epoch.
+    """
     if len(images) != len(masks):
         raise ValueError(f"{len(images)} images but {len(masks)} masks")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if numpy or backend() != "tensorflow":
+        return _array_batches(images, masks, int(batch_size), shuffle, int(seed))
+    import tensorflow as tf
+
     ds = tf.data.Dataset.from_tensor_slices((images.astype(np.float32, copy=False),
                                              masks.astype(np.float32)))
     if shuffle:
         ds = ds.shuffle(len(images), seed=int(seed), reshuffle_each_iteration=True)
     return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+
+
+def _array_batches(images, masks, batch_size: int, shuffle: bool, seed: int):
+    import keras
+
+    class ArrayBatches(keras.utils.PyDataset):
+        """Array batches in a seeded order, reshuffled at every epoch's end."""
+
+        def __init__(self):
+            super().__init__()
+            self.x = images.astype(np.float32, copy=False)
+            self.y = masks.astype(np.float32)
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(self.x)) if shuffle else np.arange(len(self.x))
+
+        def __len__(self):
+            return -(-len(self.x) // batch_size)
+
+        def __getitem__(self, i):
+            if not 0 <= i < len(self):
+                raise IndexError(f"batch {i} of {len(self)}")
+            idx = self.order[i * batch_size:(i + 1) * batch_size]
+            return self.x[idx], self.y[idx]
+
+        def on_epoch_end(self):
+            if shuffle:
+                self.order = self.rng.permutation(len(self.x))
+
+    return ArrayBatches()
 
 
 def predict(model, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
@@ -252,7 +357,8 @@ def history_rows(history) -> list:
 
 
 class EpochTimer:
-    """A Keras callback recording seconds per epoch."""
+    """A Keras callback recording seconds per epoch (``times``), also put into the epoch's
+    logs as ``seconds`` for the callbacks after it (place it first)."""
 
     def __new__(cls):
         import keras
@@ -266,6 +372,8 @@ class EpochTimer:
 
             def on_epoch_end(self, epoch, logs=None):
                 self.times.append(time.perf_counter() - self._t)
+                if logs is not None:   # callbacks after it (CSVLogger, History) record it
+                    logs["seconds"] = self.times[-1]
 
         return _Timer()
 

@@ -259,3 +259,14 @@ def test_loss_values():
     assert both == pytest.approx(dice + float(np.log(2.0)), rel=1e-4)
     with pytest.raises(ValueError, match="unknown loss 'focal'"):
         make_loss("focal")
+
+
+@pytest.mark.parametrize("n, seconds, expected", [
+    (600, [40.0, 10.0, 12.0, 11.0], 600 / 11),   # the first epoch (tracing) left out
+    (100, [5.0], 20.0),                           # one epoch: that one
+    (100, [], None),
+    (0, [1.0, 1.0], None),
+])
+def test_images_per_second(n, seconds, expected):
+    got = finetune.images_per_second(n, seconds)
+    assert got == (pytest.approx(expected) if expected is not None else None)

@@ -85,3 +85,23 @@ def test_run_all_on_a_busi_layout_with_options_then_a_changed_rerun(tmp_path):
                            capture_output=True, text=True, env=env)
     assert again.returncode == 2
     assert "finetune.learning_rate: 0.0001 -> 0.001" in again.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "study.seeds=0"], "bad value for study.seeds: 0; expected a number > 0"),
+    (["--set", "finetune.folds=1"], "bad value for finetune.folds: 1; expected >= 2"),
+    (["--set", "nosuch.key=1"], "nosuch"),
+    (["--set", "model.size=100"], "must be divisible by 2**depth = 16"),
+])
+def test_run_all_bad_settings_are_an_error_not_a_traceback(tmp_path, capsys, args, message):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "experiments" / "run_all.py"
+    spec = importlib.util.spec_from_file_location("run_all_under_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--profile", "smoke", "--out", str(tmp_path / "out"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("run_all: error: ") and message in err, err
+    assert not (tmp_path / "out").exists()   # nothing started

@@ -1,0 +1,182 @@
+"""Keras backends other than TensorFlow (``KERAS_BACKEND=jax`` / ``torch``): Keras' own
+trainer on array batches (no ``tf.data``), the trainer choice, peak GPU memory.
+
+The CI machine has TensorFlow only: the non-TensorFlow code paths are exercised here under
+TensorFlow by making :func:`runtime.backend` answer ``jax``; the last test runs a real
+study on JAX in a subprocess where JAX is installed (skipped elsewhere)."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import TINY, tiny_config
+from keras_unet_ft import finetune, runtime
+
+
+@pytest.fixture
+def as_jax(monkeypatch):
+    """The package's view of the backend is ``jax`` (Keras itself still runs TensorFlow)."""
+    monkeypatch.setattr(runtime, "backend", lambda: "jax")
+    monkeypatch.setattr(finetune, "backend", lambda: "jax")
+
+
+@pytest.mark.parametrize("n, batch, shuffle", [(10, 4, True), (10, 4, False), (8, 8, True),
+                                               (3, 5, False)])
+def test_array_batches_cover_every_image_once_per_epoch(n, batch, shuffle):
+    x = np.arange(n, dtype=np.float32).reshape(n, 1, 1, 1)
+    ds = runtime.make_dataset(x, (x > 4).astype(np.uint8), batch, shuffle=shuffle, seed=3,
+                              numpy=True)
+    assert len(ds) == -(-n // batch)
+    epochs = []
+    for _ in range(3):
+        xs = [ds[i] for i in range(len(ds))]
+        assert all(b[0].dtype == np.float32 and b[1].dtype == np.float32 for b in xs)
+        assert all(np.array_equal(b[1], (b[0] > 4).astype(np.float32)) for b in xs)  # pairs kept
+        order = np.concatenate([b[0].ravel() for b in xs])
+        assert sorted(order.tolist()) == list(range(n))
+        epochs.append(order.tolist())
+        ds.on_epoch_end()
+    if shuffle and n > 3:
+        assert epochs[0] != epochs[1]          # a new order every epoch ...
+        again = runtime.make_dataset(x, x, batch, shuffle=True, seed=3, numpy=True)
+        assert np.concatenate([again[i][0].ravel() for i in range(len(again))]).tolist() \
+            == epochs[0]                         # ... from the seed
+    if not shuffle:
+        assert epochs[0] == list(range(n)) == epochs[2]
+    with pytest.raises(IndexError):
+        ds[len(ds)]
+
+
+@pytest.mark.parametrize("images, masks, batch, message", [
+    (4, 3, 2, "4 images but 3 masks"),
+    (4, 4, 0, "batch_size must be >= 1, got 0"),
+])
+def test_array_batches_check_their_arguments(images, masks, batch, message):
+    with pytest.raises(ValueError, match=message):
+        runtime.make_dataset(np.zeros((images, 4, 4, 1)), np.zeros((masks, 4, 4, 1)), batch,
+                             numpy=True)
+
+
+def test_array_batches_train_like_tf_data():
+    """Keras' fit on the array batches gives the weights ``tf.data`` gives (same order)."""
+    import keras
+
+    from keras_unet_ft.model import build_unet
+
+    rng = np.random.default_rng(0)
+    x = rng.random((12, 32, 32, 1), dtype=np.float32)
+    y = (x > 0.6).astype(np.uint8)
+    got = []
+    for numpy in (False, True):
+        keras.utils.set_random_seed(0)
+        m = build_unet((32, 32, 1), base_filters=4, dropout=0.0)
+        m.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy")
+        m.fit(runtime.make_dataset(x, y, 4, numpy=numpy), epochs=2, verbose=0, shuffle=False)
+        got.append(m.get_weights())
+    for a, b in zip(*got):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("trainer, strategy, expected", [
+    ("auto", None, "keras"),
+    ("keras", None, "keras"),
+    ("selective", None, "the selective trainer needs the TensorFlow backend"),
+    ("masked", None, "the masked trainer needs the TensorFlow backend"),
+    ("auto", object(), "--distribute needs the TensorFlow backend"),
+])
+def test_other_backends_train_with_keras_own_trainer(as_jax, trainer, strategy, expected):
+    if expected == "keras":
+        assert finetune.resolve_trainer(trainer, "fp32", strategy) == "keras"
+    else:
+        with pytest.raises(ValueError, match=expected + r" \(KERAS_BACKEND is 'jax'\)"):
+            finetune.resolve_trainer(trainer, "fp32", strategy)
+
+
+def test_a_run_on_the_array_path_freezes_exactly_and_reports_its_backend(as_jax, monkeypatch):
+    """The whole fine-tuning run as on JAX: Keras' trainer, array batches, frozen layers
+    bit-identical, trained ones moved, the backend and (no GPU here) no memory figure."""
+    import keras
+
+    from keras_unet_ft.model import build_unet
+
+    seen = []
+    real = runtime._array_batches
+    monkeypatch.setattr(runtime, "_array_batches", lambda *a: seen.append(a) or real(*a))
+    keras.utils.set_random_seed(0)
+    init = build_unet((32, 32, 1), base_filters=4).get_weights()
+    rng = np.random.default_rng(1)
+    x = rng.random((12, 32, 32, 1), dtype=np.float32)
+    y = (x > 0.6).astype(np.uint8)
+    cfg = tiny_config(**{"finetune.epochs": "2", "finetune.batch_size": "4"})
+    session = finetune.FoldSession(cfg, 0, "fp32")
+    assert session.kind == "keras"
+    res = finetune.run_one(cfg, "sim_bus", 0, "deep_to_shallow:2", "unet", (x, y),
+                           (x[:4], y[:4], ["a", "b", "c", "d"]), init, session)
+    assert seen, "the run did not use the array batches"
+    s = res.summary
+    assert (s["trainer"], s["backend"], s["peak_gpu_memory_gib"], s["epochs"]) == \
+        ("keras", "jax", None, 2)
+    assert [r["epoch"] for r in res.history] == [1, 2] and all(r["seconds"] > 0
+                                                                 for r in res.history)
+    assert s["images_per_second"] == pytest.approx(12 / res.history[1]["seconds"])
+    trained = set(s["trainable_layers"])
+    assert 0 < len(trained) < len([l for l in res.model.layers if l.weights]), trained
+    before = {l.name: w for l, w in zip([l for l in res.model.layers if l.weights],
+                                        _by_layer(init, res.model))}
+    for layer in res.model.layers:
+        if not layer.weights:
+            continue
+        same = all(np.array_equal(a, b) for a, b in zip(layer.get_weights(), before[layer.name]))
+        assert same == (layer.name not in trained), layer.name
+
+
+def _by_layer(flat, model):
+    out, i = [], 0
+    for layer in model.layers:
+        if layer.weights:
+            k = len(layer.weights)
+            out.append(flat[i:i + k])
+            i += k
+    return out
+
+
+def test_peak_memory_is_none_without_a_gpu():
+    runtime.reset_peak_memory()
+    assert runtime.peak_memory_bytes() is None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+def test_a_tiny_study_runs_on_jax(tmp_path):
+    """The real pipeline with ``KERAS_BACKEND=jax``: pretraining, the grid with Keras'
+    trainer, results, REPORT.md; Fig. 5 (tf-keras-vis) is skipped with a reason."""
+    over = {**TINY, "data.targets": "sim_bus", "study.plans": "contracting,expanding",
+            "study.save_weights": "none"}
+    code = ("import sys; from keras_unet_ft.config import load_config; "
+            "from keras_unet_ft.pipeline import run; "
+            f"run(load_config('smoke', {over!r}), {str(tmp_path / 'out')!r}, jobs=1)")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "UNET_FT_CACHE": str(tmp_path / "cache")}
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = (tmp_path / "out" / "results.csv").read_text().splitlines()
+    head = rows[0].split(",")
+    body = [dict(zip(head, r.split(","))) for r in rows[1:]]
+    assert len(body) == 2 * 4 and {r["status"] for r in body} == {"ok"}   # 2 plans + 2 baselines
+    assert {r["backend"] for r in body} == {"jax"} and {r["trainer"] for r in body} == {"keras"}
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["versions"]["keras_backend"] == "jax"
+    assert "Fig. 5 not drawn" in p.stderr and (tmp_path / "out" / "REPORT.md").exists()
+
+
+def test_advise_says_it_needs_tensorflow(monkeypatch, tmp_path):
+    from keras_unet_ft import advise
+
+    monkeypatch.setattr(advise, "backend", lambda: "jax")
+    with pytest.raises(ValueError, match="advise needs the TensorFlow backend .*KERAS_BACKEND "
+                                         "is 'jax'"):
+        advise.advise(tiny_config(), "sim_bus", tmp_path / "advice")
