@@ -11,8 +11,10 @@ Two trainers:
   plan; a plan is a 0/1 gradient mask per variable. Adam starts from zero moments
   in every run, so a masked weight stays bit-identical - the same result as
   freezing it. Frozen layers' gradients are still computed (no speed gain).
-* ``keras``: ``apply_plan`` (trainable flags + recompile) and ``model.fit``, for
-  fp16 loss scaling, ``tf.distribute`` and long runs (frozen layers then cost less).
+* ``keras``: trainable flags and ``model.fit``, for fp16 loss scaling, ``tf.distribute``
+  and the JAX / PyTorch backends (frozen layers cost less). One-stage plans without
+  ``tf.distribute`` use :class:`KerasRuns`: one compiled model per trainable set, kept for
+  the process, so no run recompiles what an earlier run compiled.
 """
 
 from __future__ import annotations
@@ -258,6 +260,69 @@ def shared_selective(mcfg, precision: str, deterministic: bool, learning_rate: f
 def clear_shared() -> None:
     """Forget the shared models (tests; a new Keras session)."""
     _SHARED.clear()
+    _KERAS_RUNS.clear()
+
+
+class KerasRuns:
+    """Keras' own trainer (``model.fit``) without a recompile per run: one compiled model per
+    set of trainable layers, kept for the life of the process across folds and targets.
+
+    A run resets the model's variables (weights and random-seed states) to their state when it
+    was built, sets the run's initial weights, resets the optimizer's variables (Adam moments,
+    step counter, fp16 loss scale) and its learning rate, reseeds, and calls ``fit``, which
+    reuses the compiled train step (on JAX: no new XLA compilation). So a run's result depends
+    on its config, fold and plan, never on the runs before it in the process.
+    """
+
+    def __init__(self, mcfg, precision: str, deterministic: bool, loss: str):
+        self.mcfg, self.loss = mcfg, loss
+        self.resolved = fresh_session(0, precision, deterministic,
+                                      clear=not (_SHARED or _KERAS_RUNS))
+        self.models: Dict[frozenset, tuple] = {}
+        self.bm: Optional[BlockMap] = None
+
+    def block_map(self) -> BlockMap:
+        if self.bm is None:
+            self.bm = BlockMap(build_from_config(self.mcfg))
+        return self.bm
+
+    def model_for(self, chosen: frozenset):
+        """``(model, block map, compiled now)`` for training exactly the layers ``chosen``."""
+        import keras
+
+        if chosen in self.models:
+            return self.models[chosen][0], self.models[chosen][1], False
+        model = build_from_config(self.mcfg)
+        bm = BlockMap(model)
+        model.trainable = True   # as apply_plan: the chosen layers train, the others are frozen
+        for layer in model.layers:
+            layer.trainable = layer.name in chosen if layer.weights else True
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=make_loss(self.loss))
+        model.optimizer.build(model.trainable_variables)
+        state = [np.array(v.numpy()) for v in model.variables]
+        opt_state = [np.array(v.numpy()) for v in model.optimizer.variables]
+        self.models[chosen] = (model, bm, state, opt_state)
+        return model, bm, True
+
+    def reset(self, chosen: frozenset, weights, learning_rate: float):
+        model, bm, state, opt_state = self.models[chosen]
+        for v, val in zip(model.variables, state):
+            v.assign(val)
+        model.set_weights(weights)
+        for v, val in zip(model.optimizer.variables, opt_state):
+            v.assign(val)
+        model.optimizer.learning_rate = float(learning_rate)
+        return model, bm
+
+
+_KERAS_RUNS: Dict[tuple, KerasRuns] = {}
+
+
+def shared_keras_runs(mcfg, precision: str, deterministic: bool, loss: str) -> KerasRuns:
+    key = (dataclasses.astuple(mcfg), precision, bool(deterministic), loss)
+    if key not in _KERAS_RUNS:
+        _KERAS_RUNS[key] = KerasRuns(mcfg, precision, deterministic, loss)
+    return _KERAS_RUNS[key]
 
 
 def resolve_trainer(trainer: str, precision: str, strategy=None, steps: int = 0) -> str:
@@ -526,11 +591,48 @@ class FoldSession:
         return Trained(model, report, rows, times, before, self.bm,
                        lambda x, batch_size=8: predict(model, x, batch_size))
 
+    def _train_keras_cached(self, plan, st, lr, epochs, train, init, verbose,
+                            log_dir=None) -> Trained:
+        """One-stage plans without ``tf.distribute``: :class:`KerasRuns` (no recompile)."""
+        import keras
+
+        ft = self.cfg.finetune
+        runs = shared_keras_runs(self.mcfg, self.precision, self.cfg.study.deterministic, ft.loss)
+        self.resolved = runs.resolved
+        chosen = frozenset(st.trainable_layers(runs.block_map())) if plan.trains else frozenset()
+        runs.model_for(chosen)
+        model, bm = runs.reset(chosen, init if init is not None else self.scratch_weights(), lr)
+        keras.utils.set_random_seed(self.seed)
+        before = weights_by_layer(model)
+        rows, times = [], []
+        if epochs:
+            timer = EpochTimer()
+            ds = make_dataset(train[0], train[1], ft.batch_size, shuffle=True, seed=self.seed)
+            callbacks = [timer, keras.callbacks.TerminateOnNaN()]
+            if log_dir is not None:
+                callbacks.append(tensorboard_callback(log_dir))
+            history = model.fit(ds, epochs=epochs, verbose=verbose, shuffle=False,
+                                callbacks=callbacks)
+            r = history_rows(history)
+            losses = [x.get("loss", np.nan) for x in r]
+            if len(losses) < epochs or not np.all(np.isfinite(losses)):
+                raise NaNLossError(f"loss became NaN/inf at epoch {len(losses)}")
+            rows = [{**x, "stage": 1} for x in r]
+            times = timer.times
+        report = plan_report(model, plan, chosen)
+        # the first run of a trainable set compiles in its first epoch (kept in its time;
+        # images_per_second leaves that epoch out)
+        return Trained(model, report, rows, times, before, bm,
+                       lambda x, batch_size=8: predict(model, x, batch_size))
+
     def _train_keras(self, plan, steps, lrs, epochs, train, init, verbose,
                      log_dir=None) -> Trained:
         import keras
 
         ft = self.cfg.finetune
+        if self.strategy is None and len(steps) == 1:
+            return self._train_keras_cached(plan, steps[0], lrs[0], epochs, train, init,
+                                            verbose, log_dir)
         self.resolved = fresh_session(self.seed, self.precision, self.cfg.study.deterministic)
         with strategy_scope(self.strategy):
             model = build_from_config(self.mcfg)

@@ -270,3 +270,42 @@ def test_loss_values():
 def test_images_per_second(n, seconds, expected):
     got = finetune.images_per_second(n, seconds)
     assert got == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_keras_trainer_compiles_once_per_trainable_set_and_runs_do_not_depend_on_order():
+    """Keras' trainer keeps one compiled model per trainable set: a later run of the same
+    set reuses its train function, and a run gives the same weights whatever ran before it
+    in the process (variables, optimizer state and seeds reset)."""
+    import keras
+
+    from keras_unet_ft.model import build_unet
+
+    keras.utils.set_random_seed(0)
+    init = build_unet((32, 32, 1), base_filters=4).get_weights()   # dropout on: seeds matter
+    rng = np.random.default_rng(1)
+    x = rng.random((16, 32, 32, 1), dtype=np.float32)
+    train = (x, (x > 0.6).astype(np.uint8))
+    c = tiny_config(**{"study.trainer": "keras", "finetune.epochs": "2",
+                       "finetune.batch_size": "4"})
+
+    def run(fold, plan):
+        tr = finetune.FoldSession(c, fold, "fp32").train(plan, train, init)
+        return tr, [np.array(w) for w in tr.model.get_weights()]
+
+    finetune.clear_shared()
+    alone = run(1, "contracting")[1]
+    finetune.clear_shared()
+    first, _ = run(0, "contracting")
+    step = first.model.train_function
+    other, _ = run(0, "expanding")
+    assert other.model is not first.model            # another trainable set: its own model
+    again, w = run(1, "contracting")
+    assert again.model is first.model and again.model.train_function is step   # no recompile
+    for a, b in zip(w, alone):
+        np.testing.assert_array_equal(a, b)           # as if it had run first
+    trained = set(again.report.trainable_layers)
+    for layer in again.model.layers:
+        if layer.weights:
+            same = all(np.array_equal(a, b) for a, b in zip(layer.get_weights(),
+                                                            again.weights_before[layer.name]))
+            assert same == (layer.name not in trained), layer.name
