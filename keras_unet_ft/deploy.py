@@ -368,6 +368,10 @@ def export_model(model, fmt: str, out=None) -> pathlib.Path:
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of "
                          f"{', '.join(EXPORT_FORMATS)}")
+    if not has_tensorflow():
+        raise ValueError(f"exporting to {fmt} needs TensorFlow (SavedModel and TFLite are "
+                         "TensorFlow formats): pip install tensorflow-cpu, or keep the .keras "
+                         "file, which every Keras backend loads")
     path = resolve_model(model)
     net = load_model(path)
     if fmt == "savedmodel":
@@ -385,6 +389,13 @@ def export_model(model, fmt: str, out=None) -> pathlib.Path:
         data = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
     atomic_write(target, lambda t: pathlib.Path(t).write_bytes(data), suffix=".tflite")
     return target
+
+
+def has_tensorflow() -> bool:
+    """Whether TensorFlow is installed (the export formats need it, whatever the backend)."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow") is not None
 
 
 __all__ = ["EXPORT_FORMATS", "THRESHOLD", "export_model", "finetune_model",

@@ -180,3 +180,12 @@ def test_advise_says_it_needs_tensorflow(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="advise needs the TensorFlow backend .*KERAS_BACKEND "
                                          "is 'jax'"):
         advise.advise(tiny_config(), "sim_bus", tmp_path / "advice")
+
+
+def test_export_without_tensorflow_says_what_is_needed(monkeypatch, tmp_path):
+    from keras_unet_ft import deploy
+
+    monkeypatch.setattr(deploy, "has_tensorflow", lambda: False)
+    for fmt in deploy.EXPORT_FORMATS:
+        with pytest.raises(ValueError, match=f"exporting to {fmt} needs TensorFlow"):
+            deploy.export_model(tmp_path / "model.keras", fmt)
