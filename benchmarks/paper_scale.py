@@ -60,8 +60,9 @@ def pretraining(out: pathlib.Path) -> dict:
     secs = [_f(r.get("seconds")) for r in hist if _f(r.get("seconds"))]
     steady = summary.get("steady_seconds_per_epoch") or (
         statistics.median(secs[1:] or secs) if secs else summary.get("seconds_per_epoch"))
+    timed = len(secs) if secs else len(hist)
     return {"epochs_done": len(hist), "train_images": summary.get("train_images"),
-            "seconds_per_epoch": steady,
+            "seconds_per_epoch": steady, "steady": timed > 1,
             "finished": bool(summary), "best_val_loss": summary.get("best_val_loss")}
 
 
@@ -140,7 +141,8 @@ def markdown(out: pathlib.Path) -> str:
                   f"{'' if pre['finished'] else ' (stopped part-way)'} (the paper: "
                   f"{paper.pretrain.epochs} epochs of {paper.data.pretrain_n:,} images), "
                   f"{pre.get('train_images') or '?'} training images, "
-                  f"{_fmt(pre.get('seconds_per_epoch'), '.1f')} s per epoch (median after the first), "
+                  f"{_fmt(pre.get('seconds_per_epoch'), '.1f')} s per epoch "
+                  f"{'(median after the first)' if pre['steady'] else '(one epoch: compiling included)'}, "
                   f"{_fmt(ips, '.1f')} images/s, best validation loss "
                   f"{_fmt(pre.get('best_val_loss'), '.4f')}.", ""]
     lines += ["| target | plan | trainable params | folds | Dice mean +- sd | images/s | "

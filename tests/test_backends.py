@@ -150,16 +150,19 @@ def test_peak_memory_is_none_without_a_gpu():
     assert runtime.peak_memory_bytes() is None
 
 
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
-def test_a_tiny_study_runs_on_jax(tmp_path):
-    """The real pipeline with ``KERAS_BACKEND=jax``: pretraining, the grid with Keras'
-    trainer, results, REPORT.md; Fig. 5 (tf-keras-vis) is skipped with a reason."""
+@pytest.mark.parametrize("name", [
+    pytest.param(b, marks=pytest.mark.skipif(importlib.util.find_spec(b) is None,
+                                             reason=f"{b} is not installed"))
+    for b in ("jax", "torch")])
+def test_a_tiny_study_runs_on_another_backend(tmp_path, name):
+    """The real pipeline with ``KERAS_BACKEND=jax`` / ``torch``: pretraining, the grid with
+    Keras' trainer, results, REPORT.md; Fig. 5 (tf-keras-vis) is skipped with a reason."""
     over = {**TINY, "data.targets": "sim_bus", "study.plans": "contracting,expanding",
             "study.save_weights": "none"}
     code = ("import sys; from keras_unet_ft.config import load_config; "
             "from keras_unet_ft.pipeline import run; "
             f"run(load_config('smoke', {over!r}), {str(tmp_path / 'out')!r}, jobs=1)")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "UNET_FT_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "KERAS_BACKEND": name, "UNET_FT_CACHE": str(tmp_path / "cache")}
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -167,9 +170,9 @@ def test_a_tiny_study_runs_on_jax(tmp_path):
     head = rows[0].split(",")
     body = [dict(zip(head, r.split(","))) for r in rows[1:]]
     assert len(body) == 2 * 4 and {r["status"] for r in body} == {"ok"}   # 2 plans + 2 baselines
-    assert {r["backend"] for r in body} == {"jax"} and {r["trainer"] for r in body} == {"keras"}
+    assert {r["backend"] for r in body} == {name} and {r["trainer"] for r in body} == {"keras"}
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert cfg["versions"]["keras_backend"] == "jax"
+    assert cfg["versions"]["keras_backend"] == name
     assert "Fig. 5 not drawn" in p.stderr and (tmp_path / "out" / "REPORT.md").exists()
 
 
