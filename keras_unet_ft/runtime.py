@@ -132,6 +132,9 @@ def resolve_precision(precision: str = "auto") -> str:
     return "fp32"
 
 
+_SAID: list = []   # the determinism note of another backend: said once per process
+
+
 def fresh_session(seed: int, precision: str = "fp32", deterministic: bool = False,
                   clear: bool = True) -> str:
     """Clear Keras' state (unless ``clear`` is False: models kept alive stay usable),
@@ -149,6 +152,10 @@ def fresh_session(seed: int, precision: str = "fp32", deterministic: bool = Fals
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+    elif deterministic and not _SAID:
+        _SAID.append(True)
+        log.info("study.deterministic sets TensorFlow's op determinism only; on %s GPUs use "
+                 "its own switch (JAX: XLA_FLAGS=--xla_gpu_deterministic_ops=true)", backend())
     resolved = resolve_precision(precision)
     keras.mixed_precision.set_global_policy(_POLICY[resolved])
     return resolved
