@@ -15,6 +15,11 @@ import time
 # happen before TensorFlow is imported below.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from .runtime import require_installed_backend  # noqa: E402  (imports no Keras)
+
+# no Keras traceback when its backend is missing: one line with the fix
+require_installed_backend(os.path.basename(sys.argv[0]) or "unet-ft")
+
 from .advise import advise  # noqa: E402
 from .blocks import BlockMap  # noqa: E402
 from .config import (MODEL_KINDS, PRECISIONS, PROFILES, config_from_dict, load_config,  # noqa: E402

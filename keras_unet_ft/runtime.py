@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import os
+import sys
 import time
 from typing import Optional, Tuple
 
@@ -45,6 +46,45 @@ def _cpu_flags() -> frozenset:
     except OSError:
         pass
     return frozenset()
+
+
+#: the Python module each Keras backend needs
+BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch",
+                   "numpy": "numpy", "openvino": "openvino"}
+
+
+def configured_backend() -> str:
+    """The backend Keras will choose, read as Keras reads it but without importing Keras:
+    ``KERAS_BACKEND``, else ``"backend"`` in ``$KERAS_HOME/keras.json`` (``~/.keras``), else
+    ``tensorflow``."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as f:
+            return str(json.load(f).get("backend") or "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
+def require_installed_backend(prog: str) -> None:
+    """Exit with status 2 and one line naming the fix when the configured Keras backend's
+    package is not installed (instead of Keras' traceback at the first import)."""
+    import importlib.util
+
+    name = configured_backend()
+    module = BACKEND_MODULES.get(name, name)
+    if importlib.util.find_spec(module) is not None:
+        return
+    others = [b for b in ("tensorflow", "jax", "torch") if b != name
+              and importlib.util.find_spec(b) is not None]
+    fix = ("pip install -e '.[cpu]' (TensorFlow for CPUs; '.[gpu]' with CUDA)"
+           if name == "tensorflow" else f"pip install {module}")
+    print(f"{prog}: error: Keras' backend is {name!r} (KERAS_BACKEND, else keras.json, else "
+          f"tensorflow) but {module} is not installed: {fix}"
+          + (f", or use the installed one: KERAS_BACKEND={others[0]}" if others else ""),
+          file=sys.stderr)
+    raise SystemExit(2)
 
 
 def backend() -> str:

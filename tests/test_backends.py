@@ -192,3 +192,34 @@ def test_export_without_tensorflow_says_what_is_needed(monkeypatch, tmp_path):
     for fmt in deploy.EXPORT_FORMATS:
         with pytest.raises(ValueError, match=f"exporting to {fmt} needs TensorFlow"):
             deploy.export_model(tmp_path / "model.keras", fmt)
+
+
+@pytest.mark.parametrize("env, keras_json, expected", [
+    ({"KERAS_BACKEND": "jax"}, {"backend": "torch"}, "jax"),     # the variable wins
+    ({}, {"backend": "torch"}, "torch"),                          # then keras.json
+    ({}, None, "tensorflow"),                                     # then Keras' default
+    ({}, "not json", "tensorflow"),
+])
+def test_configured_backend_is_read_as_keras_reads_it(monkeypatch, tmp_path, env, keras_json,
+                                                       expected):
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    if keras_json is not None:
+        (tmp_path / "keras.json").write_text(keras_json if isinstance(keras_json, str)
+                                             else json.dumps(keras_json))
+    assert runtime.configured_backend() == expected
+
+
+def test_a_missing_backend_is_one_line_with_the_fix(monkeypatch, capsys):
+    monkeypatch.setenv("KERAS_BACKEND", "nosuchbackend")
+    with pytest.raises(SystemExit) as e:
+        runtime.require_installed_backend("unet-ft")
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unet-ft: error: Keras' backend is 'nosuchbackend'") \
+        and "nosuchbackend is not installed: pip install nosuchbackend" in err
+    assert "KERAS_BACKEND=tensorflow" in err          # the installed one is named
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    runtime.require_installed_backend("unet-ft")      # installed: nothing happens
