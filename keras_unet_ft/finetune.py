@@ -606,19 +606,8 @@ class FoldSession:
         before = weights_by_layer(model)
         rows, times = [], []
         if epochs:
-            timer = EpochTimer()
-            ds = make_dataset(train[0], train[1], ft.batch_size, shuffle=True, seed=self.seed)
-            callbacks = [timer, keras.callbacks.TerminateOnNaN()]
-            if log_dir is not None:
-                callbacks.append(tensorboard_callback(log_dir))
-            history = model.fit(ds, epochs=epochs, verbose=verbose, shuffle=False,
-                                callbacks=callbacks)
-            r = history_rows(history)
-            losses = [x.get("loss", np.nan) for x in r]
-            if len(losses) < epochs or not np.all(np.isfinite(losses)):
-                raise NaNLossError(f"loss became NaN/inf at epoch {len(losses)}")
+            r, times = _fit(model, train, ft.batch_size, self.seed, epochs, verbose, log_dir)
             rows = [{**x, "stage": 1} for x in r]
-            times = timer.times
         report = plan_report(model, plan, chosen)
         # the first run of a trainable set compiles in its first epoch (kept in its time;
         # images_per_second leaves that epoch out)
@@ -648,24 +637,33 @@ class FoldSession:
                                     loss=make_loss(ft.loss))
             chosen_all |= set(report.trainable_layers)
             if epochs:
-                timer = EpochTimer()
-                ds = make_dataset(train[0], train[1], ft.batch_size, shuffle=True,
-                                  seed=self.seed + i)
-                callbacks = [keras.callbacks.TerminateOnNaN(), timer]
-                if log_dir is not None:
-                    callbacks.append(tensorboard_callback(
-                        log_dir if len(steps) == 1 else f"{log_dir}/stage_{i + 1}"))
-                history = model.fit(ds, epochs=epochs, verbose=verbose, shuffle=False,
-                                    callbacks=callbacks)
-                r = history_rows(history)
-                losses = [x.get("loss", np.nan) for x in r]
-                if len(losses) < epochs or not np.all(np.isfinite(losses)):
-                    raise NaNLossError(f"loss became NaN/inf at epoch {len(losses)}")
+                r, t = _fit(model, train, ft.batch_size, self.seed + i, epochs, verbose,
+                            None if log_dir is None else
+                            log_dir if len(steps) == 1 else f"{log_dir}/stage_{i + 1}")
                 rows += [{**x, "stage": i + 1} for x in r]
-                times += timer.times
+                times += t
         report = plan_report(model, plan, chosen_all)
         return Trained(model, report, rows, times, before, bm,
                        lambda x, batch_size=8: predict(model, x, batch_size))
+
+
+def _fit(model, train, batch_size: int, seed: int, epochs: int, verbose: int = 0,
+         log_dir=None):
+    """Keras' ``fit`` on ``train`` (shuffled, seeded): ``(history rows, seconds per epoch)``;
+    a NaN / inf loss raises :class:`NaNLossError`."""
+    import keras
+
+    timer = EpochTimer()
+    ds = make_dataset(train[0], train[1], batch_size, shuffle=True, seed=seed)
+    callbacks = [timer, keras.callbacks.TerminateOnNaN()]
+    if log_dir is not None:
+        callbacks.append(tensorboard_callback(log_dir))
+    history = model.fit(ds, epochs=epochs, verbose=verbose, shuffle=False, callbacks=callbacks)
+    rows = history_rows(history)
+    losses = [x.get("loss", np.nan) for x in rows]
+    if len(losses) < epochs or not np.all(np.isfinite(losses)):
+        raise NaNLossError(f"loss became NaN/inf at epoch {len(losses)}")
+    return rows, timer.times
 
 
 @dataclasses.dataclass
