@@ -192,7 +192,7 @@ def fresh_session(seed: int, precision: str = "fp32", deterministic: bool = Fals
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    elif deterministic and not _SAID:
+    elif deterministic and not _SAID and has_gpu():
         _SAID.append(True)
         log.info("study.deterministic sets TensorFlow's op determinism only; on %s GPUs use "
                  "its own switch (JAX: XLA_FLAGS=--xla_gpu_deterministic_ops=true)", backend())
