@@ -23,6 +23,7 @@ def as_jax(monkeypatch):
     """The package's view of the backend is ``jax`` (Keras itself still runs TensorFlow)."""
     monkeypatch.setattr(runtime, "backend", lambda: "jax")
     monkeypatch.setattr(finetune, "backend", lambda: "jax")
+    monkeypatch.setattr(runtime, "has_gpu", lambda: False)   # JAX itself is not installed
 
 
 @pytest.mark.parametrize("n, batch, shuffle", [(10, 4, True), (10, 4, False), (8, 8, True),
