@@ -66,6 +66,18 @@ def pretraining(out: pathlib.Path) -> dict:
             "finished": bool(summary), "best_val_loss": summary.get("best_val_loss")}
 
 
+def not_ok(out: pathlib.Path) -> list:
+    """Finished runs that do not count (diverged, failed): said, kept out of every number."""
+    return [r for r in collect(out) if r["status"] != "ok" and r["plan"] == r["trained_as"]]
+
+
+def process_peak_gib(out: pathlib.Path):
+    """The highest process-wide GPU peak of any run (all a JAX process can tell)."""
+    v = [_f(r.get("process_peak_gpu_memory_gib")) for r in collect(out)]
+    v = [x for x in v if x is not None]
+    return max(v) if v else None
+
+
 def per_plan(out: pathlib.Path) -> list:
     # finished runs, mid-study too; each run once (not again under its aliases)
     rows = [r for r in collect(out) if r["status"] == "ok" and r["plan"] == r["trained_as"]]
@@ -76,6 +88,7 @@ def per_plan(out: pathlib.Path) -> list:
     for (target, plan), rs in sorted(groups.items()):
         dice = [_f(r["dice_mean"]) for r in rs if _f(r["dice_mean"]) is not None]
         ips = [_f(r.get("images_per_second")) for r in rs if _f(r.get("images_per_second"))]
+        # a run's own peak only where the backend could reset its counter (not JAX)
         mem = [_f(r.get("peak_gpu_memory_gib")) for r in rs if _f(r.get("peak_gpu_memory_gib"))]
         wall = [_f(r["train_seconds"]) for r in rs if _f(r["train_seconds"]) is not None]
         table.append({
@@ -143,7 +156,7 @@ def markdown(out: pathlib.Path) -> str:
                   f"{pre.get('train_images') or '?'} training images, "
                   f"{_fmt(pre.get('seconds_per_epoch'), '.1f')} s per epoch "
                   f"{'(median after the first)' if pre['steady'] else '(one epoch: compiling included)'}, "
-                  f"{_fmt(ips, '.1f')} images/s, best validation loss "
+                  f"{_fmt(ips, '.1f')} images/s (validation included), best validation loss "
                   f"{_fmt(pre.get('best_val_loss'), '.4f')}.", ""]
     lines += ["| target | plan | trainable params | folds | Dice mean +- sd | images/s | "
               "peak GPU GiB | training s per run |", "|---|---|---|---|---|---|---|---|"]
@@ -152,6 +165,17 @@ def markdown(out: pathlib.Path) -> str:
                      f"{_fmt(t['dice'])} +- {_fmt(t['dice_sd'])} | "
                      f"{_fmt(t['images_per_second'], '.1f')} | {_fmt(t['peak_gib'], '.2f')} | "
                      f"{_fmt(t['run_seconds'], '.0f')} |")
+    bad = not_ok(out)
+    if bad:
+        lines += ["", f"Not counted above: {len(bad)} run(s) that did not finish ok: "
+                  + "; ".join(f"{r['target']} {r['plan']} fold {r['fold']}: {r['status']}"
+                              f"{' (' + r['reason'] + ')' if r.get('reason') else ''}"
+                              for r in bad) + "."]
+    peak = process_peak_gib(out)
+    if peak is not None:
+        lines += ["", f"Highest GPU memory of the process (every run so far, all models kept "
+                  f"alive): {peak:.2f} GiB. Per-run peaks are shown where the backend can reset "
+                  "its counter (TensorFlow, PyTorch), not on JAX."]
     if ex:
         once = ex["grid_seconds_once"] + (ex["pretrain_seconds"] or 0)
         repeated = ex["grid_seconds_once"] * ex["profile_seeds"] + (ex["pretrain_seconds"] or 0)

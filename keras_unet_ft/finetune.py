@@ -286,25 +286,21 @@ class KerasRuns:
             self.bm = BlockMap(build_from_config(self.mcfg))
         return self.bm
 
-    def model_for(self, chosen: frozenset):
-        """``(model, block map, compiled now)`` for training exactly the layers ``chosen``."""
+    def start(self, chosen: frozenset, weights, learning_rate: float):
+        """``(model, block map)`` for training exactly the layers ``chosen``, reset for a new
+        run from ``weights`` (built and compiled on the first use of ``chosen``)."""
         import keras
 
-        if chosen in self.models:
-            return self.models[chosen][0], self.models[chosen][1], False
-        model = build_from_config(self.mcfg)
-        bm = BlockMap(model)
-        model.trainable = True   # as apply_plan: the chosen layers train, the others are frozen
-        for layer in model.layers:
-            layer.trainable = layer.name in chosen if layer.weights else True
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=make_loss(self.loss))
-        model.optimizer.build(model.trainable_variables)
-        state = [np.array(v.numpy()) for v in model.variables]
-        opt_state = [np.array(v.numpy()) for v in model.optimizer.variables]
-        self.models[chosen] = (model, bm, state, opt_state)
-        return model, bm, True
-
-    def reset(self, chosen: frozenset, weights, learning_rate: float):
+        if chosen not in self.models:
+            model = build_from_config(self.mcfg)
+            model.trainable = True   # as apply_plan: the chosen layers train, the others frozen
+            for layer in model.layers:
+                layer.trainable = layer.name in chosen if layer.weights else True
+            model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=make_loss(self.loss))
+            model.optimizer.build(model.trainable_variables)
+            self.models[chosen] = (model, BlockMap(model),
+                                   [np.array(v.numpy()) for v in model.variables],
+                                   [np.array(v.numpy()) for v in model.optimizer.variables])
         model, bm, state, opt_state = self.models[chosen]
         for v, val in zip(model.variables, state):
             v.assign(val)
@@ -600,8 +596,7 @@ class FoldSession:
         runs = shared_keras_runs(self.mcfg, self.precision, self.cfg.study.deterministic, ft.loss)
         self.resolved = runs.resolved
         chosen = frozenset(st.trainable_layers(runs.block_map())) if plan.trains else frozenset()
-        runs.model_for(chosen)
-        model, bm = runs.reset(chosen, init if init is not None else self.scratch_weights(), lr)
+        model, bm = runs.start(chosen, init if init is not None else self.scratch_weights(), lr)
         keras.utils.set_random_seed(self.seed)
         before = weights_by_layer(model)
         rows, times = [], []
@@ -725,7 +720,7 @@ def run_one(cfg: Config, target: str, fold: int, plan: str, model_kind: str, tra
     """
     ft = cfg.finetune
     parsed = Plan.parse(plan)
-    reset_peak_memory()
+    per_run = reset_peak_memory()   # False on JAX: one peak for the whole process
     t0 = time.perf_counter()
     try:
         tr = session.train(parsed, train, pretrained_weights, verbose, log_dir)
@@ -772,7 +767,10 @@ def run_one(cfg: Config, target: str, fold: int, plan: str, model_kind: str, tra
         "trace_seconds": tr.trace_seconds,
         "epochs": len(tr.history), "seed": session.seed, "precision": session.resolved,
         "trainer": session.kind, "backend": backend(),
-        "peak_gpu_memory_gib": None if peak is None else peak / 2**30,
+        # GPU memory: this run's peak where the backend can reset its counter (TensorFlow,
+        # PyTorch), and the process's peak so far (JAX has only that one)
+        "peak_gpu_memory_gib": peak / 2**30 if peak is not None and per_run else None,
+        "process_peak_gpu_memory_gib": None if peak is None else peak / 2**30,
         "weight_change": change,
     }
     if why is not None:

@@ -208,6 +208,15 @@ def findings(target: str, modality: str, S: Dict[str, dict], stats: List[dict],
                    "**not measured** - this study used the masked trainer, where every plan "
                    "computes all gradients (one traced step for all plans); run with "
                    "`--set study.trainer=auto` (the selective trainer) to time plans.")
+    elif full and "shallow_to_deep:1" in S and trainer == "keras" and all(
+            float(S[p].get("images_per_second") or "nan") > 0 for p in ("shallow_to_deep:1", full)):
+        # Keras' fit compiles in the first epoch of a trainable set's first run: steady state
+        a = float(S["shallow_to_deep:1"]["images_per_second"])
+        b = float(S[full]["images_per_second"])
+        out.append(f"Fine-tuning the shallowest block is faster than the whole network "
+                   f"(TUFFC): **{'yes' if a > b else 'no'}**, {a:.1f} vs {b:.1f} training "
+                   f"images per second ({a / b:.2f}x; Keras' fit, median epoch after the "
+                   f"first, which holds the compilation).")
     elif full and "shallow_to_deep:1" in S:
         a = float(S["shallow_to_deep:1"]["seconds_per_epoch"] or "nan")
         b = float(S[full]["seconds_per_epoch"] or "nan")

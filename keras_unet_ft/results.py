@@ -28,7 +28,8 @@ RESULT_FIELDS = (["target", "modality", "model", "plan", "trained_as", "repeat",
                  + ["n_train", "n_test", "n_empty", "empty_predicted_empty",
                     "trainable_params", "frozen_params", "train_seconds",
                     "seconds_per_epoch", "images_per_second", "epochs", "seed", "precision",
-                    "trainer", "backend", "peak_gpu_memory_gib", "encoder_weights", "reason",
+                    "trainer", "backend", "peak_gpu_memory_gib", "process_peak_gpu_memory_gib",
+                    "encoder_weights", "reason",
                     "run_dir"])
 SIZE_FIELDS = (["target", "model", "plan", "n_originals", "augment", "fold", "status"]
                + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
@@ -119,6 +120,12 @@ def summarize(rows: List[dict]) -> List[dict]:
         for k in ("train_seconds", "seconds_per_epoch"):
             v = [float(r[k]) for r in ok]
             row[k] = float(np.mean(v)) if v else math.nan
+        # the steady state (each run's first epoch, which may hold a compilation, left out)
+        ips = [(_num(r.get("images_per_second")), _num(r.get("n_train"))) for r in ok]
+        ips = [(x, n) for x, n in ips if x > 0 and n > 0]
+        row["images_per_second"] = float(np.median([x for x, _ in ips])) if ips else math.nan
+        row["steady_seconds_per_epoch"] = (float(np.median([n / x for x, n in ips])) if ips
+                                           else math.nan)
         out.append(row)
     return out
 

@@ -110,23 +110,27 @@ def has_gpu() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def reset_peak_memory() -> None:
+def reset_peak_memory() -> bool:
     """Start a new peak for :func:`peak_memory_bytes` where the backend can (TensorFlow,
-    PyTorch; JAX keeps one peak for the life of the process)."""
+    PyTorch); False where it cannot (no GPU, JAX: one peak for the life of the process), so
+    a later peak is the process's, not a run's."""
     try:
         if not has_gpu():
-            return
+            return False
         b = backend()
         if b == "torch":
             import torch
 
             torch.cuda.reset_peak_memory_stats()
-        elif b == "tensorflow":
+            return True
+        if b == "tensorflow":
             import tensorflow as tf
 
             tf.config.experimental.reset_memory_stats("GPU:0")
-    except Exception as e:  # noqa: BLE001 - a counter we cannot reset is only less precise
+            return True
+    except Exception as e:  # noqa: BLE001 - a counter we cannot reset: no per-run peak
         log.debug("peak GPU memory not reset: %s", e)
+    return False
 
 
 def peak_memory_bytes() -> Optional[int]:

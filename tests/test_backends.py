@@ -147,8 +147,24 @@ def _by_layer(flat, model):
 
 
 def test_peak_memory_is_none_without_a_gpu():
-    runtime.reset_peak_memory()
+    assert runtime.reset_peak_memory() is False
     assert runtime.peak_memory_bytes() is None
+
+
+@pytest.mark.parametrize("resettable, per_run", [(True, 1.5), (False, None)])
+def test_a_runs_gpu_peak_is_only_called_its_own_where_the_counter_was_reset(
+        monkeypatch, resettable, per_run):
+    """JAX keeps one peak per process: a run after a bigger one would show the bigger one's
+    memory, so the run's own peak is left empty and the process peak is named as such."""
+    monkeypatch.setattr(finetune, "reset_peak_memory", lambda: resettable)
+    monkeypatch.setattr(finetune, "peak_memory_bytes", lambda: int(1.5 * 2**30))
+    x = np.random.default_rng(0).random((8, 32, 32, 1), dtype=np.float32)
+    y = (x > 0.6).astype(np.uint8)
+    cfg = tiny_config(**{"finetune.epochs": "1"})
+    res = finetune.run_one(cfg, "sim_bus", 0, "none", "unet", (x, y), (x[:2], y[:2], ["a", "b"]),
+                           None, finetune.FoldSession(cfg, 0, "fp32"))
+    assert res.summary["peak_gpu_memory_gib"] == per_run
+    assert res.summary["process_peak_gpu_memory_gib"] == 1.5
 
 
 @pytest.mark.parametrize("name", [
@@ -221,6 +237,8 @@ def test_a_missing_backend_is_one_line_with_the_fix(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("unet-ft: error: Keras' backend is 'nosuchbackend'") \
         and "nosuchbackend is not installed: pip install nosuchbackend" in err
-    assert "KERAS_BACKEND=tensorflow" in err          # the installed one is named
-    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    installed = next(b for b in ("tensorflow", "jax", "torch")
+                     if importlib.util.find_spec(b) is not None)
+    assert f"or use the installed one: KERAS_BACKEND={installed}" in err   # named
+    monkeypatch.setenv("KERAS_BACKEND", installed)
     runtime.require_installed_backend("unet-ft")      # installed: nothing happens

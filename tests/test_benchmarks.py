@@ -41,6 +41,7 @@ def test_paper_scale_reads_the_folder(tmp_path, missing, failed, folds, dice):
     text = ps.markdown(out)
     assert f"| sim_bus | contracting | 150 | {folds} | {dice:.3f}" in text
     assert f"= {ex['runs_once']} runs x 2 s" in text
+    assert ("Not counted above: 1 run(s)" in text) == bool(failed)
 
 
 def test_paper_scale_needs_a_results_folder(tmp_path, capsys):

@@ -76,6 +76,21 @@ def test_findings_table(modality, S, units, expected):
     assert expected in text, text
 
 
+@pytest.mark.parametrize("trainer, ips, expected", [
+    # Keras' fit: steady-state images/s (each trainable set compiles in its first run only)
+    ("keras", ("40", "20"), "**yes**, 40.0 vs 20.0 training images per second (2.00x; Keras' fit"),
+    ("keras", ("10", "20"), "**no**, 10.0 vs 20.0 training images per second"),
+    # results without images/s (older versions): epoch times, retrace said
+    ("keras", ("", ""), "1.00 vs 1.00 s per epoch (1.00x; Keras' fit: each run's first epoch"),
+    ("selective", ("40", "20"), "s per epoch (1.00x; selective trainer"),
+])
+def test_speed_finding_per_trainer(trainer, ips, expected):
+    S = _S(all=0.9, **{"shallow_to_deep:1": 0.8})
+    S["shallow_to_deep:1"]["images_per_second"], S["all"]["images_per_second"] = ips
+    text = "\n".join(findings("t", "ultrasound", S, [], trainer, 9))
+    assert expected in text, text
+
+
 def test_speed_not_claimed_with_the_masked_trainer():
     S = _S(all=0.9, **{"shallow_to_deep:1": 0.8})
     text = "\n".join(findings("t", "ultrasound", S, [], "masked", 9))
