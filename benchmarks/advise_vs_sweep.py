@@ -12,8 +12,8 @@ held-out image, baselines left out):
 
 * the rank correlation (Spearman, Kendall) between the sweep's ranking of the plans and
   advise's order (plans that reached a later rung first, then their score there);
-* whether advise's pick lies in the sweep's tied-best group (plans whose 95 % interval
-  overlaps the best's, ``results.mark_tied_best``) and the pick's sweep Dice;
+* whether advise's pick lies in the sweep's tied-best group (plans whose paired 95 %
+  interval of best − plan holds 0, ``results.mark_tied_best``) and the pick's sweep Dice;
 * the speed-up in wall time: the sweep's fine-tuning grid (``--sweep-seconds`` minus
   ``--pretrain-seconds``) over advise's probe + halving time, and with pretraining
   counted once on both sides.
@@ -38,7 +38,7 @@ from keras_unet_ft.results import add_intervals, collect, mark_tied_best, summar
 def compare(sweep, advice: dict) -> dict:
     slug = advice["target_slug"]
     rows = collect(sweep)
-    summary = mark_tied_best(add_intervals(sweep, summarize(rows), rows))
+    summary = mark_tied_best(sweep, add_intervals(sweep, summarize(rows), rows), rows)
     S = {r["plan"]: r for r in summary if r["target"] == slug
          and r["plan"].split("/")[-1] not in BASELINES}
     order = [o["plan"] for o in advice["order"] if o["plan"] in S]

@@ -21,9 +21,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import os  # noqa: E402
 
-from keras_unet_ft.cli import add_config_args, config_from_args  # noqa: E402
-from keras_unet_ft.pipeline import EXIT_BAD_INPUT, advise_all, outcome, run  # noqa: E402
-from keras_unet_ft.runtime import has_gpu  # noqa: E402
+from keras_unet_ft.cli import add_config_args, config_from_args, start_backend  # noqa: E402
+from keras_unet_ft.exitcodes import EXIT_BAD_INPUT  # noqa: E402
 
 
 def resolve_jobs(jobs, sharded) -> int:
@@ -40,6 +39,8 @@ def resolve_jobs(jobs, sharded) -> int:
         return n
     if sharded:
         return 1
+    from keras_unet_ft.runtime import has_gpu
+
     return 2 if (os.cpu_count() or 1) >= 2 and not has_gpu() else 1
 
 
@@ -74,6 +75,9 @@ def main(argv=None) -> int:
         return EXIT_BAD_INPUT
     out = pathlib.Path(args.out or f"results/{cfg.profile}")
     t0 = time.time()
+    start_backend("run_all", verbose=args.verbose)
+    from keras_unet_ft.pipeline import advise_all, outcome, run
+
     if args.advise:
         try:
             advice = advise_all(cfg, out, args.budget, verbose=1 if args.verbose else 0)

@@ -186,6 +186,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRAINERS = ("auto", "selective", "masked", "keras")
 SAVE_WEIGHTS = ("none", "figures", "all")
 LOSSES = ("bce", "dice", "bce+dice")
+#: ``unet-ft export --format``
+EXPORT_FORMATS = ("savedmodel", "tflite")
+#: probability above which ``unet-ft predict`` marks a pixel foreground
+THRESHOLD = 0.5
 SECTIONS = ("model", "data", "pretrain", "finetune", "study", "sizes")
 
 #: allowed values of the fields that take one of a few words (the CLI uses these too)

@@ -32,7 +32,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .config import Config
+from .config import EXPORT_FORMATS, THRESHOLD, Config
 from .data.preprocess import IMAGE_EXTENSIONS, read_image, resize_image, to_gray
 from .data.study_data import fold_arrays, load_target
 from .finetune import FoldSession, divergence, save_model
@@ -47,8 +47,6 @@ from .runtime import NaNLossError, get_strategy, is_chief, resolve_precision
 
 log = logging.getLogger("keras_unet_ft")
 
-THRESHOLD = 0.5                  # probability above which a pixel is foreground
-EXPORT_FORMATS = ("savedmodel", "tflite")
 OVERLAY_COLOUR = (1.0, 0.15, 0.1)  # red tint over the predicted foreground
 OVERLAY_ALPHA = 0.4
 
@@ -373,7 +371,7 @@ def export_model(model, fmt: str, out=None) -> pathlib.Path:
                          "TensorFlow formats): pip install tensorflow-cpu, or keep the .keras "
                          "file, which every Keras backend loads")
     path = resolve_model(model)
-    net = load_model(path)
+    net = as_float32(load_model(path))
     if fmt == "savedmodel":
         target = pathlib.Path(out) if out else path.parent / "savedmodel"
         if target.exists() and any(target.iterdir()):
@@ -389,6 +387,29 @@ def export_model(model, fmt: str, out=None) -> pathlib.Path:
         data = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
     atomic_write(target, lambda t: pathlib.Path(t).write_bytes(data), suffix=".tflite")
     return target
+
+
+def as_float32(net):
+    """``net`` with every layer computing in float32: a model trained under a mixed policy
+    (``mixed_bfloat16`` on AMX CPUs, ``mixed_float16`` on GPUs) keeps that policy when saved,
+    and TFLite has no bf16 convolution ("'tf.Conv2D' op is neither a custom op nor a flex
+    op"). The weights of a mixed-precision model are float32 already, so they are copied as
+    they are; a float32 model is returned unchanged.
+
+    Examples:
+        >>> net32 = as_float32(load_model("models/busi"))   # doctest: +SKIP
+    """
+    import keras
+
+    if all(layer.dtype_policy.name == "float32" for layer in net.layers):
+        return net
+
+    def clone(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(net, clone_function=clone)
+    copy.set_weights([np.asarray(w, dtype="float32") for w in net.get_weights()])
+    return copy
 
 
 def has_tensorflow() -> bool:

@@ -14,6 +14,8 @@ from typing import Optional
 
 from .advise import advise
 from .config import Config
+from .exitcodes import (EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK,  # noqa: F401
+                        EXIT_RUNS_FAILED)
 from .figures import make_all_figures
 from .layout import load_config_of, target_slug
 from .report import write_report
@@ -23,14 +25,6 @@ from .runtime import resolve_precision
 from .study import run_study, run_study_parallel
 
 log = logging.getLogger("keras_unet_ft")
-
-#: exit codes of ``unet-ft study`` and ``run_all.py``
-EXIT_OK = 0           # every run finished ok
-EXIT_ERROR = 1        # an unexpected error (a traceback is printed)
-EXIT_BAD_INPUT = 2    # a bad config, dataset, folder or option: nothing (more) was trained
-EXIT_RUNS_FAILED = 3  # the study finished, but some runs failed or diverged (see REPORT.md)
-EXIT_INCOMPLETE = 4   # stopped by --max-minutes (or runs still missing): run again to continue
-
 
 def unfinished(out) -> int:
     """How many runs of the study's grid have no result yet."""

@@ -25,8 +25,8 @@ from .data.study_data import load_pretrain_data
 from .io import atomic_write_text, read_csv, read_json, write_csv
 from .layout import pretrained_dir
 from .model import build_from_config, model_config
-from .runtime import (EpochTimer, NaNLossError, fresh_session, make_dataset, strategy_scope,
-                      tensorboard_callback)
+from .runtime import (EpochTimer, NaNLossError, epoch_progress, fresh_session, make_dataset,
+                      progress_wanted, strategy_scope, tensorboard_callback)
 
 log = logging.getLogger("keras_unet_ft")
 
@@ -104,6 +104,8 @@ def pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
                  keras.callbacks.TerminateOnNaN()]
     if deadline is not None:
         callbacks.append(stop_before(deadline))
+    if not verbose and progress_wanted():   # verbose: Keras' own per-epoch lines instead
+        callbacks.append(epoch_progress(pc.epochs, len(train), initial=len(done)))
     if cfg.study.tensorboard:
         callbacks.append(tensorboard_callback(pathlib.Path(cfg.study.tensorboard) / "pretrain"
                                               / cfg.model.kind))

@@ -227,19 +227,49 @@ def paired_stats(out, rows: List[dict], metric: str = "dice", units: int = 9) ->
     return result
 
 
-def mark_tied_best(summary: List[dict], metric: str = "dice") -> List[dict]:
+def _image_scores(out, rows: List[dict], target: str, plan: str, metric: str) -> Dict[tuple, float]:
+    """``{(repeat/fold, image id): score}`` over the ok runs of ``plan`` on ``target``."""
+    scores = {}
+    for r in rows:
+        if (r["target"], r["plan"], r["status"]) == (target, plan, "ok"):
+            unit = f"{r.get('repeat') or 0}/{r['fold']}"
+            for i, m in per_image(out, r).items():
+                if np.isfinite(m[metric]):
+                    scores[(unit, i)] = m[metric]
+    return scores
+
+
+def mark_tied_best(out, summary: List[dict], rows: List[dict], metric: str = "dice"
+                   ) -> List[dict]:
     """Per target, the plan with the highest image mean (baselines excluded) gets
-    ``best = 1`` and every plan whose 95 % interval overlaps the best's ``tied_best = 1``
-    (the best included): the plans the data cannot tell apart from the best."""
+    ``best = 1``; every plan (baselines included) gets the paired difference *best − plan*
+    over the held-out images both scored, with its 95 % bootstrap interval (images resampled
+    within folds and repeats): ``best_minus``, ``best_minus_ci_low``, ``best_minus_ci_high``.
+    A candidate whose interval holds 0 (or lies below it) is not shown to be worse than the
+    best: ``tied_best = 1`` (the best included). The paired interval is the one stats.csv
+    uses; two plans' own intervals can overlap while their paired difference excludes 0.
+    """
     for target in dict.fromkeys(r["target"] for r in summary):
         rs = [r for r in summary if r["target"] == target]
         cand = [r for r in rs if r["plan"].split("/")[-1] not in BASELINES
                 and np.isfinite(_num(r.get(f"{metric}_images_mean")))]
         best = max(cand, key=lambda r: _num(r[f"{metric}_images_mean"]), default=None)
+        ref = _image_scores(out, rows, target, best["plan"], metric) if best else {}
         for r in rs:
             r["best"] = int(r is best)
-            r["tied_best"] = int(best is not None and r in cand and (
-                _num(r[f"{metric}_ci_high"]) >= _num(best[f"{metric}_ci_low"])))
+            lo = hi = diff = math.nan
+            if best is not None and r is not best:
+                other = _image_scores(out, rows, target, r["plan"], metric)
+                keys = sorted(set(ref) & set(other))
+                if keys:
+                    d = np.array([ref[k] - other[k] for k in keys])
+                    diff = float(d.mean())
+                    lo, hi = bootstrap_ci(d, [k[0] for k in keys])
+            elif r is best:
+                lo = hi = diff = 0.0
+            r[f"best_minus_{metric}"] = diff
+            r[f"best_minus_{metric}_ci_low"], r[f"best_minus_{metric}_ci_high"] = lo, hi
+            r["tied_best"] = int(r in cand and np.isfinite(lo) and lo <= 0.0)
     return summary
 
 
@@ -324,7 +354,7 @@ def write_tables(out, manifest: Optional[dict] = None) -> Dict[str, List[dict]]:
     manifest = manifest or read_manifest(out)
     rows = collect(out, manifest)
     write_csv(out / RESULTS, rows, RESULT_FIELDS)
-    summary = mark_tied_best(add_intervals(out, summarize(rows), rows))
+    summary = mark_tied_best(out, add_intervals(out, summarize(rows), rows), rows)
     write_csv(out / SUMMARY, summary)
     units = manifest["models"][manifest["model"]]["units"]["path"]
     st = paired_stats(out, rows, "dice", units)

@@ -87,6 +87,46 @@ def require_installed_backend(prog: str) -> None:
     raise SystemExit(2)
 
 
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Send the process's file descriptor 2 to /dev/null for the block: TensorFlow 2.21
+    writes its absl / oneDNN start-up notices there from C++, where neither
+    ``TF_CPP_MIN_LOG_LEVEL`` nor Python's ``sys.stderr`` reaches. A Python exception
+    raised inside still reaches the user: the descriptor is restored before it propagates."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def import_backend(verbose: bool = False) -> str:
+    """Import Keras and its backend once, at a command's start, and return the backend's
+    name. Unless ``verbose``, the backend's start-up notices (TensorFlow: "All log messages
+    before absl::InitializeLog()", "oneDNN custom operations are on", CUDA probing) are not
+    shown; ``TF_CPP_MIN_LOG_LEVEL`` is set to 3 unless the user set it, which also quiets
+    TensorFlow's later C++ notices.
+
+    Examples:
+        >>> import_backend()          # doctest: +SKIP
+        'tensorflow'
+    """
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    module = BACKEND_MODULES.get(configured_backend(), configured_backend())
+    with (contextlib.nullcontext() if verbose else _stderr_silenced()):
+        if module == "tensorflow":
+            import tensorflow  # noqa: F401  (its notices are printed at import)
+        import keras
+    return keras.backend.backend()
+
+
 def backend() -> str:
     """Keras' backend: ``tensorflow`` (every trainer), ``jax`` or ``torch`` (Keras' own)."""
     import keras
@@ -427,6 +467,43 @@ class EpochTimer:
                     logs["seconds"] = self.times[-1]
 
         return _Timer()
+
+
+#: any value: no progress bars (set in shard processes, whose parent shows progress, and tests)
+NO_PROGRESS_ENV = "UNET_FT_NO_PROGRESS"
+
+
+def progress_wanted(progress: bool = True) -> bool:
+    """Whether to draw a progress bar: asked for and not switched off by ``UNET_FT_NO_PROGRESS``."""
+    return bool(progress) and not os.environ.get(NO_PROGRESS_ENV)
+
+
+def epoch_progress(epochs: int, images: int, desc: str = "pretraining", initial: int = 0):
+    """A Keras callback drawing one tqdm bar over ``epochs``: loss, validation loss and
+    training images per second of the last epoch, and the time left (from the epochs so far).
+    ``initial``: epochs already done (a resumed training)."""
+    import keras
+    from tqdm.auto import tqdm
+
+    class _Bar(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.bar = tqdm(total=epochs, initial=initial, desc=desc, unit="epoch")
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            seconds = max(time.perf_counter() - self._t, 1e-9)
+            post = {k: f"{float(logs[k]):.4f}" for k in ("loss", "val_loss") if k in logs}
+            post["images/s"] = f"{images / seconds:.1f}"
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.update(1)
+
+        def on_train_end(self, logs=None):
+            self.bar.close()
+
+    return _Bar()
 
 
 TENSORBOARD_HINT = "pip install 'keras-unet-ft[tensorboard]'"

@@ -48,11 +48,11 @@ from .model import build_from_config, model_config
 from .plans import BASELINES, Plan, all_layers_plan, group_plans, plan_set
 from .pretrain import pretrained_weights_by_kind
 from .provenance import write_provenance
-from .runtime import configure_cpu_threads, get_strategy, require_tensorboard, resolve_precision
+from .runtime import (NO_PROGRESS_ENV, configure_cpu_threads, get_strategy, require_tensorboard,
+                      resolve_precision)
 from .vunet import resolve_encoder_weights
 
 log = logging.getLogger("keras_unet_ft")
-NO_PROGRESS_ENV = "UNET_FT_NO_PROGRESS"   # set in shard processes: the parent shows progress
 
 
 # ---------------------------------------------------------------------------

@@ -53,12 +53,12 @@ HANDMADE_DICE = {
 }
 
 
-def make_handmade_results(out, failed=(), missing=()):
+def make_handmade_results(out, failed=(), missing=(), dice=None):
     """A results folder as the study writes it, with the numbers of ``HANDMADE_DICE``.
 
     Plans: ``contracting`` (alias ``contracting:blocks``), ``expanding``, ``none``;
     target ``sim_bus``, 2 folds. ``failed`` runs get status failed, ``missing`` no
-    summary at all (not finished yet).
+    summary at all (not finished yet). ``dice``: other per-image Dice values, same keys.
     """
     import json
     import pathlib
@@ -67,6 +67,7 @@ def make_handmade_results(out, failed=(), missing=()):
     from keras_unet_ft.io import write_csv
     from keras_unet_ft.layout import RunSpec, write_manifest
 
+    dice_of = dice
     out = pathlib.Path(out)
     cfg = load_config("smoke", {"data.targets": "sim_bus"})
     (out).mkdir(parents=True, exist_ok=True)
@@ -101,7 +102,7 @@ def make_handmade_results(out, failed=(), missing=()):
                 "status": "failed", "target": r.target, "fold": r.fold, "plan": r.plan,
                 "aliases": r.aliases, "reason": "FloatingPointError: diverged"}))
             continue
-        dice = HANDMADE_DICE[(r.plan, r.fold)]
+        dice = (dice_of or HANDMADE_DICE)[(r.plan, r.fold)]
         write_csv(d / "per_image.csv", [{"id": i, "dice": v, "pixel_error": 10 * (1 - v),
                                          "adjusted_rand": v - 0.05}
                                         for i, v in zip(ids[r.fold], dice)])

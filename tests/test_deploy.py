@@ -111,6 +111,37 @@ def test_export_savedmodel_and_tflite(tuned, tmp_path):
         deploy.export_model(tuned, "savedmodel", tmp_path / "sm")
 
 
+def test_tflite_export_of_a_bf16_trained_model(tmp_path):
+    """A model trained under ``mixed_bfloat16`` (precision auto on an AMX CPU) exports to
+    TFLite, which has no bf16 convolution, and the file computes what the model computes."""
+    import keras
+    import tensorflow as tf
+
+    from keras_unet_ft.model import build_unet
+
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 32, 32, 1)).astype("float32")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        net = build_unet((32, 32, 1), base_filters=4, depth=2)
+        net.compile("adam", "binary_crossentropy")
+        net.fit(x, (x > 0.5).astype("float32"), epochs=1, batch_size=2, verbose=0)
+        assert net.get_layer("enc1_conv1").dtype_policy.name == "mixed_bfloat16"
+        net.save(tmp_path / "model.keras")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    lite = deploy.export_model(tmp_path / "model.keras", "tflite", tmp_path / "m.tflite")
+    interpreter = tf.lite.Interpreter(model_path=str(lite))
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], [1, 32, 32, 1])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x[:1])
+    interpreter.invoke()
+    y_lite = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    y_keras = deploy.as_float32(deploy.load_model(tmp_path / "model.keras")).predict(x[:1], verbose=0)
+    np.testing.assert_allclose(y_lite, y_keras, atol=1e-4)
+    assert deploy.export_model(tmp_path / "model.keras", "savedmodel", tmp_path / "sm").is_dir()
+
+
 @pytest.mark.parametrize("args, message", [
     (["predict", "{missing}", "{images}", "--out", "{tmp}"], "not found"),
     (["predict", "{study}", "{images}", "--out", "{tmp}"], "is a study folder: give one run"),

@@ -134,14 +134,32 @@ def test_nested_selection_picks_on_the_inner_split_and_scores_on_the_outer_fold(
     assert (out / "nested.csv").exists() and (out / "nested_summary.csv").exists()
 
 
-def test_tied_best_marks_plans_whose_interval_overlaps_the_best(tmp_path):
+def test_tied_best_marks_plans_not_shown_worse_than_the_best(tmp_path):
     out = make_handmade_results(tmp_path / "r")
     summary = {r["plan"]: r for r in write_tables(out)["summary.csv"]}
     assert summary["contracting"]["best"] == 1
     assert summary["expanding"]["best"] == 0
-    # contracting [0.75, 0.9] vs expanding [0.5, 0.7]: no overlap; baselines never count
+    # contracting is 0.2 above expanding on every image; baselines never count as tied
     assert summary["expanding"]["tied_best"] == 0 and summary["none"]["tied_best"] == 0
+    assert summary["expanding"]["best_minus_dice"] == pytest.approx(0.225)
     assert summary["contracting:blocks"]["tied_best"] == 1
+
+
+@pytest.mark.parametrize("shift, tied", [
+    (0.02, 0),     # the plans' own intervals overlap, yet every image is 0.02 worse: not tied
+    (0.0, 1),      # the same scores: tied
+])
+def test_tied_best_is_decided_by_the_paired_interval(tmp_path, shift, tied):
+    spread = {("contracting", 0): [0.9, 0.3], ("contracting", 1): [0.8, 0.2],
+              ("none", 0): [0.1, 0.1], ("none", 1): [0.1, 0.1]}
+    spread.update({("expanding", f): [v - shift for v in spread[("contracting", f)]]
+                   for f in (0, 1)})
+    out = make_handmade_results(tmp_path / "r", dice=spread)
+    summary = {r["plan"]: r for r in write_tables(out)["summary.csv"]}
+    c, e = summary["contracting"], summary["expanding"]
+    assert e["dice_ci_high"] >= c["dice_ci_low"]          # the plans' intervals overlap
+    assert e["tied_best"] == tied
+    assert e["best_minus_dice_ci_low"] == pytest.approx(shift, abs=1e-9)
 
 
 def test_repeats_pair_images_within_each_repeat(tmp_path):
