@@ -32,7 +32,7 @@ from .layout import (RESULTS, SIZES_SUMMARY, SUMMARY, folds_of, load_config_of,
 from .layout import figures_dir as _figures_dir
 from .metrics import dice as dice_score
 from .plans import Plan, all_layers_plan
-from .results import per_image
+from .results import epoch_seconds_key, per_image
 
 log = logging.getLogger("keras_unet_ft")
 MAX_AM_STEPS_ENV = "UNET_FT_MAX_AM_STEPS"   # caps activation-maximization steps (tests)
@@ -453,9 +453,9 @@ def fig_training_time(out) -> Optional[pathlib.Path]:
     fig, axes = plt.subplots(len(targets), 1, figsize=(11, 3.2 * len(targets)), squeeze=False)
     for ax, t in zip(axes[:, 0], targets):
         rows = [r for r in S if r["target"] == t]
-        # the steady state where runs recorded it (Keras' fit compiles in a first epoch)
-        steady = all(_f(r.get("steady_seconds_per_epoch")) > 0 for r in rows)
-        key = "steady_seconds_per_epoch" if steady else "seconds_per_epoch"
+        # the same seconds as REPORT.md's table: the steady state where runs recorded it
+        key = epoch_seconds_key(rows)
+        steady = key == "steady_seconds_per_epoch"
         ax.bar(range(len(rows)), [_f(r[key]) for r in rows], color="tab:gray")
         ax.set_xticks(range(len(rows)), [r["plan"] for r in rows], rotation=60, ha="right",
                       fontsize=7)

@@ -20,7 +20,8 @@ from .io import atomic_write_text, read_csv, read_json
 from .layout import (CONFIG, NESTED_SUMMARY, REPORT, RESULTS, SIZES_SUMMARY, STATS, SUMMARY,
                      figures_dir,
                      pretrained_dir, read_manifest, splits_file)
-from .plans import BASELINES, METHOD_KINDS, UNIT_KINDS, Plan, all_layers_plan
+from .plans import METHOD_KINDS, UNIT_KINDS, Plan, all_layers_plan
+from .results import epoch_seconds_key, recommendation
 from .references import CHENG, CHENG_TEST, PAPER, PAPER_CONTRACTING_RATIO, PAPER_DATA
 
 CLOSE_DICE = 0.03   # "close" curves / scores on X-ray (the paper's Fig. 4 spread)
@@ -73,6 +74,43 @@ def _ci_verdict(row, a="A", b="B") -> str:
     if v == "tied":
         return f"tied (the difference lies in {_ci(row)})"
     return _verdict(float(row.get("diff", "nan") or "nan"), row.get("images_wilcoxon_p"))
+
+
+def _bounds(row):
+    """The (low, high) of a stats row's interval, or None."""
+    try:
+        lo, hi = float(row["ci_low"]), float(row["ci_high"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None
+
+
+def _within_margin(diff: float, row, margin: float = CLOSE_DICE):
+    """Equivalence within ``±margin``: decided by the 95 % interval of the difference when
+    the row has one (all of it inside the margin), else by the difference itself. Returns
+    ``(ok, words saying how)``."""
+    b = _bounds(row)
+    if b is None:
+        return abs(diff) < margin, f"|difference| {abs(diff):.3f}, no interval"
+    inside = -margin < b[0] and b[1] < margin
+    return inside, (f"95 % interval {_ci(row)} "
+                    + ("inside" if inside else "reaches beyond") + f" ±{margin}")
+
+
+def _compare_words(a: float, b: float, row) -> str:
+    """"higher Dice" / "lower Dice" only when the paired interval says so; otherwise that the
+    two cannot be told apart (or are equal to three decimals)."""
+    v = row.get("verdict") if row else None
+    if v == "yes":
+        return f"higher Dice ({a:.3f} vs {b:.3f}, 95 % interval of the difference {_ci(row)})"
+    if v == "no":
+        return f"lower Dice ({a:.3f} vs {b:.3f}, 95 % interval of the difference {_ci(row)})"
+    if v == "tied":
+        return (f"a Dice not told apart from the other's ({a:.3f} vs {b:.3f}; the 95 % interval of "
+                f"the difference, {_ci(row)}, holds 0)")
+    if f"{a:.3f}" == f"{b:.3f}":
+        return f"the same Dice to three decimals ({a:.3f})"
+    return f"{'higher' if a > b else 'lower'} Dice ({a:.3f} vs {b:.3f}; no interval)"
 
 
 def _f(x, nd=3) -> str:
@@ -156,41 +194,49 @@ def findings(target: str, modality: str, S: Dict[str, dict], stats: List[dict],
                        f"comparisons: {_p(pair.get('images_wilcoxon_p_holm'))}), "
                        f"over folds p = {_p(pair.get('folds_t_p'))}.")
         elif modality == "xray":
-            ok = abs(c - e) < CLOSE_DICE
-            out.append(f"Contracting ≈ expanding on {target} (paper, chest X-ray: 0.98 vs 0.98): "
-                       f"**{'yes' if ok else 'no'}**, Dice {c:.3f} vs {e:.3f} "
-                       f"(|difference| {abs(c - e):.3f}, threshold {CLOSE_DICE}; 95 % interval "
-                       f"of the difference {_ci(pair)}), "
-                       f"p = {_p(pair.get('images_t_p'))}.")
+            ok, how = _within_margin(c - e, pair)
+            out.append(f"Contracting ≈ expanding on {target} (paper, chest X-ray: 0.98 vs 0.98), "
+                       f"equivalent within a margin of ±{CLOSE_DICE} Dice: **{'yes' if ok else 'no'}**"
+                       f", Dice {c:.3f} vs {e:.3f} (difference {c - e:+.3f}; {how}), "
+                       f"paired t-test over images p = {_p(pair.get('images_t_p'))}.")
         tc = S["contracting"].get("trainable_params")
         te = S["expanding"].get("trainable_params")
         if tc and te:
             ratio = float(tc) / float(te)
             out.append(f"The contracting part has {ratio:.2f}x the expanding part's parameters "
                        f"(paper: 'almost half', {PAPER_CONTRACTING_RATIO}), and fine-tuning it "
-                       f"gives "
-                       f"{'higher' if c > e else 'lower' if c < e else 'equal'} Dice "
-                       f"({c:.3f} vs {e:.3f}).")
+                       f"gives {_compare_words(c, e, pair)}.")
     ks = [k for k in _units(list(S.values()), "shallow_to_deep:")
           if f"deep_to_shallow:{k}" in S]
     ks = [k for k in ks if k < units]  # K = N is 'all' for both (absent from some plan sets)
     if ks:
         diffs = [dice(f"shallow_to_deep:{k}") - dice(f"deep_to_shallow:{k}") for k in ks]
-        above = sum(d > 0 for d in diffs)
+        above_k = [k for k, d in zip(ks, diffs) if d > 0]
+        above = len(above_k)
         mean_diff = sum(diffs) / len(diffs)
+        sig = [k for k in ks if st.get((f"shallow_to_deep:{k}", f"deep_to_shallow:{k}"),
+                                       {}).get("verdict") == "yes"]
+        where = (f"above at {above} of {len(ks)} points"
+                 + (f" (K = {', '.join(map(str, above_k))})" if above_k else "")
+                 + (f", significantly (paired interval above 0) at K = {', '.join(map(str, sig))}"
+                    if sig else ""))
         if modality == "ultrasound":
-            ok = above > len(ks) / 2 and mean_diff > MIN_DIFF
+            many, far = above > len(ks) / 2, mean_diff >= MIN_DIFF
+            ok = many and far
+            why = ("" if ok else " — not above at more than half of the points"
+                   if not many else f" — the mean difference is below +{MIN_DIFF}")
             out.append(f"Shallow→deep curve above deep→shallow on {target} (paper, Fig. 4, "
-                       f"breast US): **{'yes' if ok else 'no'}**, above at {above} of {len(ks)} "
-                       f"points (K = {', '.join(map(str, ks))}), mean Dice difference "
-                       f"{mean_diff:+.3f}.")
+                       f"breast US; decided: above at more than half of the K = "
+                       f"{', '.join(map(str, ks))} and a mean Dice difference of at least "
+                       f"+{MIN_DIFF}): **{'yes' if ok else 'no'}**{why}: {where}, mean "
+                       f"difference {mean_diff:+.3f}.")
         elif modality == "xray":
             mad = sum(abs(d) for d in diffs) / len(diffs)
             ok = mad < CLOSE_DICE
             out.append(f"Shallow→deep and deep→shallow curves close on {target} (paper, Fig. 4, "
-                       f"X-ray): **{'yes' if ok else 'no'}**, mean |difference| {mad:.3f} "
-                       f"(threshold {CLOSE_DICE}), shallow→deep above at {above} of {len(ks)} "
-                       f"points.")
+                       f"X-ray), within a margin of ±{CLOSE_DICE} Dice on average: "
+                       f"**{'yes' if ok else 'no'}**, mean |difference| {mad:.3f} over K = "
+                       f"{', '.join(map(str, ks))}; shallow→deep {where}.")
     block_plans = [p for p in S if p.startswith(("shallow_to_deep:", "deep_to_shallow:"))
                    and not p.endswith("@level") and not math.isnan(dice(p))]
     if "deep_to_shallow:1" in S and len(block_plans) > 2:
@@ -208,20 +254,14 @@ def findings(target: str, modality: str, S: Dict[str, dict], stats: List[dict],
                    "**not measured** - this study used the masked trainer, where every plan "
                    "computes all gradients (one traced step for all plans); run with "
                    "`--set study.trainer=auto` (the selective trainer) to time plans.")
-    elif full and "shallow_to_deep:1" in S and trainer == "keras" and all(
-            float(S[p].get("images_per_second") or "nan") > 0 for p in ("shallow_to_deep:1", full)):
-        # Keras' fit compiles in the first epoch of a trainable set's first run: steady state
-        a = float(S["shallow_to_deep:1"]["images_per_second"])
-        b = float(S[full]["images_per_second"])
-        out.append(f"Fine-tuning the shallowest block is faster than the whole network "
-                   f"(TUFFC): **{'yes' if a > b else 'no'}**, {a:.1f} vs {b:.1f} training "
-                   f"images per second ({a / b:.2f}x; Keras' fit, median epoch after the "
-                   f"first, which holds the compilation).")
     elif full and "shallow_to_deep:1" in S:
-        a = float(S["shallow_to_deep:1"]["seconds_per_epoch"] or "nan")
-        b = float(S[full]["seconds_per_epoch"] or "nan")
+        key = epoch_seconds_key(list(S.values()))   # the table's and training_time.png's
+        a = float(S["shallow_to_deep:1"].get(key) or "nan")
+        b = float(S[full].get(key) or "nan")
         if a > 0 and b > 0:
-            how = ("selective trainer, epoch times without the one-off trace"
+            how = ("median epoch after the first, which holds the tracing / compiling"
+                   if key == "steady_seconds_per_epoch" else
+                   "selective trainer, epoch times without the one-off trace"
                    if trainer == "selective" else
                    "Keras' fit: each run's first epoch includes its retrace")
             out.append(f"Fine-tuning the shallowest block is faster than the whole network "
@@ -363,23 +403,37 @@ def _repeats(cfg: dict) -> str:
         if n > 1 else ""
 
 
+def no_recommendation(target: str, rec: dict) -> str:
+    """The sentence that replaces a recommendation when the best plan is not shown better than
+    a baseline (``none``: the pretrained net untouched; ``scratch``)."""
+    what = " nor than ".join(
+        f"{b} (best − {b}: {d:+.3f}" + (f", 95 % interval [{lo:+.3f}, {hi:+.3f}])"
+                                        if math.isfinite(lo) else ", no paired images)")
+        for b, d, lo, hi in rec["not_better_than"])
+    return (f"**No plan is recommended for {target}**: the best fine-tuning plan, "
+            f"{rec['best']} (Dice {_f(rec['mean'])}), is not shown better than {what}. The "
+            f"fine-tuned nets learned nothing the baseline lacks, so the ranking of plans says "
+            f"nothing about which layers to fine-tune.")
+
+
 def choice_section(S: Dict[str, dict], nested: List[dict], target: str) -> List[str]:
     """Which plan to pick: the best, the plans tied with it, and (``study.nested``) the
     honest estimate of picking the best."""
-    best = next((r for r in S.values() if str(r.get("best")) == "1"), None)
-    if best is None:
+    rec = recommendation(list(S.values()), target)
+    if rec is None:
         return []
-    same = [p for p, r in S.items() if r is not best and r["trained_as"] == best["trained_as"]]
-    n_other = sum(p.split("/")[-1] not in BASELINES for p in S) - 1 - len(same)
-    tied = [p for p, r in S.items() if str(r.get("tied_best")) == "1" and r is not best
-            and p not in same]
-    L = ["### Which plan?", "",
-         f"Best on the held-out images: **{best['plan']}**"
-         + (f" (= {', '.join(same)}, the same layers)" if same else "")
-         + f", Dice {_f(best['dice_images_mean'])} {_plan_ci(best)}. "
-         + (f"Plans whose 95 % interval overlaps the best's, so not shown to be worse: "
-            f"{', '.join(tied)} ({len(tied)} of {n_other})." if tied else
-            "No other plan's 95 % interval overlaps the best's.")]
+    L = ["### Which plan?", ""]
+    same = f" (= {', '.join(rec['same'])}, the same layers)" if rec["same"] else ""
+    ci = f"[{_f(rec['ci_low'])}, {_f(rec['ci_high'])}]"
+    if rec["not_better_than"]:
+        L += [no_recommendation(target, rec)]
+    else:
+        n_other = rec["candidates"] - 1 - len(rec["same"])
+        L += [f"Best on the held-out images: **{rec['best']}**{same}, Dice {_f(rec['mean'])} {ci}. "
+              + (f"Plans not shown to be worse (the paired 95 % interval of best − plan holds "
+                 f"0): {', '.join(rec['tied'])} ({len(rec['tied'])} of {n_other})."
+                 if rec["tied"] else
+                 "Every other plan is worse by the paired 95 % interval of best − plan.")]
     nest = next((r for r in nested if r["target"] == target), None)
     if nest:
         L += ["", f"Nested selection (the plan best on an inner split of each outer training "
@@ -396,6 +450,53 @@ def choice_section(S: Dict[str, dict], nested: List[dict], target: str) -> List[
     else:
         L += ["", "The best plan is chosen on the test folds themselves, so its Dice is "
                   "optimistic; `--set study.nested=true` adds the nested (honest) estimate."]
+    return L + [""]
+
+
+#: a profile whose nets are too small to learn: its report checks the pipeline, nothing more
+TOO_SMALL_TO_LEARN = ("smoke",)
+
+
+def top_notes(cfg: dict, summary: List[dict]) -> List[str]:
+    """What a reader must know before any number: a profile too small to learn, and every
+    target whose best plan is not shown better than a baseline (no recommendation)."""
+    L = []
+    if cfg.get("profile") in TOO_SMALL_TO_LEARN:
+        m, f = cfg["model"], cfg["finetune"]
+        L += [f"**The {cfg['profile']} profile checks that the pipeline runs; its nets are too "
+              f"small to learn** ({m['size']}×{m['size']} px, base {m['base_filters']} filters, "
+              f"{f['epochs']} fine-tuning epochs): its numbers and verdicts say nothing about "
+              "which layers to fine-tune. Run the `quick` profile (or larger) for an answer.", ""]
+    for target in dict.fromkeys(r["target"] for r in summary):
+        rec = recommendation(summary, target)
+        if rec and rec["not_better_than"]:
+            L += [no_recommendation(target, rec), ""]
+    return L
+
+
+def plans_table(S: Dict[str, dict]) -> List[str]:
+    """The "All plans" table of one target. "trained as" appears only when some plan was
+    trained as another (the same layers); seconds per epoch are the ones training_time.png
+    shows (:func:`keras_unet_ft.results.epoch_seconds_key`)."""
+    key = epoch_seconds_key(list(S.values()))
+    alias = any(r["trained_as"] != p for p, r in S.items())
+    head = (["plan"] + (["trained as"] if alias else [])
+            + ["folds ok", "Dice", "Dice 95 % CI (images)", "pixel error %", "adj. Rand",
+               "HD95 px", "HD95 % diag.", "trainable params",
+               "s / epoch" + (" (median after the 1st)" if key == "steady_seconds_per_epoch"
+                              else ""), "train s"])
+    L = ["### All plans", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p, r in S.items():
+        folds = f"{r['folds_ok']}/{int(r['folds_ok']) + int(r['folds_failed'])}"
+        cells = [p] + ([r["trained_as"] if r["trained_as"] != p else "-"] if alias else [])
+        if r["trainable_params"] in ("", None):
+            cells += [folds] + ["-"] * (len(head) - len(cells) - 1)
+        else:
+            cells += [folds, _pm(r, "dice"), _plan_ci(r), _pm(r, "pixel_error", 2),
+                      _pm(r, "adjusted_rand"), _pm(r, "hd95", 1), _pm(r, "hd95_percent", 1),
+                      f"{int(float(r['trainable_params'])):,}", _f(r.get(key), 2),
+                      _f(r["train_seconds"], 1)]
+        L.append("| " + " | ".join(cells) + " |")
     return L + [""]
 
 
@@ -420,6 +521,7 @@ def write_report(out) -> pathlib.Path:
           f"training images per fold, {cfg['finetune']['epochs']} fine-tuning epochs; precision "
           f"{prov.get('precision')}; git {prov.get('git_revision') or 'unknown'}; written "
           f"{prov.get('written')}.", ""]
+    L += top_notes(cfg, summary)
     L += ["Every number below is computed from the files of this folder (results.csv, "
           "summary.csv, stats.csv). Dice, adjusted Rand and HD95 (95th-percentile Hausdorff "
           "distance; the image diagonal when nothing is predicted) are means over held-out "
@@ -469,20 +571,7 @@ def write_report(out) -> pathlib.Path:
             L += ["### Findings of the paper, checked on this run", ""] + [f"- {s}" for s in F] + [""]
             all_findings += F
         L += choice_section(S, nested, target)
-        L += ["### All plans", "",
-              "| plan | trained as | folds ok | Dice | Dice 95 % CI (images) | pixel error % "
-              "| adj. Rand | HD95 px | HD95 % diag. | trainable params | s / epoch | train s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for p, r in S.items():
-            L.append(f"| {p} | {r['trained_as'] if r['trained_as'] != p else ''} | "
-                     f"{r['folds_ok']}/{int(r['folds_ok']) + int(r['folds_failed'])} | "
-                     f"{_pm(r, 'dice')} | {_plan_ci(r)} | {_pm(r, 'pixel_error', 2)} | "
-                     f"{_pm(r, 'adjusted_rand')} | {_pm(r, 'hd95', 1)} | {_pm(r, 'hd95_percent', 1)} | "
-                     f"{int(float(r['trainable_params'])):,} | {_f(r['seconds_per_epoch'], 2)} | "
-                     f"{_f(r['train_seconds'], 1)} |" if r["trainable_params"] not in ("", None)
-                     else f"| {p} | | {r['folds_ok']}/{int(r['folds_ok']) + int(r['folds_failed'])}"
-                     f" | - | - | - | - | - | - | - | - | - |")
-        L.append("")
+        L += plans_table(S)
         L += methods_section(S, stats, target)
         empties = [(p, r) for p, r in S.items()
                    if r.get("n_empty") not in ("", None) and int(float(r["n_empty"])) > 0]

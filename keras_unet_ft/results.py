@@ -227,6 +227,16 @@ def paired_stats(out, rows: List[dict], metric: str = "dice", units: int = 9) ->
     return result
 
 
+def epoch_seconds_key(rows: List[dict]) -> str:
+    """The seconds-per-epoch column that REPORT.md's table, its speed finding and
+    ``training_time.png`` all show for these summary rows: ``steady_seconds_per_epoch`` (the
+    median epoch after the first, which holds tracing / compiling) where every row has it,
+    else ``seconds_per_epoch`` (the mean epoch)."""
+    rows = [r for r in rows if r["plan"].split("/")[-1] != "none"]
+    steady = bool(rows) and all(_num(r.get("steady_seconds_per_epoch")) > 0 for r in rows)
+    return "steady_seconds_per_epoch" if steady else "seconds_per_epoch"
+
+
 def _image_scores(out, rows: List[dict], target: str, plan: str, metric: str) -> Dict[tuple, float]:
     """``{(repeat/fold, image id): score}`` over the ok runs of ``plan`` on ``target``."""
     scores = {}
@@ -271,6 +281,39 @@ def mark_tied_best(out, summary: List[dict], rows: List[dict], metric: str = "di
             r[f"best_minus_{metric}_ci_low"], r[f"best_minus_{metric}_ci_high"] = lo, hi
             r["tied_best"] = int(r in cand and np.isfinite(lo) and lo <= 0.0)
     return summary
+
+
+def recommendation(summary: List[dict], target: str, metric: str = "dice") -> Optional[dict]:
+    """What the study recommends for ``target``, read from summary rows (as written or as read
+    back from summary.csv): ``{"best", "mean", "ci_low", "ci_high", "same" (plans trained as
+    the best), "tied" (plans not shown worse), "not_better_than"}``; ``not_better_than`` lists
+    the baselines (``none``, ``scratch``) the best plan is not shown better than by the paired
+    interval of best − baseline (``[(baseline, diff, low, high)]``): when it is not empty the
+    fine-tuned nets learned nothing the baseline lacks and no plan is to be recommended.
+    None when the target has no best plan (every run failed)."""
+    S = [r for r in summary if r["target"] == target]
+    best = next((r for r in S if str(r.get("best")) == "1"), None)
+    if best is None:
+        return None
+    same = [r["plan"] for r in S if r is not best and r["trained_as"] == best["trained_as"]]
+    tied = [r["plan"] for r in S if str(r.get("tied_best")) == "1" and r is not best
+            and r["plan"] not in same]
+    worse = []
+    for r in S:
+        if r["plan"].split("/")[-1] not in BASELINES:
+            continue
+        d, lo, hi = (_num(r.get(f"best_minus_{metric}{x}")) for x in ("", "_ci_low", "_ci_high"))
+        if not np.isfinite(lo):   # no paired images: the means decide, with the same margin
+            d = _num(best.get(f"{metric}_images_mean")) - _num(r.get(f"{metric}_images_mean"))
+            if np.isfinite(d) and d <= 0:
+                worse.append((r["plan"], d, math.nan, math.nan))
+        elif lo <= 0:
+            worse.append((r["plan"], d, lo, hi))
+    return {"best": best["plan"], "mean": _num(best.get(f"{metric}_images_mean")),
+            "ci_low": _num(best.get(f"{metric}_ci_low")),
+            "ci_high": _num(best.get(f"{metric}_ci_high")),
+            "same": same, "tied": tied, "not_better_than": worse,
+            "candidates": sum(r["plan"].split("/")[-1] not in BASELINES for r in S)}
 
 
 def nested_selection(out, rows: List[dict], inner_rows: List[dict], metric: str = "dice"

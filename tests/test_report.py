@@ -41,7 +41,7 @@ def test_failed_run_listed_and_kept_out(tmp_path):
     write_tables(out)
     text = write_report(out).read_text()
     assert "- sim_bus / expanding / fold 1: FloatingPointError: diverged" in text
-    assert "| expanding |  | 1/2 | 0.650 ± 0.000 |" in text
+    assert "| expanding | - | 1/2 | 0.650 ± 0.000 |" in text
 
 
 def _S(**dice):
@@ -51,9 +51,12 @@ def _S(**dice):
 
 @pytest.mark.parametrize("modality, S, units, expected", [
     ("xray", _S(contracting=0.97, expanding=0.96), 9,
-     "Contracting ≈ expanding on t (paper, chest X-ray: 0.98 vs 0.98): **yes**"),
+     "Contracting ≈ expanding on t (paper, chest X-ray: 0.98 vs 0.98), equivalent within a "
+     "margin of ±0.03 Dice: **yes**, Dice 0.970 vs 0.960 (difference +0.010; |difference| "
+     "0.010, no interval)"),
     ("xray", _S(contracting=0.97, expanding=0.90), 9,
-     "Contracting ≈ expanding on t (paper, chest X-ray: 0.98 vs 0.98): **no**"),
+     "Contracting ≈ expanding on t (paper, chest X-ray: 0.98 vs 0.98), equivalent within a "
+     "margin of ±0.03 Dice: **no**"),
     ("ultrasound", _S(contracting=0.70, expanding=0.80), 9,
      "Contracting > expanding on t (paper, breast US: 0.80 vs 0.72): **no**"),
     # the all-layers plan follows the model: 7 blocks at depth 3
@@ -63,30 +66,51 @@ def _S(**dice):
     ("ultrasound", _S(**{"shallow_to_deep:1": 0.8, "shallow_to_deep:2": 0.85,
                          "deep_to_shallow:1": 0.6, "deep_to_shallow:2": 0.7,
                          "shallow_to_deep:3": 0.9, "deep_to_shallow:3": 0.9}), 3,
-     "Shallow→deep curve above deep→shallow on t (paper, Fig. 4, breast US): **yes**, above at "
-     "2 of 2 points (K = 1, 2), mean Dice difference +0.175."),
+     "Shallow→deep curve above deep→shallow on t (paper, Fig. 4, breast US; decided: above at "
+     "more than half of the K = 1, 2 and a mean Dice difference of at least +0.01): **yes**: "
+     "above at 2 of 2 points (K = 1, 2), mean difference +0.175."),
     # the faithful plan set stops at K = 7 of 9: every K is a point of the curves
     ("ultrasound", _S(**{"shallow_to_deep:1": 0.2, "deep_to_shallow:1": 0.1,
                          "shallow_to_deep:3": 0.6, "deep_to_shallow:3": 0.7,
                          "shallow_to_deep:7": 0.9, "deep_to_shallow:7": 0.8}), 9,
-     "above at 2 of 3 points (K = 1, 3, 7), mean Dice difference +0.033."),
+     "**yes**: above at 2 of 3 points (K = 1, 7), mean difference +0.033."),
+    # REPORT.md once said "no, above at 2 of 2 points": the rule's failing part is named
+    ("ultrasound", _S(**{"shallow_to_deep:1": 0.112, "deep_to_shallow:1": 0.110,
+                         "shallow_to_deep:5": 0.112, "deep_to_shallow:5": 0.108}), 9,
+     "**no** — the mean difference is below +0.01: above at 2 of 2 points (K = 1, 5), mean "
+     "difference +0.003."),
+    # "above at 1 of 8 points (K = 1, 2, ..., 8)" listed every K: only those above are listed
+    ("ultrasound", _S(**{**{f"shallow_to_deep:{k}": 0.5 for k in range(1, 9)},
+                         **{f"deep_to_shallow:{k}": 0.6 for k in range(1, 9)},
+                         "shallow_to_deep:3": 0.7}), 9,
+     "**no** — not above at more than half of the points: above at 1 of 8 points (K = 3), "),
+    ("ultrasound", _S(**{"shallow_to_deep:1": 0.5, "deep_to_shallow:1": 0.6}), 9,
+     "**no** — not above at more than half of the points: above at 0 of 1 points, mean"),
+    ("xray", _S(**{"shallow_to_deep:1": 0.95, "deep_to_shallow:1": 0.94}), 9,
+     "Shallow→deep and deep→shallow curves close on t (paper, Fig. 4, X-ray), within a margin "
+     "of ±0.03 Dice on average: **yes**, mean |difference| 0.010 over K = 1; shallow→deep "
+     "above at 1 of 1 points (K = 1)."),
+    # "gives higher Dice (0.064 vs 0.064)": equal to three decimals is said as such
+    ("ultrasound", {p: {**r, "trainable_params": n} for (p, r), n in zip(
+        _S(contracting=0.0641, expanding=0.0639).items(), ("10", "20"))}, 9,
+     "and fine-tuning it gives the same Dice to three decimals (0.064)."),
 ])
 def test_findings_table(modality, S, units, expected):
     text = "\n".join(findings("t", modality, S, [], "keras", units))
     assert expected in text, text
 
 
-@pytest.mark.parametrize("trainer, ips, expected", [
-    # Keras' fit: steady-state images/s (each trainable set compiles in its first run only)
-    ("keras", ("40", "20"), "**yes**, 40.0 vs 20.0 training images per second (2.00x; Keras' fit"),
-    ("keras", ("10", "20"), "**no**, 10.0 vs 20.0 training images per second"),
-    # results without images/s (older versions): epoch times, retrace said
+@pytest.mark.parametrize("trainer, steady, expected", [
+    # the steady state (median epoch after the first, which compiles), as the table shows it
+    ("keras", ("0.5", "1.0"), "**yes**, 0.50 vs 1.00 s per epoch (2.00x; median epoch after"),
+    ("keras", ("2.0", "1.0"), "**no**, 2.00 vs 1.00 s per epoch"),
+    # results without a steady state (older versions): mean epoch times, retrace said
     ("keras", ("", ""), "1.00 vs 1.00 s per epoch (1.00x; Keras' fit: each run's first epoch"),
-    ("selective", ("40", "20"), "s per epoch (1.00x; selective trainer"),
+    ("selective", ("", ""), "s per epoch (1.00x; selective trainer"),
 ])
-def test_speed_finding_per_trainer(trainer, ips, expected):
+def test_speed_finding_per_trainer(trainer, steady, expected):
     S = _S(all=0.9, **{"shallow_to_deep:1": 0.8})
-    S["shallow_to_deep:1"]["images_per_second"], S["all"]["images_per_second"] = ips
+    S["shallow_to_deep:1"]["steady_seconds_per_epoch"], S["all"]["steady_seconds_per_epoch"] = steady
     text = "\n".join(findings("t", "ultrasound", S, [], trainer, 9))
     assert expected in text, text
 
@@ -115,3 +139,71 @@ def test_methods_section_names_both_comparisons():
     assert "| bitfit | 431 | 0.700 | all | 121,725 | 0.800 | -0.100 |" in text
     assert "contracting" not in text
     assert methods_section(S, stats[2:], "t") == []
+
+
+@pytest.mark.parametrize("lo, hi, expected", [
+    # REPORT.md once said "yes" with the interval [+0.009, +0.016] and never named a margin
+    ("0.009", "0.016", "**yes**, Dice 0.970 vs 0.958 (difference +0.012; 95 % interval "
+                       "[+0.009, +0.016] inside ±0.03)"),
+    ("0.010", "0.050", "**no**, Dice 0.970 vs 0.958 (difference +0.012; 95 % interval "
+                       "[+0.010, +0.050] reaches beyond ±0.03)"),
+])
+def test_xray_equivalence_is_decided_by_its_interval_and_margin(lo, hi, expected):
+    S = _S(contracting=0.970, expanding=0.958)
+    stats = [{"target": "t", "plan_a": "contracting", "plan_b": "expanding", "ci_low": lo,
+              "ci_high": hi, "verdict": "yes", "diff": "0.012"}]
+    text = "\n".join(findings("t", "xray", S, stats, "keras", 9))
+    assert "equivalent within a margin of ±0.03 Dice: " + expected in text, text
+
+
+@pytest.mark.parametrize("verdict, lo, hi, words", [
+    ("yes", "0.01", "0.02", "gives higher Dice (0.800 vs 0.700, 95 % interval of the difference"),
+    ("no", "-0.02", "-0.01", "gives lower Dice (0.800 vs 0.700"),
+    ("tied", "-0.1", "0.3", "gives a Dice not told apart from the other's (0.800 vs 0.700; the "
+                            "95 % interval of the difference, [-0.100, +0.300], holds 0)"),
+])
+def test_parameter_sentence_follows_the_paired_interval(verdict, lo, hi, words):
+    S = _S(contracting=0.8, expanding=0.7)
+    S["contracting"]["trainable_params"], S["expanding"]["trainable_params"] = "10", "20"
+    stats = [{"target": "t", "plan_a": "contracting", "plan_b": "expanding", "ci_low": lo,
+              "ci_high": hi, "verdict": verdict, "diff": "0.1"}]
+    text = "\n".join(findings("t", "ultrasound", S, stats, "keras", 9))
+    assert "The contracting part has 0.50x the expanding part's parameters" in text
+    assert words in text, text
+
+
+def test_no_trained_as_column_without_aliases(tmp_path):
+    from keras_unet_ft.report import plans_table
+
+    S = {p: {"plan": p, "trained_as": p, "folds_ok": "2", "folds_failed": "0",
+             "trainable_params": "5", "seconds_per_epoch": "2.33",
+             "steady_seconds_per_epoch": "0.15", "train_seconds": "1"} for p in ("a", "b")}
+    text = "\n".join(plans_table(S))
+    assert "trained as" not in text and "|  |" not in text
+    # the seconds training_time.png draws (the steady state), named in the header
+    assert "s / epoch (median after the 1st)" in text and "| 0.15 |" in text
+    assert "2.33" not in text
+
+
+def test_a_best_plan_no_better_than_the_pretrained_net_is_not_recommended(tmp_path):
+    """The smoke report once named a "best plan" among nets that learned nothing."""
+    flat = {("contracting", 0): [0.5, 0.5], ("contracting", 1): [0.25, 0.25],
+            ("expanding", 0): [0.4, 0.4], ("expanding", 1): [0.2, 0.2],
+            ("none", 0): [0.5, 0.5], ("none", 1): [0.25, 0.25]}
+    out = make_handmade_results(tmp_path / "r", dice=flat)
+    write_tables(out)
+    text = write_report(out).read_text()
+    top = text.split("Every number below")[0]
+    assert "**The smoke profile checks that the pipeline runs; its nets are too small" in top
+    assert ("**No plan is recommended for sim_bus**: the best fine-tuning plan, contracting "
+            "(Dice 0.375), is not shown better than none (best − none: +0.000, 95 % interval "
+            "[+0.000, +0.000])") in top
+    assert "Best on the held-out images" not in text
+
+
+def test_a_recommendation_names_the_plans_not_shown_worse(report_text):
+    assert ("Best on the held-out images: **contracting** (= contracting:blocks, the same "
+            "layers), Dice 0.825 [") in report_text
+    assert ("Every other plan is worse by the paired 95 % interval of best − plan."
+            in report_text)
+    assert "No plan is recommended" not in report_text
