@@ -22,7 +22,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import os  # noqa: E402
 
 from keras_unet_ft.cli import add_config_args, config_from_args, start_backend  # noqa: E402
-from keras_unet_ft.exitcodes import EXIT_BAD_INPUT  # noqa: E402
+from keras_unet_ft.exitcodes import EXIT_BAD_INPUT, EXIT_INCOMPLETE  # noqa: E402
 
 
 def resolve_jobs(jobs, sharded) -> int:
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     out = pathlib.Path(args.out or f"results/{cfg.profile}")
     t0 = time.time()
     start_backend("run_all", verbose=args.verbose)
-    from keras_unet_ft.pipeline import advise_all, outcome, run
+    from keras_unet_ft.pipeline import advise_all, closing_lines, outcome, run
 
     if args.advise:
         try:
@@ -101,8 +101,9 @@ def main(argv=None) -> int:
         print(f"run_all: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     code, message = outcome(out)
-    print(f"done in {time.time() - t0:.0f} s: {out / 'REPORT.md'}; {message}",
-          file=sys.stderr if code else sys.stdout)
+    print(f"done in {time.time() - t0:.0f} s; {message}", file=sys.stderr if code else sys.stdout)
+    if code != EXIT_INCOMPLETE:   # a partial grid has no tables to recommend from
+        print("\n".join(closing_lines(out)))
     return code
 
 

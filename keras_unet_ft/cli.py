@@ -300,7 +300,7 @@ def cmd_pretrain(args) -> int:
 
 def cmd_study(args) -> int:
     from .io import read_json
-    from .pipeline import outcome, run
+    from .pipeline import closing_lines, outcome, run
     from .runtime import set_threads
     from .study import run_study, slurm_shard
 
@@ -335,6 +335,8 @@ def cmd_study(args) -> int:
     code, message = outcome(out)
     print(f"results: {out} (REPORT.md, results.csv, summary.csv, stats.csv); {message}",
           file=sys.stderr if code else sys.stdout)
+    if code != EXIT_INCOMPLETE:
+        print("\n".join(closing_lines(out)))
     return code
 
 

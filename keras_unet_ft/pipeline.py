@@ -17,10 +17,11 @@ from .config import Config
 from .exitcodes import (EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK,  # noqa: F401
                         EXIT_RUNS_FAILED)
 from .figures import make_all_figures
-from .layout import load_config_of, target_slug
+from .io import read_csv
+from .layout import REPORT, SUMMARY, load_config_of, target_slug
 from .report import write_report
 from .pretrain import TimeUp, pretrained_weights_by_kind
-from .results import status_counts, write_tables
+from .results import recommendation, status_counts, write_tables
 from .runtime import resolve_precision
 from .study import run_study, run_study_parallel
 
@@ -51,6 +52,31 @@ def outcome(out) -> tuple:
 
 def _listing(counts) -> str:
     return ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+
+
+def closing_lines(out) -> list:
+    """The last words of ``run_all`` and ``unet-ft study``: per target the recommended plan
+    with the plans not shown worse (or why none is recommended), then where REPORT.md is.
+    Read from summary.csv, as REPORT.md's "Which plan?" is; empty when there is no table."""
+    out = pathlib.Path(out)
+    if not (out / SUMMARY).exists():
+        return []
+    summary = read_csv(out / SUMMARY)
+    lines = []
+    for target in dict.fromkeys(r["target"] for r in summary):
+        rec = recommendation(summary, target)
+        if rec is None:
+            lines.append(f"{target}: no plan finished ok")
+        elif rec["not_better_than"]:
+            base = ", ".join(b for b, *_ in rec["not_better_than"])
+            lines.append(f"{target}: no plan recommended - the best, {rec['best']} (Dice "
+                         f"{rec['mean']:.3f}), is not shown better than {base}")
+        else:
+            tied = (f"; not shown worse: {', '.join(rec['tied'])}" if rec["tied"]
+                    else "; every other plan is worse")
+            lines.append(f"{target}: fine-tune {rec['best']} (Dice {rec['mean']:.3f} "
+                         f"[{rec['ci_low']:.3f}, {rec['ci_high']:.3f}]){tied}")
+    return lines + [f"report: {out / REPORT}"]
 
 
 def aggregate(out, report: bool = True, figures: bool = True,

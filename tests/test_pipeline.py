@@ -105,3 +105,17 @@ def test_run_all_bad_settings_are_an_error_not_a_traceback(tmp_path, capsys, arg
     err = capsys.readouterr().err
     assert err.startswith("run_all: error: ") and message in err, err
     assert not (tmp_path / "out").exists()   # nothing started
+
+
+def test_closing_lines_recommend_as_the_report_does(tmp_path):
+    from conftest import make_handmade_results
+    from keras_unet_ft.pipeline import closing_lines
+    from keras_unet_ft.results import write_tables
+
+    out = make_handmade_results(tmp_path / "r")
+    assert closing_lines(out) == []          # no tables yet: nothing to recommend from
+    write_tables(out)
+    lines = closing_lines(out)
+    assert lines[0].startswith("sim_bus: fine-tune contracting (Dice 0.825 [")
+    assert lines[0].endswith("; every other plan is worse")
+    assert lines[-1] == f"report: {out / 'REPORT.md'}"
