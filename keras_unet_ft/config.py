@@ -261,15 +261,26 @@ def _convert(tp, value, key):
     raise TypeError(f"{key}: unsupported field type {tp!r}")  # a bug in this module
 
 
+def _did_you_mean(word: str, choices, prefix: str = "") -> str:
+    """``" (did you mean finetune.epochs?)"`` for the closest of ``choices``, or ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(prefix + c for c in close)}?)" if close else ""
+
+
 def _field(cfg: "Config", key: str):
     section, _, name = key.partition(".")
     target = getattr(cfg, section, None) if section in SECTIONS else None
     if not name or target is None:
-        raise ValueError(f"unknown config key {key!r}; keys look like 'finetune.epochs' "
-                         f"(sections: {', '.join(SECTIONS)})")
+        every = [f"{s}.{n}" for s in SECTIONS for n in _section_types(getattr(cfg, s))]
+        raise ValueError(f"unknown config key {key!r}{_did_you_mean(key, every)}; keys look "
+                         f"like 'finetune.epochs' (sections: {', '.join(SECTIONS)})")
     types = _section_types(target)
     if name not in types:
-        raise ValueError(f"unknown config key {key!r}; {section} has: {', '.join(types)}")
+        raise ValueError(f"unknown config key {key!r}"
+                         f"{_did_you_mean(name, list(types), section + '.')}; {section} has: "
+                         f"{', '.join(types)}")
     return target, name, types[name]
 
 

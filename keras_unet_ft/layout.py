@@ -74,11 +74,30 @@ def plan_slug(plan: str) -> str:
 
 
 def target_slug(spec: str) -> str:
-    """A folder name for a target spec: ``sim_bus``, or ``busi-<hash of root and options>``."""
+    """A target's name in a results folder and REPORT.md: its ``?name=`` when given; a
+    ``folder:ROOT`` is named after its folder; a built-in set without options is its name;
+    anything else is ``NAME-<hash of root and options>``.
+
+    Examples:
+        >>> target_slug("folder:/data/busi_dev?modality=ultrasound")
+        'busi_dev'
+        >>> target_slug("busi:/data/BUSI?name=busi_benign")
+        'busi_benign'
+        >>> target_slug("sim_bus")
+        'sim_bus'
+    """
     name = re.split(r"[:?]", spec, maxsplit=1)[0]
     rest = spec[len(name):]
     if not rest:
         return name
+    base, _, query = spec.partition("?")
+    options = dict(item.partition("=")[::2] for item in query.split("&") if item)
+    if options.get("name"):
+        return options["name"]
+    if name == "folder" and ":" in base:
+        folder = re.sub(r"[^A-Za-z0-9_.-]+", "-", pathlib.PurePath(base.split(":", 1)[1]).name)
+        if folder.strip("-."):
+            return folder.strip("-")
     return f"{name}-{hashlib.sha1(rest.lstrip(':').encode()).hexdigest()[:6]}"
 
 

@@ -248,9 +248,14 @@ class Plan:
                     f"positive integer and SCHEME in {SCHEMES}"
                 ) from None
             return cls(kind, k=k, scheme=scheme or "path")
-        raise ValueError(f"unknown plan {text!r}; plan kinds are "
-                         f"{tuple(k for k in KINDS if k != 'staged')}, optionally MODEL/PLAN "
-                         "or PLAN>PLAN")
+        import difflib
+
+        kinds = [k for k in KINDS if k != "staged"]
+        close = difflib.get_close_matches(kind, kinds + list(PLAN_SETS), n=3, cutoff=0.6)
+        raise ValueError(f"unknown plan {text!r}"
+                         + (f"; did you mean {' or '.join(close)}?" if close else "")
+                         + f" Plan kinds: {', '.join(kinds)} (optionally MODEL/PLAN or "
+                         f"PLAN>PLAN); plan sets: {', '.join(PLAN_SETS)}")
 
     # -- properties ------------------------------------------------------------
     @property
@@ -390,6 +395,21 @@ def _expand(item: str, units: Mapping[str, int]) -> List[str]:
     return [f"{head}{k}{tail}" for k in ks]
 
 
+def _shorthand(items: List[str]) -> List[str]:
+    """``shallow_to_deep:1,3,5`` (a comma list read item by item) -> ``shallow_to_deep:1``,
+    ``shallow_to_deep:3``, ``shallow_to_deep:5``: a bare K (or ``K@SCHEME``) after a
+    ``KIND:K`` plan of a unit kind takes that kind (and its model prefix)."""
+    out: List[str] = []
+    for item in items:
+        if re.fullmatch(r"\d+(@\w+)?", item) and out:
+            head, _, _ = out[-1].rpartition(":")
+            if head.split("/")[-1] in UNIT_KINDS:
+                out.append(f"{head}:{item}")
+                continue
+        out.append(item)
+    return out
+
+
 def plan_set(name_or_list, units: Optional[Mapping[str, int]] = None) -> List[str]:
     """The plans of a named set (:data:`PLAN_SETS`) or of a comma-separated list / sequence.
 
@@ -409,7 +429,7 @@ def plan_set(name_or_list, units: Optional[Mapping[str, int]] = None) -> List[st
         items = list(PLAN_SETS[str(name_or_list)])
     else:
         items = [p.strip() for p in str(name_or_list).split(",")]
-    items = [p for p in items if p]
+    items = _shorthand([p for p in items if p])
     if not items:
         raise ValueError(f"no plans in {name_or_list!r}; give a plan set "
                          f"({', '.join(PLAN_SETS)}) or comma-separated plans")

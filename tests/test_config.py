@@ -1,6 +1,7 @@
 """Config: profiles, overrides by declared type, validation, config.json round trip."""
 
 import json
+import re
 
 import pytest
 
@@ -71,3 +72,14 @@ def test_config_json_round_trip_and_unknown_keys_rejected():
     d["finetune"]["epochs"] = "many"
     with pytest.raises(ValueError, match="finetune.epochs: expected a whole number"):
         config_from_dict(d)
+
+
+@pytest.mark.parametrize("key, hint", [
+    ("finetune.epoch", "(did you mean finetune.epochs?)"),
+    ("finetun.epochs", "(did you mean finetune.epochs"),
+])
+def test_a_misspelt_key_gets_the_closest(key, hint):
+    from keras_unet_ft.config import load_config
+
+    with pytest.raises(ValueError, match=re.escape(hint)):
+        load_config("smoke", {key: "3"})

@@ -1,6 +1,7 @@
 """Every loader on a tiny fixture written in the real format, plus the bad inputs."""
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -331,3 +332,63 @@ def test_hc18_outlines_are_filled(tmp_path):
     _save(folder / "002_HC_Annotation.png", broken)
     with pytest.raises(ValueError, match="002_HC_Annotation.png is not closed"):
         load_dataset(f"hc18:{tmp_path}", size=(40, 48), cache=False, progress=False)
+
+
+@pytest.mark.parametrize("spec, message", [
+    # a bare path: the fix is folder:PATH
+    ("{tmp}", "a folder of your own is given as folder:{tmp}"),
+    ("./scans", "a folder of your own is given as folder:./scans"),
+    ("sim_buss", "did you mean sim_bus"),
+    ("folder:{tmp}?modality=mri", "modality='mri'; expected one of ultrasound, xray, other"),
+    ("folder:{tmp}?name=a b", "name='a b'; expected letters"),
+])
+def test_dataset_spec_errors_name_the_fix(tmp_path, spec, message):
+    from keras_unet_ft.data.registry import split_spec
+
+    with pytest.raises(ValueError, match=re.escape(message.format(tmp=tmp_path))):
+        split_spec(spec.format(tmp=tmp_path))
+
+
+def test_masks_with_a_suffix_are_named_with_the_option(tmp_path):
+    for s in ("a", "b"):
+        _save(tmp_path / "images" / f"{s}.png", _img())
+        _save(tmp_path / "masks" / f"{s}_mask.png", _mask())
+    with pytest.raises(ValueError, match=re.escape(f"folder:{tmp_path}?mask_suffix=_mask")):
+        _load(f"folder:{tmp_path}")
+    assert _load(f"folder:{tmp_path}?mask_suffix=_mask").ids == ["a", "b"]
+
+
+@pytest.mark.parametrize("spec, slug, modality", [
+    ("folder:/data/busi_dev?modality=ultrasound", "busi_dev", "ultrasound"),
+    ("folder:/data/busi_dev/", "busi_dev", "other"),
+    ("folder:/data/scans?name=mine&modality=xray", "mine", "xray"),
+    ("busi:/data/BUSI?include_normal=false", None, "ultrasound"),
+    ("sim_bus", "sim_bus", "ultrasound"),
+])
+def test_a_target_is_named_after_its_folder_and_takes_a_modality(spec, slug, modality):
+    from keras_unet_ft.data.registry import modality as modality_of
+    from keras_unet_ft.layout import target_slug
+
+    if slug is None:
+        assert re.fullmatch(r"busi-[0-9a-f]{6}", target_slug(spec))
+    else:
+        assert target_slug(spec) == slug
+    assert modality_of(spec) == modality
+
+
+def test_name_and_modality_are_no_loader_options(tmp_path):
+    for s in ("a", "b"):
+        _save(tmp_path / "images" / f"{s}.png", _img())
+        _save(tmp_path / "masks" / f"{s}.png", _mask())
+    ds = _load(f"folder:{tmp_path}?name=mine&modality=ultrasound")
+    assert ds.ids == ["a", "b"]
+
+
+def test_two_targets_of_one_name_are_an_error(tmp_path):
+    from keras_unet_ft.data.study_data import check_targets
+
+    with pytest.raises(ValueError, match="would both be named 'x'"):
+        check_targets(["folder:/data/a/x", "folder:/data/b/x"])
+    check_targets(["folder:/data/a/x", "folder:/data/b/x?name=x2"])
+    with pytest.raises(ValueError, match="is the same data as"):
+        check_targets(["folder:/data/a/x", "folder:/data/a/x?name=y"])

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -287,3 +289,28 @@ def test_method_plans_are_never_merged_with_all(small):
                          {"unet": bm}, "unet")
     assert [(g[0], g[1]) for g in groups] == [("all", ["shallow_to_deep:9"]),
                                              ("llrd:0.5", []), ("gradual:top", [])]
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("shallow_to_deep:1,3,5", ["shallow_to_deep:1", "shallow_to_deep:3", "shallow_to_deep:5"]),
+    ("deep_to_shallow:2@level,4@level,all",
+     ["deep_to_shallow:2@level", "deep_to_shallow:4@level", "all"]),
+    ("xunet/only_block:1,2", ["xunet/only_block:1", "xunet/only_block:2"]),
+])
+def test_comma_shorthand_for_unit_plans(given, expected):
+    from keras_unet_ft.plans import plan_set
+
+    assert plan_set(given) == expected
+
+
+@pytest.mark.parametrize("given, message", [
+    ("papr", "did you mean paper?"),
+    ("contractng", "did you mean contracting?"),
+    ("sideways", "plan sets: paper, tuffc, faithful, smoke, cheng, methods"),
+    ("contracting,3", "unknown plan '3'"),
+])
+def test_unknown_plans_name_plan_sets_and_the_closest(given, message):
+    from keras_unet_ft.plans import plan_set
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        plan_set(given)

@@ -16,6 +16,7 @@ import inspect
 import logging
 import os
 import pathlib
+import re
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -112,9 +113,24 @@ MODALITY = {"sim_bus": "ultrasound", "sim_bus_simple": "ultrasound",
             "jsrt_scr": "xray", "montgomery": "xray"}
 
 
+#: options of every target spec that label it and are no loader's: ``name`` (its name in
+#: results and REPORT.md) and ``modality`` (which of the paper's findings it is checked on)
+TARGET_OPTIONS = ("name", "modality")
+MODALITIES = ("ultrasound", "xray", "other")
+
+
 def modality(spec: str) -> str:
-    """``ultrasound``, ``xray`` or ``other`` for a dataset spec (``NAME`` or ``NAME:ROOT``)."""
-    return MODALITY.get(parse_spec(spec)[0], "other")
+    """``ultrasound``, ``xray`` or ``other`` for a dataset spec: its ``?modality=``, else the
+    dataset's own (a ``folder`` of your own: ``other`` unless it says so).
+
+    Examples:
+        >>> modality("folder:/data/scans?modality=ultrasound")
+        'ultrasound'
+        >>> modality("synth_cxr")
+        'xray'
+    """
+    name, _, options = split_spec(spec)
+    return options.get("modality") or MODALITY.get(name, "other")
 
 
 def dataset_names():
@@ -134,8 +150,7 @@ def split_spec(spec: str) -> Tuple[str, Optional[str], Dict[str, str]]:
     base, q, query = spec.strip().partition("?")
     name, sep, path = base.partition(":")
     if name not in REGISTRY:
-        raise ValueError(f"unknown dataset {name!r} in {spec!r}; known: "
-                         f"{', '.join(dataset_names())}")
+        raise ValueError(_unknown_dataset(name, spec))
     options: Dict[str, str] = {}
     if q:
         for item in query.split("&"):
@@ -149,7 +164,29 @@ def split_spec(spec: str) -> Tuple[str, Optional[str], Dict[str, str]]:
             options[key] = value.strip()
     if sep and not path:
         raise ValueError(f"dataset {spec!r} has an empty folder after ':'")
+    if options.get("modality", "other") not in MODALITIES:
+        raise ValueError(f"dataset {spec!r}: modality={options['modality']!r}; expected one of "
+                         f"{', '.join(MODALITIES)}")
+    if "name" in options and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", options["name"]):
+        raise ValueError(f"dataset {spec!r}: name={options['name']!r}; expected letters, "
+                         "digits, '_', '.' or '-' (it names the target's folder)")
     return name, (path if sep else None), options
+
+
+def _unknown_dataset(name: str, spec: str) -> str:
+    """The error for an unknown dataset name, with the fix: ``folder:`` for a path, the
+    closest names for a typo."""
+    import difflib
+
+    msg = f"unknown dataset {name!r} in {spec!r}"
+    looks_like_path = ("/" in name or "\\" in name or name.startswith(("~", "."))
+                       or pathlib.Path(name).expanduser().is_dir())
+    if looks_like_path:
+        return (f"{msg}: a folder of your own is given as folder:{spec} (images/ and masks/ "
+                "inside it, matched by file name; `unet-ft data list` shows every layout)")
+    close = difflib.get_close_matches(name, dataset_names(), n=3, cutoff=0.6)
+    return (msg + (f"; did you mean {' or '.join(close)}?" if close else "")
+            + f" Known: {', '.join(dataset_names())}")
 
 
 def parse_spec(spec: str, root=None):
@@ -290,6 +327,7 @@ def load_dataset(spec: str, root=None, size=256, cache: bool = True,
     """
     progress = options.pop("progress", True)
     _, _, spec_options = split_spec(spec)
+    spec_options = {k: v for k, v in spec_options.items() if k not in TARGET_OPTIONS}
     name, root = parse_spec(spec, root)
     info = REGISTRY[name]
     options = resolve_options(name, spec_options, options)

@@ -17,7 +17,8 @@ from ..config import Config
 from .augment import AugmentParams, augment_to
 from ..io import read_json, write_json
 from .folds import inner_split, load_or_make_folds
-from .registry import REGISTRY, load_dataset, split_spec
+from ..layout import target_slug
+from .registry import REGISTRY, TARGET_OPTIONS, load_dataset, split_spec
 
 
 def load_target(cfg: Config, spec: str):
@@ -52,18 +53,25 @@ def target_key(spec: str) -> tuple:
     """What makes two target specs the same data: name, resolved folder, options."""
     name, root, options = split_spec(spec)
     root = str(pathlib.Path(root).expanduser().resolve()) if root else None
-    return (name, root, tuple(sorted(options.items())))
+    return (name, root, tuple(sorted((k, v) for k, v in options.items()
+                                     if k not in TARGET_OPTIONS)))
 
 
 def check_targets(targets) -> None:
-    """The same target twice would train every run twice and understate the spread."""
-    seen = {}
+    """The same target twice would train every run twice and understate the spread; two
+    targets of one name would share a results folder."""
+    seen, names = {}, {}
     for t in targets:
         k = target_key(t)
         if k in seen:
             raise ValueError(f"target {t!r} is the same data as {seen[k]!r}; give each target "
                              "once")
         seen[k] = t
+        slug = target_slug(t)
+        if slug in names:
+            raise ValueError(f"targets {names[slug]!r} and {t!r} would both be named {slug!r}; "
+                             "give one of them another name with ?name=NAME")
+        names[slug] = t
 
 
 def target_folds(cfg: Config, ds, path):
