@@ -196,6 +196,13 @@ def write_manifest(out, manifest: dict) -> None:
 def read_manifest(out) -> dict:
     """``runs.json``: targets (spec, slug, modality), models (block tables), plans, runs."""
     path = pathlib.Path(out) / MANIFEST
+    what = ("a results folder is what `unet-ft study --out DIR` or `run_all.py --out DIR` "
+            "writes: config.json, runs.json, runs/, then REPORT.md")
+    if not pathlib.Path(out).is_dir():
+        raise FileNotFoundError(f"{out} is not a folder; {what}")
+    if not path.exists() and not (pathlib.Path(out) / CONFIG).exists():
+        raise FileNotFoundError(f"{out} is not a results folder (no {MANIFEST}, no {CONFIG}); "
+                                f"{what}")
     if not path.exists():
         raise FileNotFoundError(
             f"{path} not found: the folder was not written by this version's study; run "

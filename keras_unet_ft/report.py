@@ -543,6 +543,9 @@ def write_report(out) -> pathlib.Path:
         S = {r["plan"]: r for r in summary if r["target"] == target}
         modality = next(iter(S.values()))["modality"]
         L += [f"## {target} ({modality})", ""]
+        tinfo = next((t for t in manifest.get("targets", []) if t.get("slug") == target), {})
+        if tinfo.get("notes"):
+            L += ["**Data warnings:**", ""] + [f"- {n}" for n in tinfo["notes"]] + [""]
         split = splits_file(out, target)
         if split.exists():
             dups = read_json(split).get("duplicate_groups") or []

@@ -39,7 +39,8 @@ from . import __version__
 from .blocks import BlockMap
 from .config import Config, repeat_config
 from .data.registry import modality
-from .data.study_data import check_targets, fold_arrays, inner_fold, load_target, target_folds
+from .data.study_data import (check_targets, data_notes, fold_arrays, inner_fold, load_target,
+                              target_folds)
 from .finetune import Diverged, FoldSession, run_one, save_model, stage_learning_rate
 from .io import write_csv
 from .layout import (HISTORY, PER_IMAGE, RunSpec, read_run_summary, save_predictions,
@@ -135,12 +136,14 @@ def list_runs(cfg: Config, targets: Sequence[str]):
 
 
 def manifest(cfg: Config, runs: Sequence[RunSpec], plans: Sequence[str],
-             maps: Dict[str, BlockMap]) -> dict:
-    """The content of ``runs.json``: what a reader of the folder needs, as data."""
+             maps: Dict[str, BlockMap], notes: Optional[Dict[str, list]] = None) -> dict:
+    """The content of ``runs.json``: what a reader of the folder needs, as data (``notes``:
+    per target, what REPORT.md must warn about its data)."""
+    notes = notes or {}
     return {
         "model": cfg.model.kind,
-        "targets": [{"spec": t, "slug": target_slug(t), "modality": modality(t)}
-                    for t in cfg.data.targets],
+        "targets": [{"spec": t, "slug": target_slug(t), "modality": modality(t),
+                     "notes": list(notes.get(t, []))} for t in cfg.data.targets],
         "plans": list(plans),
         "models": {kind: {"units": _units(bm), "total_params": bm.total_params,
                           "all_layers_plan": all_layers_plan(bm.units("path")),
@@ -325,12 +328,15 @@ def prepare(cfg: Config, out, *, distribute: Optional[str] = None, verbose: int 
         if cfg.study.seeds > 1 and "fold" in ds.meta:
             log.warning("%s comes with official folds: its %d repeats (study.seeds) share them; "
                         "only augmentation and initialisation differ", t, cfg.study.seeds)
+    notes = {t: data_notes(ds, cfg.finetune.folds) for t, ds in datasets.items()}
+    for note in (n for ns in notes.values() for n in ns):
+        log.warning("%s", note)
     prints = {t: fingerprint(cfg, precision, t, data_signature(ds)) for t, ds in datasets.items()}
     if not force:
         check_finished_runs(out, runs, prints)
     out.mkdir(parents=True, exist_ok=True)
     write_provenance(cfg, out, precision)
-    write_manifest(out, manifest(cfg, runs, plans, maps))
+    write_manifest(out, manifest(cfg, runs, plans, maps, notes))
     pretrained = pretrained_weights_by_kind(cfg, out, [r.model for r in runs], precision,
                                             verbose, force_pretrain, strategy, deadline)
     return runs, maps, pretrained, precision, strategy, prints, datasets

@@ -62,3 +62,14 @@ def test_atomic_writes_leave_readable_files(tmp_path):
     os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask  # not mkstemp's 0600
     assert [p.name for p in path.parent.iterdir()] == ["x.json"]  # no temporary left
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "nowhere", "is not a folder; a results folder is what `unet-ft study"),
+    (lambda d: d, "is not a results folder (no runs.json, no config.json)"),
+])
+def test_report_on_a_folder_that_is_no_results_folder(tmp_path, make, message, capsys):
+    from keras_unet_ft.cli import main
+
+    assert main(["report", str(make(tmp_path))]) == 2
+    assert message in capsys.readouterr().err

@@ -207,3 +207,16 @@ def test_a_recommendation_names_the_plans_not_shown_worse(report_text):
     assert ("Every other plan is worse by the paired 95 % interval of best − plan."
             in report_text)
     assert "No plan is recommended" not in report_text
+
+
+def test_data_warnings_of_a_target_are_printed(tmp_path):
+    from keras_unet_ft.io import read_json, write_json
+
+    out = make_handmade_results(tmp_path / "r")
+    m = read_json(out / "runs.json")
+    m["targets"][0]["notes"] = ["sim_bus: images of mixed aspect ratios (width / height ...)"]
+    write_json(out / "runs.json", m)
+    write_tables(out)
+    text = write_report(out).read_text()
+    assert ("## sim_bus (ultrasound)\n\n**Data warnings:**\n\n- sim_bus: images of mixed "
+            "aspect ratios") in text

@@ -70,3 +70,41 @@ def test_inner_split_keeps_near_duplicates_together():
         s = inner_split(ids, 3, seed, duplicate_groups=[["i0", "i5", "i9"], ["i2", "i3"]])
         assert len({("i0" in s["test"]), ("i5" in s["test"]), ("i9" in s["test"])}) == 1
         assert ("i2" in s["test"]) == ("i3" in s["test"])
+
+
+@pytest.mark.parametrize("sizes, n_obj, folds, expected", [
+    (["40x40"] * 40, 40, 2, []),
+    (["40x40"] * 39 + ["80x40"], 40, 2, ["mixed aspect ratios (width / height from 1.00"]),
+    (["40x40"] * 40, 12, 3, ["12 images with an object over 3 folds, about 4 per test fold"]),
+])
+def test_data_notes_say_what_the_report_must_warn_about(sizes, n_obj, folds, expected):
+    import numpy as np
+
+    from keras_unet_ft.data.dataset import Dataset
+    from keras_unet_ft.data.study_data import data_notes
+
+    n = len(sizes)
+    masks = np.zeros((n, 8, 8, 1), np.uint8)
+    masks[:n_obj, 2:4, 2:4] = 1
+    ds = Dataset("x", np.zeros((n, 8, 8, 1), np.float32), masks, [f"i{k}" for k in range(n)],
+                 {"original_size": sizes})
+    notes = data_notes(ds, folds)
+    assert len(notes) == len(expected)
+    for note, want in zip(notes, expected):
+        assert want in note, note
+
+
+def test_a_real_folder_records_the_sizes_before_resizing(tmp_path):
+    from PIL import Image
+
+    from keras_unet_ft.data import load_dataset
+
+    for s, (h, w) in (("a", (40, 40)), ("b", (40, 80))):
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        Image.fromarray(np.full((h, w), 100, np.uint8)).save(tmp_path / "images" / f"{s}.png")
+        m = np.zeros((h, w), np.uint8)
+        m[5:20, 5:20] = 255
+        Image.fromarray(m).save(tmp_path / "masks" / f"{s}.png")
+    ds = load_dataset(f"folder:{tmp_path}", size=32, cache=False)
+    assert ds.meta["original_size"] == ["40x40", "80x40"]

@@ -190,6 +190,8 @@ def stack(name, pairs, size, ids, meta, source) -> Dataset:
     for i, (img, m) in enumerate(pairs):
         images[i, ..., 0] = np.clip(resize_image(img, size), 0, 1)
         masks[i, ..., 0] = resize_mask(m, size)
+    if pairs and "original_size" not in meta:   # the shapes before resizing (aspect check)
+        meta = {**meta, "original_size": [f"{img.shape[1]}x{img.shape[0]}" for img, _ in pairs]}
     ds = Dataset(name, images, masks, list(ids), meta, source)
     check_empty_masks(ds, source)
     return ds

@@ -57,6 +57,39 @@ def target_key(spec: str) -> tuple:
                                      if k not in TARGET_OPTIONS)))
 
 
+#: fewer images with an object than this per test fold make a fold's Dice and the
+#: intervals rest on too few images: said out loud
+MIN_OBJECTS_PER_FOLD = 10
+#: images whose width / height differ by more than this factor are "of mixed aspect ratios"
+ASPECT_TOLERANCE = 1.1
+
+
+def data_notes(ds, folds: int) -> list:
+    """What a reader of the results must know about a target's images, as sentences (each
+    is logged as a warning by the study and printed in REPORT.md): images of mixed aspect
+    ratios (each is resized to a square, which squashes some of them), and fewer than
+    :data:`MIN_OBJECTS_PER_FOLD` images with an object per test fold."""
+    notes = []
+    sizes = ds.meta.get("original_size") or []
+    if sizes:
+        wh = [tuple(int(v) for v in s.split("x")) for s in sizes]
+        ratios = [w / h for w, h in wh if h]
+        lo, hi = min(ratios), max(ratios)
+        if hi / lo > ASPECT_TOLERANCE:
+            i, j = ratios.index(lo), ratios.index(hi)
+            notes.append(f"{ds.name}: images of mixed aspect ratios (width / height from "
+                         f"{lo:.2f}, e.g. {ds.ids[i]} {sizes[i]}, to {hi:.2f}, e.g. "
+                         f"{ds.ids[j]} {sizes[j]}); each is resized to "
+                         f"{ds.images.shape[2]}x{ds.images.shape[1]}, which squashes some of "
+                         "them: crop or pad them to one shape first to keep their proportions")
+    n_obj = int((ds.masks.reshape(len(ds), -1).max(axis=1) > 0).sum()) if len(ds) else 0
+    if folds and n_obj / folds < MIN_OBJECTS_PER_FOLD:
+        notes.append(f"{ds.name}: {n_obj} images with an object over {folds} folds, about "
+                     f"{n_obj / folds:.0f} per test fold (fewer than {MIN_OBJECTS_PER_FOLD}): "
+                     "each fold's Dice and every interval rest on very few images")
+    return notes
+
+
 def check_targets(targets) -> None:
     """The same target twice would train every run twice and understate the spread; two
     targets of one name would share a results folder."""
