@@ -110,7 +110,8 @@ def fig4_dice_vs_blocks(out, scheme: str = "path") -> Optional[pathlib.Path]:
                               scheme)]
     if not targets:
         return None
-    fig, axes = plt.subplots(1, len(targets), figsize=(5.2 * len(targets), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(targets), figsize=(5.2 * len(targets), 5.0), squeeze=False,
+                             layout="constrained")
     for ax, t in zip(axes[0], targets):
         rows = {r["plan"]: r for r in S if r["target"] == t}
         for kind, color, label in (("shallow_to_deep", SHALLOW_COLOR, "shallow → deep"),
@@ -138,10 +139,11 @@ def fig4_dice_vs_blocks(out, scheme: str = "path") -> Optional[pathlib.Path]:
         ax.set_ylabel("average Dice (held-out folds)")
         ax.set_title(f"{t} ({rows[next(iter(rows))]['modality']})")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        # below the panel, never over a point (it once hid the K = 9 points)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+                  frameon=False)
     fig.suptitle("Fig. 4 — Dice vs blocks fine-tuned; error bars: std over folds"
                  + (" (level scheme)" if scheme == "level" else ""), fontsize=10)
-    fig.tight_layout()
     return _save(fig, out, "fig4_dice_vs_blocks" + ("_level" if scheme == "level" else ""))
 
 
@@ -395,8 +397,8 @@ def fig5_activation_maximization(out, target: Optional[str] = None, n_filters: i
         log.warning("Fig. 5 not drawn: %s", e)
         return None
     layers = am_layers(model)
-    fig, axes = plt.subplots(len(layers), n_filters, figsize=(1.6 * n_filters, 1.9 * len(layers)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(layers), n_filters, figsize=(1.6 * n_filters, 2.0 * len(layers) + 0.8),
+                             squeeze=False, layout="constrained")
     for r, layer in enumerate(layers):
         n = min(n_filters, model.get_layer(layer).filters)
         imgs = activation_maximization(model, layer, list(range(n)), steps)
@@ -415,7 +417,6 @@ def fig5_activation_maximization(out, target: Optional[str] = None, n_filters: i
                  f"({plan}); top: shallow, bottom: deep.\n{am_steps(steps)} Adam steps, TV + L2 "
                  "regularised, jitter + rotation; each stretched to its 1-99th percentile",
                  fontsize=9)
-    fig.tight_layout()
     return _save(fig, out, "fig5_activation_maximization")
 
 
