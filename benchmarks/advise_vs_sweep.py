@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Does ``unet-ft advise`` give the sweep's answer, and how much sooner? (issue 15, item 4)
+"""Does ``unet-ft advise`` give the sweep's answer, and how much sooner?
 
     python experiments/run_all.py --out results/quick                 # the sweep (timed)
     unet-ft advise --target sim_bus --pretrained results/quick --out advice/sim_bus

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# Issue 17, item 5: the paper profile's contracting vs expanding at paper scale on a lent GPU
-# machine (the `device` tool). Those machines have JAX and PyTorch but no TensorFlow, and a
-# TensorFlow CUDA build (572.6 MB wheel plus CUDA 12 libraries) cannot travel (64 MiB a call), so
-# Keras runs on JAX there: Keras' own trainer, array batches (runtime.make_dataset).
+# The paper profile's contracting vs expanding at paper scale on a GPU machine that has JAX (or
+# PyTorch) but no TensorFlow and cannot download: Keras runs on JAX there (Keras' own trainer,
+# array batches from runtime.make_dataset), from wheels carried beside the working tree.
 #
 #   bash benchmarks/device_paper.sh MAX_MINUTES PRETRAIN_EPOCHS [PLANS] [EXTRA run_all ARGS...]
 #

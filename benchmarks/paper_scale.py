@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""What a paper-scale run cost and found (issue 17, item 5): read a results folder of
+"""What a paper-scale run cost and found : read a results folder of
 ``run_all.py --profile paper`` (whole or in part) and print, as Markdown:
 
 * pretraining: epochs done of the profile's, images, seconds per epoch, images/s;
@@ -13,7 +13,7 @@
 
 Every number is read from the folder (each finished run's summary.json, pretrained/),
 none is typed in; a study stopped by ``--max-minutes`` is read as far as it got. The GPU
-recipe (a lent machine without TensorFlow: Keras on JAX) is in BENCHMARKS.md; anywhere::
+recipe (a machine without TensorFlow: Keras on JAX) is in BENCHMARKS.md; anywhere::
 
     python experiments/run_all.py --profile paper --plans contracting,expanding \\
         --set study.seeds=1 --max-minutes 50 --out results/paper_cx

@@ -167,7 +167,7 @@ def _budget_arrays(train, epochs: float, seed: int):
 
 def resumable(plan: str, trainer_kind: str) -> bool:
     """Whether a plan can go on from a saved state between rungs: one stage, the same
-    trainable set throughout, a trainer whose state is ours (selective or masked)."""
+    trainable set throughout, a trainer whose state the package holds (selective or masked)."""
     p = Plan.parse(plan).bare
     return trainer_kind in ("selective", "masked") and len(p.steps) == 1 \
         and p.kind != "gradual" and p.trains

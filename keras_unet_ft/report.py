@@ -1,4 +1,4 @@
-"""REPORT.md of a results folder: the paper's numbers beside ours, all computed.
+"""REPORT.md of a results folder: the paper's numbers beside this run's, all computed.
 
 Every number in the report is read from results.csv / summary.csv / stats.csv
 of that folder (written by the same run) and its ``runs.json``; the papers'
@@ -278,11 +278,11 @@ def findings(target: str, modality: str, S: Dict[str, dict], stats: List[dict],
 
 
 def cheng_section(S, results, target) -> List[str]:
-    """Cheng & Lam's numbers beside ours, and their findings checked."""
+    """Cheng & Lam's numbers beside this run's, and their findings checked."""
     enc = {r.get("encoder_weights") for r in results if r["target"] == target
            and r.get("model") == "vunet"}
-    L = ["### Cheng & Lam (lung ultrasound, rib segmentation) beside ours", "",
-         "| model / plan | Cheng Dice (5-fold CV) | ours Dice | ours pixel error % |",
+    L = ["### Cheng & Lam (lung ultrasound, rib segmentation) beside this run", "",
+         "| model / plan | Cheng Dice (5-fold CV) | this run Dice | this run pixel error % |",
          "|---|---|---|---|"]
     for p, r in S.items():
         if not p.startswith(("xunet/", "vunet/")):
@@ -554,9 +554,9 @@ def write_report(out) -> pathlib.Path:
                    if dups else "Near-duplicate images: none found (perceptual hash + pixel "
                                 "difference)."), ""]
         if modality in PAPER and "contracting" in S and "expanding" in S:
-            L += [f"### The paper's table beside ours (paper: {PAPER_DATA[modality]})", "",
-                  "| scenario | paper Dice | ours Dice | paper pixel error | ours pixel error "
-                  "| paper adj. Rand | ours adj. Rand |", "|---|---|---|---|---|---|---|"]
+            L += [f"### The paper's table beside this run's (paper: {PAPER_DATA[modality]})", "",
+                  "| scenario | paper Dice | this run Dice | paper pixel error | this run pixel error "
+                  "| paper adj. Rand | this run adj. Rand |", "|---|---|---|---|---|---|---|"]
             for plan, label in (("contracting", "fine-tune contracting, freeze expanding"),
                                 ("expanding", "fine-tune expanding, freeze contracting")):
                 P, O = PAPER[modality][plan], S[plan]

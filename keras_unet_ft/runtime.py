@@ -168,7 +168,7 @@ def reset_peak_memory() -> bool:
 
             tf.config.experimental.reset_memory_stats("GPU:0")
             return True
-    except Exception as e:  # noqa: BLE001 - a counter we cannot reset: no per-run peak
+    except Exception as e:  # noqa: BLE001 - a counter that cannot be reset: no per-run peak
         log.debug("peak GPU memory not reset: %s", e)
     return False
 

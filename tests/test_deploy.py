@@ -249,7 +249,7 @@ def _free_ports(n):
 
 @pytest.mark.slow
 def test_one_finetune_run_over_two_local_workers_equals_one_process(tmp_path):
-    """--distribute multiworker (tf.distribute.MultiWorkerMirroredStrategy, our own loop:
+    """--distribute multiworker (tf.distribute.MultiWorkerMirroredStrategy, the package's own loop:
     Keras 3's fit fails there): two local CPU workers train the same global batches as one
     process, the chief writes the model, the other worker writes nothing."""
     import json

@@ -15,7 +15,7 @@ def report_text(tmp_path):
     return write_report(out).read_text()
 
 
-def test_paper_table_beside_ours(report_text):
+def test_paper_table_beside_this_run(report_text):
     assert ("| fine-tune contracting, freeze expanding | 0.80 ± 0.03 | 0.825 ± 0.025 | "
             "1.4 % ± 0.5 | 1.75 ± 0.25 % | 0.78 ± 0.03 | 0.775 ± 0.025 |") in report_text
     assert ("| fine-tune expanding, freeze contracting | 0.72 ± 0.04 | 0.600 ± 0.050 | "

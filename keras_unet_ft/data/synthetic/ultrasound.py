@@ -590,7 +590,7 @@ def sim_bus(n: int = 163, size: int = 256, seed: int = 0, malignant_fraction: fl
 
 def sim_bus_simple(n: int = 163, size: int = 256, seed: int = 0,
                    malignant_fraction: float = 53 / 163, progress: bool = True):
-    """``sim_bus_simple``: the first generator (until the fourth session's ``sim_bus``):
+    """``sim_bus_simple``: the first generator (before the anatomy-driven ``sim_bus``):
     the lesion is the only dark region of the image, so brightness alone finds it. Kept
     for comparison and for results made with it."""
     return breast_dataset("sim_bus_simple", n, size, seed, malignant_fraction, progress,
