@@ -124,6 +124,8 @@ def import_backend(verbose: bool = False) -> str:
         if module == "tensorflow":
             import tensorflow  # noqa: F401  (its notices are printed at import)
         import keras
+    if not verbose:   # TensorFlow's Python INFO lines ("Assets written to: /tmp/...")
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
     return keras.backend.backend()
 
 

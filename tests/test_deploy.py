@@ -262,8 +262,12 @@ def test_one_finetune_run_over_two_local_workers_equals_one_process(tmp_path):
     from keras_unet_ft.config import load_config
     from keras_unet_ft.model import build_from_config, model_config
 
+    # fp32 and TensorFlow's own kernels pinned: precision auto is bf16 on CPUs with
+    # AVX512-BF16, and oneDNN picks other blockings for a batch of 1 and of 2; either alone
+    # moves the weights of the two loops apart by more than the tolerance below
+    plain = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}
     sets = ["--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "model.dropout=0",
-            "--set", "finetune.learning_rate=1e-3"]
+            "--set", "finetune.learning_rate=1e-3", "--precision", "fp32"]
     cfg = load_config("smoke", {"model.dropout": "0"})
     keras.utils.set_random_seed(3)
     pre = tmp_path / "pre.keras"
@@ -275,7 +279,7 @@ def test_one_finetune_run_over_two_local_workers_equals_one_process(tmp_path):
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     procs = []
     for i in (1, 0):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster,
+        env = {**plain, "TF_CONFIG": json.dumps({"cluster": cluster,
                                                       "task": {"type": "worker", "index": i}})}
         out_i = tmp_path / ("multi" if i == 0 else "multi_w1")
         procs.append(subprocess.Popen(base + args + ["--out", str(out_i), "--distribute",
@@ -286,7 +290,7 @@ def test_one_finetune_run_over_two_local_workers_equals_one_process(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], logs
     assert "worker done (ok)" in logs[0]
     assert not (tmp_path / "multi_w1").exists()           # the non-chief wrote nothing
-    one = subprocess.run(base + args + ["--out", str(tmp_path / "one")], capture_output=True,
+    one = subprocess.run(base + args + ["--out", str(tmp_path / "one")], env=plain, capture_output=True,
                          text=True, timeout=300)
     assert one.returncode == 0, one.stderr
     summary = json.loads((tmp_path / "multi" / "summary.json").read_text())
