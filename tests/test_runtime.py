@@ -50,3 +50,23 @@ def test_worker_task_reads_this_process_place(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:2"]}, '
                                     '"task": {"type": "worker", "index": 1}}')
     assert worker_task() == ("worker", 1, 2)
+
+
+def test_pretraining_progress_bar_shows_epochs_losses_and_speed(capsys, monkeypatch):
+    import keras
+    import numpy as np
+
+    from keras_unet_ft.runtime import epoch_progress, progress_wanted
+
+    monkeypatch.delenv("UNET_FT_NO_PROGRESS", raising=False)
+    assert progress_wanted()
+    monkeypatch.setenv("UNET_FT_NO_PROGRESS", "1")
+    assert not progress_wanted()
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    net.compile("adam", "binary_crossentropy")
+    x = np.zeros((8, 4), "float32")
+    net.fit(x, np.ones((8, 1)), validation_data=(x, np.ones((8, 1))), epochs=2, verbose=0,
+            callbacks=[epoch_progress(2, 8)])
+    err = capsys.readouterr().err
+    assert "pretraining" in err and "2/2" in err
+    assert "loss=" in err and "val_loss=" in err and "images/s=" in err
