@@ -328,7 +328,7 @@ def prepare(cfg: Config, out, *, distribute: Optional[str] = None, verbose: int 
         if cfg.study.seeds > 1 and "fold" in ds.meta:
             log.warning("%s comes with official folds: its %d repeats (study.seeds) share them; "
                         "only augmentation and initialisation differ", t, cfg.study.seeds)
-    notes = {t: data_notes(ds, cfg.finetune.folds) for t, ds in datasets.items()}
+    notes = {t: data_notes(ds, cfg.finetune.folds, target_slug(t)) for t, ds in datasets.items()}
     for note in (n for ns in notes.values() for n in ns):
         log.warning("%s", note)
     prints = {t: fingerprint(cfg, precision, t, data_signature(ds)) for t, ds in datasets.items()}

@@ -64,12 +64,13 @@ MIN_OBJECTS_PER_FOLD = 10
 ASPECT_TOLERANCE = 1.1
 
 
-def data_notes(ds, folds: int) -> list:
+def data_notes(ds, folds: int, name: Optional[str] = None) -> list:
     """What a reader of the results must know about a target's images, as sentences (each
     is logged as a warning by the study and printed in REPORT.md): images of mixed aspect
     ratios (each is resized to a square, which squashes some of them), and fewer than
-    :data:`MIN_OBJECTS_PER_FOLD` images with an object per test fold."""
-    notes = []
+    :data:`MIN_OBJECTS_PER_FOLD` images with an object per test fold. ``name``: the target's
+    name in the results (default the dataset's)."""
+    notes, name = [], name or ds.name
     sizes = ds.meta.get("original_size") or []
     if sizes:
         wh = [tuple(int(v) for v in s.split("x")) for s in sizes]
@@ -77,14 +78,14 @@ def data_notes(ds, folds: int) -> list:
         lo, hi = min(ratios), max(ratios)
         if hi / lo > ASPECT_TOLERANCE:
             i, j = ratios.index(lo), ratios.index(hi)
-            notes.append(f"{ds.name}: images of mixed aspect ratios (width / height from "
+            notes.append(f"{name}: images of mixed aspect ratios (width / height from "
                          f"{lo:.2f}, e.g. {ds.ids[i]} {sizes[i]}, to {hi:.2f}, e.g. "
                          f"{ds.ids[j]} {sizes[j]}); each is resized to "
                          f"{ds.images.shape[2]}x{ds.images.shape[1]}, which squashes some of "
                          "them: crop or pad them to one shape first to keep their proportions")
     n_obj = int((ds.masks.reshape(len(ds), -1).max(axis=1) > 0).sum()) if len(ds) else 0
     if folds and n_obj / folds < MIN_OBJECTS_PER_FOLD:
-        notes.append(f"{ds.name}: {n_obj} images with an object over {folds} folds, about "
+        notes.append(f"{name}: {n_obj} images with an object over {folds} folds, about "
                      f"{n_obj / folds:.0f} per test fold (fewer than {MIN_OBJECTS_PER_FOLD}): "
                      "each fold's Dice and every interval rest on very few images")
     return notes
