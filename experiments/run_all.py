@@ -21,8 +21,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import os  # noqa: E402
 
-from keras_unet_ft.cli import add_config_args, config_from_args, start_backend  # noqa: E402
-from keras_unet_ft.exitcodes import EXIT_BAD_INPUT, EXIT_INCOMPLETE  # noqa: E402
+from keras_unet_ft.cli import add_config_args, config_from_args, io_fault, start_backend  # noqa: E402
+from keras_unet_ft.exitcodes import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INCOMPLETE  # noqa: E402
 
 
 def resolve_jobs(jobs, sharded) -> int:
@@ -100,6 +100,9 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"run_all: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as e:   # read-only folder, disk full: one sentence, exit 1
+        print(f"run_all: error: {io_fault(e)}", file=sys.stderr)
+        return EXIT_ERROR
     code, message = outcome(out)
     print(f"done in {time.time() - t0:.0f} s; {message}", file=sys.stderr if code else sys.stdout)
     if code != EXIT_INCOMPLETE:   # a partial grid has no tables to recommend from

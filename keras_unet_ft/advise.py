@@ -197,7 +197,7 @@ def _go_on(c: Candidate, cfg: Config, session: FoldSession, weights, train, val,
         raise Diverged(str(e)) from None
     c.history += rows
     probs = tr.predict(val[0], batch_size=max(cfg.finetune.batch_size, 8))
-    why = divergence(c.history, probs)
+    why = divergence(c.history, probs, tr.model.get_weights())
     if why is not None:
         raise Diverged(why)
     m = batch_metrics(val[1], probs)
@@ -424,6 +424,9 @@ def advice_markdown(a: dict) -> str:
         L += [f"Tied with it (the 95 % interval of the difference holds 0): "
               f"{', '.join(others)}; the one with the fewest trainable parameters is "
               f"`{a['fewest_params_tied']}`.", ""]
+    elif len(a["ranking"]) < 2:
+        L += ["It was the only candidate plan: nothing was compared with it (give `--plans` "
+              "with more plans for a choice).", ""]
     else:
         L += ["No other finalist is tied with it (every interval of the difference lies "
               "above 0).", ""]

@@ -12,17 +12,33 @@ import time
 from . import __version__
 from .config import (EXPORT_FORMATS, MODEL_KINDS, PRECISIONS, PROFILES, THRESHOLD,
                      config_from_dict, load_config, parse_set, set_value, validate)
-from .exitcodes import EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, EXIT_RUNS_FAILED
+from .exitcodes import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK, EXIT_RUNS_FAILED
 
 # Only the standard library and the two light modules above are imported here, so that
 # ``unet-ft --help`` and ``--version`` answer at once; each command imports what it needs
 # (Keras, TensorFlow, the pipeline) when it runs, after :func:`_start_backend`.
 
 
+def _positive(kind):
+    """An argparse type: a finite number of ``kind`` (int or float) above 0; the error
+    repeats the bad value."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="unet", choices=list(MODEL_KINDS),
                    help="network (default: the paper's U-Net)")
-    p.add_argument("--size", type=int, default=256, help="input height and width (default 256)")
+    p.add_argument("--size", type=_positive(int), default=256,
+                   help="input height and width (default 256)")
     p.add_argument("--base-filters", type=int, default=64, help="filters of the first block")
     p.add_argument("--depth", type=int, default=4, help="number of max-pools (default 4)")
 
@@ -214,7 +230,7 @@ def _register_data(sub) -> None:
     p.add_argument("action", choices=["list", "prepare", "show", "stats"],
                    help="stats: image statistics of a lesion set beside real breast ultrasound")
     p.add_argument("dataset", nargs="?", help="NAME or NAME:ROOT, e.g. busi:/data/BUSI")
-    p.add_argument("--size", type=int, default=256, help="target size (default 256)")
+    p.add_argument("--size", type=_positive(int), default=256, help="target size (default 256)")
     p.add_argument("--n", dest="n_show", type=int, default=8, help="images to show")
     p.add_argument("--count", dest="n", type=int, default=None,
                    help="number of images to generate (built-in data)")
@@ -240,7 +256,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="Keras per-epoch output")
     p.add_argument("--no-cache", action="store_true",
                    help="neither read nor write the dataset cache")
-    p.add_argument("--max-minutes", type=float, metavar="M",
+    p.add_argument("--max-minutes", type=_positive(float), metavar="M",
                    help="stop cleanly before M minutes (exit code 4); run again to continue")
     p.add_argument("--tensorboard", metavar="DIR",
                    help="TensorBoard event files of pretraining and every run under DIR "
@@ -261,7 +277,9 @@ def overrides_from_args(args) -> dict:
     if getattr(args, "pretrain", None):
         overrides["data.pretrain"] = args.pretrain
     if getattr(args, "target", None):
-        overrides["data.targets"] = list(args.target)
+        # finetune / advise take one --target (a string), study / run_all several (a list)
+        overrides["data.targets"] = ([args.target] if isinstance(args.target, str)
+                                     else list(args.target))
     if getattr(args, "plans", None):
         overrides["study.plans"] = args.plans
     if getattr(args, "model", None):
@@ -381,7 +399,7 @@ def _register_study(sub) -> None:
     p.add_argument("--distribute", choices=["mirrored"], help="tf.distribute strategy")
     p.add_argument("--config", help="take the whole config from a config.json (e.g. of a "
                    "results folder) instead of --profile/--set")
-    p.add_argument("--threads", type=int, help="TensorFlow intra-op threads")
+    p.add_argument("--threads", type=_positive(int), help="TensorFlow intra-op threads")
     p.add_argument("--no-aggregate", action="store_true",
                    help="do not write results.csv/REPORT.md (other shards still running)")
     p.add_argument("--quiet", action="store_true",
@@ -417,7 +435,7 @@ def cmd_finetune(args) -> int:
     cfg = finetune_config(args)
     s = finetune_model(cfg, args.target, args.plan, args.out, pretrained=args.pretrained,
                        val_fraction=args.val_fraction, verbose=1 if args.verbose else 0,
-                       distribute=args.distribute)
+                       distribute=args.distribute, force=args.force)
     if args.distribute == "multiworker" and not is_chief(get_strategy("multiworker")):
         print(f"worker done ({s.get('status')}): the chief wrote {args.out}")
         return EXIT_OK if s.get("status") == "ok" else EXIT_RUNS_FAILED
@@ -478,7 +496,7 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from .deploy import export_model
 
-    path = export_model(args.model, args.format, args.out)
+    path = export_model(args.model, args.format, args.out, force=args.force)
     print(f"exported {args.format}: {path}")
     return EXIT_OK
 
@@ -497,7 +515,8 @@ def _register_use(sub) -> None:
                    "pretrain first, into OUT/pretrained")
     p.add_argument("--val-fraction", type=float, default=0.0,
                    help="share of images held out and scored (default 0: train on all)")
-    p.add_argument("--threads", type=int, help="TensorFlow intra-op threads")
+    p.add_argument("--force", action="store_true", help="replace a model already in --out")
+    p.add_argument("--threads", type=_positive(int), help="TensorFlow intra-op threads")
     p.add_argument("--distribute", choices=["mirrored", "multiworker"],
                    help="mirrored: the GPUs of this machine; multiworker: one run over the "
                         "machines of TF_CONFIG (run the same command on each; worker 0 writes)")
@@ -516,7 +535,7 @@ def _register_use(sub) -> None:
     p.add_argument("--pretrained", help="pretrained model (.keras) or a study's results folder "
                    "(its pretrained model and, without --profile, its config); default: "
                    "pretrain first, into OUT/pretrained")
-    p.add_argument("--threads", type=int, help="TensorFlow intra-op threads")
+    p.add_argument("--threads", type=_positive(int), help="TensorFlow intra-op threads")
     p.set_defaults(func=cmd_advise)
 
     p = sub.add_parser("predict", help="segment images with a saved model")
@@ -533,6 +552,7 @@ def _register_use(sub) -> None:
     p.add_argument("model", help="model.keras, a finetune output folder or a study run folder")
     p.add_argument("--format", required=True, choices=list(EXPORT_FORMATS))
     p.add_argument("--out", help="output folder / file (default: next to the model)")
+    p.add_argument("--force", action="store_true", help="replace an existing TFLite file")
     p.set_defaults(func=cmd_export)
 
 
@@ -552,9 +572,24 @@ def main(argv=None) -> int:
     start_backend("unet-ft", verbose=bool(getattr(args, "verbose", False)))
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError) as e:
         print(f"unet-ft: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as e:   # read-only folder, disk full, ...: one sentence, exit 1
+        print(f"unet-ft: error: {io_fault(e)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def io_fault(e: OSError) -> str:
+    """One sentence for an I/O fault: what failed, on which path, and what to do."""
+    import errno
+
+    where = f" {e.filename}" if getattr(e, "filename", None) else ""
+    fix = {errno.EROFS: "the file system is read-only: give a writable folder",
+           errno.EACCES: "no permission: give a folder you may write to",
+           errno.ENOSPC: "the disk is full: free space (finished runs are kept) and run again",
+           }.get(e.errno, "check the path and run again (finished runs are kept)")
+    return f"{e.strerror or e}{where}: {fix}"
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import typing
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -251,9 +252,12 @@ def _convert(tp, value, key):
         if isinstance(value, bool):
             raise ValueError(f"{key}: expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"{key}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ValueError(f"{key}: expected a string, got {value!r}")

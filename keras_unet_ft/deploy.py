@@ -83,7 +83,12 @@ def load_model(path):
     """Load a saved segmentation model (no compile); errors name the file."""
     import keras
 
+    import zipfile
+
     path = resolve_model(path)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a Keras model file (a .keras file is the zip archive "
+                         "that model.save writes)")
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 - any reader error means the same to the user
@@ -156,9 +161,21 @@ def pretrained_weights(cfg: Config, kind: str, out, pretrained=None, precision="
     return weights, str(p)
 
 
+def check_finetune_out(out, force: bool = False) -> None:
+    """``finetune --out`` must not be a study's results folder, nor hold a model of another
+    run unless ``force``: nothing is overwritten without a word."""
+    out = pathlib.Path(out)
+    if (out / MANIFEST).exists() or (out / "runs").is_dir():
+        raise FileExistsError(f"{out} is a study's results folder; give finetune its own --out "
+                              "(the study's config.json and runs would be overwritten)")
+    if weights_path(out).exists() and not force:
+        raise FileExistsError(f"{weights_path(out)} exists (another fine-tuned model); give "
+                              "another --out, or --force to replace it")
+
+
 def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
                    val_fraction: float = 0.0, verbose: int = 0,
-                   distribute: Optional[str] = None) -> dict:
+                   distribute: Optional[str] = None, force: bool = False) -> dict:
     """Train ``plan`` on all images of ``target`` (or all but a validation share).
 
     Args:
@@ -173,10 +190,12 @@ def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
         distribute: ``mirrored`` (the GPUs of this machine) or ``multiworker`` (one run over
             the machines of ``TF_CONFIG``: start the same command on each; the chief, worker
             0, writes the files, the others write nothing; needs ``pretrained``).
+        force: replace a model already in ``out``.
 
     Returns:
         The summary written to ``summary.json``.
     """
+    check_finetune_out(out, force)
     strategy = get_strategy(distribute)   # multiworker: before any other TensorFlow op
     chief = is_chief(strategy)
     if distribute == "multiworker" and pretrained is None:
@@ -209,7 +228,6 @@ def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
         return summary
     seconds = time.perf_counter() - t0
     if chief:
-        save_model(tr.model, weights_path(out))
         write_csv(out / "history.csv", tr.history)
     summary = {
         "target": target, "plan": str(parsed), "model": kind, "pretrained": source,
@@ -224,10 +242,12 @@ def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
     # the study's divergence test, on the validation images (else some training images)
     probs = tr.predict(test[0] if va_ids else train[0][:16],
                        batch_size=max(cfg.finetune.batch_size, 8))
-    why = divergence(tr.history, probs)
+    why = divergence(tr.history, probs, tr.model.get_weights())
     summary["status"] = "ok" if why is None else "diverged"
-    if why is not None:
+    if why is not None:   # a diverged net is no model to use: none is written
         summary["reason"] = f"diverged: {why}"
+    elif chief:
+        save_model(tr.model, weights_path(out))
     if va_ids:
         m = batch_metrics(test[1], probs)
         lesion = test[1].reshape(len(test[1]), -1).max(axis=1) > 0
@@ -352,7 +372,7 @@ def predict_images(model, inputs: Sequence, out, threshold: float = THRESHOLD,
 
 
 # -- export ---------------------------------------------------------------------------------
-def export_model(model, fmt: str, out=None) -> pathlib.Path:
+def export_model(model, fmt: str, out=None, force: bool = False) -> pathlib.Path:
     """Export a saved model as a TensorFlow SavedModel folder or a TFLite file.
 
     Args:
@@ -360,6 +380,8 @@ def export_model(model, fmt: str, out=None) -> pathlib.Path:
         fmt: ``savedmodel`` or ``tflite``.
         out: the folder (SavedModel) or file (TFLite); default next to the model
             (``savedmodel/``, ``model.tflite``).
+        force: replace an existing TFLite file (a non-empty SavedModel folder is never
+            replaced).
     """
     import tempfile
 
@@ -382,6 +404,11 @@ def export_model(model, fmt: str, out=None) -> pathlib.Path:
     import tensorflow as tf
 
     target = pathlib.Path(out) if out else path.parent / "model.tflite"
+    if target.is_dir():
+        raise IsADirectoryError(f"{target} is a folder; --format tflite writes a file, e.g. "
+                                f"{target / 'model.tflite'}")
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} exists; give another --out, or --force to replace it")
     with tempfile.TemporaryDirectory() as tmp:
         net.export(tmp, format="tf_saved_model", verbose=False)
         data = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()

@@ -677,12 +677,29 @@ DIVERGED_LOSS_RATIO = 2.0   # last epoch's loss above this multiple of the first
 CONSTANT_PREDICTION = 1e-6  # probabilities spanning less than this: a dead net
 
 
-def divergence(history: List[dict], probs: np.ndarray) -> Optional[str]:
-    """Why a finished run must not count (None when it may): a non-finite loss, a loss
-    that ends far above where it started, or the same prediction for every pixel."""
+def divergence(history: List[dict], probs: np.ndarray, weights=None) -> Optional[str]:
+    """Why a finished run must not count (None when it may): non-finite weights (a net
+    whose weights became NaN can keep a finite loss and predict nothing), a non-finite loss
+    or prediction, a loss that ends far above where it started, or the same prediction for
+    every pixel.
+
+    Args:
+        history: the epochs' logs (``loss`` read). probs: predicted probabilities.
+        weights: the trained network's weights: ``{layer: [arrays]}`` or a list of arrays.
+    """
+    if weights is not None:
+        named = (weights.items() if isinstance(weights, dict)
+                 else ((f"tensor {i}", [w]) for i, w in enumerate(weights)))
+        bad = [name for name, ws in named if any(not np.all(np.isfinite(np.asarray(w, float)))
+                                                 for w in ws)]
+        if bad:
+            return (f"weights became non-finite (NaN or inf) in {len(bad)} layer(s), e.g. "
+                    f"{', '.join(bad[:3])}")
     losses = [float(r.get("loss", np.nan)) for r in history]
     if losses and not np.all(np.isfinite(losses)):
         return f"loss became non-finite ({losses})"
+    if probs.size and not np.all(np.isfinite(probs)):
+        return "predictions became non-finite (NaN or inf)"
     if len(losses) >= 2 and losses[-1] > DIVERGED_LOSS_RATIO * losses[0]:
         return (f"loss rose from {losses[0]:.4g} to {losses[-1]:.4g} (more than "
                 f"{DIVERGED_LOSS_RATIO}x)")
@@ -740,7 +757,7 @@ def run_one(cfg: Config, target: str, fold: int, plan: str, model_kind: str, tra
     none = not parsed.trains
     report = tr.report
     total = report.trainable_params + report.frozen_params
-    why = divergence(tr.history, probs)
+    why = divergence(tr.history, probs, after)
 
     def mean(k):
         return float(np.mean(m[k][lesion])) if lesion.any() else float("nan")

@@ -73,6 +73,10 @@ def plan_slug(plan: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", plan).strip("-")
 
 
+#: a file or folder name that stays where it is put: no separators, no leading dot
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
 def target_slug(spec: str) -> str:
     """A target's name in a results folder and REPORT.md: its ``?name=`` when given; a
     ``folder:ROOT`` is named after its folder; a built-in set without options is its name;
@@ -97,7 +101,7 @@ def target_slug(spec: str) -> str:
     if name == "folder" and ":" in base:
         folder = re.sub(r"[^A-Za-z0-9_.-]+", "-", pathlib.PurePath(base.split(":", 1)[1]).name)
         if folder.strip("-."):
-            return folder.strip("-")
+            return folder.strip("-").lstrip(".")
     return f"{name}-{hashlib.sha1(rest.lstrip(':').encode()).hexdigest()[:6]}"
 
 
@@ -136,12 +140,24 @@ class RunSpec:
         return f"n{self.n_train:04d}-{'aug' if self.augment else 'noaug'}"
 
     def rel_dir(self) -> pathlib.Path:
-        base = pathlib.Path("runs") / target_slug(self.target)
+        """``runs/<target>/<plan>/fold_<k>``; a target or plan whose name would leave the
+        results folder (``..``, ``/``: a tampered runs.json) is an error naming the entry."""
+        slug = target_slug(self.target)
+        if not SAFE_NAME.fullmatch(slug) or not isinstance(self.fold, int) or \
+                not isinstance(self.repeat, int):
+            raise ValueError(f"runs.json: run entry target={self.target!r}, fold={self.fold!r}, "
+                             f"repeat={self.repeat!r} does not name a folder inside the results "
+                             "folder")
+        base = pathlib.Path("runs") / slug
         if self.variant:
             base = base / "sizes" / self.variant
         name = f"fold_{self.fold}" + (f"_repeat_{self.repeat}" if self.repeat else "") + \
             ("_inner" if self.inner else "")
-        return base / plan_slug(self.plan) / name
+        plan = plan_slug(self.plan)
+        if not SAFE_NAME.fullmatch(plan):
+            raise ValueError(f"runs.json: run entry plan={self.plan!r} does not name a folder "
+                             "inside the results folder")
+        return base / plan / name
 
     def dir(self, out) -> pathlib.Path:
         return pathlib.Path(out) / self.rel_dir()

@@ -73,7 +73,10 @@ def pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
     resolved = fresh_session(cfg.study.seed, precision, cfg.study.deterministic)
     n = len(dataset)
     order = np.random.default_rng(cfg.study.seed).permutation(n)
-    n_val = max(1, int(round(pc.val_fraction * n)))
+    if n < 2:
+        raise ValueError(f"pretraining on {dataset.name} needs at least 2 images (one to train, "
+                         f"one to validate); it has {n}")
+    n_val = min(n - 1, max(1, int(round(pc.val_fraction * n))))
     val, train = order[:n_val], order[n_val:]
     with strategy_scope(strategy):
         model = compile_model(build_from_config(cfg.model), pc.learning_rate)

@@ -328,6 +328,10 @@ def prepare(cfg: Config, out, *, distribute: Optional[str] = None, verbose: int 
         if cfg.study.seeds > 1 and "fold" in ds.meta:
             log.warning("%s comes with official folds: its %d repeats (study.seeds) share them; "
                         "only augmentation and initialisation differ", t, cfg.study.seeds)
+    for t, ds in datasets.items():   # before pretraining, not after it
+        if cfg.finetune.folds > len(ds):
+            raise ValueError(f"finetune.folds={cfg.finetune.folds} but {t} has only {len(ds)} "
+                             "images; give fewer folds or more images")
     notes = {t: data_notes(ds, cfg.finetune.folds, target_slug(t)) for t, ds in datasets.items()}
     for note in (n for ns in notes.values() for n in ns):
         log.warning("%s", note)

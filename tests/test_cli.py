@@ -49,3 +49,60 @@ def test_run_all_help_imports_nothing_heavy():
                 "except SystemExit:\n    pass\n"
                 "print('HEAVY', [m for m in ('tensorflow', 'keras') if m in sys.modules])")
     assert "HEAVY []" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["study", "--threads", "-1"], "--threads: expected a finite number > 0, got '-1'"),
+    (["data", "show", "sim_bus", "--size", "0"], "--size: expected a finite number > 0, got '0'"),
+    (["study", "--max-minutes", "0"], "--max-minutes: expected a finite number > 0, got '0'"),
+    (["study", "--max-minutes", "nan"], "--max-minutes: expected a finite number > 0, got 'nan'"),
+    (["study", "--max-minutes", "-1"], "--max-minutes: expected a finite number > 0, got '-1'"),
+    (["study", "--max-minutes", "soon"], "--max-minutes: expected a number > 0, got 'soon'"),
+])
+def test_bad_numbers_are_refused_before_anything_runs(argv, message, capsys):
+    from keras_unet_ft.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("code, path, words", [
+    (30, "/ro/out", "Read-only file system /ro/out: the file system is read-only"),
+    (28, "/full/x.npz", "disk is full: free space (finished runs are kept) and run again"),
+    (13, "/x", "no permission"),
+])
+def test_io_faults_are_one_sentence(code, path, words):
+    import errno
+
+    from keras_unet_ft.cli import io_fault
+
+    assert errno.errorcode[code] in ("EROFS", "ENOSPC", "EACCES")
+    assert words in io_fault(OSError(code, os.strerror(code), path))
+
+
+def test_an_io_fault_exits_1_with_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from keras_unet_ft import cli
+
+    def read_only(args):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / "out"))
+
+    monkeypatch.setattr(cli, "cmd_plans", read_only)
+    assert cli.main(["plans"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "read-only" in err[0] and "Traceback" not in err[0]
+
+
+def test_files_that_are_not_what_their_name_says(tmp_path):
+    from keras_unet_ft.data.preprocess import read_image
+    from keras_unet_ft.deploy import load_model
+
+    (tmp_path / "a.png").write_text("not an image")
+    with pytest.raises(ValueError, match="cannot read image file .*a.png: not an image"):
+        read_image(tmp_path / "a.png")
+    (tmp_path / "m.keras").write_text("not a model")
+    with pytest.raises(ValueError, match="m.keras is not a Keras model file"):
+        load_model(tmp_path / "m.keras")

@@ -83,3 +83,11 @@ def test_a_misspelt_key_gets_the_closest(key, hint):
 
     with pytest.raises(ValueError, match=re.escape(hint)):
         load_config("smoke", {key: "3"})
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "NaN"])
+def test_a_non_finite_number_is_refused(value):
+    from keras_unet_ft.config import load_config
+
+    with pytest.raises(ValueError, match="finetune.learning_rate: expected a finite number"):
+        load_config("smoke", {"finetune.learning_rate": value})

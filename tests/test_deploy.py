@@ -158,14 +158,57 @@ def test_tflite_export_of_a_bf16_trained_model(tmp_path):
      "0 < GAMMA <= 1"),
     (["finetune", "--target", "sim_bus", "--plan", "all", "--pretrained", "{study}",
       "--val-fraction", "1.5", "--out", "{tmp}"], "val_fraction must be in [0, 1)"),
+    # nothing overwritten without a word: a study folder, another model, a TFLite file
+    (["finetune", "--target", "sim_bus", "--plan", "all", "--pretrained", "{study}",
+      "--out", "{study}"], "is a study's results folder; give finetune its own --out"),
+    (["finetune", "--target", "sim_bus", "--plan", "all", "--pretrained", "{study}",
+      "--out", "{tuned}"], "model.keras exists (another fine-tuned model)"),
+    (["export", "{tuned}", "--format", "tflite", "--out", "{images}/a.png"],
+     "a.png exists; give another --out, or --force"),
+    (["finetune", "--target", "sim_bus", "--plan", "all", "--pretrained", "{study}",
+      "--set", "finetune.learning_rate=inf", "--out", "{tmp}"],
+     "finetune.learning_rate: expected a finite number, got 'inf'"),
 ])
 def test_use_commands_fail_clearly(args, message, tuned, tiny_study, images, tmp_path, capsys):
     out, _ = tiny_study
     (tmp_path / "empty").mkdir()
     fill = {"missing": str(tmp_path / "nope"), "images": str(images), "tmp": str(tmp_path / "o"),
             "study": str(out), "tuned": str(tuned), "empty": str(tmp_path / "empty")}
+    before = {p: p.read_bytes() for d in (out, tuned, images) for p in sorted(d.rglob("*"))
+              if p.is_file()}
     assert main([a.format(**fill) for a in args]) == 2
     assert message in capsys.readouterr().err
+    assert before == {p: p.read_bytes() for d in (out, tuned, images)
+                      for p in sorted(d.rglob("*")) if p.is_file()}   # nothing changed
+
+
+def test_finetune_config_records_its_target_as_a_list_that_loads_back(tuned):
+    from keras_unet_ft.config import config_from_dict
+
+    data = json.loads((tuned / "config.json").read_text())
+    assert data["config"]["data"]["targets"] == ["sim_bus"]
+    assert config_from_dict(data["config"]).data.targets == ["sim_bus"]
+
+
+def test_a_net_with_nan_weights_is_diverged_and_no_model_is_written(tiny_study, tmp_path,
+                                                                   monkeypatch, capsys):
+    """A net whose weights became NaN can keep a finite loss and predict nothing."""
+    out, _ = tiny_study
+    real = finetune.FoldSession.train
+
+    def poisoned(self, *a, **k):
+        tr = real(self, *a, **k)
+        w = tr.model.get_weights()
+        w[0] = np.full_like(w[0], np.nan)
+        tr.model.set_weights(w)
+        return tr
+
+    monkeypatch.setattr(finetune.FoldSession, "train", poisoned)
+    code = main(["finetune", "--target", "sim_bus", "--plan", "all", "--pretrained", str(out),
+                 "--out", str(tmp_path / "nan"), "--val-fraction", "0.25"])
+    assert code == 3
+    assert "weights became non-finite" in capsys.readouterr().err
+    assert not (tmp_path / "nan" / "model.keras").exists()
 
 
 def test_same_name_in_two_folders_is_an_error(tmp_path):

@@ -309,3 +309,19 @@ def test_keras_trainer_compiles_once_per_trainable_set_and_runs_do_not_depend_on
             same = all(np.array_equal(a, b) for a, b in zip(layer.get_weights(),
                                                             again.weights_before[layer.name]))
             assert same == (layer.name not in trained), layer.name
+
+
+@pytest.mark.parametrize("history, probs, weights, expected", [
+    ([{"loss": 0.7}, {"loss": 0.69}], [0.1, 0.9], [np.ones(3)], None),
+    ([{"loss": 0.7}, {"loss": 0.69}], [0.1, 0.9], [np.array([1.0, np.nan])],
+     "weights became non-finite (NaN or inf) in 1 layer(s), e.g. tensor 0"),
+    ([{"loss": 0.7}, {"loss": 0.69}], [0.1, 0.9], {"enc1_conv1": [np.array([np.inf])]},
+     "e.g. enc1_conv1"),
+    ([{"loss": 0.7}, {"loss": 0.69}], [0.1, np.nan], None, "predictions became non-finite"),
+    ([{"loss": 0.7}, {"loss": float("nan")}], [0.1, 0.9], None, "loss became non-finite"),
+])
+def test_divergence_reads_weights_and_predictions(history, probs, weights, expected):
+    from keras_unet_ft.finetune import divergence
+
+    why = divergence(history, np.asarray(probs, float), weights)
+    assert (why is None) if expected is None else (expected in why), why

@@ -41,3 +41,16 @@ def test_study_within_max_minutes_stops_cleanly_then_continues(tmp_path):
     assert not (out / "REPORT.md").exists()                    # no report of a partial grid
     run(cfg, out, progress=False)
     assert outcome(out)[0] in (0, 3) and (out / "REPORT.md").exists()
+
+
+def test_a_one_image_pretraining_set_is_a_sentence(tmp_path):
+    import numpy as np
+
+    from keras_unet_ft.config import load_config
+    from keras_unet_ft.data.dataset import Dataset
+    from keras_unet_ft.pretrain import pretrain
+
+    ds = Dataset("tiny", np.zeros((1, 32, 32, 1), np.float32), np.ones((1, 32, 32, 1), np.uint8),
+                 ["a"])
+    with pytest.raises(ValueError, match="needs at least 2 images .* it has 1"):
+        pretrain(load_config("smoke"), ds, tmp_path / "pre")

@@ -212,3 +212,17 @@ def test_nested_selection_says_when_a_pick_or_a_candidate_did_not_finish_ok(tmp_
     assert s["nested_mean"] == pytest.approx((0.85 + 0.75) / 2)   # fold 1 only, said so
     text = write_report(out).read_text()
     assert "**1 fold(s) left out of the nested estimate**" in text
+
+
+@pytest.mark.parametrize("field, value", [
+    ("target", "../../evil"), ("target", "/etc"), ("plan", ".."), ("fold", "../x"),
+])
+def test_a_tampered_runs_json_never_leads_outside_the_folder(tmp_path, field, value):
+    from keras_unet_ft.io import read_json, write_json
+
+    out = make_handmade_results(tmp_path / "r")
+    m = read_json(out / "runs.json")
+    m["runs"][0][field] = value
+    write_json(out / "runs.json", m)
+    with pytest.raises(ValueError, match="does not name a folder inside the results folder"):
+        write_tables(out)

@@ -44,7 +44,12 @@ def read_image(path) -> np.ndarray:
             warnings.simplefilter("ignore")
             a = io.imread(path)
     except Exception as e:  # noqa: BLE001 - any reader error means the same to the user
-        raise ValueError(f"cannot read image file {path}: {e.__class__.__name__}: {e}") from None
+        # imageio's last resort names a video plugin ("pip install imageio[pyav]") for any
+        # file it cannot decode: the file is not an image, whatever its name says
+        why = ("not an image in a format this package reads (PNG, JPEG, BMP, TIFF, GIF)"
+               if "pyav" in str(e) or "Could not find a backend" in str(e)
+               else f"{e.__class__.__name__}: {str(e)[:200]}")
+        raise ValueError(f"cannot read image file {path}: {why}") from None
     if a.ndim == 4:  # animated GIF: first frame
         a = a[0]
     if a.ndim not in (2, 3) or a.size == 0:

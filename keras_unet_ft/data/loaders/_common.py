@@ -52,7 +52,9 @@ def check_unpaired(name: str, missing: List[str], skip_unpaired: bool, n_pairs: 
     if missing:
         msg = f"{name}: {len(missing)} image(s) without {what}, e.g. {missing[:5]}"
         if not skip_unpaired:
-            raise ValueError(msg + " (use --skip-unpaired / skip_unpaired=True to leave them out)")
+            raise ValueError(msg + f" (to leave them out add ?skip_unpaired=true to the dataset, "
+                             f"e.g. {name}:ROOT?skip_unpaired=true; `unet-ft data` also takes "
+                             "--skip-unpaired)")
         log.warning("%s; left out", msg)
     if not n_pairs:
         raise ValueError(f"{name}: no image/mask pairs found" + (f" under {root}" if root else ""))
