@@ -95,3 +95,89 @@ def atomic_savez(path, compress: bool = True, **arrays) -> None:
     """``np.savez_compressed`` (or ``np.savez``) atomically."""
     save = np.savez_compressed if compress else np.savez
     atomic_write(path, lambda tmp: save(tmp, **arrays), suffix=".npz")
+
+
+# -- locks ---------------------------------------------------------------------------------
+def _flock(f, how: int) -> bool:
+    """``fcntl.flock``; True when taken, False when a non-blocking attempt finds it held.
+    Where ``fcntl`` is missing (Windows) every lock is taken at once: no guard there."""
+    try:
+        import fcntl
+    except ImportError:   # pragma: no cover - not on Linux / macOS
+        return True
+    try:
+        fcntl.flock(f.fileno(), how)
+        return True
+    except BlockingIOError:
+        return False
+
+
+class FileLock:
+    """An exclusive lock on ``path`` (a file beside what it guards) for the ``with`` block;
+    the operating system releases it when the process ends, even on ``kill -9``, so a lock is
+    never left stale.
+
+    Examples:
+        >>> with FileLock("/tmp/example.lock"):   # doctest: +SKIP
+        ...     pass   # one process at a time here
+    """
+
+    def __init__(self, path):
+        self.path = pathlib.Path(path)
+
+    def __enter__(self):
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "a+")
+        _flock(self._f, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()   # closing the file releases the lock
+        return False
+
+
+#: the open lock files of this process, kept open (so held) for its life, by path
+_HELD: dict = {}
+
+
+def hold_shared(path, content: str) -> Optional[str]:
+    """Hold a lock on ``path`` shared by every process that brings the same ``content`` (a
+    study's config, as text) for the rest of this process's life. Returns None when held, or
+    the other ``content`` of a live process holding it (the caller refuses to go on).
+
+    The first process takes the lock exclusively, writes its content, then shares it; a
+    later one shares it when the content is the same; a process that died holds nothing,
+    so its content is replaced."""
+    import fcntl
+
+    path = pathlib.Path(path)
+    if str(path) in _HELD:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+")
+    if _flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB):   # no live holder: the content is ours
+        f.seek(0)
+        f.truncate()
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
+        _flock(f, fcntl.LOCK_SH)                    # from exclusive to shared
+    else:                                           # live holders: same content?
+        _flock(f, fcntl.LOCK_SH)                    # waits for a writer to finish
+        f.seek(0)
+        theirs = f.read()
+        if theirs != content:
+            f.close()
+            return theirs
+    _HELD[str(path)] = f
+    return None
+
+
+def release(path) -> None:
+    """Give up a lock taken with :func:`hold_shared` (tests; a process that goes on to
+    other folders)."""
+    f = _HELD.pop(str(pathlib.Path(path)), None)
+    if f is not None:
+        f.close()

@@ -54,6 +54,9 @@ HISTORY = "history.csv"
 PREDICTIONS = "predictions.npz"
 WEIGHTS = "model.keras"
 MANIFEST_VERSION = 1
+#: held (shared) by every process writing a results folder with one config: a second study
+#: with another config refuses at once (:func:`keras_unet_ft.io.hold_shared`)
+STUDY_LOCK = ".study.lock"
 
 #: statuses a run's summary.json can have: ``ok`` counts; ``diverged`` (non-finite or rising
 #: loss, constant predictions) and ``failed`` (an error) are listed and kept out of every

@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import Config
 from .data.study_data import load_pretrain_data
-from .io import atomic_write_text, read_csv, read_json, write_csv
+from .io import FileLock, atomic_write_text, read_csv, read_json, write_csv
 from .layout import pretrained_dir
 from .model import build_from_config, model_config
 from .runtime import (EpochTimer, NaNLossError, epoch_progress, fresh_session, make_dataset,
@@ -41,6 +41,17 @@ def compile_model(model, learning_rate: float):
 def pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
              force: bool = False, strategy=None, deadline: Optional[float] = None
              ) -> pathlib.Path:
+    """Pretrain on ``dataset`` (salient objects) and save the best-validation model; one
+    process at a time per folder (a lock file beside the model): shard processes started
+    into a fresh folder wait for the first one's model and reuse it instead of racing.
+    See :func:`_pretrain` for the rest."""
+    with FileLock(pathlib.Path(out_dir) / ".pretrain.lock"):
+        return _pretrain(cfg, dataset, out_dir, precision, verbose, force, strategy, deadline)
+
+
+def _pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
+              force: bool = False, strategy=None, deadline: Optional[float] = None
+              ) -> pathlib.Path:
     """Pretrain on ``dataset`` (salient objects) and save the best-validation model.
 
     Writes ``out_dir/model.keras`` (best validation loss), ``history.csv`` and
@@ -92,18 +103,26 @@ def pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
             p.unlink(missing_ok=True)
         shutil.rmtree(backup, ignore_errors=True)
         atomic_write_text(started, json.dumps(key, indent=1, sort_keys=True))
-    elif backup.exists():
-        log.info("pretraining resumes from its last finished epoch (%s)", backup)
-    done = read_csv(partial) if partial.exists() else []
-    best_so_far = min((float(r["val_loss"]) for r in done), default=None)
+    else:
+        bad = unreadable_checkpoint(backup, partial, tmp_model)
+        if bad:   # killed while a checkpoint was written: set it aside, start over
+            for q in (backup, partial, tmp_model):
+                if q.exists():
+                    os.replace(q, q.with_name(q.name + ".bad"))
+            log.warning("pretraining checkpoint %s is unreadable; it is set aside as %s.bad "
+                        "and pretraining starts again from its first epoch "
+                        "(--force-pretrain starts over on purpose)", bad, bad)
+        elif backup.exists():
+            log.info("pretraining resumes from its last finished epoch (%s)", backup)
+    done = _epochs(partial)
+    best_so_far = min((r["val_loss"] for r in done), default=None)
     timer = EpochTimer()
+    # order matters for a kill between two of them: the history row first (a repeated epoch
+    # is read once), then the best model, then the checkpoint that says the epoch is done
     callbacks = [timer,   # first: its per-epoch seconds go into history.csv
-                 keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch",
-                                                  delete_checkpoint=False),
                  keras.callbacks.CSVLogger(str(partial), append=True),
-                 keras.callbacks.ModelCheckpoint(str(tmp_model), monitor="val_loss",
-                                                 save_best_only=True,
-                                                 initial_value_threshold=best_so_far),
+                 best_model(tmp_model, best_so_far),
+                 atomic_backup(backup),
                  keras.callbacks.TerminateOnNaN()]
     if deadline is not None:
         callbacks.append(stop_before(deadline))
@@ -116,15 +135,18 @@ def pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
     model.fit(tr, validation_data=va, epochs=pc.epochs, verbose=verbose, shuffle=False,
               callbacks=callbacks)
     seconds = time.perf_counter() - t0
-    rows = [{k: (int(v) + 1 if k == "epoch" else float(v)) for k, v in r.items()}
-            for r in read_csv(partial)]
+    rows = [{**r, "epoch": r["epoch"] + 1} for r in _epochs(partial)]
     if len(rows) < pc.epochs and rows and all(np.isfinite(r["loss"]) for r in rows):
         raise TimeUp(f"pretraining stopped after epoch {len(rows)} of {pc.epochs} to keep "
                      "within --max-minutes; run again to continue")
-    if not tmp_model.exists() or any(not np.isfinite(r.get("loss", 0.0)) for r in rows):
+    # a call killed after the best model was moved into place finishes here again
+    moved = not tmp_model.exists() and model_path.exists()
+    if (not tmp_model.exists() and not moved) or any(not np.isfinite(r.get("loss", 0.0))
+                                                     for r in rows):
         raise NaNLossError(f"pretraining diverged (loss {rows[-1].get('loss') if rows else '?'})")
     write_csv(out_dir / "history.csv", rows)
-    os.replace(tmp_model, model_path)
+    if not moved:
+        os.replace(tmp_model, model_path)
     best = min(rows, key=lambda r: r["val_loss"]) if rows else {}
     atomic_write_text(out_dir / "summary.json", json.dumps({
         "train_images": int(len(train)), "val_images": int(n_val), "epochs": pc.epochs,
@@ -140,6 +162,95 @@ def pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
     started.unlink(missing_ok=True)
     shutil.rmtree(backup, ignore_errors=True)
     return model_path
+
+
+def _epochs(partial: pathlib.Path) -> list:
+    """The finished epochs of ``history.partial.csv`` as numbers (``epoch`` 0-based, as
+    Keras' CSVLogger writes it), one row per epoch: an epoch repeated after a kill is read
+    once, its last row kept."""
+    if not partial.exists():
+        return []
+    by_epoch = {}
+    for r in read_csv(partial):
+        row = {k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()}
+        by_epoch[row["epoch"]] = row
+    return [by_epoch[k] for k in sorted(by_epoch)]
+
+
+def unreadable_checkpoint(backup: pathlib.Path, partial: pathlib.Path,
+                          best: pathlib.Path) -> Optional[pathlib.Path]:
+    """The first file of a pretraining checkpoint that cannot be read back (a process
+    killed while writing it), or None: Keras' weights and epoch in ``backup/``, the history
+    so far, the best model so far."""
+    import zipfile
+
+    import h5py
+
+    weights, meta = backup / "latest.weights.h5", backup / "training_metadata.json"
+    try:
+        if weights.exists():
+            with h5py.File(weights, "r") as f:
+                f.visititems(lambda name, obj: obj[()] if isinstance(obj, h5py.Dataset) else None)
+    except Exception:  # noqa: BLE001 - any reader error: the file is unusable
+        return weights
+    try:
+        if meta.exists():
+            int(json.loads(meta.read_text())["epoch"])
+    except Exception:  # noqa: BLE001
+        return meta
+    try:
+        _epochs(partial)
+    except Exception:  # noqa: BLE001
+        return partial
+    try:
+        if best.exists():
+            with zipfile.ZipFile(best) as z:
+                if z.testzip() is not None:
+                    return best
+    except Exception:  # noqa: BLE001
+        return best
+    return None
+
+
+def best_model(path: pathlib.Path, best: Optional[float]):
+    """A Keras callback saving the model atomically (temporary file + rename) after each
+    epoch whose validation loss is the lowest so far (``best``: the lowest of earlier calls)."""
+    import keras
+
+    from .io import atomic_write
+
+    class _Best(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.best = best
+
+        def on_epoch_end(self, epoch, logs=None):
+            v = float((logs or {}).get("val_loss", np.nan))
+            if np.isfinite(v) and (self.best is None or v < self.best):
+                self.best = v
+                atomic_write(path, self.model.save, suffix=".keras")
+
+    return _Best()
+
+
+def atomic_backup(backup: pathlib.Path):
+    """Keras' ``BackupAndRestore`` (weights, optimizer and epoch after every epoch; restored
+    by the next ``fit``) with each file written atomically: a kill while it writes leaves
+    the previous epoch's checkpoint, never half a file."""
+    import keras
+
+    from .io import atomic_write, atomic_write_text
+
+    class _Atomic(keras.callbacks.BackupAndRestore):
+        def _save_model(self):
+            backup.mkdir(parents=True, exist_ok=True)
+            atomic_write(self._weights_path,
+                         lambda t: self.model.save_weights(t, overwrite=True),
+                         suffix=".weights.h5")
+            atomic_write_text(self._training_metadata_path, json.dumps(
+                {"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+
+    return _Atomic(str(backup), save_freq="epoch", delete_checkpoint=False)
 
 
 class TimeUp(RuntimeError):

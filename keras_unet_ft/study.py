@@ -42,8 +42,8 @@ from .data.registry import modality
 from .data.study_data import (check_targets, data_notes, fold_arrays, inner_fold, load_target,
                               target_folds)
 from .finetune import Diverged, FoldSession, run_one, save_model, stage_learning_rate
-from .io import write_csv
-from .layout import (HISTORY, PER_IMAGE, RunSpec, read_run_summary, save_predictions,
+from .io import hold_shared, write_csv
+from .layout import (HISTORY, PER_IMAGE, STUDY_LOCK, RunSpec, read_run_summary, save_predictions,
                      splits_path, target_slug, weights_path, write_manifest, write_run_summary)
 from .model import build_from_config, model_config
 from .plans import BASELINES, Plan, all_layers_plan, group_plans, plan_set
@@ -280,6 +280,36 @@ def changed_keys(old: Optional[dict], new: Dict[str, object]) -> List[str]:
             if old.get(k) != new.get(k)]
 
 
+def claim_folder(cfg: Config, out) -> None:
+    """One config per results folder at a time: every process of this study (its shard
+    processes, a Slurm array's tasks) shares a lock holding the config; a study with another
+    config started meanwhile is refused at once, naming the keys that differ. The operating
+    system releases the lock when a process ends, so none is ever left stale."""
+    out = pathlib.Path(out)
+    mine = cfg.to_dict()
+    theirs = hold_shared(out / STUDY_LOCK, json.dumps(mine, sort_keys=True))
+    if theirs is None:
+        return
+    try:
+        other = flatten(json.loads(theirs))
+    except ValueError:
+        other = {}
+    diff = changed_keys(other, flatten(mine)) if other else ["(unreadable)"]
+    raise ValueError(f"{out} is being written right now by another study with another config "
+                     f"({'; '.join(diff[:6])}); wait for it to end or give another --out")
+
+
+def flatten(d: dict, prefix: str = "") -> Dict[str, object]:
+    """``{"finetune": {"epochs": 2}}`` -> ``{"finetune.epochs": 2}``."""
+    out: Dict[str, object] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def check_finished_runs(out, runs: Sequence[RunSpec], prints: Dict[str, dict]) -> None:
     """Finished runs made with other settings or data are an error naming what changed
     (resuming would mix two studies in one table); ``--force`` recomputes them."""
@@ -336,6 +366,7 @@ def prepare(cfg: Config, out, *, distribute: Optional[str] = None, verbose: int 
     for note in (n for ns in notes.values() for n in ns):
         log.warning("%s", note)
     prints = {t: fingerprint(cfg, precision, t, data_signature(ds)) for t, ds in datasets.items()}
+    claim_folder(cfg, out)
     if not force:
         check_finished_runs(out, runs, prints)
     out.mkdir(parents=True, exist_ok=True)

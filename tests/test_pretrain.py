@@ -54,3 +54,34 @@ def test_a_one_image_pretraining_set_is_a_sentence(tmp_path):
                  ["a"])
     with pytest.raises(ValueError, match="needs at least 2 images .* it has 1"):
         pretrain(load_config("smoke"), ds, tmp_path / "pre")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", [
+    lambda out: (out / "backup" / "latest.weights.h5").write_bytes(b"\x89HDF\r\n half"),
+    lambda out: (out / "backup" / "training_metadata.json").write_text('{"epo'),
+    lambda out: (out / "history.partial.csv").write_text("epoch,loss,val_loss\n0,0.69,0.6\n1,0."
+                                                         "7,x\n"),
+    lambda out: (out / "model.tmp.keras").write_bytes(b"PK\x03\x04 cut"),
+])
+def test_a_checkpoint_cut_by_a_kill_is_set_aside_and_pretraining_finishes(tmp_path, damage,
+                                                                          caplog):
+    """A kill while a checkpoint was written once left every rerun with an h5py traceback."""
+    cfg = tiny_config(**{"pretrain.epochs": "2"})
+    ds = load_dataset("synth_salient", n=16, size=32, cache=False, progress=False)
+    out = tmp_path / "pretrained"
+    with pytest.raises(TimeUp):
+        pretrain(cfg, ds, out, deadline=time.time())          # one epoch, checkpointed
+    damage(out)
+    path = pretrain(cfg, ds, out)
+    assert path.exists() and "is unreadable; it is set aside" in caplog.text
+    assert [int(r["epoch"]) for r in read_csv(out / "history.csv")] == [1, 2]
+    assert any(p.name.endswith(".bad") for p in out.iterdir())
+
+
+def test_a_repeated_epoch_row_is_read_once(tmp_path):
+    from keras_unet_ft.pretrain import _epochs
+
+    p = tmp_path / "h.csv"
+    p.write_text("epoch,loss,val_loss\n0,0.7,0.6\n1,0.6,0.5\n1,0.55,0.45\n")
+    assert [(r["epoch"], r["loss"]) for r in _epochs(p)] == [(0, 0.7), (1, 0.55)]

@@ -297,3 +297,73 @@ def test_a_slurm_job_array_shares_one_results_folder(tmp_path, monkeypatch, caps
     assert main(["report", str(out), "--no-figures"]) == 0
     assert len(list(out.glob("runs/*/*/fold_*/summary.json"))) == 4
     assert (out / "REPORT.md").exists()
+
+
+def _hold_in_another_process(path, content):
+    """A live process holding the study lock of ``path`` with ``content`` (a config)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time\nfrom keras_unet_ft.io import hold_shared\n"
+            f"assert hold_shared({str(path)!r}, sys.stdin.read()) is None\n"
+            "print('held', flush=True)\ntime.sleep(120)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    p.stdin.write(content)
+    p.stdin.close()
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_a_second_study_with_another_config_is_refused_at_once(tmp_path):
+    import json
+
+    from keras_unet_ft.config import load_config
+    from keras_unet_ft.study import claim_folder
+
+    out = tmp_path / "r"
+    a = load_config("smoke", {"finetune.epochs": "2"})
+    b = load_config("smoke", {"finetune.epochs": "60"})
+    other = _hold_in_another_process(out / ".study.lock", json.dumps(a.to_dict(), sort_keys=True))
+    try:
+        with pytest.raises(ValueError, match=r"being written right now by another study .*"
+                                             r"finetune.epochs: 2 -> 60"):
+            claim_folder(b, out)
+        claim_folder(a, out)            # the same config shares the folder (shards)
+    finally:
+        other.kill()
+        other.wait()
+    from keras_unet_ft.io import release
+
+    release(out / ".study.lock")
+    claim_folder(b, out)                # the holder is gone: the folder is free again
+    release(out / ".study.lock")
+
+
+@pytest.mark.slow
+def test_two_shards_into_a_fresh_folder_pretrain_once(tmp_path):
+    """Two shard processes (a Slurm array without --prepare-only) once raced over the
+    pretraining checkpoint and both failed on every rerun."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import TINY
+
+    sets = [a for k, v in {**TINY, "data.targets": "sim_bus", "study.plans": "contracting",
+                           "study.baselines": "false", "pretrain.epochs": "2",
+                           "data.cache_dir": str(tmp_path / "cache")}.items()
+            for a in ("--set", f"{k}={v}")]
+    cmd = [sys.executable, "-m", "keras_unet_ft.cli", "study", "--profile", "smoke",
+           "--out", str(tmp_path / "r"), "--no-aggregate", "--quiet"] + sets
+    env = {**os.environ, "UNET_FT_CACHE": str(tmp_path / "cache")}
+    procs = [subprocess.Popen(cmd + ["--shard", f"{i}/2"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    from keras_unet_ft.io import read_csv
+
+    assert [int(r["epoch"]) for r in read_csv(tmp_path / "r" / "pretrained" / "history.csv")] \
+        == [1, 2]
+    assert sorted(p.name for p in (tmp_path / "r" / "runs" / "sim_bus" / "contracting").iterdir()) \
+        == ["fold_0", "fold_1"]
