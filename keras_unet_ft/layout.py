@@ -20,6 +20,9 @@ evaluation reads result folders and never re-derives them from training code)::
     <out>/results.csv, summary.csv, stats.csv, sizes.csv, sizes_summary.csv,
                                       nested.csv, nested_summary.csv (study.nested)
     <out>/REPORT.md, figures/*.png|pdf
+    <out>/.study.lock                 the config of the processes writing the folder now
+    <out>/pretrained/.pretrain.lock   one pretraining at a time; backup/, *.partial.*,
+                                      model.tmp.keras while it runs (*.bad: set aside)
 
 No Keras or TensorFlow here: reading a results folder must stay cheap.
 """

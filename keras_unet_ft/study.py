@@ -353,6 +353,8 @@ def prepare(cfg: Config, out, *, distribute: Optional[str] = None, verbose: int 
         stage_learning_rate(cfg, i)  # bad values fail before any training
     if any(r.model == "vunet" for r in runs):  # fail before any training, with a clear message
         resolve_encoder_weights(cfg.model.encoder_weights)
+    claim_folder(cfg, out)   # after the quick checks, before anything slow: another config
+    # writing this folder now is refused at once
     datasets = {t: load_target(cfg, t) for t in cfg.data.targets}  # read and checked first
     for t, ds in datasets.items():
         if cfg.study.seeds > 1 and "fold" in ds.meta:
@@ -366,7 +368,6 @@ def prepare(cfg: Config, out, *, distribute: Optional[str] = None, verbose: int 
     for note in (n for ns in notes.values() for n in ns):
         log.warning("%s", note)
     prints = {t: fingerprint(cfg, precision, t, data_signature(ds)) for t, ds in datasets.items()}
-    claim_folder(cfg, out)
     if not force:
         check_finished_runs(out, runs, prints)
     out.mkdir(parents=True, exist_ok=True)

@@ -108,3 +108,17 @@ def test_an_empty_file_says_so(tmp_path):
     (tmp_path / "a.png").write_bytes(b"")
     with pytest.raises(ValueError, match=r"a.png: the file is empty \(0 bytes\)"):
         read_image(tmp_path / "a.png")
+
+
+def test_a_cache_that_cannot_be_written_is_said_and_skipped(tmp_path, monkeypatch, caplog):
+    import errno
+
+    from keras_unet_ft.data import preprocess
+    from keras_unet_ft.data.registry import load_dataset
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(preprocess, "atomic_savez", read_only)
+    ds = load_dataset("sim_bus?n=4", size=32, cache_directory=str(tmp_path))
+    assert len(ds) == 4 and "cannot write the dataset cache" in caplog.text

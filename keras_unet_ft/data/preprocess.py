@@ -255,6 +255,12 @@ def load_cached(path: pathlib.Path, key: str):
 
 
 def save_cached(path: pathlib.Path, key: str, ds: Dataset) -> None:
-    """Write atomically (temporary file + rename)."""
+    """Write atomically (temporary file + rename). A cache that cannot be written (a
+    read-only or full disk) is said once and skipped: the data is in memory all the same."""
     info = json.dumps({"name": ds.name, "ids": ds.ids, "meta": ds.meta, "source": ds.source})
-    atomic_savez(path, compress=False, key=key, info=info, images=ds.images, masks=ds.masks)
+    try:
+        atomic_savez(path, compress=False, key=key, info=info, images=ds.images, masks=ds.masks)
+    except OSError as e:
+        log.warning("%s: cannot write the dataset cache %s (%s); going on without it (set "
+                    "UNET_FT_CACHE or data.cache_dir to a writable folder, or --no-cache)",
+                    ds.name, path, e.strerror or e)
