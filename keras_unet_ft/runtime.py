@@ -281,6 +281,8 @@ def configure_cpu_threads(base_filters: int) -> Optional[int]:
 
 
 _MULTIWORKER = []
+#: the file descriptor on which a supervised multiworker process says its cluster is up
+PEERS_READY_FD = "UNET_FT_PEERS_READY_FD"
 
 
 def get_strategy(distribute: Optional[str] = None):
@@ -297,9 +299,20 @@ def get_strategy(distribute: Optional[str] = None):
         if _MULTIWORKER:
             return _MULTIWORKER[0]
         worker_task()   # TF_CONFIG checked before TensorFlow starts
+        import signal
+
         import tensorflow as tf
 
-        _MULTIWORKER.append(tf.distribute.MultiWorkerMirroredStrategy())
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()   # blocks until all are up
+        # one collective: every worker answers (the constructor alone may return before)
+        strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+        # TensorFlow's coordination service catches SIGTERM (to note a preemption) and goes
+        # on: a user's SIGTERM ends the worker again
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        ready = os.environ.get(PEERS_READY_FD)
+        if ready:   # the supervising process (unet-ft) waits for this line
+            os.write(int(ready), b"up\n")
+        _MULTIWORKER.append(strategy)
         return _MULTIWORKER[0]
     raise ValueError(f"distribute must be 'mirrored', 'multiworker' or none, got {distribute!r}")
 

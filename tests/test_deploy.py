@@ -343,3 +343,48 @@ def test_one_finetune_run_over_two_local_workers_equals_one_process(tmp_path):
     assert max(float(np.max(np.abs(x - y))) for x, y in zip(a, b)) < 1e-5
     start = keras.saving.load_model(pre, compile=False).get_weights()
     assert any(float(np.max(np.abs(x - y))) > 1e-3 for x, y in zip(a, start))   # it trained
+
+
+def _lonely_worker(tmp_path, timeout):
+    """Worker 0 of a two-worker TF_CONFIG whose worker 1 never starts."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    ports = _free_ports(2)
+    env = {**os.environ, "UNET_FT_PEER_TIMEOUT": str(timeout),
+           "TF_CONFIG": json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]},
+                                    "task": {"type": "worker", "index": 0}})}
+    pre = tmp_path / "pre.keras"
+    pre.write_bytes(b"")   # never read: the cluster does not come up
+    cmd = [sys.executable, "-m", "keras_unet_ft.cli", "finetune", "--profile", "smoke",
+           "--target", "sim_bus", "--plan", "all", "--pretrained", str(pre), "--out",
+           str(tmp_path / "o"), "--distribute", "multiworker"]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_a_missing_peer_ends_a_multiworker_run_after_its_timeout(tmp_path):
+    import time
+
+    t0 = time.time()
+    p = _lonely_worker(tmp_path, 8)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 1, err
+    assert "waited 8 s for the others of TF_CONFIG" in err and "Traceback" not in err
+    assert time.time() - t0 < 60
+    assert not (tmp_path / "o" / "model.keras").exists()
+
+
+def test_sigterm_ends_a_multiworker_run_waiting_for_peers(tmp_path):
+    import signal
+    import time
+
+    p = _lonely_worker(tmp_path, 300)
+    time.sleep(8)                       # TensorFlow started and waits for worker 1
+    t0 = time.time()
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in err
+    assert time.time() - t0 < 10
