@@ -89,8 +89,8 @@ def target_slug(spec: str) -> str:
     anything else is ``NAME-<hash of root and options>``.
 
     Examples:
-        >>> target_slug("folder:/data/busi_dev?modality=ultrasound")
-        'busi_dev'
+        >>> target_slug("folder:/data/my_scans?modality=ultrasound")
+        'my_scans'
         >>> target_slug("busi:/data/BUSI?name=busi_benign")
         'busi_benign'
         >>> target_slug("sim_bus")

@@ -359,8 +359,8 @@ def test_masks_with_a_suffix_are_named_with_the_option(tmp_path):
 
 
 @pytest.mark.parametrize("spec, slug, modality", [
-    ("folder:/data/busi_dev?modality=ultrasound", "busi_dev", "ultrasound"),
-    ("folder:/data/busi_dev/", "busi_dev", "other"),
+    ("folder:/data/my_scans?modality=ultrasound", "my_scans", "ultrasound"),
+    ("folder:/data/my_scans/", "my_scans", "other"),
     ("folder:/data/scans?name=mine&modality=xray", "mine", "xray"),
     ("busi:/data/BUSI?include_normal=false", None, "ultrasound"),
     ("sim_bus", "sim_bus", "ultrasound"),

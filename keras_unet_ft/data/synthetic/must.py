@@ -9,7 +9,7 @@ element RF signals, I/Q demodulation, delay-and-sum beamforming
 time-gain compensation fitted to the image, then the same log compression as
 the fast model.
 
-Choices (measured on a 2-core CPU, see ../shared/DESIGN.md):
+Choices (measured on a 2-core CPU, see BENCHMARKS.md):
 
 * ``fnumber = 1.5`` on receive: MUST's default full, unweighted aperture
   washes out the lesion contrast.
