@@ -98,12 +98,17 @@ def atomic_savez(path, compress: bool = True, **arrays) -> None:
 
 
 # -- locks ---------------------------------------------------------------------------------
+try:
+    import fcntl
+    _EX, _SH, _NB = fcntl.LOCK_EX, fcntl.LOCK_SH, fcntl.LOCK_NB
+except ImportError:   # pragma: no cover - Windows: no guard there
+    fcntl, _EX, _SH, _NB = None, 2, 1, 4
+
+
 def _flock(f, how: int) -> bool:
     """``fcntl.flock``; True when taken, False when a non-blocking attempt finds it held.
     Where ``fcntl`` is missing (Windows) every lock is taken at once: no guard there."""
-    try:
-        import fcntl
-    except ImportError:   # pragma: no cover - not on Linux / macOS
+    if fcntl is None:   # pragma: no cover
         return True
     try:
         fcntl.flock(f.fileno(), how)
@@ -126,11 +131,9 @@ class FileLock:
         self.path = pathlib.Path(path)
 
     def __enter__(self):
-        import fcntl
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "a+")
-        _flock(self._f, fcntl.LOCK_EX)
+        _flock(self._f, _EX)
         return self
 
     def __exit__(self, *exc):
@@ -138,7 +141,7 @@ class FileLock:
         return False
 
 
-#: the open lock files of this process, kept open (so held) for its life, by path
+#: the open lock files of this process and their content, kept open (so held), by path
 _HELD: dict = {}
 
 
@@ -150,34 +153,35 @@ def hold_shared(path, content: str) -> Optional[str]:
     The first process takes the lock exclusively, writes its content, then shares it; a
     later one shares it when the content is the same; a process that died holds nothing,
     so its content is replaced."""
-    import fcntl
-
-    path = pathlib.Path(path)
-    if str(path) in _HELD:
-        return None
+    path = pathlib.Path(path).resolve()
+    held = _HELD.get(str(path))
+    if held is not None:
+        if held[1] == content:
+            return None
+        release(path)   # this process moves on to another config: taken anew below
     path.parent.mkdir(parents=True, exist_ok=True)
     f = open(path, "a+")
-    if _flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB):   # no live holder: the content is ours
+    if _flock(f, _EX | _NB):   # no live holder: the content is ours
         f.seek(0)
         f.truncate()
         f.write(content)
         f.flush()
         os.fsync(f.fileno())
-        _flock(f, fcntl.LOCK_SH)                    # from exclusive to shared
+        _flock(f, _SH)                    # from exclusive to shared
     else:                                           # live holders: same content?
-        _flock(f, fcntl.LOCK_SH)                    # waits for a writer to finish
+        _flock(f, _SH)                    # waits for a writer to finish
         f.seek(0)
         theirs = f.read()
         if theirs != content:
             f.close()
             return theirs
-    _HELD[str(path)] = f
+    _HELD[str(path)] = (f, content)
     return None
 
 
 def release(path) -> None:
     """Give up a lock taken with :func:`hold_shared` (tests; a process that goes on to
     other folders)."""
-    f = _HELD.pop(str(pathlib.Path(path)), None)
-    if f is not None:
-        f.close()
+    held = _HELD.pop(str(pathlib.Path(path).resolve()), None)
+    if held is not None:
+        held[0].close()

@@ -72,11 +72,16 @@ RUN_SUMMARY_KEYS = ("status", "target", "fold", "plan", "model", "aliases", "n_t
                     "weight_change")
 
 
+def _folder_name(text: str) -> str:
+    """``text`` as one folder name: runs of other characters become ``-``, no leading dot."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-").lstrip(".")
+
+
 def plan_slug(plan: str) -> str:
     """A folder name for a plan (``shallow_to_deep:3@level`` -> ``shallow_to_deep-3-level``)."""
     if plan.startswith("layers:") or "/layers:" in plan:
         return "layers-" + hashlib.sha1(plan.encode()).hexdigest()[:8]
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", plan).strip("-")
+    return _folder_name(plan)
 
 
 #: a file or folder name that stays where it is put: no separators, no leading dot
@@ -105,9 +110,9 @@ def target_slug(spec: str) -> str:
     if options.get("name"):
         return options["name"]
     if name == "folder" and ":" in base:
-        folder = re.sub(r"[^A-Za-z0-9_.-]+", "-", pathlib.PurePath(base.split(":", 1)[1]).name)
-        if folder.strip("-."):
-            return folder.strip("-").lstrip(".")
+        folder = _folder_name(pathlib.PurePath(base.split(":", 1)[1]).name)
+        if folder:
+            return folder
     return f"{name}-{hashlib.sha1(rest.lstrip(':').encode()).hexdigest()[:6]}"
 
 

@@ -108,7 +108,12 @@ def _pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
         if bad:   # killed while a checkpoint was written: set it aside, start over
             for q in (backup, partial, tmp_model):
                 if q.exists():
-                    os.replace(q, q.with_name(q.name + ".bad"))
+                    aside = q.with_name(q.name + ".bad")   # the latest bad one is kept
+                    if aside.is_dir():
+                        shutil.rmtree(aside)
+                    else:
+                        aside.unlink(missing_ok=True)
+                    os.replace(q, aside)
             log.warning("pretraining checkpoint %s is unreadable; it is set aside as %s.bad "
                         "and pretraining starts again from its first epoch "
                         "(--force-pretrain starts over on purpose)", bad, bad)

@@ -73,6 +73,8 @@ def test_a_checkpoint_cut_by_a_kill_is_set_aside_and_pretraining_finishes(tmp_pa
     with pytest.raises(TimeUp):
         pretrain(cfg, ds, out, deadline=time.time())          # one epoch, checkpointed
     damage(out)
+    (out / "backup.bad").mkdir()          # an earlier set-aside checkpoint is replaced
+    (out / "backup.bad" / "old").write_text("x")
     path = pretrain(cfg, ds, out)
     assert path.exists() and "is unreadable; it is set aside" in caplog.text
     assert [int(r["epoch"]) for r in read_csv(out / "history.csv")] == [1, 2]

@@ -367,3 +367,29 @@ def test_two_shards_into_a_fresh_folder_pretrain_once(tmp_path):
         == [1, 2]
     assert sorted(p.name for p in (tmp_path / "r" / "runs" / "sim_bus" / "contracting").iterdir()) \
         == ["fold_0", "fold_1"]
+
+
+def test_one_process_moving_to_another_config_takes_the_lock_anew(tmp_path):
+    """The lock is keyed by the resolved folder and its content follows this process's config:
+    a live holder of the old config refuses the new one, whatever the path's spelling."""
+    import pathlib
+
+    from keras_unet_ft.config import load_config
+    from keras_unet_ft.io import release
+    from keras_unet_ft.study import claim_folder
+
+    out = tmp_path / "r"
+    a = load_config("smoke", {"finetune.epochs": "2"})
+    b = load_config("smoke", {"finetune.epochs": "3"})
+    claim_folder(a, out)
+    claim_folder(a, pathlib.Path(os.path.relpath(out)))          # same folder, other spelling
+    other = _hold_in_another_process(out / ".study.lock", json.dumps(a.to_dict(), sort_keys=True))
+    try:
+        with pytest.raises(ValueError, match="finetune.epochs: 2 -> 3"):
+            claim_folder(b, out)
+    finally:
+        other.kill()
+        other.wait()
+    claim_folder(b, out)
+    assert json.loads((out / ".study.lock").read_text())["finetune"]["epochs"] == 3
+    release(out / ".study.lock")

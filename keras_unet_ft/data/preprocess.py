@@ -27,7 +27,8 @@ from ..io import atomic_savez
 from .dataset import Dataset
 
 log = logging.getLogger("keras_unet_ft.data")
-CACHE_VERSION = 2  # bump when preprocessing changes: old caches are rebuilt
+CACHE_VERSION = 3  # bump when preprocessing changes: old caches are rebuilt
+#                   (3: real sets keep each image's size before resizing)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 
 

@@ -16,11 +16,11 @@ import inspect
 import logging
 import os
 import pathlib
-import re
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from ..layout import SAFE_NAME
 from .dataset import Dataset
 from .preprocess import cache_dir, cache_key, load_cached, save_cached
 
@@ -167,7 +167,7 @@ def split_spec(spec: str) -> Tuple[str, Optional[str], Dict[str, str]]:
     if options.get("modality", "other") not in MODALITIES:
         raise ValueError(f"dataset {spec!r}: modality={options['modality']!r}; expected one of "
                          f"{', '.join(MODALITIES)}")
-    if "name" in options and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", options["name"]):
+    if "name" in options and not SAFE_NAME.fullmatch(options["name"]):
         raise ValueError(f"dataset {spec!r}: name={options['name']!r}; expected letters, "
                          "digits, '_', '.' or '-' (it names the target's folder)")
     return name, (path if sep else None), options
