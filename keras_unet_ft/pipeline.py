@@ -18,7 +18,7 @@ from .exitcodes import (EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK,  #
                         EXIT_RUNS_FAILED)
 from .figures import make_all_figures
 from .io import read_csv
-from .layout import REPORT, SUMMARY, load_config_of, target_slug
+from .layout import REPORT, SUMMARY, load_config_of, read_manifest, target_slug
 from .report import write_report
 from .pretrain import TimeUp, pretrained_weights_by_kind
 from .results import recommendation, status_counts, write_tables
@@ -62,8 +62,12 @@ def closing_lines(out) -> list:
     if not (out / SUMMARY).exists():
         return []
     summary = read_csv(out / SUMMARY)
+    notes = {t["slug"]: t.get("notes") for t in read_manifest(out).get("targets", [])}
     lines = []
     for target in dict.fromkeys(r["target"] for r in summary):
+        if notes.get(target):
+            lines.append(f"{target}: {len(notes[target])} data warning(s), in REPORT.md: "
+                         + "; ".join(n.split(": ", 1)[-1].split(" (")[0] for n in notes[target]))
         rec = recommendation(summary, target)
         if rec is None:
             lines.append(f"{target}: no plan finished ok")

@@ -119,3 +119,19 @@ def test_closing_lines_recommend_as_the_report_does(tmp_path):
     assert lines[0].startswith("sim_bus: fine-tune contracting (Dice 0.825 [")
     assert lines[0].endswith("; every other plan is worse")
     assert lines[-1] == f"report: {out / 'REPORT.md'}"
+
+
+def test_closing_lines_name_a_targets_data_warnings(tmp_path):
+    from conftest import make_handmade_results
+    from keras_unet_ft.io import read_json, write_json
+    from keras_unet_ft.pipeline import closing_lines
+    from keras_unet_ft.results import write_tables
+
+    out = make_handmade_results(tmp_path / "r")
+    m = read_json(out / "runs.json")
+    m["targets"][0]["notes"] = ["sim_bus: 12 images with an object over 3 folds, about 4 per "
+                                "test fold (fewer than 10): each fold's Dice ..."]
+    write_json(out / "runs.json", m)
+    write_tables(out)
+    assert closing_lines(out)[0] == ("sim_bus: 1 data warning(s), in REPORT.md: 12 images with "
+                                     "an object over 3 folds, about 4 per test fold")
