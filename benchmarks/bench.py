@@ -132,7 +132,8 @@ def bench_plans(precision="fp32"):
     from keras_unet_ft.blocks import BlockMap
     from keras_unet_ft.finetune import MaskedTrainer, SelectiveTrainer
     from keras_unet_ft.model import build_unet
-    from keras_unet_ft.plans import Plan, apply_plan
+    from keras_unet_ft.plans import Plan
+    from keras_unet_ft.trainable import apply_plan
     from keras_unet_ft.runtime import make_dataset
 
     name = os.environ.get("BENCH_PLANS_CONFIG", "quick")

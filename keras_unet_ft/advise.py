@@ -44,7 +44,8 @@ from .metrics import batch_metrics
 from .io import atomic_write_text, write_json
 from .layout import splits_path, target_slug
 from .model import build_from_config, model_config
-from .plans import Plan, group_plans, plan_report, plan_set
+from .plans import PER_VARIABLE_TRAINERS, Plan, group_plans, plan_set
+from .trainable import plan_report
 from .provenance import write_provenance
 from .runtime import NaNLossError, backend, make_dataset, make_loss, resolve_precision
 from .stats import bootstrap_ci, ci_verdict
@@ -169,8 +170,8 @@ def resumable(plan: str, trainer_kind: str) -> bool:
     """Whether a plan can go on from a saved state between rungs: one stage, the same
     trainable set throughout, a trainer whose state the package holds (selective or masked)."""
     p = Plan.parse(plan).bare
-    return trainer_kind in ("selective", "masked") and len(p.steps) == 1 \
-        and p.kind != "gradual" and p.trains
+    return trainer_kind in PER_VARIABLE_TRAINERS and len(p.steps) == 1 \
+        and not p.layers_change and p.trains
 
 
 def _go_on(c: Candidate, cfg: Config, session: FoldSession, weights, train, val,

@@ -75,7 +75,7 @@ def _unit_plans(rows, kind: str, scheme: str) -> Dict[int, str]:
             q = Plan.parse(p)
         except ValueError:
             continue
-        if q.kind == kind and q.model is None and q.scheme == scheme:
+        if q.curve_k(kind, scheme) is not None:
             out[q.k] = p
     return dict(sorted(out.items()))
 

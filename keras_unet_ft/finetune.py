@@ -31,7 +31,8 @@ from .io import atomic_write
 from .blocks import BlockMap
 from .metrics import METRICS, batch_metrics
 from .model import build_from_config, model_config
-from .plans import METHOD_KINDS, Plan, apply_plan, plan_report
+from .plans import Plan, PlanError
+from .trainable import apply_plan, plan_report
 from .runtime import (EpochTimer, NaNLossError, ScalarLog, backend, fresh_session, history_rows,
                       is_multiworker, peak_memory_bytes, reset_peak_memory, resolve_precision,
                       make_dataset, make_loss, predict, strategy_scope, tensorboard_callback)
@@ -52,7 +53,7 @@ class MaskedTrainer:
     The price: a frozen layer's weight gradient is computed anyway (see
     ``benchmarks/`` for the step time per plan). Used by the study when the
     precision is fp32 or bf16 and no distribution strategy is set; otherwise the
-    study uses :func:`keras_unet_ft.plans.apply_plan` + ``model.fit``.
+    study uses :func:`keras_unet_ft.trainable.apply_plan` + ``model.fit``.
 
     Args:
         model: a built model; all its layers are set trainable.
@@ -466,10 +467,11 @@ class FoldSession:
         with ``log_dir`` its epoch scalars go to TensorBoard event files there."""
         plan = Plan.parse(plan).bare
         ft = self.cfg.finetune
-        steps = [Plan("all") if plan.kind == "scratch" else st for st in plan.steps]
+        # a random start trains every layer: one step, Plan("all")
+        steps = [st if plan.from_pretrained else Plan("all") for st in plan.steps]
         lrs = [stage_learning_rate(self.cfg, i) for i in range(len(steps))]
         epochs = ft.epochs if plan.trains else 0
-        init = None if plan.kind == "scratch" else pretrained_weights
+        init = pretrained_weights if plan.from_pretrained else None
         if self.kind == "selective" and init is None:
             init = self.scratch_weights()
         if self.kind in ("masked", "selective"):
@@ -479,15 +481,14 @@ class FoldSession:
             finally:
                 if log is not None:
                     log.close()
+        if self.kind not in plan.trainers:
+            raise PlanError(f"plan {str(plan)!r} needs the {' or '.join(plan.trainers)} "
+                            f"trainer; this run uses the {self.kind} trainer (study.trainer="
+                            f"{self.cfg.study.trainer!r}, precision {self.precision!r}"
+                            + (", --distribute multiworker" if self.kind == "multiworker"
+                               else "") + "); set study.trainer=selective")
         if self.kind == "multiworker":
-            if any(st.kind in METHOD_KINDS for st in steps):
-                raise ValueError(f"plan {str(plan)!r} is not supported by --distribute "
-                                 "multiworker (block plans, all, staged plans are)")
             return self._train_multiworker(plan, steps, lrs, epochs, train, init)
-        if any(st.kind in METHOD_KINDS for st in steps):
-            raise ValueError(f"plan {str(plan)!r} needs the selective or masked trainer "
-                             f"(this run uses Keras' own: {self.cfg.study.trainer!r}, precision "
-                             f"{self.precision!r}); set study.trainer=selective")
         return self._train_keras(plan, steps, lrs, epochs, train, init, verbose, log_dir)
 
     def _train_masked(self, plan, steps, lrs, epochs, train, init, log=None) -> Trained:
@@ -509,7 +510,7 @@ class FoldSession:
                 continue
             ds = make_dataset(train[0], train[1], ft.batch_size, shuffle=True,
                               seed=self.seed + i)
-            if st.kind == "gradual":  # one more block each epoch, optimizer state kept
+            if st.layers_change:  # one more block each epoch, optimizer state kept
                 r, t = [], []
                 for e in range(1, epochs + 1):
                     self.trainer.select(st.epoch_layers(self.bm, e), st, self.bm)
@@ -751,7 +752,7 @@ def run_one(cfg: Config, target: str, fold: int, plan: str, model_kind: str, tra
     pred_empty = (probs.reshape(len(probs), -1) > 0.5).sum(axis=1) == 0
     lesion = ~empty
     after = weights_by_layer(tr.model)
-    change = None if parsed.kind == "scratch" else relative_change(tr.weights_before, after,
+    change = None if not parsed.from_pretrained else relative_change(tr.weights_before, after,
                                                                   tr.block_map)
     ids = list(test[2])
     none = not parsed.trains

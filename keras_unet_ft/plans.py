@@ -34,32 +34,304 @@ Plan sets (:data:`PLAN_SETS`) are data: ``N`` stands for the number of units of
 the model under the plan's scheme and ``MID`` for ``(N + 1) // 2``, so the sets
 follow ``--set model.depth=3`` (7 blocks) instead of assuming 9. The answer to
 "which layers does plan X train?" for every plan of a set is
-:func:`plan_matrix` (``unet-ft plans --matrix``; ``docs/plans.md``).
+func:`~keras_unet_ft.trainable.plan_matrix` (``unet-ft plans --matrix``; ``docs/plans.md``).
 
-Keras 3 reads ``trainable`` flags only when a model is compiled, so
-:func:`apply_plan` always recompiles (Keras does not warn otherwise).
+What each kind *means* is one row of :data:`KIND_SPECS` (:class:`KindSpec`): its syntax,
+how it prints, how its argument is checked, which layers and variables it trains, at
+which rates, per epoch, and which trainers can train it. Adding a kind is one row there
+(docs/architecture.md). Code elsewhere asks a plan (``plan.is_method``,
+``plan.from_pretrained``, ``plan.curve_k(...)``), never compares ``plan.kind``.
 
-This module imports no Keras at import time: reading results uses the grammar.
+This module imports no Keras: reading results uses the grammar. The Keras side
+(:func:`~keras_unet_ft.trainable.apply_plan`, parameter counts) is
+:mod:`keras_unet_ft.trainable`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
-from .blocks import SCHEMES, BlockMap, check_scheme
+from .blocks import SCHEMES, check_scheme
 from .config import MODEL_KINDS
+from .exitcodes import UserError
 
-BASELINES = ("none", "scratch")
-SIMPLE_KINDS = ("all", "none", "scratch", "freeze_bottleneck")
-SPLIT_KINDS = ("contracting", "expanding")
-SPLITS = ("conv", "blocks")
-UNIT_KINDS = ("shallow_to_deep", "deep_to_shallow", "only_block")
-#: fine-tuning methods beyond freezing whole layers (per-variable, per-rate, per-epoch)
-METHOD_KINDS = ("bitfit", "llrd", "gradual")
+BASELINE_DOC = "the pretrained net, not fine-tuned"
 DIRECTIONS = ("top", "bottom")
-KINDS = SIMPLE_KINDS + SPLIT_KINDS + UNIT_KINDS + METHOD_KINDS + ("layers", "staged")
+SPLITS = ("conv", "blocks")
+#: every trainer of :mod:`keras_unet_ft.finetune` (``study.trainer``)
+TRAINERS = ("selective", "masked", "keras", "multiworker")
+#: the trainers that hold a per-variable mask, per-layer rates and per-epoch layer sets
+PER_VARIABLE_TRAINERS = ("selective", "masked")
+
+
+class PlanError(UserError):
+    """A plan string or value that is not in the grammar (a bad input: exit 2)."""
+
+
+# -- arguments: what follows ``KIND:`` -----------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ArgSpec:
+    """The argument of a plan kind: which :class:`Plan` fields it fills, how it is read
+    from the text after ``KIND:``, how it prints back, and how its values are checked."""
+
+    fields: Tuple[str, ...]
+    parse: Callable[[str, str, str], dict]   # (kind, argument, whole text) -> field values
+    show: Callable[["Plan"], str]            # the argument's text ("" = the kind alone)
+    check: Callable[["Plan"], None]          # raises PlanError on a bad value
+
+
+def _no_arg_parse(kind, arg, text):
+    if arg:
+        raise PlanError(f"plan {kind!r} takes no argument, got {text!r}")
+    return {}
+
+
+def _unit_parse(kind, arg, text):
+    num, _, scheme = arg.partition("@")
+    try:
+        k = int(num)
+    except ValueError:
+        raise PlanError(f"bad plan {text!r}: expected {kind}:K or {kind}:K@SCHEME with K a "
+                        f"positive integer and SCHEME in {SCHEMES}") from None
+    return {"k": k, "scheme": scheme or "path"}
+
+
+def _unit_check(p):
+    if p.k is None or isinstance(p.k, bool) or int(p.k) != p.k or p.k < 1:
+        raise PlanError(f"plan {p.kind!r} needs a positive integer k, got {p.k!r}")
+    check_scheme(p.scheme)
+
+
+def _split_check(p):
+    if p.split not in SPLITS:
+        raise PlanError(f"unknown split {p.split!r}; expected one of {SPLITS}")
+
+
+def _pattern_check(p):
+    if not p.pattern:
+        raise PlanError("plan 'layers' needs a regular expression, e.g. 'layers:^enc'")
+    try:
+        re.compile(p.pattern)
+    except re.error as e:
+        raise PlanError(f"bad regular expression {p.pattern!r} in plan: {e}") from None
+
+
+def _gamma_parse(kind, arg, text):
+    try:
+        return {"gamma": float(arg)}
+    except ValueError:
+        raise PlanError(f"bad plan {text!r}: expected llrd:GAMMA with a number "
+                        "0 < GAMMA <= 1, e.g. llrd:0.5") from None
+
+
+def _gamma_check(p):
+    g = p.gamma
+    if g is None or isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 < g <= 1:
+        raise PlanError(f"plan 'llrd' needs a factor 0 < GAMMA <= 1, e.g. llrd:0.5; got {g!r}")
+
+
+def _direction_check(p):
+    if p.direction not in DIRECTIONS:
+        raise PlanError(f"plan 'gradual' needs a direction in {DIRECTIONS} "
+                        f"(gradual:top = deepest block first), got {p.direction!r}")
+
+
+def _stages_check(p):
+    if len(p.stages) < 2:
+        raise PlanError("a staged plan needs two or more stages, e.g. expanding:blocks>all")
+    for st in p.stages:
+        if not st.spec.stage or st.model is not None:
+            raise PlanError(f"stage {str(st)!r}: a stage is a plain plan (no baseline, "
+                            "llrd, gradual, model prefix or nested stages)")
+
+
+NO_ARG = ArgSpec((), _no_arg_parse, lambda p: "", lambda p: None)
+UNITS = ArgSpec(("k", "scheme"), _unit_parse,
+                lambda p: f"{p.k}" + ("" if p.scheme == "path" else f"@{p.scheme}"), _unit_check)
+SPLIT = ArgSpec(("split",), lambda kind, arg, text: {"split": arg or "conv"},
+                lambda p: "" if p.split == "conv" else p.split, _split_check)
+PATTERN = ArgSpec(("pattern",), lambda kind, arg, text: {"pattern": arg},
+                  lambda p: p.pattern, _pattern_check)
+GAMMA = ArgSpec(("gamma",), _gamma_parse, lambda p: f"{p.gamma:g}", _gamma_check)
+DIRECTION = ArgSpec(("direction",), lambda kind, arg, text: {"direction": arg or None},
+                    lambda p: p.direction, _direction_check)
+STAGES = ArgSpec(("stages",), _no_arg_parse, lambda p: "", _stages_check)
+
+#: the value of every argument field when a kind does not take it
+_ARG_DEFAULTS = {"k": None, "scheme": "path", "split": "conv", "pattern": None, "gamma": None,
+                 "direction": None, "stages": ()}
+_FIELD_WORDS = {"k": "k", "scheme": "depth scheme", "split": "split", "pattern": "pattern",
+                "gamma": "GAMMA", "direction": "direction", "stages": "stages"}
+
+
+# -- which layers, variables, rates, per epoch ------------------------------------------
+def _weighted(bm) -> List[str]:
+    return [n for b in bm.blocks for n in b.weighted_layers]
+
+
+def _every_layer(p, bm) -> FrozenSet[str]:
+    return frozenset(_weighted(bm))
+
+
+def _no_layer(p, bm) -> FrozenSet[str]:
+    return frozenset()
+
+
+def _biased_layers(p, bm) -> FrozenSet[str]:
+    return frozenset(n for n in _weighted(bm)
+                     if any(p.trains_variable(w.path) for w in bm.model.get_layer(n).weights))
+
+
+def _all_but_bottleneck(p, bm) -> FrozenSet[str]:
+    bott = {n for b in bm.blocks if b.part == "bottleneck" for n in b.weighted_layers}
+    return frozenset(n for n in _weighted(bm) if n not in bott)
+
+
+def _split_layers(p, bm) -> FrozenSet[str]:
+    if p.split == "conv":
+        cut = 2 * bm.n_pools + 1  # the paper: conv 1..9 contracting at depth 4
+        contracting = set(bm.conv_layers()[:cut])
+    else:
+        contracting = {n for b in bm.blocks if b.part != "expanding" for n in b.weighted_layers}
+    want = p.kind == "contracting"
+    return frozenset(n for n in _weighted(bm) if (n in contracting) == want)
+
+
+def _matching_layers(p, bm) -> FrozenSet[str]:
+    weighted = _weighted(bm)
+    chosen = frozenset(n for n in weighted if re.search(p.pattern, n))
+    if not chosen:
+        raise PlanError(f"plan {str(p)!r} matches no weighted layer of model {bm.model.name!r}; "
+                        f"layer names look like {weighted[:3]}")
+    return chosen
+
+
+def _unit_layers(p, bm) -> FrozenSet[str]:
+    units = bm.units(p.scheme)
+    if p.k > units:
+        raise PlanError(f"plan {str(p)!r}: k={p.k} but the model has only {units} units under "
+                        f"the {p.scheme!r} scheme (valid k: 1..{units})")
+    chosen = {"shallow_to_deep": range(1, p.k + 1),
+              "deep_to_shallow": range(units - p.k + 1, units + 1),
+              "only_block": [p.k]}[p.kind]
+    return frozenset(n for b in bm.blocks_in_units(chosen, p.scheme) for n in b.weighted_layers)
+
+
+def _stage_union(p, bm) -> FrozenSet[str]:
+    out: FrozenSet[str] = frozenset()
+    for st in p.stages:
+        out = out | st.spec.layers(st, bm)
+    return out
+
+
+def _every_variable(p, var_name: str) -> bool:
+    return True
+
+
+def _biases_only(p, var_name: str) -> bool:
+    return var_name.rsplit("/", 1)[-1] == "bias"
+
+
+def _decayed_rates(p, bm) -> Dict[str, float]:
+    n = len(bm.blocks)
+    return {name: float(p.gamma) ** (n - b.index) for b in bm.blocks
+            for name in b.weighted_layers}
+
+
+def _gradual_layers(p, bm, epoch: int) -> FrozenSet[str]:
+    n = len(bm.blocks)
+    k = min(int(epoch), n)
+    idx = range(n - k + 1, n + 1) if p.direction == "top" else range(1, k + 1)
+    return frozenset(name for b in bm.blocks if b.index in idx for name in b.weighted_layers)
+
+
+@dataclasses.dataclass(frozen=True)
+class KindSpec:
+    """Everything a plan kind means, in one row of :data:`KIND_SPECS`.
+
+    Args:
+        syntax: how the kind is written (``llrd:GAMMA``).
+        summary: one line for ``docs/plans.md`` and error messages.
+        arg: its argument (:class:`ArgSpec`).
+        layers: ``(plan, block_map) -> frozenset`` of the weighted layers it trains.
+        variables: ``(plan, variable name) -> bool``: which variables of those layers it trains.
+        rates: ``(plan, block_map) -> {layer: learning-rate factor}``, or None (one rate).
+        epoch_layers: ``(plan, block_map, epoch) -> frozenset``: the layers of an epoch when
+            they change from epoch to epoch, or None.
+        baseline: a comparison point (``none``, ``scratch``), never merged with another plan.
+        pretrained: starts from the pretrained weights (``scratch``: random ones).
+        stage: may be one stage of ``PLAN>PLAN``.
+        trainers: the trainers that can train it (``study.trainer``).
+        curve: one point of a block curve (Fig. 4): ``KIND:K``.
+    """
+
+    syntax: str
+    summary: str
+    arg: ArgSpec
+    layers: Callable
+    variables: Callable = _every_variable
+    rates: Optional[Callable] = None
+    epoch_layers: Optional[Callable] = None
+    baseline: bool = False
+    pretrained: bool = True
+    stage: bool = True
+    trainers: Tuple[str, ...] = TRAINERS
+    curve: bool = False
+
+    @property
+    def every_variable(self) -> bool:
+        """Whether every variable of a trained layer is trained (``bitfit``: biases only)."""
+        return self.variables is _every_variable
+
+    @property
+    def method(self) -> bool:
+        """A way to fine-tune beyond a set of trained layers (per variable, rate or epoch):
+        Keras' trainable flags cannot express it."""
+        return self.trainers != TRAINERS
+
+
+_UNIT_ROW = dict(arg=UNITS, layers=_unit_layers, curve=True)
+#: every plan kind: adding one is one row here (and one row in tests/test_plans.py)
+KIND_SPECS: Dict[str, KindSpec] = {
+    "all": KindSpec("all", "every layer", NO_ARG, _every_layer),
+    "none": KindSpec("none", BASELINE_DOC, NO_ARG, _no_layer, baseline=True, stage=False),
+    "scratch": KindSpec("scratch", "random initialisation, every layer trained", NO_ARG,
+                        _every_layer, baseline=True, pretrained=False, stage=False),
+    "freeze_bottleneck": KindSpec("freeze_bottleneck", "every layer but the bottleneck's",
+                                  NO_ARG, _all_but_bottleneck),
+    "contracting": KindSpec("contracting[:blocks]", "the paper's contracting path (conv 1..2P+1)"
+                            " or, with :blocks, the contracting blocks + bottleneck",
+                            SPLIT, _split_layers),
+    "expanding": KindSpec("expanding[:blocks]", "the rest of the net (:blocks = the expanding "
+                          "blocks, Cheng & Lam's decoder only)", SPLIT, _split_layers),
+    "shallow_to_deep": KindSpec("shallow_to_deep:K[@scheme]", "the K shallowest units",
+                                **_UNIT_ROW),
+    "deep_to_shallow": KindSpec("deep_to_shallow:K[@scheme]", "the K deepest units",
+                                **_UNIT_ROW),
+    "only_block": KindSpec("only_block:I[@scheme]", "unit I alone", arg=UNITS,
+                           layers=_unit_layers),
+    "layers": KindSpec("layers:REGEX", "layers whose name matches REGEX (re.search)", PATTERN,
+                       _matching_layers),
+    "bitfit": KindSpec("bitfit", "biases only (BitFit, Ben Zaken et al. 2022)", NO_ARG,
+                       _biased_layers, variables=_biases_only, trainers=PER_VARIABLE_TRAINERS),
+    "llrd": KindSpec("llrd:GAMMA", "every layer, block k at lr * GAMMA^(N - k) (layer-wise "
+                     "learning-rate decay, Howard & Ruder 2018)", GAMMA, _every_layer,
+                     rates=_decayed_rates, stage=False, trainers=PER_VARIABLE_TRAINERS),
+    "gradual": KindSpec("gradual:DIRECTION", "one more block per epoch from the output end "
+                        "(top) or the input end (bottom) (gradual unfreezing)", DIRECTION,
+                        _every_layer, epoch_layers=_gradual_layers, stage=False,
+                        trainers=PER_VARIABLE_TRAINERS),
+    "staged": KindSpec("PLAN>PLAN[>...]", "stages trained one after the other, each with a "
+                       "fresh optimizer", STAGES, _stage_union, stage=False),
+}
+KINDS = tuple(KIND_SPECS)
+BASELINES = tuple(k for k, s in KIND_SPECS.items() if s.baseline)
+#: fine-tuning methods beyond freezing whole layers (per-variable, per-rate, per-epoch)
+METHOD_KINDS = tuple(k for k, s in KIND_SPECS.items() if s.method)
+#: the kinds whose ``KIND:K`` plans make the block curves
+CURVE_KINDS = tuple(k for k, s in KIND_SPECS.items() if s.curve)
 
 #: named plan sets; ``N`` = units of the scheme, ``MID`` = (N + 1) // 2, ``1..N`` = every K
 PLAN_SETS: Dict[str, Tuple[str, ...]] = {
@@ -85,7 +357,7 @@ PLAN_SETS: Dict[str, Tuple[str, ...]] = {
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """A fine-tuning plan.
+    """A fine-tuning plan: a kind of :data:`KIND_SPECS` and its argument.
 
     Args:
         kind: one of :data:`KINDS`.
@@ -122,77 +394,25 @@ class Plan:
     direction: Optional[str] = None
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown plan kind {self.kind!r}; expected one of {KINDS}")
-        check_scheme(self.scheme)
+        if self.kind not in KIND_SPECS:
+            raise PlanError(f"unknown plan kind {self.kind!r}; expected one of {KINDS}")
         if self.model is not None and self.model not in MODEL_KINDS:
-            raise ValueError(f"unknown model {self.model!r} in plan; expected one of "
-                             f"{MODEL_KINDS}")
-        if self.kind == "staged":
-            if len(self.stages) < 2:
-                raise ValueError("a staged plan needs two or more stages, e.g. "
-                                 "expanding:blocks>all")
-            for st in self.stages:
-                if st.kind in BASELINES + ("staged", "llrd", "gradual") or st.model is not None:
-                    raise ValueError(f"stage {str(st)!r}: a stage is a plain plan (no "
-                                     "baseline, llrd, gradual, model prefix or nested stages)")
-        elif self.stages:
-            raise ValueError(f"plan {self.kind!r} takes no stages")
-        if self.kind in UNIT_KINDS:
-            if self.k is None or int(self.k) != self.k or self.k < 1:
-                raise ValueError(f"plan {self.kind!r} needs a positive integer k, got {self.k!r}")
-        elif self.k is not None:
-            raise ValueError(f"plan {self.kind!r} takes no k, got {self.k!r}")
-        if self.kind not in UNIT_KINDS and self.scheme != "path":
-            raise ValueError(f"plan {self.kind!r} takes no depth scheme, got {self.scheme!r}")
-        if self.split not in SPLITS:
-            raise ValueError(f"unknown split {self.split!r}; expected one of {SPLITS}")
-        if self.kind not in SPLIT_KINDS and self.split != "conv":
-            raise ValueError(f"plan {self.kind!r} takes no split, got {self.split!r}")
-        if self.kind == "layers":
-            if not self.pattern:
-                raise ValueError("plan 'layers' needs a regular expression, e.g. 'layers:^enc'")
-            try:
-                re.compile(self.pattern)
-            except re.error as e:
-                raise ValueError(f"bad regular expression {self.pattern!r} in plan: {e}") from None
-        elif self.pattern is not None:
-            raise ValueError(f"plan {self.kind!r} takes no pattern, got {self.pattern!r}")
-        if self.kind == "llrd":
-            g = self.gamma
-            if g is None or isinstance(g, bool) or not isinstance(g, (int, float)) \
-                    or not 0 < g <= 1:
-                raise ValueError(f"plan 'llrd' needs a factor 0 < GAMMA <= 1, e.g. llrd:0.5; "
-                                 f"got {g!r}")
-        elif self.gamma is not None:
-            raise ValueError(f"plan {self.kind!r} takes no GAMMA, got {self.gamma!r}")
-        if self.kind == "gradual":
-            if self.direction not in DIRECTIONS:
-                raise ValueError(f"plan 'gradual' needs a direction in {DIRECTIONS} "
-                                 f"(gradual:top = deepest block first), got {self.direction!r}")
-        elif self.direction is not None:
-            raise ValueError(f"plan {self.kind!r} takes no direction, got {self.direction!r}")
+            raise PlanError(f"unknown model {self.model!r} in plan; expected one of "
+                            f"{MODEL_KINDS}")
+        spec = self.spec
+        for field, default in _ARG_DEFAULTS.items():
+            if field not in spec.arg.fields and getattr(self, field) != default:
+                raise PlanError(f"plan {self.kind!r} takes no {_FIELD_WORDS[field]}, got "
+                                f"{getattr(self, field)!r}")
+        spec.arg.check(self)
 
     # -- strings ---------------------------------------------------------------
     def __str__(self) -> str:
         prefix = f"{self.model}/" if self.model else ""
-        return prefix + self._bare_str()
-
-    def _bare_str(self) -> str:
         if self.kind == "staged":
-            return ">".join(str(s) for s in self.stages)
-        if self.kind in UNIT_KINDS:
-            s = f"{self.kind}:{self.k}"
-            return s if self.scheme == "path" else f"{s}@{self.scheme}"
-        if self.kind in SPLIT_KINDS:
-            return self.kind if self.split == "conv" else f"{self.kind}:{self.split}"
-        if self.kind == "layers":
-            return f"layers:{self.pattern}"
-        if self.kind == "llrd":
-            return f"llrd:{self.gamma:g}"
-        if self.kind == "gradual":
-            return f"gradual:{self.direction}"
-        return self.kind
+            return prefix + ">".join(str(s) for s in self.stages)
+        arg = self.spec.arg.show(self)
+        return prefix + (f"{self.kind}:{arg}" if arg else self.kind)
 
     @classmethod
     def parse(cls, text) -> "Plan":
@@ -200,7 +420,7 @@ class Plan:
         if isinstance(text, Plan):
             return text
         if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"a plan must be a non-empty string, got {text!r}")
+            raise PlanError(f"a plan must be a non-empty string, got {text!r}")
         text = text.strip()
         head, sep, rest = text.partition("/")
         model = None
@@ -209,55 +429,31 @@ class Plan:
         if ">" in text and not text.startswith("layers:"):
             parts = [p.strip() for p in text.split(">")]
             if any(not p for p in parts):
-                raise ValueError(f"bad staged plan {text!r}: expected PLAN>PLAN, e.g. "
-                                 "expanding:blocks>all")
+                raise PlanError(f"bad staged plan {text!r}: expected PLAN>PLAN, e.g. "
+                                "expanding:blocks>all")
             return cls("staged", model=model, stages=tuple(cls._parse_one(p) for p in parts))
         return dataclasses.replace(cls._parse_one(text), model=model)
 
     @classmethod
     def _parse_one(cls, text: str) -> "Plan":
         kind, _, arg = text.partition(":")
-        if kind == "layers":
-            return cls("layers", pattern=arg)
-        if kind in SIMPLE_KINDS:
-            if arg:
-                raise ValueError(f"plan {kind!r} takes no argument, got {text!r}")
-            return cls(kind)
-        if kind in SPLIT_KINDS:
-            return cls(kind, split=arg or "conv")
-        if kind == "bitfit":
-            if arg:
-                raise ValueError(f"plan 'bitfit' takes no argument, got {text!r}")
-            return cls(kind)
-        if kind == "llrd":
-            try:
-                gamma = float(arg)
-            except ValueError:
-                raise ValueError(f"bad plan {text!r}: expected llrd:GAMMA with a number "
-                                 "0 < GAMMA <= 1, e.g. llrd:0.5") from None
-            return cls(kind, gamma=gamma)
-        if kind == "gradual":
-            return cls(kind, direction=arg or None)
-        if kind in UNIT_KINDS:
-            num, _, scheme = arg.partition("@")
-            try:
-                k = int(num)
-            except ValueError:
-                raise ValueError(
-                    f"bad plan {text!r}: expected {kind}:K or {kind}:K@SCHEME with K a "
-                    f"positive integer and SCHEME in {SCHEMES}"
-                ) from None
-            return cls(kind, k=k, scheme=scheme or "path")
+        if kind in KIND_SPECS and kind != "staged":
+            return cls(kind, **KIND_SPECS[kind].arg.parse(kind, arg, text))
         import difflib
 
         kinds = [k for k in KINDS if k != "staged"]
         close = difflib.get_close_matches(kind, kinds + list(PLAN_SETS), n=3, cutoff=0.6)
-        raise ValueError(f"unknown plan {text!r}"
-                         + (f"; did you mean {' or '.join(close)}?" if close else "")
-                         + f" Plan kinds: {', '.join(kinds)} (optionally MODEL/PLAN or "
-                         f"PLAN>PLAN); plan sets: {', '.join(PLAN_SETS)}")
+        raise PlanError(f"unknown plan {text!r}"
+                        + (f"; did you mean {' or '.join(close)}?" if close else "")
+                        + f" Plan kinds: {', '.join(kinds)} (optionally MODEL/PLAN or "
+                        f"PLAN>PLAN); plan sets: {', '.join(PLAN_SETS)}")
 
-    # -- properties ------------------------------------------------------------
+    # -- what the kind says ------------------------------------------------------
+    @property
+    def spec(self) -> KindSpec:
+        """The row of :data:`KIND_SPECS` of this plan's kind."""
+        return KIND_SPECS[self.kind]
+
     @property
     def bare(self) -> "Plan":
         """The plan without its model prefix."""
@@ -270,12 +466,55 @@ class Plan:
 
     @property
     def is_baseline(self) -> bool:
-        return self.kind in BASELINES
+        return self.spec.baseline
+
+    @property
+    def is_method(self) -> bool:
+        """A way to fine-tune beyond a set of trained layers (BitFit, LLRD, gradual
+        unfreezing): compared with the nearest block plan, never merged with one."""
+        return self.spec.method
+
+    @property
+    def is_block_plan(self) -> bool:
+        """A set of trained layers on the study's model: no baseline, method, stages or
+        model prefix."""
+        return self.model is None and not (self.is_baseline or self.is_method
+                                           or self.kind == "staged")
 
     @property
     def trains(self) -> bool:
         """Whether the plan trains at all (``none`` does not)."""
         return self.kind != "none"
+
+    @property
+    def from_pretrained(self) -> bool:
+        """Whether training starts from the pretrained weights (``scratch`` does not)."""
+        return self.spec.pretrained
+
+    @property
+    def trainers(self) -> Tuple[str, ...]:
+        """The trainers (``study.trainer``) that can train every stage of the plan."""
+        return tuple(t for t in TRAINERS if all(t in st.spec.trainers for st in self.steps))
+
+    @property
+    def layers_change(self) -> bool:
+        """Whether the trained layers change from epoch to epoch (gradual unfreezing)."""
+        return any(st.spec.epoch_layers is not None for st in self.steps)
+
+    def curve_k(self, kind: str, scheme: str = "path") -> Optional[int]:
+        """K when this plan is the point ``kind:K@scheme`` of a block curve (no model
+        prefix), else None.
+
+        Examples:
+            >>> Plan.parse("deep_to_shallow:3@level").curve_k("deep_to_shallow", "level")
+            3
+            >>> Plan.parse("xunet/deep_to_shallow:3").curve_k("deep_to_shallow") is None
+            True
+        """
+        if self.spec.curve and self.kind == kind and self.model is None \
+                and self.scheme == scheme:
+            return self.k
+        return None
 
     def model_or(self, default: str) -> str:
         return self.model or default
@@ -283,7 +522,7 @@ class Plan:
     # -- resolution --------------------------------------------------------------
     def stage_layers(self, block_map) -> List[FrozenSet[str]]:
         """Trainable layers of every stage (see :meth:`trainable_layers`)."""
-        return [st._layers(block_map) for st in self.steps]
+        return [st.spec.layers(st, block_map) for st in self.steps]
 
     def trainable_layers(self, block_map) -> FrozenSet[str]:
         """Names of the weighted layers this plan trains (all stages) on the mapped model.
@@ -291,88 +530,28 @@ class Plan:
         Args:
             block_map: a :class:`~keras_unet_ft.blocks.BlockMap` of the model.
         """
-        out: FrozenSet[str] = frozenset()
-        for layers in self.stage_layers(block_map):
-            out = out | layers
-        return out
+        return self.spec.layers(self, block_map)
 
     def trains_variable(self, var_name: str) -> bool:
         """Whether a variable of a trained layer is trained, by its name in the layer
         (``kernel``, ``bias``, ...): ``bitfit`` trains the biases only."""
-        return self.kind != "bitfit" or var_name.rsplit("/", 1)[-1] == "bias"
+        return self.spec.variables(self, var_name)
 
     def learning_rate_scales(self, block_map) -> Optional[Dict[str, float]]:
         """``llrd``: each weighted layer's learning-rate factor, ``GAMMA ** (N - k)`` for a
         layer of block ``k`` of ``N`` (path scheme; 1.0 for the deepest block); None for
         every other plan (one rate for all)."""
-        if self.kind != "llrd":
-            return None
-        n = len(block_map.blocks)
-        return {name: float(self.gamma) ** (n - b.index)
-                for b in block_map.blocks for name in b.weighted_layers}
+        return self.spec.rates(self, block_map) if self.spec.rates else None
 
     def epoch_layers(self, block_map, epoch: int) -> FrozenSet[str]:
         """``gradual``: the layers trained in epoch ``epoch`` (1-based): the ``epoch``
         deepest blocks (``top``) or shallowest blocks (``bottom``), all of them from
         epoch N on. Other plans: :meth:`trainable_layers` in every epoch."""
-        if self.kind != "gradual":
+        if self.spec.epoch_layers is None:
             return self.trainable_layers(block_map)
         if int(epoch) < 1:
             raise ValueError(f"epochs count from 1, got {epoch!r}")
-        n = len(block_map.blocks)
-        k = min(int(epoch), n)
-        idx = range(n - k + 1, n + 1) if self.direction == "top" else range(1, k + 1)
-        return frozenset(name for b in block_map.blocks if b.index in idx
-                         for name in b.weighted_layers)
-
-    def _layers(self, bm) -> FrozenSet[str]:
-        weighted = [n for b in bm.blocks for n in b.weighted_layers]
-        if self.kind in ("all", "scratch", "llrd", "gradual"):
-            return frozenset(weighted)
-        if self.kind == "bitfit":
-            model = bm.model
-            return frozenset(n for n in weighted
-                             if any(self.trains_variable(w.path) for w in
-                                    model.get_layer(n).weights))
-        if self.kind == "none":
-            return frozenset()
-        if self.kind == "freeze_bottleneck":
-            bott = {n for b in bm.blocks if b.part == "bottleneck" for n in b.weighted_layers}
-            return frozenset(n for n in weighted if n not in bott)
-        if self.kind in SPLIT_KINDS:
-            if self.split == "conv":
-                convs = bm.conv_layers()
-                cut = 2 * bm.n_pools + 1  # the paper: conv 1..9 contracting at depth 4
-                contracting = set(convs[:cut])
-            else:
-                contracting = {n for b in bm.blocks if b.part != "expanding"
-                               for n in b.weighted_layers}
-            if self.kind == "contracting":
-                return frozenset(n for n in weighted if n in contracting)
-            return frozenset(n for n in weighted if n not in contracting)
-        if self.kind == "layers":
-            rx = re.compile(self.pattern)
-            chosen = frozenset(n for n in weighted if rx.search(n))
-            if not chosen:
-                raise ValueError(
-                    f"plan {str(self)!r} matches no weighted layer of model "
-                    f"{bm.model.name!r}; layer names look like {weighted[:3]}"
-                )
-            return chosen
-        units = bm.units(self.scheme)
-        if self.k > units:
-            raise ValueError(
-                f"plan {str(self)!r}: k={self.k} but the model has only {units} units under "
-                f"the {self.scheme!r} scheme (valid k: 1..{units})"
-            )
-        if self.kind == "shallow_to_deep":
-            chosen_units = range(1, self.k + 1)
-        elif self.kind == "deep_to_shallow":
-            chosen_units = range(units - self.k + 1, units + 1)
-        else:
-            chosen_units = [self.k]
-        return frozenset(n for b in bm.blocks_in_units(chosen_units, self.scheme)
-                         for n in b.weighted_layers)
+        return self.spec.epoch_layers(self, block_map, epoch)
 
 
 def all_layers_plan(units: int) -> str:
@@ -403,7 +582,7 @@ def _shorthand(items: List[str]) -> List[str]:
     for item in items:
         if re.fullmatch(r"\d+(@\w+)?", item) and out:
             head, _, _ = out[-1].rpartition(":")
-            if head.split("/")[-1] in UNIT_KINDS:
+            if KIND_SPECS.get(head.split("/")[-1], KIND_SPECS["all"]).arg is UNITS:
                 out.append(f"{head}:{item}")
                 continue
         out.append(item)
@@ -431,7 +610,7 @@ def plan_set(name_or_list, units: Optional[Mapping[str, int]] = None) -> List[st
         items = [p.strip() for p in str(name_or_list).split(",")]
     items = _shorthand([p for p in items if p])
     if not items:
-        raise ValueError(f"no plans in {name_or_list!r}; give a plan set "
+        raise PlanError(f"no plans in {name_or_list!r}; give a plan set "
                          f"({', '.join(PLAN_SETS)}) or comma-separated plans")
     out = [p for item in items for p in _expand(item, units)]
     for p in out:
@@ -456,7 +635,7 @@ def group_plans(plans: Sequence[str], block_maps: Mapping[str, object],
     for p in plans:
         plan = Plan.parse(p)
         kind = plan.model_or(default_model)
-        if plan.is_baseline or plan.kind in METHOD_KINDS:
+        if plan.is_baseline or plan.is_method:
             key, label = (kind, f"__{plan.bare}__"), str(plan) if plan.model else str(plan.bare)
         else:
             sets = tuple(layers if layers else frozenset({"__none__"})
@@ -468,166 +647,3 @@ def group_plans(plans: Sequence[str], block_maps: Mapping[str, object],
             order.append(key)
         groups[key].append(label)
     return [(groups[k][0], groups[k][1:], k[0]) for k in order]
-
-
-# -- the answer to "which layers": one table ---------------------------------------
-@dataclasses.dataclass
-class PlanRow:
-    """One row of :func:`plan_matrix`."""
-
-    plan: str
-    cells: List[str]            # per block: "X" all of it trained, "x" part, "b" biases, "." frozen
-    trainable_layers: List[str]
-    trainable_params: int
-    total_params: int
-
-    @property
-    def share(self) -> float:
-        return 100.0 * self.trainable_params / self.total_params if self.total_params else 0.0
-
-
-def plan_matrix(plans: Sequence[str], block_map) -> List[PlanRow]:
-    """Which blocks and layers each plan trains, and how many parameters.
-
-    Args:
-        plans: plan strings (model prefixes are ignored: the block map decides).
-        block_map: the :class:`~keras_unet_ft.blocks.BlockMap` of the model.
-    """
-    params = {}
-    for b in block_map.blocks:
-        for n in b.weighted_layers:
-            params[n] = block_map.layer_params(n)
-    order = [n for b in block_map.blocks for n in b.weighted_layers]
-    rows = []
-    for p in plans:
-        plan = Plan.parse(p)
-        chosen = frozenset() if plan.kind == "none" else plan.trainable_layers(block_map)
-        cells = []
-        for b in block_map.blocks:
-            hit = [n for n in b.weighted_layers if n in chosen]
-            cells.append("." if not hit else "b" if plan.kind == "bitfit"
-                         else "X" if len(hit) == len(b.weighted_layers) else "x")
-        n_params = (sum(params[n] for n in chosen) if plan.kind != "bitfit" else
-                    count_params([w for n in chosen for w in block_map.model.get_layer(n).weights
-                                  if plan.trains_variable(w.path)]))
-        rows.append(PlanRow(str(p), cells, [n for n in order if n in chosen],
-                            n_params, block_map.total_params))
-    return rows
-
-
-def format_matrix(rows: Sequence[PlanRow], block_map, markdown: bool = False) -> str:
-    """:func:`plan_matrix` as a text (or Markdown) table, one column per block."""
-    heads = [f"{b.index}{b.part[0]}" for b in block_map.blocks]
-    if markdown:
-        lines = ["| plan | " + " | ".join(heads) + " | trainable params | % | trained layers |",
-                 "|---|" + "---|" * len(heads) + "---:|---:|---|"]
-        for r in rows:
-            lines.append(f"| `{r.plan}` | " + " | ".join(r.cells)
-                         + f" | {r.trainable_params:,} | {r.share:.2f} | "
-                         + (", ".join(r.trainable_layers) or "(none)") + " |")
-        return "\n".join(lines)
-    w = max([len("plan")] + [len(r.plan) for r in rows])
-    lines = [f"{'plan':<{w}}  " + " ".join(f"{h:>3}" for h in heads)
-             + f"  {'trainable':>12} {'%':>7}"]
-    for r in rows:
-        lines.append(f"{r.plan:<{w}}  " + " ".join(f"{c:>3}" for c in r.cells)
-                     + f"  {r.trainable_params:>12,} {r.share:>6.2f}%")
-    lines.append("columns: block index + part (c contracting, b bottleneck, e expanding); "
-                 "X = whole block trained, x = part of it, b = its biases only, . = frozen")
-    return "\n".join(lines)
-
-
-# -- applying a plan to a Keras model -------------------------------------------------
-@dataclasses.dataclass
-class PlanReport:
-    """What :func:`apply_plan` did."""
-
-    plan: str
-    trainable_layers: Tuple[str, ...]  # in model order
-    trainable_params: int
-    frozen_params: int
-
-    def __str__(self) -> str:
-        total = self.trainable_params + self.frozen_params
-        share = 100.0 * self.trainable_params / total if total else 0.0
-        return (f"plan {self.plan}: {self.trainable_params:,} trainable / "
-                f"{self.frozen_params:,} frozen parameters ({share:.2f} % trained); "
-                f"layers: {', '.join(self.trainable_layers) or '(none)'}")
-
-
-def count_params(weights) -> int:
-    """Number of scalars in a list of weights (Keras variables or arrays)."""
-    n = 0
-    for w in weights:
-        s = 1
-        for d in w.shape:
-            s *= int(d)
-        n += s
-    return n
-
-
-def plan_report(model, plan, layers) -> PlanReport:
-    """A :class:`PlanReport` for ``layers`` (names) trained on ``model``."""
-    chosen = set(layers)
-    plan = Plan.parse(plan)
-    ordered = tuple(layer.name for layer in model.layers if layer.name in chosen)
-    n_tr = sum(count_params([w for w in layer.weights if plan.trains_variable(w.path)])
-               for layer in model.layers if layer.name in chosen)
-    return PlanReport(str(plan), ordered, n_tr, count_params(model.weights) - n_tr)
-
-
-def default_optimizer(learning_rate: float = 1e-4):
-    """The paper's (zhixuhao's) optimizer: Adam, learning rate 1e-4 (docs/paper.md D)."""
-    import keras
-
-    return keras.optimizers.Adam(learning_rate=learning_rate)
-
-
-def apply_plan(model, plan, *, block_map=None, optimizer=None, loss=None, metrics=None,
-               compile: bool = True) -> PlanReport:
-    """Set ``trainable`` flags for ``plan`` and recompile the model.
-
-    Args:
-        model: a U-Net built by :mod:`keras_unet_ft.model`.
-        plan: a :class:`Plan` or a plan string (one stage; a staged plan is applied
-            one stage at a time).
-        block_map: a precomputed :class:`BlockMap` of ``model`` (computed if None).
-        optimizer, loss, metrics: passed to ``compile``. ``optimizer`` defaults to a
-            fresh copy of the model's current optimizer (same config, new state)
-            or Adam(1e-4); ``loss`` to the model's loss or binary cross-entropy.
-        compile: recompile (required for the flags to take effect in Keras 3).
-
-    Returns:
-        A :class:`PlanReport` with the trainable and frozen parameter counts.
-
-    Examples:
-        >>> from keras_unet_ft.model import build_unet
-        >>> m = build_unet()
-        >>> apply_plan(m, "contracting").trainable_params
-        9403840
-    """
-    plan = Plan.parse(plan)
-    if plan.kind in ("bitfit", "llrd", "gradual") or any(
-            st.kind == "bitfit" for st in plan.steps):
-        raise ValueError(f"plan {str(plan)!r} is not a set of trainable layers: Keras' "
-                         "trainable flags cannot express it; train it with "
-                         "study.trainer=selective or masked")
-    if plan.kind == "staged":
-        raise ValueError(f"apply_plan takes one stage at a time; got the staged plan "
-                         f"{str(plan)!r} (apply {', then '.join(map(str, plan.stages))})")
-    bm = block_map if block_map is not None else BlockMap(model)
-    chosen = plan.trainable_layers(bm) if plan.trains else frozenset()
-    model.trainable = True
-    for layer in model.layers:
-        layer.trainable = layer.name in chosen if layer.weights else True
-    if compile:
-        old_opt = getattr(model, "optimizer", None)
-        if optimizer is None:
-            optimizer = (old_opt.__class__.from_config(old_opt.get_config())
-                         if old_opt is not None else default_optimizer())
-        if loss is None:
-            loss = getattr(model, "loss", None) or "binary_crossentropy"
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
-    ordered = tuple(layer.name for layer in model.layers if layer.name in chosen)
-    return PlanReport(str(plan), ordered, count_params(model.trainable_weights),
-                      count_params(model.non_trainable_weights))

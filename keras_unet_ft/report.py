@@ -20,7 +20,7 @@ from .io import atomic_write_text, read_csv, read_json
 from .layout import (CONFIG, NESTED_SUMMARY, REPORT, RESULTS, SIZES_SUMMARY, STATS, SUMMARY,
                      figures_dir,
                      pretrained_dir, read_manifest, splits_file)
-from .plans import METHOD_KINDS, UNIT_KINDS, Plan, all_layers_plan
+from .plans import Plan, all_layers_plan
 from .results import epoch_seconds_key, recommendation
 from .references import CHENG, CHENG_TEST, PAPER, PAPER_CONTRACTING_RATIO, PAPER_DATA
 
@@ -150,7 +150,7 @@ def _units(summary, prefix, scheme=""):
             p = Plan.parse(r["plan"])
         except ValueError:
             continue
-        if p.kind == kind and p.kind in UNIT_KINDS and p.model is None and p.scheme == want:
+        if p.curve_k(kind, want) is not None:
             ks.append(p.k)
     return sorted(set(ks))
 
@@ -375,7 +375,7 @@ def methods_section(S: Dict[str, dict], stats: List[dict], target: str) -> List[
     """Other ways to fine-tune (BitFit, layer-wise rate decay, gradual unfreezing) beside
     the block plan nearest in trainable parameters and the all-layers plan."""
     rows = [s for s in stats if s["target"] == target
-            and Plan.parse(s["plan_a"]).kind in METHOD_KINDS]
+            and Plan.parse(s["plan_a"]).is_method]
     if not rows:
         return []
     L = ["### Other ways to fine-tune, beside block freezing", "",

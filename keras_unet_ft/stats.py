@@ -21,7 +21,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from scipy import stats
 
-from .plans import METHOD_KINDS, UNIT_KINDS, Plan, all_layers_plan
+from .plans import CURVE_KINDS, Plan, all_layers_plan
 
 
 def paired_tests(a: Sequence[float], b: Sequence[float]) -> Dict[str, float]:
@@ -127,8 +127,8 @@ def comparison_pairs(plans: Sequence[str], units: int = 9,
     pairs = []
     if {"contracting", "expanding"} <= have:
         pairs.append(("contracting", "expanding", "the paper's split"))
-    n_level = max((q.k for q in parsed.values() if q.kind in UNIT_KINDS and q.model is None
-                   and q.scheme == "level"), default=0)
+    n_level = max((q.k for q in parsed.values()
+                   if any(q.curve_k(kind, "level") for kind in CURVE_KINDS)), default=0)
     for scheme, n in (("", units), ("@level", n_level)):
         for k in range(1, n):
             a, b = f"shallow_to_deep:{k}{scheme}", f"deep_to_shallow:{k}{scheme}"
@@ -143,10 +143,9 @@ def comparison_pairs(plans: Sequence[str], units: int = 9,
     elif {full, "scratch"} <= have:
         pairs.append((full, "scratch", "transfer vs random init"))
     everything = "all" if "all" in have else full if full in have else None
-    blocks = [p for p, q in parsed.items() if q.model is None and not q.is_baseline
-              and q.kind not in METHOD_KINDS + ("staged",)]
+    blocks = [p for p, q in parsed.items() if q.is_block_plan]
     for m, q in parsed.items():
-        if q.kind not in METHOD_KINDS or q.model is not None:
+        if not q.is_method or q.model is not None:
             continue
         near = None
         if params and blocks and params.get(m):

@@ -8,7 +8,8 @@ import keras
 from keras_unet_ft.blocks import BlockMap
 from keras_unet_ft.cli import main
 from keras_unet_ft.model import build_unet, build_xunet
-from keras_unet_ft.plans import Plan, apply_plan, group_plans, plan_matrix, plan_set
+from keras_unet_ft.plans import Plan, group_plans, plan_set
+from keras_unet_ft.trainable import apply_plan, plan_matrix
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +220,6 @@ def test_group_plans_trains_equal_layer_sets_once(small):
 
 
 def test_plan_matrix_rows(small):
-    from keras_unet_ft.plans import plan_matrix
 
     _, bm = small
     rows = {r.plan: r for r in plan_matrix(["contracting", "deep_to_shallow:2@level", "none"], bm)}
@@ -314,3 +314,46 @@ def test_unknown_plans_name_plan_sets_and_the_closest(given, message):
 
     with pytest.raises(ValueError, match=re.escape(message)):
         plan_set(given)
+
+
+#: one example per plan kind: a new row of plans.KIND_SPECS needs a row here
+KIND_EXAMPLES = {
+    "all": "all", "none": "none", "scratch": "scratch", "freeze_bottleneck": "freeze_bottleneck",
+    "contracting": "contracting:blocks", "expanding": "expanding",
+    "shallow_to_deep": "shallow_to_deep:3@level", "deep_to_shallow": "deep_to_shallow:2",
+    "only_block": "only_block:5", "layers": "layers:^enc", "bitfit": "bitfit",
+    "llrd": "llrd:0.5", "gradual": "gradual:top", "staged": "expanding:blocks>bitfit",
+}
+
+
+def test_every_plan_kind_has_an_example_row():
+    from keras_unet_ft.plans import KIND_SPECS
+
+    assert set(KIND_EXAMPLES) == set(KIND_SPECS)
+
+
+@pytest.mark.parametrize("kind, text", KIND_EXAMPLES.items())
+def test_every_plan_kind_parses_prints_and_resolves(kind, text, small):
+    _, bm = small
+    p = Plan.parse(text)
+    assert p.kind == kind and str(p) == text and Plan.parse(str(p)) == p
+    layers = p.trainable_layers(bm)
+    assert layers <= {n for b in bm.blocks for n in b.weighted_layers}
+    assert bool(layers) == p.trains
+    if "keras" not in p.trainers:  # what Keras' flags cannot express names the trainer to use
+        with pytest.raises(ValueError, match="trainer=selective"):
+            apply_plan(small[0], p.steps[0] if len(p.steps) == 1 else p.steps[-1],
+                       compile=False)
+
+
+@pytest.mark.parametrize("text, method, block, pretrained, trainers", [
+    ("contracting", False, True, True, ("selective", "masked", "keras", "multiworker")),
+    ("bitfit", True, False, True, ("selective", "masked")),
+    ("expanding:blocks>bitfit", False, False, True, ("selective", "masked")),
+    ("scratch", False, False, False, ("selective", "masked", "keras", "multiworker")),
+    ("xunet/all", False, False, True, ("selective", "masked", "keras", "multiworker")),
+])
+def test_what_a_plan_says_of_itself(text, method, block, pretrained, trainers):
+    p = Plan.parse(text)
+    assert (p.is_method, p.is_block_plan, p.from_pretrained, p.trainers) == \
+        (method, block, pretrained, trainers)

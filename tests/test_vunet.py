@@ -7,7 +7,7 @@ import keras
 
 from keras_unet_ft.blocks import BlockMap
 from keras_unet_ft.data import load_dataset
-from keras_unet_ft.plans import apply_plan
+from keras_unet_ft.trainable import apply_plan
 from keras_unet_ft.vunet import build_vunet
 
 

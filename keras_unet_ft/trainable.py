@@ -1,0 +1,178 @@
+"""The Keras side of a plan: which variables of a built model it trains, how many
+parameters that is (:func:`plan_matrix`, :func:`plan_report`), and :func:`apply_plan`,
+which sets Keras' ``trainable`` flags for a plan that is a set of layers.
+
+Keras 3 reads ``trainable`` flags only when a model is compiled, so :func:`apply_plan`
+always recompiles (Keras does not warn otherwise). The grammar itself
+(:mod:`keras_unet_ft.plans`) imports no Keras.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Sequence, Tuple
+
+from .blocks import BlockMap
+from .plans import Plan, PlanError
+
+
+# -- the answer to "which layers": one table ---------------------------------------
+@dataclasses.dataclass
+class PlanRow:
+    """One row of :func:`plan_matrix`."""
+
+    plan: str
+    cells: List[str]            # per block: "X" all of it trained, "x" part, "b" biases, "." frozen
+    trainable_layers: List[str]
+    trainable_params: int
+    total_params: int
+
+    @property
+    def share(self) -> float:
+        return 100.0 * self.trainable_params / self.total_params if self.total_params else 0.0
+
+
+def plan_matrix(plans: Sequence[str], block_map) -> List[PlanRow]:
+    """Which blocks and layers each plan trains, and how many parameters.
+
+    Args:
+        plans: plan strings (model prefixes are ignored: the block map decides).
+        block_map: the :class:`~keras_unet_ft.blocks.BlockMap` of the model.
+    """
+    params = {}
+    for b in block_map.blocks:
+        for n in b.weighted_layers:
+            params[n] = block_map.layer_params(n)
+    order = [n for b in block_map.blocks for n in b.weighted_layers]
+    rows = []
+    for p in plans:
+        plan = Plan.parse(p)
+        chosen = plan.trainable_layers(block_map)
+        cells = []
+        for b in block_map.blocks:
+            hit = [n for n in b.weighted_layers if n in chosen]
+            cells.append("." if not hit else "b" if not plan.spec.every_variable
+                         else "X" if len(hit) == len(b.weighted_layers) else "x")
+        n_params = (sum(params[n] for n in chosen) if plan.spec.every_variable else
+                    count_params([w for n in chosen for w in block_map.model.get_layer(n).weights
+                                  if plan.trains_variable(w.path)]))
+        rows.append(PlanRow(str(p), cells, [n for n in order if n in chosen],
+                            n_params, block_map.total_params))
+    return rows
+
+
+def format_matrix(rows: Sequence[PlanRow], block_map, markdown: bool = False) -> str:
+    """:func:`plan_matrix` as a text (or Markdown) table, one column per block."""
+    heads = [f"{b.index}{b.part[0]}" for b in block_map.blocks]
+    if markdown:
+        lines = ["| plan | " + " | ".join(heads) + " | trainable params | % | trained layers |",
+                 "|---|" + "---|" * len(heads) + "---:|---:|---|"]
+        for r in rows:
+            lines.append(f"| `{r.plan}` | " + " | ".join(r.cells)
+                         + f" | {r.trainable_params:,} | {r.share:.2f} | "
+                         + (", ".join(r.trainable_layers) or "(none)") + " |")
+        return "\n".join(lines)
+    w = max([len("plan")] + [len(r.plan) for r in rows])
+    lines = [f"{'plan':<{w}}  " + " ".join(f"{h:>3}" for h in heads)
+             + f"  {'trainable':>12} {'%':>7}"]
+    for r in rows:
+        lines.append(f"{r.plan:<{w}}  " + " ".join(f"{c:>3}" for c in r.cells)
+                     + f"  {r.trainable_params:>12,} {r.share:>6.2f}%")
+    lines.append("columns: block index + part (c contracting, b bottleneck, e expanding); "
+                 "X = whole block trained, x = part of it, b = its biases only, . = frozen")
+    return "\n".join(lines)
+
+
+# -- applying a plan to a Keras model -------------------------------------------------
+@dataclasses.dataclass
+class PlanReport:
+    """What :func:`apply_plan` did."""
+
+    plan: str
+    trainable_layers: Tuple[str, ...]  # in model order
+    trainable_params: int
+    frozen_params: int
+
+    def __str__(self) -> str:
+        total = self.trainable_params + self.frozen_params
+        share = 100.0 * self.trainable_params / total if total else 0.0
+        return (f"plan {self.plan}: {self.trainable_params:,} trainable / "
+                f"{self.frozen_params:,} frozen parameters ({share:.2f} % trained); "
+                f"layers: {', '.join(self.trainable_layers) or '(none)'}")
+
+
+def count_params(weights) -> int:
+    """Number of scalars in a list of weights (Keras variables or arrays)."""
+    n = 0
+    for w in weights:
+        s = 1
+        for d in w.shape:
+            s *= int(d)
+        n += s
+    return n
+
+
+def plan_report(model, plan, layers) -> PlanReport:
+    """A :class:`PlanReport` for ``layers`` (names) trained on ``model``."""
+    chosen = set(layers)
+    plan = Plan.parse(plan)
+    ordered = tuple(layer.name for layer in model.layers if layer.name in chosen)
+    n_tr = sum(count_params([w for w in layer.weights if plan.trains_variable(w.path)])
+               for layer in model.layers if layer.name in chosen)
+    return PlanReport(str(plan), ordered, n_tr, count_params(model.weights) - n_tr)
+
+
+def default_optimizer(learning_rate: float = 1e-4):
+    """The paper's (zhixuhao's) optimizer: Adam, learning rate 1e-4 (docs/paper.md D)."""
+    import keras
+
+    return keras.optimizers.Adam(learning_rate=learning_rate)
+
+
+def apply_plan(model, plan, *, block_map=None, optimizer=None, loss=None, metrics=None,
+               compile: bool = True) -> PlanReport:
+    """Set ``trainable`` flags for ``plan`` and recompile the model.
+
+    Args:
+        model: a U-Net built by :mod:`keras_unet_ft.model`.
+        plan: a :class:`Plan` or a plan string (one stage; a staged plan is applied
+            one stage at a time).
+        block_map: a precomputed :class:`BlockMap` of ``model`` (computed if None).
+        optimizer, loss, metrics: passed to ``compile``. ``optimizer`` defaults to a
+            fresh copy of the model's current optimizer (same config, new state)
+            or Adam(1e-4); ``loss`` to the model's loss or binary cross-entropy.
+        compile: recompile (required for the flags to take effect in Keras 3).
+
+    Returns:
+        A :class:`PlanReport` with the trainable and frozen parameter counts.
+
+    Examples:
+        >>> from keras_unet_ft.model import build_unet
+        >>> m = build_unet()
+        >>> apply_plan(m, "contracting").trainable_params
+        9403840
+    """
+    plan = Plan.parse(plan)
+    if "keras" not in plan.trainers:
+        raise PlanError(f"plan {str(plan)!r} is not a set of trainable layers: Keras' "
+                         "trainable flags cannot express it; train it with "
+                         "study.trainer=selective or masked")
+    if len(plan.steps) > 1:
+        raise PlanError(f"apply_plan takes one stage at a time; got the staged plan "
+                         f"{str(plan)!r} (apply {', then '.join(map(str, plan.stages))})")
+    bm = block_map if block_map is not None else BlockMap(model)
+    chosen = plan.trainable_layers(bm) if plan.trains else frozenset()
+    model.trainable = True
+    for layer in model.layers:
+        layer.trainable = layer.name in chosen if layer.weights else True
+    if compile:
+        old_opt = getattr(model, "optimizer", None)
+        if optimizer is None:
+            optimizer = (old_opt.__class__.from_config(old_opt.get_config())
+                         if old_opt is not None else default_optimizer())
+        if loss is None:
+            loss = getattr(model, "loss", None) or "binary_crossentropy"
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    ordered = tuple(layer.name for layer in model.layers if layer.name in chosen)
+    return PlanReport(str(plan), ordered, count_params(model.trainable_weights),
+                      count_params(model.non_trainable_weights))
