@@ -39,6 +39,7 @@ import numpy as np
 from .config import Config
 from .data.study_data import fold_arrays, inner_fold, load_target, target_folds
 from .deploy import pretrained_weights
+from .exitcodes import UserError
 from .finetune import Diverged, FoldSession, divergence, run_one
 from .metrics import batch_metrics
 from .io import atomic_write_text, write_json
@@ -242,10 +243,10 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
     t_start = time.perf_counter()
     out = pathlib.Path(out)
     if budget_minutes is not None and not budget_minutes > 0:
-        raise ValueError(f"--budget must be a number of minutes > 0, got {budget_minutes!r}")
+        raise UserError(f"--budget must be a number of minutes > 0, got {budget_minutes!r}")
     if backend() != "tensorflow":
-        raise ValueError(f"unet-ft advise needs the TensorFlow backend (its probe and halving use "
-                         f"the selective trainer); KERAS_BACKEND is {backend()!r}")
+        raise UserError(f"unet-ft advise needs the TensorFlow backend (its probe and halving use "
+                        f"the selective trainer); KERAS_BACKEND is {backend()!r}")
     precision = resolve_precision(cfg.study.precision)
     kind = cfg.model.kind
     bm = block_map(cfg, kind)
@@ -254,10 +255,10 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
              if not Plan.parse(p).is_baseline]
     other = sorted({Plan.parse(p).model_or(kind) for p in names} - {kind})
     if other:
-        raise ValueError(f"advise compares plans of the study's model ({kind}); plans for "
-                         f"{other} need their own run (--set model.kind=...)")
+        raise UserError(f"advise compares plans of the study's model ({kind}); plans for "
+                        f"{other} need their own run (--set model.kind=...)")
     if not names:
-        raise ValueError("no plans to compare: give --plans with at least one fine-tuning plan")
+        raise UserError("no plans to compare: give --plans with at least one fine-tuning plan")
     groups = group_plans(names, {kind: bm}, kind)
     ds = load_target(cfg, target)
     write_provenance(cfg, out, precision)
@@ -268,8 +269,8 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
     split = inner_fold(cfg, ds, {"train": list(ds.ids), "test": []}, 0, path)
     train, val = fold_arrays(cfg, ds, split, 0)
     if not (val[1].reshape(len(val[1]), -1).max(axis=1) > 0).any():
-        raise ValueError(f"none of the {len(val[1])} validation images of {target} has an "
-                         "object: nothing to rank plans by")
+        raise UserError(f"none of the {len(val[1])} validation images of {target} has an "
+                        "object: nothing to rank plans by")
 
     # 1. the probe, at the pretrained weights
     probe_model = build_from_config(model_config(cfg, kind))
@@ -342,7 +343,7 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
                                  for c in ranked}})
     done = len(rungs)
     if not done:
-        raise ValueError(f"--budget {budget_minutes} min is too short for the first rung")
+        raise UserError(f"--budget {budget_minutes} min is too short for the first rung")
     last = done - 1
     finalists = [c for c in alive if c.status == "ok" and last in c.scores]
     if not finalists:

@@ -27,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Tuple
 
+from .exitcodes import UserError
+
 SCHEMES = ("path", "level")
 
 
@@ -119,7 +121,7 @@ class BlockMap:
         n_pools = sum(isinstance(l, down) for l in model.layers)
         n_blocks = max(block_of.values())
         if n_pools < 1 or n_blocks != 2 * n_pools + 1:
-            raise ValueError(
+            raise UserError(
                 f"model {model.name!r} does not look like a U-Net: {n_pools} pooling layers "
                 f"and {n_blocks} blocks (expected 2*pools+1)"
             )
@@ -189,5 +191,5 @@ class BlockMap:
 
 def check_scheme(scheme: str) -> str:
     if scheme not in SCHEMES:
-        raise ValueError(f"unknown depth scheme {scheme!r}; expected one of {SCHEMES}")
+        raise UserError(f"unknown depth scheme {scheme!r}; expected one of {SCHEMES}")
     return scheme

@@ -24,6 +24,8 @@ import math
 import typing
 from typing import Any, Dict, List, Optional, Tuple
 
+from .exitcodes import UserError
+
 
 @dataclasses.dataclass
 class ModelConfig:
@@ -231,7 +233,7 @@ def _convert(tp, value, key):
         elif isinstance(value, (list, tuple)):
             items = list(value)
         else:
-            raise ValueError(f"{key}: expected a comma-separated list, got {value!r}")
+            raise UserError(f"{key}: expected a comma-separated list, got {value!r}")
         return [_convert(inner, v, key) for v in items]
     if tp is bool:
         if isinstance(value, bool):
@@ -240,27 +242,27 @@ def _convert(tp, value, key):
             return True
         if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"{key}: expected a boolean (true/false), got {value!r}")
+        raise UserError(f"{key}: expected a boolean (true/false), got {value!r}")
     if tp is int:
         if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"{key}: expected a whole number, got {value!r}")
+            raise UserError(f"{key}: expected a whole number, got {value!r}")
         try:
             return int(value) if not isinstance(value, str) else int(value.strip())
         except (TypeError, ValueError):
-            raise ValueError(f"{key}: expected a whole number, got {value!r}") from None
+            raise UserError(f"{key}: expected a whole number, got {value!r}") from None
     if tp is float:
         if isinstance(value, bool):
-            raise ValueError(f"{key}: expected a number, got {value!r}")
+            raise UserError(f"{key}: expected a number, got {value!r}")
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{key}: expected a number, got {value!r}") from None
+            raise UserError(f"{key}: expected a number, got {value!r}") from None
         if not math.isfinite(number):
-            raise ValueError(f"{key}: expected a finite number, got {value!r}")
+            raise UserError(f"{key}: expected a finite number, got {value!r}")
         return number
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ValueError(f"{key}: expected a string, got {value!r}")
+            raise UserError(f"{key}: expected a string, got {value!r}")
         return str(value)
     raise TypeError(f"{key}: unsupported field type {tp!r}")  # a bug in this module
 
@@ -278,13 +280,13 @@ def _field(cfg: "Config", key: str):
     target = getattr(cfg, section, None) if section in SECTIONS else None
     if not name or target is None:
         every = [f"{s}.{n}" for s in SECTIONS for n in _section_types(getattr(cfg, s))]
-        raise ValueError(f"unknown config key {key!r}{_did_you_mean(key, every)}; keys look "
-                         f"like 'finetune.epochs' (sections: {', '.join(SECTIONS)})")
+        raise UserError(f"unknown config key {key!r}{_did_you_mean(key, every)}; keys look "
+                        f"like 'finetune.epochs' (sections: {', '.join(SECTIONS)})")
     types = _section_types(target)
     if name not in types:
-        raise ValueError(f"unknown config key {key!r}"
-                         f"{_did_you_mean(name, list(types), section + '.')}; {section} has: "
-                         f"{', '.join(types)}")
+        raise UserError(f"unknown config key {key!r}"
+                        f"{_did_you_mean(name, list(types), section + '.')}; {section} has: "
+                        f"{', '.join(types)}")
     return target, name, types[name]
 
 
@@ -300,25 +302,25 @@ def validate(cfg: "Config") -> "Config":
         section, _, name = key.partition(".")
         v = getattr(getattr(cfg, section), name)
         if v not in allowed:
-            raise ValueError(f"bad value for {key}: {v!r}; expected one of {', '.join(allowed)}")
+            raise UserError(f"bad value for {key}: {v!r}; expected one of {', '.join(allowed)}")
     for key in _POSITIVE:
         section, _, name = key.partition(".")
         v = getattr(getattr(cfg, section), name)
         if not v > 0:
-            raise ValueError(f"bad value for {key}: {v!r}; expected a number > 0")
+            raise UserError(f"bad value for {key}: {v!r}; expected a number > 0")
     if cfg.finetune.folds < 2:
-        raise ValueError(f"bad value for finetune.folds: {cfg.finetune.folds!r}; expected >= 2")
+        raise UserError(f"bad value for finetune.folds: {cfg.finetune.folds!r}; expected >= 2")
     if not 0 < cfg.pretrain.val_fraction < 1:
-        raise ValueError(f"bad value for pretrain.val_fraction: {cfg.pretrain.val_fraction!r}; "
-                         "expected a number in (0, 1)")
+        raise UserError(f"bad value for pretrain.val_fraction: {cfg.pretrain.val_fraction!r}; "
+                        "expected a number in (0, 1)")
     bad = [r for r in cfg.finetune.stage_learning_rates if not r > 0]
     if bad:
-        raise ValueError(f"bad value for finetune.stage_learning_rates: "
-                         f"{cfg.finetune.stage_learning_rates!r}; expected positive numbers")
+        raise UserError(f"bad value for finetune.stage_learning_rates: "
+                        f"{cfg.finetune.stage_learning_rates!r}; expected positive numbers")
     bad = [c for c in cfg.sizes.counts if c < 1]
     if bad:
-        raise ValueError(f"bad value for sizes.counts: {cfg.sizes.counts!r}; expected positive "
-                         "whole numbers")
+        raise UserError(f"bad value for sizes.counts: {cfg.sizes.counts!r}; expected positive "
+                        "whole numbers")
     return cfg
 
 
@@ -339,7 +341,7 @@ def load_config(profile: str = "quick", overrides: Optional[Dict[str, Any]] = No
         3
     """
     if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
+        raise UserError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
     cfg = Config(profile=profile)
     apply_overrides(cfg, PROFILES[profile])
     if overrides:
@@ -354,16 +356,16 @@ def config_from_dict(d: Dict[str, Any]) -> Config:
     silently half-read); values are converted to the declared types and validated.
     """
     if not isinstance(d, dict):
-        raise ValueError(f"a config must be a JSON object, got {type(d).__name__}")
+        raise UserError(f"a config must be a JSON object, got {type(d).__name__}")
     unknown = sorted(set(d) - set(SECTIONS) - {"profile"})
     if unknown:
-        raise ValueError(f"unknown config section(s) {unknown}; expected profile and "
-                         f"{', '.join(SECTIONS)}")
+        raise UserError(f"unknown config section(s) {unknown}; expected profile and "
+                        f"{', '.join(SECTIONS)}")
     cfg = Config(profile=str(d.get("profile", "paper")))
     for section in SECTIONS:
         values = d.get(section, {})
         if not isinstance(values, dict):
-            raise ValueError(f"config section {section!r} must be an object, got {values!r}")
+            raise UserError(f"config section {section!r} must be an object, got {values!r}")
         for k, v in values.items():
             set_value(cfg, f"{section}.{k}", v)
     return validate(cfg)
@@ -375,6 +377,6 @@ def parse_set(items) -> Dict[str, str]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, e.g. finetune.epochs=3; got {item!r}")
+            raise UserError(f"--set expects KEY=VALUE, e.g. finetune.epochs=3; got {item!r}")
         out[key.strip()] = value.strip()
     return out

@@ -35,6 +35,7 @@ import numpy as np
 from .config import EXPORT_FORMATS, THRESHOLD, Config
 from .data.preprocess import IMAGE_EXTENSIONS, read_image, resize_image, to_gray
 from .data.study_data import fold_arrays, load_target
+from .exitcodes import UserError
 from .finetune import FoldSession, divergence, save_model
 from .io import atomic_write, write_csv, write_json
 from .layout import MANIFEST, pretrained_dir, weights_path
@@ -63,8 +64,8 @@ def resolve_model(path) -> pathlib.Path:
     p = pathlib.Path(path)
     if p.is_file():
         if p.suffix != ".keras":
-            raise ValueError(f"{p}: expected a Keras model file (.keras), a finetune output "
-                             "folder or a study run folder")
+            raise UserError(f"{p}: expected a Keras model file (.keras), a finetune output "
+                            "folder or a study run folder")
         return p
     if p.is_dir():
         if weights_path(p).exists():
@@ -87,13 +88,13 @@ def load_model(path):
 
     path = resolve_model(path)
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a Keras model file (a .keras file is the zip archive "
-                         "that model.save writes)")
+        raise UserError(f"{path} is not a Keras model file (a .keras file is the zip archive "
+                        "that model.save writes)")
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 - any reader error means the same to the user
-        raise ValueError(f"cannot read the model {path} ({e.__class__.__name__}: "
-                         f"{str(e)[:200]})") from None
+        raise UserError(f"cannot read the model {path} ({e.__class__.__name__}: "
+                        f"{str(e)[:200]})") from None
 
 
 # -- finetune ----------------------------------------------------------------------------
@@ -101,11 +102,11 @@ def split_ids(ids: Sequence[str], val_fraction: float, seed: int, strata=None):
     """Seeded training / validation ids (stratified by class when every class has >= 2)."""
     ids = list(ids)
     if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+        raise UserError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     n_val = int(round(val_fraction * len(ids)))
     if val_fraction and not 1 <= n_val < len(ids):
-        raise ValueError(f"val_fraction={val_fraction} of {len(ids)} images leaves "
-                         f"{n_val} for validation; give a larger share or more images")
+        raise UserError(f"val_fraction={val_fraction} of {len(ids)} images leaves "
+                        f"{n_val} for validation; give a larger share or more images")
     if not n_val:
         return ids, []
     from sklearn.model_selection import train_test_split
@@ -127,7 +128,7 @@ def _check_fits(weights, mcfg, source) -> None:
     if want != got:
         first = next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want),
                                                                                     len(got)))
-        raise ValueError(
+        raise UserError(
             f"the pretrained model {source} does not fit the network of this config "
             f"(model.kind={mcfg.kind}, model.size={mcfg.size}, "
             f"model.base_filters={mcfg.base_filters}, model.depth={mcfg.depth}): "
@@ -155,8 +156,8 @@ def pretrained_weights(cfg: Config, kind: str, out, pretrained=None, precision="
     try:
         weights = keras.saving.load_model(p, compile=False).get_weights()
     except Exception as e:  # noqa: BLE001
-        raise ValueError(f"cannot read the pretrained model {p} ({e.__class__.__name__}: "
-                         f"{str(e)[:200]})") from None
+        raise UserError(f"cannot read the pretrained model {p} ({e.__class__.__name__}: "
+                        f"{str(e)[:200]})") from None
     _check_fits(weights, mcfg, p)
     return weights, str(p)
 
@@ -199,8 +200,8 @@ def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
     strategy = get_strategy(distribute)   # multiworker: before any other TensorFlow op
     chief = is_chief(strategy)
     if distribute == "multiworker" and pretrained is None:
-        raise ValueError("--distribute multiworker needs --pretrained (a .keras file or a study "
-                         "folder every worker can read): pretraining is not distributed")
+        raise UserError("--distribute multiworker needs --pretrained (a .keras file or a study "
+                        "folder every worker can read): pretraining is not distributed")
     out = pathlib.Path(out)
     parsed = Plan.parse(plan)
     kind = parsed.model_or(cfg.model.kind)
@@ -279,8 +280,8 @@ def list_images(inputs: Sequence) -> List[pathlib.Path]:
     seen = {}
     for f in files:
         if f.stem in seen and seen[f.stem] != f:
-            raise ValueError(f"two inputs would write the same outputs: {seen[f.stem]} and {f} "
-                             "(same name); predict them into separate --out folders")
+            raise UserError(f"two inputs would write the same outputs: {seen[f.stem]} and {f} "
+                            "(same name); predict them into separate --out folders")
         seen[f.stem] = f
     return list(dict.fromkeys(files))
 
@@ -303,7 +304,7 @@ def segment(model, paths: Sequence, threshold: float = THRESHOLD,
     from .runtime import predict
 
     if not 0 < threshold < 1:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
+        raise UserError(f"threshold must be in (0, 1), got {threshold!r}")
     h, w = (int(d) for d in model.input_shape[1:3])
     grays = [to_gray(read_image(p)) for p in paths]
     x = np.stack([np.clip(resize_image(g, (h, w)), 0, 1) for g in grays])[..., None]
@@ -386,12 +387,12 @@ def export_model(model, fmt: str, out=None, force: bool = False) -> pathlib.Path
     import tempfile
 
     if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; expected one of "
-                         f"{', '.join(EXPORT_FORMATS)}")
+        raise UserError(f"unknown export format {fmt!r}; expected one of "
+                        f"{', '.join(EXPORT_FORMATS)}")
     if not has_tensorflow():
-        raise ValueError(f"exporting to {fmt} needs TensorFlow (SavedModel and TFLite are "
-                         "TensorFlow formats): pip install tensorflow-cpu, or keep the .keras "
-                         "file, which every Keras backend loads")
+        raise UserError(f"exporting to {fmt} needs TensorFlow (SavedModel and TFLite are "
+                        "TensorFlow formats): pip install tensorflow-cpu, or keep the .keras "
+                        "file, which every Keras backend loads")
     path = resolve_model(model)
     net = as_float32(load_model(path))
     if fmt == "savedmodel":

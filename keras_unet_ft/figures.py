@@ -26,6 +26,7 @@ import numpy as np
 
 from .blocks import BlockMap
 from .data.study_data import load_target
+from .exitcodes import UserError
 from .io import read_csv, read_json
 from .layout import (RESULTS, SIZES_SUMMARY, SUMMARY, folds_of, load_config_of,
                      load_predictions, read_manifest, weights_path)
@@ -153,8 +154,8 @@ def _target_spec(out, slug):
     for t in targets:
         if t["slug"] == slug:
             return t["spec"]
-    raise ValueError(f"target {slug!r} is not in this study; its targets are "
-                     f"{[t['slug'] for t in targets]}")
+    raise UserError(f"target {slug!r} is not in this study; its targets are "
+                    f"{[t['slug'] for t in targets]}")
 
 
 def _ultrasound_target(rows) -> Optional[str]:
@@ -222,7 +223,7 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
         chosen = [i for i in ids if i in gt]
         missing = [i for i in ids if i not in gt]
         if missing:
-            raise ValueError(f"ids not among the held-out images of {target}: {missing[:5]}")
+            raise UserError(f"ids not among the held-out images of {target}: {missing[:5]}")
         caption = "chosen images"
     else:
         both = max(common, key=lambda i: min(d[(b_plan, i)], d[(a_plan, i)]))
@@ -283,8 +284,8 @@ def finetuned_model(out, target: Optional[str] = None, plan: Optional[str] = Non
     if plan is None:
         plan = next((p for p in all_layers_plans(out) if p in have), None)
     if plan not in have:
-        raise ValueError(f"no finished run of plan {plan!r} on {target!r}, fold {fold}; "
-                         f"plans with finished runs: {sorted(have)[:8]}")
+        raise UserError(f"no finished run of plan {plan!r} on {target!r}, fold {fold}; "
+                        f"plans with finished runs: {sorted(have)[:8]}")
     path = weights_path(out / have[plan]["run_dir"])
     if not path.exists():
         raise FileNotFoundError(
@@ -323,7 +324,7 @@ def activation_maximization(model, layer: str, filters: Sequence[int], steps: in
     n_filters = sub.output.shape[-1]
     bad = [f for f in filters if not 0 <= f < n_filters]
     if bad:
-        raise ValueError(f"layer {layer} has {n_filters} filters; got indices {bad}")
+        raise UserError(f"layer {layer} has {n_filters} filters; got indices {bad}")
     filters = list(filters)
 
     def score(output):
@@ -347,7 +348,7 @@ def am_steps(steps: int) -> int:
     if cap:
         steps = min(int(steps), int(cap))
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise UserError(f"steps must be >= 1, got {steps}")
     return int(steps)
 
 

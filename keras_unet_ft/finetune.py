@@ -27,6 +27,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .config import Config
+from .exitcodes import UserError
 from .io import atomic_write
 from .blocks import BlockMap
 from .metrics import METRICS, batch_metrics
@@ -329,32 +330,32 @@ def resolve_trainer(trainer: str, precision: str, strategy=None, steps: int = 0)
     backend other than TensorFlow (``KERAS_BACKEND=jax`` or ``torch``) only Keras' own
     trainer exists, without ``--distribute``."""
     if trainer not in ("auto", "selective", "masked", "keras"):
-        raise ValueError(f"study.trainer must be auto, selective, masked or keras, got "
-                         f"{trainer!r}")
+        raise UserError(f"study.trainer must be auto, selective, masked or keras, got "
+                        f"{trainer!r}")
     b = backend()
     if b != "tensorflow":
         if strategy is not None:
-            raise ValueError(f"--distribute needs the TensorFlow backend (KERAS_BACKEND is "
-                             f"{b!r})")
+            raise UserError(f"--distribute needs the TensorFlow backend (KERAS_BACKEND is "
+                            f"{b!r})")
         if trainer in ("selective", "masked"):
-            raise ValueError(f"the {trainer} trainer needs the TensorFlow backend (KERAS_BACKEND "
-                             f"is {b!r}); use study.trainer=keras or auto")
+            raise UserError(f"the {trainer} trainer needs the TensorFlow backend (KERAS_BACKEND "
+                            f"is {b!r}); use study.trainer=keras or auto")
         return "keras"
     if is_multiworker(strategy):   # Keras 3's fit fails there (keras-team/keras#20585)
         if precision == "fp16":
-            raise ValueError("--distribute multiworker trains in fp32 or bf16 (its loop has no "
-                             "loss scaling); use --precision fp32")
+            raise UserError("--distribute multiworker trains in fp32 or bf16 (its loop has no "
+                            "loss scaling); use --precision fp32")
         if trainer not in ("auto", "keras"):
-            raise ValueError(f"--distribute multiworker uses its own training loop, not the "
-                             f"{trainer} trainer; leave study.trainer=auto")
+            raise UserError(f"--distribute multiworker uses its own training loop, not the "
+                            f"{trainer} trainer; leave study.trainer=auto")
         return "multiworker"
     if trainer == "auto":
         if strategy is not None or precision == "fp16":
             return "keras"
         return "selective"
     if trainer in ("masked", "selective") and (strategy is not None or precision == "fp16"):
-        raise ValueError(f"the {trainer} trainer supports fp32/bf16 without tf.distribute; "
-                         "use study.trainer=keras")
+        raise UserError(f"the {trainer} trainer supports fp32/bf16 without tf.distribute; "
+                        "use study.trainer=keras")
     return trainer
 
 
@@ -365,8 +366,8 @@ def stage_learning_rate(cfg: Config, stage: int) -> float:
     if stage < len(rates):
         lr = float(rates[stage])
         if not lr > 0:
-            raise ValueError(f"finetune.stage_learning_rates must be positive numbers, "
-                             f"got {rates[stage]!r} in {rates!r}")
+            raise UserError(f"finetune.stage_learning_rates must be positive numbers, "
+                            f"got {rates[stage]!r} in {rates!r}")
         return lr
     return float(cfg.finetune.learning_rate)
 
@@ -539,8 +540,8 @@ class FoldSession:
         ft, strategy, model = self.cfg.finetune, self.strategy, self.model
         n = strategy.num_replicas_in_sync
         if ft.batch_size % n:
-            raise ValueError(f"finetune.batch_size={ft.batch_size} must be a multiple of the "
-                             f"{n} replicas of --distribute multiworker")
+            raise UserError(f"finetune.batch_size={ft.batch_size} must be a multiple of the "
+                            f"{n} replicas of --distribute multiworker")
         loss_fn = make_loss(ft.loss, plain=True)   # each replica: its mean / replicas
         keras.utils.set_random_seed(self.seed)
         model.set_weights(init if init is not None else self.scratch_weights())

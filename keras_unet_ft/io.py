@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from .exitcodes import UserError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -71,7 +73,7 @@ def read_json(path) -> Any:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); delete it to have it rewritten") from None
+        raise UserError(f"{path} is not valid JSON ({e}); delete it to have it rewritten") from None
 
 
 def write_csv(path, rows: Iterable[dict], fieldnames: Optional[Sequence[str]] = None) -> None:

@@ -38,6 +38,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .config import Config, config_from_dict
+from .exitcodes import UserError
 from .io import atomic_savez, read_json, write_json
 
 CONFIG = "config.json"
@@ -156,9 +157,9 @@ class RunSpec:
         slug = target_slug(self.target)
         if not SAFE_NAME.fullmatch(slug) or not isinstance(self.fold, int) or \
                 not isinstance(self.repeat, int):
-            raise ValueError(f"runs.json: run entry target={self.target!r}, fold={self.fold!r}, "
-                             f"repeat={self.repeat!r} does not name a folder inside the results "
-                             "folder")
+            raise UserError(f"runs.json: run entry target={self.target!r}, fold={self.fold!r}, "
+                            f"repeat={self.repeat!r} does not name a folder inside the results "
+                            "folder")
         base = pathlib.Path("runs") / slug
         if self.variant:
             base = base / "sizes" / self.variant
@@ -166,8 +167,8 @@ class RunSpec:
             ("_inner" if self.inner else "")
         plan = plan_slug(self.plan)
         if not SAFE_NAME.fullmatch(plan):
-            raise ValueError(f"runs.json: run entry plan={self.plan!r} does not name a folder "
-                             "inside the results folder")
+            raise UserError(f"runs.json: run entry plan={self.plan!r} does not name a folder "
+                            "inside the results folder")
         return base / plan / name
 
     def dir(self, out) -> pathlib.Path:
@@ -237,8 +238,8 @@ def read_manifest(out) -> dict:
             "it (finished runs are kept)")
     data = read_json(path)
     if data.get("version") != MANIFEST_VERSION:
-        raise ValueError(f"{path} has version {data.get('version')!r}; this package reads "
-                         f"version {MANIFEST_VERSION}")
+        raise UserError(f"{path} has version {data.get('version')!r}; this package reads "
+                        f"version {MANIFEST_VERSION}")
     return data
 
 
@@ -254,11 +255,11 @@ def read_run_summary(run_dir) -> Optional[dict]:
         return None
     data = read_json(path)
     if data.get("status") not in STATUSES:
-        raise ValueError(f"{path}: status {data.get('status')!r}; expected one of {STATUSES}")
+        raise UserError(f"{path}: status {data.get('status')!r}; expected one of {STATUSES}")
     if data["status"] == "ok":
         missing = [k for k in RUN_SUMMARY_KEYS if k not in data]
         if missing:
-            raise ValueError(f"{path} lacks {missing}; delete the run folder to redo it")
+            raise UserError(f"{path} lacks {missing}; delete the run folder to redo it")
     return data
 
 

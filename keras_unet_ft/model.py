@@ -23,6 +23,7 @@ import dataclasses
 import keras
 from keras import layers
 
+from .exitcodes import UserError
 from .vunet import build_vunet
 
 DEFAULT_INPUT_SHAPE = (256, 256, 1)
@@ -35,28 +36,28 @@ KERNEL_INIT = "he_normal"
 
 def _check_args(input_shape, base_filters, depth, dropout, up_mode):
     if len(tuple(input_shape)) != 3:
-        raise ValueError(
+        raise UserError(
             f"input_shape must be (height, width, channels), got {input_shape!r}"
         )
     h, w, c = input_shape
     for name, v in (("height", h), ("width", w), ("channels", c)):
         if v is None or int(v) != v or v <= 0:
-            raise ValueError(f"input_shape {name} must be a positive integer, got {v!r}")
+            raise UserError(f"input_shape {name} must be a positive integer, got {v!r}")
     if int(depth) != depth or depth < 1:
-        raise ValueError(f"depth must be a positive integer, got {depth!r}")
+        raise UserError(f"depth must be a positive integer, got {depth!r}")
     factor = 2**depth
     if h % factor or w % factor:
-        raise ValueError(
+        raise UserError(
             f"input size {h}x{w} must be divisible by 2**depth = {factor} "
             f"(depth={depth}); try {max(factor, h // factor * factor)}x"
             f"{max(factor, w // factor * factor)}"
         )
     if int(base_filters) != base_filters or base_filters < 1:
-        raise ValueError(f"base_filters must be a positive integer, got {base_filters!r}")
+        raise UserError(f"base_filters must be a positive integer, got {base_filters!r}")
     if not (0.0 <= float(dropout) < 1.0):
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        raise UserError(f"dropout must be in [0, 1), got {dropout!r}")
     if up_mode not in UP_MODES:
-        raise ValueError(f"up_mode must be one of {UP_MODES}, got {up_mode!r}")
+        raise UserError(f"up_mode must be one of {UP_MODES}, got {up_mode!r}")
 
 
 def _conv(filters, kernel, name):
@@ -158,7 +159,7 @@ MODEL_BUILDERS = {"unet": build_unet, "xunet": build_xunet, "vunet": build_vunet
 def build_model(kind: str = "unet", **kwargs) -> keras.Model:
     """Build a model by name: ``unet``, ``xunet`` or ``vunet``."""
     if kind not in MODEL_BUILDERS:
-        raise ValueError(f"unknown model {kind!r}; expected one of {sorted(MODEL_BUILDERS)}")
+        raise UserError(f"unknown model {kind!r}; expected one of {sorted(MODEL_BUILDERS)}")
     return MODEL_BUILDERS[kind](**kwargs)
 
 

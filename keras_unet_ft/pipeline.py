@@ -16,6 +16,7 @@ from .advise import advise
 from .config import Config
 from .exitcodes import (EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK,  # noqa: F401
                         EXIT_RUNS_FAILED)
+from .exitcodes import UserError
 from .figures import make_all_figures
 from .io import read_csv
 from .layout import REPORT, SUMMARY, load_config_of, read_manifest, target_slug
@@ -120,10 +121,10 @@ def run(cfg: Config, out, *, jobs: int = 1, force: bool = False, retry_failed: b
     """
     if jobs > 1:
         if shard or distribute:
-            raise ValueError("jobs > 1 runs its own shards; do not combine it with a shard "
-                             "or --distribute")
+            raise UserError("jobs > 1 runs its own shards; do not combine it with a shard "
+                            "or --distribute")
         if retry_failed:
-            raise ValueError("retry_failed works with one process (jobs=1)")
+            raise UserError("retry_failed works with one process (jobs=1)")
     try:
         if jobs > 1:
             run_study_parallel(cfg, out, jobs, force=force, verbose=verbose, progress=progress,

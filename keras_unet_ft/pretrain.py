@@ -22,6 +22,7 @@ import numpy as np
 
 from .config import Config
 from .data.study_data import load_pretrain_data
+from .exitcodes import UserError
 from .io import FileLock, atomic_write_text, read_csv, read_json, write_csv
 from .layout import pretrained_dir
 from .model import build_from_config, model_config
@@ -76,17 +77,17 @@ def _pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
         if old == json.loads(json.dumps(key)):
             log.info("pretrained model %s exists for this config: reused", model_path)
             return model_path
-        raise ValueError(f"{model_path} was pretrained with another config; use another "
-                         "output folder or --force-pretrain to retrain")
+        raise UserError(f"{model_path} was pretrained with another config; use another "
+                        "output folder or --force-pretrain to retrain")
     pc = cfg.pretrain
     if not 0 < pc.val_fraction < 1:
-        raise ValueError(f"pretrain.val_fraction must be in (0, 1), got {pc.val_fraction}")
+        raise UserError(f"pretrain.val_fraction must be in (0, 1), got {pc.val_fraction}")
     resolved = fresh_session(cfg.study.seed, precision, cfg.study.deterministic)
     n = len(dataset)
     order = np.random.default_rng(cfg.study.seed).permutation(n)
     if n < 2:
-        raise ValueError(f"pretraining on {dataset.name} needs at least 2 images (one to train, "
-                         f"one to validate); it has {n}")
+        raise UserError(f"pretraining on {dataset.name} needs at least 2 images (one to train, "
+                        f"one to validate); it has {n}")
     n_val = min(n - 1, max(1, int(round(pc.val_fraction * n))))
     val, train = order[:n_val], order[n_val:]
     with strategy_scope(strategy):
@@ -304,7 +305,7 @@ def pretrained_weights_by_kind(cfg: Config, out, kinds, precision, verbose=0, fo
         try:
             result[kind] = keras.saving.load_model(path, compile=False).get_weights()
         except Exception as e:  # noqa: BLE001 - any reader error means the same here
-            raise ValueError(f"cannot read the pretrained model {path} ({e.__class__.__name__}: "
-                             f"{str(e)[:200]}); it may be truncated: run again with "
-                             "--force-pretrain to pretrain it anew") from None
+            raise UserError(f"cannot read the pretrained model {path} ({e.__class__.__name__}: "
+                            f"{str(e)[:200]}); it may be truncated: run again with "
+                            "--force-pretrain to pretrain it anew") from None
     return result

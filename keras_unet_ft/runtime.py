@@ -29,6 +29,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from .config import LOSSES, PRECISIONS
+from .exitcodes import UserError
 
 log = logging.getLogger("keras_unet_ft")
 _POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
@@ -207,7 +208,7 @@ def peak_memory_bytes() -> Optional[int]:
 def resolve_precision(precision: str = "auto") -> str:
     """``auto`` -> fp16 on a GPU, bf16 on CPUs with AMX / AVX512-BF16, else fp32."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise UserError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":
         return precision
     if has_gpu():
@@ -314,7 +315,7 @@ def get_strategy(distribute: Optional[str] = None):
             os.write(int(ready), b"up\n")
         _MULTIWORKER.append(strategy)
         return _MULTIWORKER[0]
-    raise ValueError(f"distribute must be 'mirrored', 'multiworker' or none, got {distribute!r}")
+    raise UserError(f"distribute must be 'mirrored', 'multiworker' or none, got {distribute!r}")
 
 
 def worker_task() -> Tuple[str, int, int]:
@@ -323,17 +324,17 @@ def worker_task() -> Tuple[str, int, int]:
     "host2:12345"]}, "task": {"type": "worker", "index": 0}}``."""
     raw = os.environ.get("TF_CONFIG")
     if not raw:
-        raise ValueError('--distribute multiworker needs TF_CONFIG, e.g. {"cluster": {"worker": '
-                         '["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
-                         " (the same cluster on every machine, each its own index)")
+        raise UserError('--distribute multiworker needs TF_CONFIG, e.g. {"cluster": {"worker": '
+                        '["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
+                        " (the same cluster on every machine, each its own index)")
     try:
         cfg = json.loads(raw)
         workers = list(cfg["cluster"].get("worker", [])) + list(cfg["cluster"].get("chief", []))
         kind, index = str(cfg["task"]["type"]), int(cfg["task"]["index"])
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise ValueError(f"TF_CONFIG is not a cluster + task JSON object: {raw[:200]!r}") from None
+        raise UserError(f"TF_CONFIG is not a cluster + task JSON object: {raw[:200]!r}") from None
     if not workers:
-        raise ValueError(f"TF_CONFIG names no workers: {raw[:200]!r}")
+        raise UserError(f"TF_CONFIG names no workers: {raw[:200]!r}")
     return kind, index, len(workers)
 
 
@@ -435,7 +436,7 @@ def make_loss(name: str = "bce", plain: bool = False):
     import keras
 
     if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}")
+        raise UserError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}")
     ops = keras.ops
     bce = (keras.losses.BinaryCrossentropy() if not plain else
            lambda y_true, y_pred: ops.mean(keras.losses.binary_crossentropy(
@@ -529,8 +530,8 @@ def require_tensorboard() -> None:
     try:
         import tensorboard  # noqa: F401
     except ImportError:
-        raise ValueError(f"--tensorboard needs the tensorboard package: {TENSORBOARD_HINT}"
-                         ) from None
+        raise UserError(f"--tensorboard needs the tensorboard package: {TENSORBOARD_HINT}"
+                        ) from None
 
 
 def tensorboard_callback(log_dir):

@@ -41,6 +41,7 @@ from .config import Config, repeat_config
 from .data.registry import modality
 from .data.study_data import (check_targets, data_notes, fold_arrays, inner_fold, load_target,
                               target_folds)
+from .exitcodes import UserError
 from .finetune import Diverged, FoldSession, run_one, save_model, stage_learning_rate
 from .io import hold_shared, write_csv
 from .layout import (HISTORY, PER_IMAGE, STUDY_LOCK, RunSpec, read_run_summary, save_predictions,
@@ -182,12 +183,12 @@ def slurm_shard(env=None) -> Optional[Tuple[int, int]]:
         lo = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
         hi = int(env.get("SLURM_ARRAY_TASK_MAX", lo + count - 1))
     except ValueError:
-        raise ValueError("SLURM_ARRAY_TASK_ID / _COUNT / _MIN / _MAX must be integers, got "
-                         f"{ {k: v for k, v in env.items() if k.startswith('SLURM_ARRAY')} }"
-                         ) from None
+        raise UserError("SLURM_ARRAY_TASK_ID / _COUNT / _MIN / _MAX must be integers, got "
+                        f"{ {k: v for k, v in env.items() if k.startswith('SLURM_ARRAY')} }"
+                        ) from None
     if hi - lo + 1 != count:
-        raise ValueError(f"the Slurm array {lo}-{hi} has {count} tasks: not one step apart; "
-                         "use a contiguous array (e.g. --array=0-7) to shard a study")
+        raise UserError(f"the Slurm array {lo}-{hi} has {count} tasks: not one step apart; "
+                        "use a contiguous array (e.g. --array=0-7) to shard a study")
     return parse_shard(f"{task - lo}/{count}")
 
 
@@ -199,18 +200,18 @@ def parse_shard(shard) -> Tuple[int, int]:
     if shard == "slurm":
         got = slurm_shard()
         if got is None:
-            raise ValueError("--shard slurm needs a Slurm job array (SLURM_ARRAY_TASK_ID and "
-                             "SLURM_ARRAY_TASK_COUNT are not set)")
+            raise UserError("--shard slurm needs a Slurm job array (SLURM_ARRAY_TASK_ID and "
+                            "SLURM_ARRAY_TASK_COUNT are not set)")
         return got
     if isinstance(shard, tuple):
         i, n = shard
     else:
         m = re.fullmatch(r"(\d+)/(\d+)", str(shard))
         if not m:
-            raise ValueError(f"--shard expects I/N (e.g. 0/4), got {shard!r}")
+            raise UserError(f"--shard expects I/N (e.g. 0/4), got {shard!r}")
         i, n = int(m.group(1)), int(m.group(2))
     if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"--shard I/N needs 0 <= I < N, got {i}/{n}")
+        raise UserError(f"--shard I/N needs 0 <= I < N, got {i}/{n}")
     return (i, n)
 
 
@@ -295,8 +296,8 @@ def claim_folder(cfg: Config, out) -> None:
     except ValueError:
         other = {}
     diff = changed_keys(other, flatten(mine)) if other else ["(unreadable)"]
-    raise ValueError(f"{out} is being written right now by another study with another config "
-                     f"({'; '.join(diff[:6])}); wait for it to end or give another --out")
+    raise UserError(f"{out} is being written right now by another study with another config "
+                    f"({'; '.join(diff[:6])}); wait for it to end or give another --out")
 
 
 def flatten(d: dict, prefix: str = "") -> Dict[str, object]:
@@ -326,7 +327,7 @@ def check_finished_runs(out, runs: Sequence[RunSpec], prints: Dict[str, dict]) -
                 changed.setdefault(line, []).append(str(r.rel_dir()))
     if changed:
         lines = [f"  {k} (e.g. {v[0]})" for k, v in list(changed.items())[:12]]
-        raise ValueError(
+        raise UserError(
             f"{out} holds {n} finished run(s) made with other settings or data:\n"
             + "\n".join(lines)
             + "\nUse another --out, or --force to recompute them with the current settings.")
@@ -362,8 +363,8 @@ def prepare(cfg: Config, out, *, distribute: Optional[str] = None, verbose: int 
                         "only augmentation and initialisation differ", t, cfg.study.seeds)
     for t, ds in datasets.items():   # before pretraining, not after it
         if cfg.finetune.folds > len(ds):
-            raise ValueError(f"finetune.folds={cfg.finetune.folds} but {t} has only {len(ds)} "
-                             "images; give fewer folds or more images")
+            raise UserError(f"finetune.folds={cfg.finetune.folds} but {t} has only {len(ds)} "
+                            "images; give fewer folds or more images")
     notes = {t: data_notes(ds, cfg.finetune.folds, target_slug(t)) for t, ds in datasets.items()}
     for note in (n for ns in notes.values() for n in ns):
         log.warning("%s", note)

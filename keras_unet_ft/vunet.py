@@ -24,6 +24,8 @@ import pathlib
 import keras
 from keras import layers
 
+from .exitcodes import UserError
+
 VGG_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 SKIPS = ("block4_conv3", "block3_conv3", "block2_conv2", "block1_conv2")
@@ -71,9 +73,9 @@ def build_vunet(input_shape=(256, 256, 1), encoder_weights="imagenet",
     """
     h, w, c = tuple(input_shape)
     if c != 1:
-        raise ValueError(f"V-Unet takes grayscale input (H, W, 1), got {input_shape!r}")
+        raise UserError(f"V-Unet takes grayscale input (H, W, 1), got {input_shape!r}")
     if h % 16 or w % 16:
-        raise ValueError(f"input size {h}x{w} must be divisible by 16 (4 poolings)")
+        raise UserError(f"input size {h}x{w} must be divisible by 16 (4 poolings)")
     weights = resolve_encoder_weights(encoder_weights)
     inputs = keras.Input(shape=(h, w, 1), name="input")
     rgb = layers.Concatenate(axis=-1, name="gray_to_rgb")([inputs, inputs, inputs])
@@ -83,7 +85,7 @@ def build_vunet(input_shape=(256, 256, 1), encoder_weights="imagenet",
         try:
             vgg.load_weights(weights)
         except Exception as e:  # noqa: BLE001
-            raise ValueError(f"cannot load VGG16 encoder weights from {weights}: {e}") from None
+            raise UserError(f"cannot load VGG16 encoder weights from {weights}: {e}") from None
     x = vgg.get_layer("block5_conv3").output
     for level, skip in zip((4, 3, 2, 1), SKIPS):
         s = vgg.get_layer(skip).output

@@ -86,11 +86,12 @@ def test_an_io_fault_exits_1_with_one_line(tmp_path, monkeypatch, capsys):
     import errno
 
     from keras_unet_ft import cli
+    from keras_unet_ft.cli import plans
 
     def read_only(args):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / "out"))
 
-    monkeypatch.setattr(cli, "cmd_plans", read_only)
+    monkeypatch.setattr(plans, "cmd_plans", read_only)
     assert cli.main(["plans"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "read-only" in err[0] and "Traceback" not in err[0]
@@ -106,3 +107,58 @@ def test_files_that_are_not_what_their_name_says(tmp_path):
     (tmp_path / "m.keras").write_text("not a model")
     with pytest.raises(ValueError, match="m.keras is not a Keras model file"):
         load_model(tmp_path / "m.keras")
+
+
+#: command -> exit code + a piece of its message: every error path of the command line
+COMMANDS = [
+    (["plans", "--size", "100"], 2, "must be divisible by 2**depth"),
+    (["plans", "--size", "32", "--plan", "sideways"], 2, "unknown plan 'sideways'"),
+    (["plans", "--size", "32", "--plan", "llrd:2"], 2, "0 < GAMMA <= 1"),
+    (["study", "--profile", "smoke", "--set", "nosuch.key=1"], 2, "unknown config key"),
+    (["study", "--profile", "smoke", "--set", "finetune.epochs=x"], 2,
+     "finetune.epochs: expected a whole number, got 'x'"),
+    (["run", "--profile", "smoke", "--jobs", "many"], 2, "--jobs expects a number or auto"),
+    (["data", "show"], 2, "needs a dataset"),
+    (["data", "prepare", "sim_bsu"], 2, "did you mean sim_bus"),
+    (["report", "{tmp}"], 2, "results folder"),
+    (["predict", "{tmp}/missing.keras", "{tmp}", "--out", "{tmp}/masks"], 2, "missing.keras"),
+    (["export", "{tmp}/missing.keras", "--format", "tflite"], 2, "missing.keras"),
+    (["plans", "--size", "32", "--base-filters", "4", "--depth", "2"], 0, ""),
+]
+
+
+@pytest.mark.parametrize("argv, code, message", COMMANDS)
+def test_commands_exit_codes_and_messages(argv, code, message, tmp_path, capsys):
+    from keras_unet_ft.cli import main
+
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == code
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_a_bug_is_a_traceback_and_a_request_for_a_report_exit_1(monkeypatch, capsys):
+    from keras_unet_ft import cli
+    from keras_unet_ft.cli import plans
+
+    def bug(args):
+        return {}["no such key"]
+
+    monkeypatch.setattr(plans, "cmd_plans", bug)
+    assert cli.main(["plans"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "KeyError" in err
+    assert "internal error" in err and "please report it" in err
+
+
+def test_an_internal_value_error_is_a_bug_not_a_bad_input(monkeypatch, capsys):
+    """Only UserError (and missing files) mean "bad input" (exit 2)."""
+    from keras_unet_ft import cli
+    from keras_unet_ft.cli import plans
+
+    def bug(args):
+        raise ValueError("shapes differ")
+
+    monkeypatch.setattr(plans, "cmd_plans", bug)
+    assert cli.main(["plans"]) == 1
+    assert "internal error" in capsys.readouterr().err

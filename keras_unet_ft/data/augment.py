@@ -15,6 +15,8 @@ import dataclasses
 import numpy as np
 from skimage import transform
 
+from ..exitcodes import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class AugmentParams:
@@ -30,7 +32,7 @@ class AugmentParams:
         for f in ("rotation", "shift", "shear", "zoom"):
             v = getattr(self, f)
             if not (0 <= v < 1):
-                raise ValueError(f"augmentation {f} must be in [0, 1), got {v!r}")
+                raise UserError(f"augmentation {f} must be in [0, 1), got {v!r}")
 
 
 def random_affine(rng: np.random.Generator, shape, p: AugmentParams) -> transform.AffineTransform:

@@ -9,6 +9,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
+from ..exitcodes import UserError
 from ..io import read_json, write_json
 
 log = logging.getLogger("keras_unet_ft.data")
@@ -23,9 +24,9 @@ def make_folds(ids: Sequence[str], k: int = 5, seed: int = 0,
     """
     ids = list(ids)
     if len(set(ids)) != len(ids):
-        raise ValueError("ids must be unique to make folds")
+        raise UserError("ids must be unique to make folds")
     if not 2 <= k <= len(ids):
-        raise ValueError(f"k must be between 2 and the number of images ({len(ids)}), got {k}")
+        raise UserError(f"k must be between 2 and the number of images ({len(ids)}), got {k}")
     x = np.zeros(len(ids))
     if strata is not None:
         _, counts = np.unique(np.asarray(strata), return_counts=True)
@@ -89,8 +90,8 @@ def make_group_folds(ids: Sequence[str], groups: Sequence[int], k: int = 5, seed
     x = np.zeros(len(ids))
     n_groups = len(set(groups))
     if not 2 <= k <= n_groups:
-        raise ValueError(f"k must be between 2 and the number of distinct images "
-                         f"({n_groups} after grouping near-duplicates), got {k}")
+        raise UserError(f"k must be between 2 and the number of distinct images "
+                        f"({n_groups} after grouping near-duplicates), got {k}")
     if strata is not None:
         splits = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(
             x, np.asarray(strata), np.asarray(groups))
@@ -111,11 +112,11 @@ def load_or_make_folds(path, ids, k=5, seed=0, strata=None, images=None) -> List
         data = read_json(path)
         folds = data.get("folds") if isinstance(data, dict) else None
         if not isinstance(folds, list):
-            raise ValueError(f"{path} holds no folds; delete it to have the folds made again")
+            raise UserError(f"{path} holds no folds; delete it to have the folds made again")
         if len(folds) == k and sorted(i for f in folds for i in f["test"]) == sorted(ids):
             return folds
-        raise ValueError(f"folds in {path} do not match this dataset ({len(ids)} images, k={k}); "
-                         "delete the file or use another output folder")
+        raise UserError(f"folds in {path} do not match this dataset ({len(ids)} images, k={k}); "
+                        "delete the file or use another output folder")
     groups = near_duplicate_groups(images) if images is not None else list(range(len(ids)))
     dup = {}
     for i, g in zip(ids, groups):

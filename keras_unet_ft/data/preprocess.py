@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 from skimage import color, io, transform
 
+from ..exitcodes import UserError
 from ..io import atomic_savez
 from .dataset import Dataset
 
@@ -37,9 +38,9 @@ def read_image(path) -> np.ndarray:
     path = pathlib.Path(path)
     try:
         if path.stat().st_size == 0:
-            raise ValueError(f"cannot read image file {path}: the file is empty (0 bytes)")
+            raise UserError(f"cannot read image file {path}: the file is empty (0 bytes)")
     except OSError as e:
-        raise ValueError(f"cannot read image file {path}: {e.strerror or e}") from None
+        raise UserError(f"cannot read image file {path}: {e.strerror or e}") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -50,11 +51,11 @@ def read_image(path) -> np.ndarray:
         why = ("not an image in a format this package reads (PNG, JPEG, BMP, TIFF, GIF)"
                if "pyav" in str(e) or "Could not find a backend" in str(e)
                else f"{e.__class__.__name__}: {str(e)[:200]}")
-        raise ValueError(f"cannot read image file {path}: {why}") from None
+        raise UserError(f"cannot read image file {path}: {why}") from None
     if a.ndim == 4:  # animated GIF: first frame
         a = a[0]
     if a.ndim not in (2, 3) or a.size == 0:
-        raise ValueError(f"{path}: expected a 2-D grayscale or RGB(A) image, got shape {a.shape}")
+        raise UserError(f"{path}: expected a 2-D grayscale or RGB(A) image, got shape {a.shape}")
     return a
 
 
@@ -94,8 +95,8 @@ def parse_classes(classes) -> tuple:
                                          else classes) if str(c).strip()]
     bad = [c for c in names if c not in NAMED_COLOURS]
     if bad:
-        raise ValueError(f"unknown mask colour(s) {bad} in classes={classes!r}; expected "
-                         f"names from {', '.join(NAMED_COLOURS)}")
+        raise UserError(f"unknown mask colour(s) {bad} in classes={classes!r}; expected "
+                        f"names from {', '.join(NAMED_COLOURS)}")
     return tuple(names)
 
 
@@ -212,10 +213,10 @@ def check_empty_masks(ds: Dataset, where: str = "") -> int:
     n = len(ds)
     empty = int((ds.masks.reshape(n, -1).max(axis=1) == 0).sum()) if n else 0
     if n and empty == n:
-        raise ValueError(f"{ds.name}: all {n} masks are empty after reading{' ' + where if where else ''}; "
-                         "the masks may use an encoding that is not a foreground on black "
-                         "(give classes=red,green for class-coded colour masks) or hold no "
-                         "objects at all")
+        raise UserError(f"{ds.name}: all {n} masks are empty after reading{' ' + where if where else ''}; "
+                        "the masks may use an encoding that is not a foreground on black "
+                        "(give classes=red,green for class-coded colour masks) or hold no "
+                        "objects at all")
     if n and empty / n > EMPTY_WARN_SHARE:
         log.warning("%s: %d of %d masks (%.0f %%) are empty; the study reports them apart "
                     "(Dice over images with an object; the share of empty images predicted "

@@ -20,6 +20,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from ..exitcodes import UserError
 from ..layout import SAFE_NAME
 from .dataset import Dataset
 from .preprocess import cache_dir, cache_key, load_cached, save_cached
@@ -50,9 +51,9 @@ class DatasetInfo:
         if self.kind == "real":
             return self.module().load(root, size=size, **kw)
         if root is not None:
-            raise ValueError(f"{self.name} is built-in data; it takes no folder (got {root!r})")
+            raise UserError(f"{self.name} is built-in data; it takes no folder (got {root!r})")
         if size[0] != size[1]:
-            raise ValueError(f"{self.name} makes square images; got size {size}")
+            raise UserError(f"{self.name} makes square images; got size {size}")
         kw = {k: v for k, v in kw.items() if v is not None or k != "n"}
         return self.generator()(size=size[0], **kw)
 
@@ -145,31 +146,31 @@ def split_spec(spec: str) -> Tuple[str, Optional[str], Dict[str, str]]:
     strings here; :func:`load_dataset` converts them to the loader's types.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"a dataset is given as NAME, NAME:ROOT or NAME:ROOT?KEY=VALUE, "
-                         f"got {spec!r}")
+        raise UserError(f"a dataset is given as NAME, NAME:ROOT or NAME:ROOT?KEY=VALUE, "
+                        f"got {spec!r}")
     base, q, query = spec.strip().partition("?")
     name, sep, path = base.partition(":")
     if name not in REGISTRY:
-        raise ValueError(_unknown_dataset(name, spec))
+        raise UserError(_unknown_dataset(name, spec))
     options: Dict[str, str] = {}
     if q:
         for item in query.split("&"):
             key, eq, value = item.partition("=")
             key = key.strip()
             if not eq or not key:
-                raise ValueError(f"bad option {item!r} in dataset {spec!r}: expected KEY=VALUE, "
-                                 f"e.g. {name}:ROOT?n=100")
+                raise UserError(f"bad option {item!r} in dataset {spec!r}: expected KEY=VALUE, "
+                                f"e.g. {name}:ROOT?n=100")
             if key in options:
-                raise ValueError(f"option {key!r} given twice in dataset {spec!r}")
+                raise UserError(f"option {key!r} given twice in dataset {spec!r}")
             options[key] = value.strip()
     if sep and not path:
-        raise ValueError(f"dataset {spec!r} has an empty folder after ':'")
+        raise UserError(f"dataset {spec!r} has an empty folder after ':'")
     if options.get("modality", "other") not in MODALITIES:
-        raise ValueError(f"dataset {spec!r}: modality={options['modality']!r}; expected one of "
-                         f"{', '.join(MODALITIES)}")
+        raise UserError(f"dataset {spec!r}: modality={options['modality']!r}; expected one of "
+                        f"{', '.join(MODALITIES)}")
     if "name" in options and not SAFE_NAME.fullmatch(options["name"]):
-        raise ValueError(f"dataset {spec!r}: name={options['name']!r}; expected letters, "
-                         "digits, '_', '.' or '-' (it names the target's folder)")
+        raise UserError(f"dataset {spec!r}: name={options['name']!r}; expected letters, "
+                        "digits, '_', '.' or '-' (it names the target's folder)")
     return name, (path if sep else None), options
 
 
@@ -194,7 +195,7 @@ def parse_spec(spec: str, root=None):
     name, path, _ = split_spec(spec)
     if path is not None:
         if root is not None and str(root) != path:
-            raise ValueError(f"dataset {spec!r} names a root and root={root!r} names another")
+            raise UserError(f"dataset {spec!r} names a root and root={root!r} names another")
         root = path
     return name, root
 
@@ -228,19 +229,19 @@ def _convert_option(name: str, key: str, value, default):
             return True
         if v.lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"{name}: option {key}={value!r}: expected true or false")
+        raise UserError(f"{name}: option {key}={value!r}: expected true or false")
     if v.lower() in ("none", "null"):
         return None
     if isinstance(default, int) or (default is None and key in ("n", "limit", "seed")):
         try:
             return int(v)
         except ValueError:
-            raise ValueError(f"{name}: option {key}={value!r}: expected a whole number") from None
+            raise UserError(f"{name}: option {key}={value!r}: expected a whole number") from None
     if isinstance(default, float):
         try:
             return float(v)
         except ValueError:
-            raise ValueError(f"{name}: option {key}={value!r}: expected a number") from None
+            raise UserError(f"{name}: option {key}={value!r}: expected a number") from None
     return v
 
 
@@ -250,16 +251,16 @@ def resolve_options(name: str, spec_options: Dict[str, str], given: Dict[str, ob
     merged = dict(given)
     for k, v in spec_options.items():
         if k in merged and str(merged[k]) != v:
-            raise ValueError(f"{name}: option {k} is {v!r} in the spec and {merged[k]!r} "
-                             "elsewhere")
+            raise UserError(f"{name}: option {k} is {v!r} in the spec and {merged[k]!r} "
+                            "elsewhere")
         merged.setdefault(k, v)
     bad = sorted(k for k in merged if k not in allowed)
     if bad:
-        raise ValueError(f"{name}: unknown option(s) {bad}; {name} takes: "
-                         f"{', '.join(f'{k}={v!r}' for k, v in allowed.items()) or 'none'}")
+        raise UserError(f"{name}: unknown option(s) {bad}; {name} takes: "
+                        f"{', '.join(f'{k}={v!r}' for k, v in allowed.items()) or 'none'}")
     out = {k: _convert_option(name, k, v, allowed[k]) for k, v in merged.items()}
     if out.get("n") is not None and out["n"] < 1:
-        raise ValueError(f"{name}: option n={out['n']!r}: expected a positive number of images")
+        raise UserError(f"{name}: option n={out['n']!r}: expected a positive number of images")
     return out
 
 

@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 
 from ..config import Config
+from ..exitcodes import UserError
 from .augment import AugmentParams, augment_to
 from ..io import read_json, write_json
 from .folds import inner_split, load_or_make_folds
@@ -98,13 +99,13 @@ def check_targets(targets) -> None:
     for t in targets:
         k = target_key(t)
         if k in seen:
-            raise ValueError(f"target {t!r} is the same data as {seen[k]!r}; give each target "
-                             "once")
+            raise UserError(f"target {t!r} is the same data as {seen[k]!r}; give each target "
+                            "once")
         seen[k] = t
         slug = target_slug(t)
         if slug in names:
-            raise ValueError(f"targets {names[slug]!r} and {t!r} would both be named {slug!r}; "
-                             "give one of them another name with ?name=NAME")
+            raise UserError(f"targets {names[slug]!r} and {t!r} would both be named {slug!r}; "
+                            "give one of them another name with ?name=NAME")
         names[slug] = t
 
 
@@ -112,13 +113,13 @@ def target_folds(cfg: Config, ds, path):
     """The folds of a target, made once (seeded, stratified by class when possible,
     near-duplicate images kept in one fold) and read back from ``path`` afterwards."""
     if cfg.finetune.folds > len(ds):
-        raise ValueError(f"finetune.folds={cfg.finetune.folds} but {ds.name} has only "
-                         f"{len(ds)} images")
+        raise UserError(f"finetune.folds={cfg.finetune.folds} but {ds.name} has only "
+                        f"{len(ds)} images")
     if "fold" in ds.meta:  # the publishers' folds (e.g. BUS-BRA's patient-level ones)
         given = sorted(set(ds.meta["fold"]))
         if given != list(range(cfg.finetune.folds)):
-            raise ValueError(f"{ds.name} comes with {len(given)} official folds; set "
-                             f"finetune.folds={len(given)} to use them")
+            raise UserError(f"{ds.name} comes with {len(given)} official folds; set "
+                            f"finetune.folds={len(given)} to use them")
         folds = [{"train": [i for i, f in zip(ds.ids, ds.meta["fold"]) if f != k],
                   "test": [i for i, f in zip(ds.ids, ds.meta["fold"]) if f == k]}
                  for k in given]
@@ -163,7 +164,7 @@ def fold_arrays(cfg: Config, ds, fold: dict, fold_index: int,
     total = max(ft.augment_total, len(tr))
     if n_train is not None:
         if n_train > len(tr):
-            raise ValueError(f"n_train={n_train} but the fold has {len(tr)} training images")
+            raise UserError(f"n_train={n_train} but the fold has {len(tr)} training images")
         order = np.random.default_rng([cfg.study.seed, fold_index, 7]).permutation(len(tr))
         tr = tr[np.sort(order[:n_train])]
         total = int(cfg.sizes.augment_factor) * n_train if augment else n_train

@@ -8,6 +8,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from tqdm.auto import tqdm
 
+from ...exitcodes import UserError
 from ..dataset import Dataset
 from ..preprocess import (IMAGE_EXTENSIONS, binarize_mask, parse_classes, read_image, stack,
                           to_gray)
@@ -52,12 +53,12 @@ def check_unpaired(name: str, missing: List[str], skip_unpaired: bool, n_pairs: 
     if missing:
         msg = f"{name}: {len(missing)} image(s) without {what}, e.g. {missing[:5]}"
         if not skip_unpaired:
-            raise ValueError(msg + f" (to leave them out add ?skip_unpaired=true to the dataset, "
-                             f"e.g. {name}:ROOT?skip_unpaired=true; `unet-ft data` also takes "
-                             "--skip-unpaired)")
+            raise UserError(msg + f" (to leave them out add ?skip_unpaired=true to the dataset, "
+                            f"e.g. {name}:ROOT?skip_unpaired=true; `unet-ft data` also takes "
+                            "--skip-unpaired)")
         log.warning("%s; left out", msg)
     if not n_pairs:
-        raise ValueError(f"{name}: no image/mask pairs found" + (f" under {root}" if root else ""))
+        raise UserError(f"{name}: no image/mask pairs found" + (f" under {root}" if root else ""))
 
 
 def check_unique_stems(name: str, files: List[pathlib.Path], what: str = "images") -> None:
@@ -65,8 +66,8 @@ def check_unique_stems(name: str, files: List[pathlib.Path], what: str = "images
     seen: Dict[str, pathlib.Path] = {}
     for p in files:
         if p.stem in seen:
-            raise ValueError(f"{name}: {what} {seen[p.stem]} and {p} have the same name without "
-                             "extension; keep one of them")
+            raise UserError(f"{name}: {what} {seen[p.stem]} and {p} have the same name without "
+                            "extension; keep one of them")
         seen[p.stem] = p
 
 
@@ -110,8 +111,8 @@ def read_pairs(name: str, items: Sequence[tuple], size, source: str,
             if fixed:
                 thresholded.append(pathlib.Path(mp).name)
             if m.shape != img.shape:
-                raise ValueError(f"{name}: mask {mp} is {m.shape[1]}x{m.shape[0]} but its image "
-                                 f"{ip} is {img.shape[1]}x{img.shape[0]}; expected the same size")
+                raise UserError(f"{name}: mask {mp} is {m.shape[1]}x{m.shape[0]} but its image "
+                                f"{ip} is {img.shape[1]}x{img.shape[0]}; expected the same size")
             mask = m if mask is None else (mask | m)
         pairs.append((img, mask))
     if thresholded:

@@ -9,6 +9,7 @@ ones (copies of one patient never straddle training and test).
 import csv
 
 from ._common import LayoutError, check_unpaired, find_dir, image_files, read_pairs, require_dir
+from ...exitcodes import UserError
 
 LAYOUT = ("  ROOT/Images/bus_0001-l.png ...\n"
           "  ROOT/Masks/mask_0001-l.png ...\n"
@@ -32,7 +33,7 @@ def load(root, size=(256, 256), folds="random", skip_unpaired=False, classes=Non
          progress=True):
     """Read BUS-BRA; ``folds="official"`` records the publishers' folds (meta ``fold``)."""
     if folds not in ("random", "official"):
-        raise ValueError(f"busbra: option folds={folds!r}; expected random or official")
+        raise UserError(f"busbra: option folds={folds!r}; expected random or official")
     root = require_dir(root, "busbra", LAYOUT)
     img_dir = find_dir(root, "Images", "busbra", LAYOUT)
     base = img_dir.parent
@@ -58,11 +59,11 @@ def load(root, size=(256, 256), folds="random", skip_unpaired=False, classes=Non
         rows = {_stem(r["ID"]): r for r in _read_csv(path) if r.get("ID")}
         lost = [s for s, _, _ in items if s not in rows]
         if lost:
-            raise ValueError(f"busbra: {len(lost)} image(s) have no fold in {path}, e.g. "
-                             f"{lost[:5]}")
+            raise UserError(f"busbra: {len(lost)} image(s) have no fold in {path}, e.g. "
+                            f"{lost[:5]}")
         try:
             meta["fold"] = [int(rows[s]["kFold"]) - 1 for s, _, _ in items]
         except (KeyError, ValueError) as e:
-            raise ValueError(f"busbra: {path} needs a whole-number kFold column ({e})") from None
+            raise UserError(f"busbra: {path} needs a whole-number kFold column ({e})") from None
     return read_pairs("busbra", items, size, str(base), meta=meta, classes=classes,
                       progress=progress)

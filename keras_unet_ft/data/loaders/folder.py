@@ -1,6 +1,7 @@
 """Any ``images/`` + ``masks/`` folder pair, matched by stem: bring your own modality."""
 
 from ._common import find_dir, image_files, pair_by_stem, read_pairs, require_dir
+from ...exitcodes import UserError
 
 LAYOUT = ("  ROOT/images/NAME.(png|jpg|bmp|tif|gif)\n"
           "  ROOT/masks/NAME[SUFFIX].(png|...)   (SUFFIX e.g. _mask; set with mask_suffix)")
@@ -37,8 +38,8 @@ def load(root, size=(256, 256), mask_suffix="", images_dir="images", masks_dir="
     if not mask_suffix:
         suffix = suffix_of(imgs, masks)
         if suffix:
-            raise ValueError(f"folder: the masks under {root} are named like the images plus "
-                             f"{suffix!r} (e.g. {imgs[0].stem}{suffix}); give "
-                             f"folder:{root}?mask_suffix={suffix}")
+            raise UserError(f"folder: the masks under {root} are named like the images plus "
+                            f"{suffix!r} (e.g. {imgs[0].stem}{suffix}); give "
+                            f"folder:{root}?mask_suffix={suffix}")
     items = pair_by_stem("folder", imgs, masks, skip_unpaired)
     return read_pairs("folder", items, size, str(root), classes=classes, progress=progress)

@@ -10,6 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from ._common import LayoutError, check_unpaired, find_dir, image_files, read_pairs, require_dir
+from ...exitcodes import UserError
 from ..preprocess import binarize_mask, read_image
 
 LAYOUT = ("  ROOT/training_set/000_HC.png, 000_HC_Annotation.png, 001_HC.png, ...\n"
@@ -24,7 +25,7 @@ def filled_outline(path) -> np.ndarray:
     outline, _ = binarize_mask(read_image(path))
     filled = ndimage.binary_fill_holes(outline)
     if filled.sum() <= outline.sum():
-        raise ValueError(f"hc18: the outline in {path} is not closed; cannot fill it")
+        raise UserError(f"hc18: the outline in {path} is not closed; cannot fill it")
     return filled.astype(np.uint8) * 255
 
 

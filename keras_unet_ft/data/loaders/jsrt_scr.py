@@ -3,6 +3,7 @@
 import numpy as np
 
 from ._common import check_unpaired, LayoutError, image_files, read_pairs, require_dir
+from ...exitcodes import UserError
 
 LAYOUT = ("  ROOT/**/*.IMG                          JSRT: raw 2048x2048, 16-bit big-endian,\n"
           "                                         12-bit values, no header\n"
@@ -20,12 +21,12 @@ def read_jsrt(path, invert: bool = True) -> np.ndarray:
     """
     raw = np.fromfile(path, dtype=">u2")
     if raw.size != JSRT_SHAPE[0] * JSRT_SHAPE[1]:
-        raise ValueError(f"jsrt_scr: {path} has {raw.size * 2} bytes; a JSRT .IMG has "
-                         f"{JSRT_SHAPE[0] * JSRT_SHAPE[1] * 2} (2048x2048, 16-bit big-endian)")
+        raise UserError(f"jsrt_scr: {path} has {raw.size * 2} bytes; a JSRT .IMG has "
+                        f"{JSRT_SHAPE[0] * JSRT_SHAPE[1] * 2} (2048x2048, 16-bit big-endian)")
     img = raw.reshape(JSRT_SHAPE).astype(np.float32)
     if img.max() > JSRT_MAX:
-        raise ValueError(f"jsrt_scr: {path} has values up to {int(img.max())}; expected 12-bit "
-                         f"(<= {JSRT_MAX}). Is it little-endian or not a JSRT image?")
+        raise UserError(f"jsrt_scr: {path} has values up to {int(img.max())}; expected 12-bit "
+                        f"(<= {JSRT_MAX}). Is it little-endian or not a JSRT image?")
     img = img.reshape(1024, 2, 1024, 2).mean(axis=(1, 3)) / JSRT_MAX  # 2x2 binning to SCR size
     return 1.0 - img if invert else img
 

@@ -4,6 +4,7 @@ import csv
 import logging
 
 from ._common import find_dir, image_files, pair_by_stem, read_pairs, require_dir
+from ...exitcodes import UserError
 
 log = logging.getLogger("keras_unet_ft.data")
 LAYOUT = ("  ROOT/original/*.png\n  ROOT/GT/*.png        (same stem)\n"
@@ -22,7 +23,7 @@ def _read_classes(root):
             ws = load_workbook(xlsx[0], read_only=True, data_only=True).active
             rows = [[c for c in r] for r in ws.iter_rows(values_only=True)]
         except Exception as e:  # noqa: BLE001
-            raise ValueError(f"udiat_b: cannot read class list {xlsx[0]}: {e}") from None
+            raise UserError(f"udiat_b: cannot read class list {xlsx[0]}: {e}") from None
     elif csvs:
         with open(csvs[0], newline="") as f:
             rows = list(csv.reader(f))
@@ -30,8 +31,8 @@ def _read_classes(root):
         return None
     header = [str(h).strip().lower() if h is not None else "" for h in rows[0]]
     if "image" not in header or "type" not in header:
-        raise ValueError(f"udiat_b: class list in {root} needs columns 'Image' and 'Type', "
-                         f"found {rows[0]}")
+        raise UserError(f"udiat_b: class list in {root} needs columns 'Image' and 'Type', "
+                        f"found {rows[0]}")
     ii, ti = header.index("image"), header.index("type")
     out = {}
     for r in rows[1:]:

@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
+from ...exitcodes import UserError
 from ..dataset import Dataset
 
 
@@ -22,9 +23,9 @@ def generate_images(name: str, n: int, size: int, seed: int,
     """
     n, size = int(n), int(size)
     if n < 1:
-        raise ValueError(f"{name}: number of images must be >= 1, got {n}")
+        raise UserError(f"{name}: number of images must be >= 1, got {n}")
     if size < 16:
-        raise ValueError(f"{name}: image size must be >= 16 pixels, got {size}")
+        raise UserError(f"{name}: image size must be >= 16 pixels, got {size}")
     children = np.random.SeedSequence(int(seed)).spawn(n)
     images = np.empty((n, size, size, 1), np.float32)
     masks = np.empty((n, size, size, 1), np.uint8)

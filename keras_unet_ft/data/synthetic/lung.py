@@ -24,6 +24,7 @@ from scipy import ndimage
 
 from . import generate_images
 from .ultrasound import Probe, log_compress, point_sample, sample_index, simulate_envelope
+from ...exitcodes import UserError
 
 LUNG_PROBE = Probe(depth_mm=50.0, width_mm=40.0)
 
@@ -32,7 +33,7 @@ def lung_image(rng: np.random.Generator, size: int, target: str = "ribs",
                probe: Probe = LUNG_PROBE):
     """One lung ultrasound image ``(size, size)`` in [0, 1] and its mask."""
     if target not in ("ribs", "pleura"):
-        raise ValueError(f"sim_lus target must be 'ribs' or 'pleura', got {target!r}")
+        raise UserError(f"sim_lus target must be 'ribs' or 'pleura', got {target!r}")
     nz, nx = probe.grid(size)
     nzc = -(-nz // 4)
     z = ((np.arange(nzc) + 0.5) / nzc * probe.depth_mm)[:, None]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ultrasound import Probe, breast_dataset, breast_phantom, log_compress, _inside
+from ...exitcodes import UserError
 
 MUST_PROBE = "L11-5v"
 CHUNK = 2000
@@ -45,7 +46,7 @@ def simulate_breast_image_must(rng: np.random.Generator, size: int, malignant: b
     """One B-mode image ``(size, size)`` in [0, 1] made by MUST, and its lesion mask."""
     pymust = _require_pymust()
     if scatterers < 1:
-        raise ValueError(f"scatterers must be >= 1, got {scatterers!r}")
+        raise UserError(f"scatterers must be >= 1, got {scatterers!r}")
     param = pymust.getparam(MUST_PROBE)
     param.fnumber = 1.5
     width_mm = param.Nelements * param.pitch * 1e3

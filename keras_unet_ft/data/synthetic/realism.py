@@ -29,6 +29,8 @@ from typing import Dict, Iterable, Optional
 import numpy as np
 from scipy import ndimage as ndi
 
+from ...exitcodes import UserError
+
 #: 163 real breast-ultrasound images with a lesion, at 256 x 256: (25th, median, 75th)
 REAL_BREAST_US: Dict[str, tuple] = {
     "distractor": (0.24, 0.40, 0.54),
@@ -104,8 +106,8 @@ def summarize(rows: Iterable[Optional[Dict[str, float]]]) -> Dict[str, tuple]:
     """``{statistic: (25th percentile, median, 75th percentile)}`` over images."""
     rows = [r for r in rows if r]
     if not rows:
-        raise ValueError("no image with a lesion of >= "
-                         f"{MIN_LESION_PIXELS} pixels to measure")
+        raise UserError("no image with a lesion of >= "
+                        f"{MIN_LESION_PIXELS} pixels to measure")
     out = {}
     for k in rows[0]:
         v = np.array([r[k] for r in rows], float)

@@ -47,6 +47,7 @@ import numpy as np
 from scipy import ndimage, signal
 
 from . import generate_images
+from ...exitcodes import UserError
 
 #: bumped when an image of the same seed changes (the dataset cache is keyed by it)
 GENERATOR_VERSION = 2
@@ -601,7 +602,7 @@ def breast_dataset(name, n, size, seed, malignant_fraction, progress, simulate):
     """Images ``simulate(rng, size, malignant) -> (image, mask)``, benign or malignant-like
     with probability ``malignant_fraction``, class in ``meta["class"]``."""
     if not 0 <= malignant_fraction <= 1:
-        raise ValueError(f"malignant_fraction must be in [0, 1], got {malignant_fraction!r}")
+        raise UserError(f"malignant_fraction must be in [0, 1], got {malignant_fraction!r}")
 
     def one(rng, i, size):
         malignant = bool(rng.random() < malignant_fraction)
