@@ -43,7 +43,7 @@ from .exitcodes import UserError
 from .finetune import Diverged, FoldSession, divergence, run_one
 from .metrics import batch_metrics
 from .io import atomic_write_text, write_json
-from .layout import splits_path, target_slug
+from .layout import ADVICE_JSON, ADVICE_MD, splits_path, target_slug
 from .model import build_from_config, model_config
 from .plans import PER_VARIABLE_TRAINERS, Plan, group_plans, plan_set
 from .trainable import plan_report
@@ -54,8 +54,6 @@ from .study import block_map
 
 log = logging.getLogger("keras_unet_ft")
 
-ADVICE_JSON = "advice.json"
-ADVICE_MD = "ADVICE.md"
 #: survivors of the last rung (trained for the full epochs and compared with intervals)
 FINAL_SURVIVORS = 2
 #: batches of training images the probe averages over

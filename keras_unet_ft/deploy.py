@@ -38,7 +38,8 @@ from .data.study_data import fold_arrays, load_target
 from .exitcodes import UserError
 from .finetune import FoldSession, divergence, save_model
 from .io import atomic_write, write_csv, write_json
-from .layout import MANIFEST, pretrained_dir, weights_path
+from .layout import (MANIFEST, PREDICT_RECORD, PREDICTIONS_TABLE, RUNS, ModelFolder,
+                     predicted_image, pretrained_folder, weights_path)
 from .metrics import METRICS, batch_metrics
 from .model import build_from_config, model_config
 from .plans import Plan
@@ -70,7 +71,7 @@ def resolve_model(path) -> pathlib.Path:
     if p.is_dir():
         if weights_path(p).exists():
             return weights_path(p)
-        if (p / MANIFEST).exists() or (p / "runs").is_dir():
+        if (p / MANIFEST).exists() or (p / RUNS).is_dir():
             kept = sorted(str(q.parent) for q in p.glob("runs/**/model.keras"))
             hint = (f"; runs with a kept model: {', '.join(kept[:5])}"
                     + (f" (+{len(kept) - 5} more)" if len(kept) > 5 else "") if kept else
@@ -147,10 +148,10 @@ def pretrained_weights(cfg: Config, kind: str, out, pretrained=None, precision="
     mcfg = model_config(cfg, kind)
     if pretrained is None:
         weights = pretrained_weights_by_kind(cfg, out, [kind], precision, verbose)[kind]
-        return weights, str(pretrained_dir(out, kind, cfg.model.kind) / "model.keras")
+        return weights, str(pretrained_folder(out, kind, cfg.model.kind).model)
     p = pathlib.Path(pretrained)
     if p.is_dir():
-        p = pretrained_dir(p, kind, cfg.model.kind) / "model.keras"
+        p = pretrained_folder(p, kind, cfg.model.kind).model
     if not p.exists():
         raise FileNotFoundError(f"pretrained model {p} not found")
     try:
@@ -166,7 +167,7 @@ def check_finetune_out(out, force: bool = False) -> None:
     """``finetune --out`` must not be a study's results folder, nor hold a model of another
     run unless ``force``: nothing is overwritten without a word."""
     out = pathlib.Path(out)
-    if (out / MANIFEST).exists() or (out / "runs").is_dir():
+    if (out / MANIFEST).exists() or (out / RUNS).is_dir():
         raise FileExistsError(f"{out} is a study's results folder; give finetune its own --out "
                               "(the study's config.json and runs would be overwritten)")
     if weights_path(out).exists() and not force:
@@ -225,11 +226,11 @@ def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
         summary = {"target": target, "plan": str(parsed), "status": "diverged",
                    "reason": f"diverged: {e}"}
         if chief:
-            write_json(out / "summary.json", summary)
+            write_json(ModelFolder(out).summary, summary)
         return summary
     seconds = time.perf_counter() - t0
     if chief:
-        write_csv(out / "history.csv", tr.history)
+        write_csv(ModelFolder(out).history, tr.history)
     summary = {
         "target": target, "plan": str(parsed), "model": kind, "pretrained": source,
         "n_images": len(ds), "n_train": len(tr_ids), "n_train_augmented": int(len(train[0])),
@@ -257,7 +258,7 @@ def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
             summary[f"val_{k}_mean"] = (float(np.mean(m[k][lesion])) if lesion.any()
                                         else float("nan"))
     if chief:
-        write_json(out / "summary.json", summary)
+        write_json(ModelFolder(out).summary, summary)
     return summary
 
 
@@ -358,16 +359,16 @@ def predict_images(model, inputs: Sequence, out, threshold: float = THRESHOLD,
     for i in range(0, len(files), 32):   # bounded memory for large folders
         for pr in segment(net, files[i:i + 32], threshold, batch_size):
             stem = pr.path.stem
-            _save_png(out / f"{stem}_prob.png", np.round(pr.probability * 255).astype(np.uint8))
-            _save_png(out / f"{stem}_mask.png", pr.mask.astype(np.uint8) * 255)
+            _save_png(predicted_image(out, stem, "prob"), np.round(pr.probability * 255).astype(np.uint8))
+            _save_png(predicted_image(out, stem, "mask"), pr.mask.astype(np.uint8) * 255)
             if overlays:
-                _save_png(out / f"{stem}_overlay.png", overlay(pr.image, pr.mask))
+                _save_png(predicted_image(out, stem, "overlay"), overlay(pr.image, pr.mask))
             rows.append({"file": str(pr.path), "height": pr.mask.shape[0],
                          "width": pr.mask.shape[1],
                          "foreground_percent": 100.0 * float(pr.mask.mean()),
                          "max_probability": float(pr.probability.max())})
-    write_csv(out / "predictions.csv", rows)
-    write_json(out / "predict.json", {"model": str(path), "threshold": threshold,
+    write_csv(out / PREDICTIONS_TABLE, rows)
+    write_json(out / PREDICT_RECORD, {"model": str(path), "threshold": threshold,
                                       "n_images": len(rows)})
     return rows
 

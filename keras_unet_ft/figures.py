@@ -27,9 +27,9 @@ import numpy as np
 from .blocks import BlockMap
 from .data.study_data import load_target
 from .exitcodes import UserError
-from .io import read_csv, read_json
+from .io import read_csv
 from .layout import (RESULTS, SIZES_SUMMARY, SUMMARY, folds_of, load_config_of,
-                     load_predictions, read_manifest, weights_path)
+                     load_predictions, read_manifest, read_run_summary, weights_path)
 from .layout import figures_dir as _figures_dir
 from .metrics import dice as dice_score
 from .plans import Plan, all_layers_plan
@@ -150,12 +150,7 @@ def fig4_dice_vs_blocks(out, scheme: str = "path") -> Optional[pathlib.Path]:
 
 # ---------------------------------------------------------------------------
 def _target_spec(out, slug):
-    targets = read_manifest(out)["targets"]
-    for t in targets:
-        if t["slug"] == slug:
-            return t["spec"]
-    raise UserError(f"target {slug!r} is not in this study; its targets are "
-                    f"{[t['slug'] for t in targets]}")
+    return read_manifest(out).target(slug).spec
 
 
 def _ultrasound_target(rows) -> Optional[str]:
@@ -257,8 +252,7 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
 # ---------------------------------------------------------------------------
 def all_layers_plans(out) -> List[str]:
     """Labels the all-layers plan can have in this study, most specific first."""
-    m = read_manifest(out)
-    return [all_layers_plan(m["models"][m["model"]]["units"]["path"]), "all", "xunet/all"]
+    return [all_layers_plan(read_manifest(out).units()), "all", "xunet/all"]
 
 
 def finetuned_model(out, target: Optional[str] = None, plan: Optional[str] = None,
@@ -470,9 +464,8 @@ def fig_training_time(out) -> Optional[pathlib.Path]:
 def fig_param_share(out) -> pathlib.Path:
     """Share of the parameters per block (the block table of the study's model, runs.json)."""
     plt = _plt()
-    m = read_manifest(out)
-    table = m["models"][m["model"]]
-    rows, total = table["blocks"], table["total_params"]
+    table = read_manifest(out).study_model
+    rows, total = table.blocks, table.total_params
     colors = {"contracting": SHALLOW_COLOR, "bottleneck": "tab:purple", "expanding": DEEP_COLOR}
     fig, ax = plt.subplots(figsize=(7, 3.4))
     ax.bar([r["block"] for r in rows], [r["share_percent"] for r in rows],
@@ -502,7 +495,7 @@ def fig_weight_change(out, target: Optional[str] = None) -> Optional[pathlib.Pat
     for rs in groups.values():
         vals = []
         for r in rs:
-            wc = read_json(out / r["run_dir"] / "summary.json").get("weight_change")
+            wc = (read_run_summary(out / r["run_dir"]) or {}).get("weight_change")
             if wc:
                 vals.append([wc[k] for k in sorted(wc, key=int)])
         mats.append(np.mean(vals, axis=0) if vals else None)

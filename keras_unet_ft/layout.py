@@ -52,11 +52,27 @@ NESTED = "nested.csv"
 NESTED_SUMMARY = "nested_summary.csv"
 REPORT = "REPORT.md"
 FIGURES = "figures"
+RUNS = "runs"
 RUN_SUMMARY = "summary.json"
 PER_IMAGE = "per_image.csv"
 HISTORY = "history.csv"
 PREDICTIONS = "predictions.npz"
 WEIGHTS = "model.keras"
+#: ``pretrained/`` while pretraining runs (set aside as ``*.bad`` when unreadable)
+PRETRAIN_LOCK = ".pretrain.lock"
+PRETRAIN_STARTED = "config.partial.json"
+PRETRAIN_PARTIAL_HISTORY = "history.partial.csv"
+PRETRAIN_TMP_MODEL = "model.tmp.keras"
+PRETRAIN_BACKUP = "backup"
+#: ``unet-ft predict --out``: one row per image, and what made them
+PREDICTIONS_TABLE = "predictions.csv"
+PREDICT_RECORD = "predict.json"
+#: ``<name>_prob.png`` (probability x 255), ``_mask.png`` (0 / 255), ``_overlay.png``
+PREDICTED_IMAGES = ("prob", "mask", "overlay")
+#: ``unet-ft advise --out`` (``run_all.py --advise``: ``<out>/advice/<target>/``)
+ADVICE_DIR = "advice"
+ADVICE_JSON = "advice.json"
+ADVICE_MD = "ADVICE.md"
 MANIFEST_VERSION = 1
 #: held (shared) by every process writing a results folder with one config: a second study
 #: with another config refuses at once (:func:`keras_unet_ft.io.hold_shared`)
@@ -160,7 +176,7 @@ class RunSpec:
             raise UserError(f"runs.json: run entry target={self.target!r}, fold={self.fold!r}, "
                             f"repeat={self.repeat!r} does not name a folder inside the results "
                             "folder")
-        base = pathlib.Path("runs") / slug
+        base = pathlib.Path(RUNS) / slug
         if self.variant:
             base = base / "sizes" / self.variant
         name = f"fold_{self.fold}" + (f"_repeat_{self.repeat}" if self.repeat else "") + \
@@ -187,6 +203,41 @@ class RunSpec:
 def pretrained_dir(out, kind: str, default_kind: str = "unet") -> pathlib.Path:
     """``pretrained/`` for the study's model kind, ``pretrained_<kind>/`` for others."""
     return pathlib.Path(out) / ("pretrained" if kind == default_kind else f"pretrained_{kind}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFolder:
+    """A folder holding one trained net and how it was made: ``pretrained/`` of a study
+    (``config.json`` there is the pretraining's key) or the ``--out`` of ``unet-ft
+    finetune``. The checkpoint paths are used while pretraining runs."""
+
+    path: pathlib.Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", pathlib.Path(self.path))
+
+    model = property(lambda self: self.path / WEIGHTS)
+    config = property(lambda self: self.path / CONFIG)
+    history = property(lambda self: self.path / HISTORY)
+    summary = property(lambda self: self.path / RUN_SUMMARY)
+    lock = property(lambda self: self.path / PRETRAIN_LOCK)
+    started = property(lambda self: self.path / PRETRAIN_STARTED)
+    partial_history = property(lambda self: self.path / PRETRAIN_PARTIAL_HISTORY)
+    tmp_model = property(lambda self: self.path / PRETRAIN_TMP_MODEL)
+    backup = property(lambda self: self.path / PRETRAIN_BACKUP)
+
+
+def predicted_image(out, stem: str, what: str) -> pathlib.Path:
+    """Where ``unet-ft predict`` writes the ``what`` image (:data:`PREDICTED_IMAGES`) of the
+    input ``stem``."""
+    if what not in PREDICTED_IMAGES:
+        raise ValueError(f"what must be one of {PREDICTED_IMAGES}, got {what!r}")
+    return pathlib.Path(out) / f"{stem}_{what}.png"
+
+
+def pretrained_folder(out, kind: str, default_kind: str = "unet") -> ModelFolder:
+    """The :class:`ModelFolder` of the pretrained ``kind`` net of a results folder."""
+    return ModelFolder(pretrained_dir(out, kind, default_kind))
 
 
 def splits_path(out, target: str, repeat: int = 0) -> pathlib.Path:
@@ -217,11 +268,98 @@ def provenance(out) -> dict:
     return read_json(pathlib.Path(out) / CONFIG)
 
 
-def write_manifest(out, manifest: dict) -> None:
-    write_json(pathlib.Path(out) / MANIFEST, {"version": MANIFEST_VERSION, **manifest})
+@dataclasses.dataclass
+class TargetEntry:
+    """A target of the study in ``runs.json``: its spec as given, its folder name, its
+    modality and what REPORT.md must warn about its data."""
+
+    spec: str
+    slug: str
+    modality: str = "other"
+    notes: List[str] = dataclasses.field(default_factory=list)
 
 
-def read_manifest(out) -> dict:
+@dataclasses.dataclass
+class ModelEntry:
+    """A network of the study in ``runs.json``: units per depth scheme, parameters, the
+    plan that trains every block, and its block table (:meth:`BlockMap.table`)."""
+
+    units: Dict[str, int]
+    total_params: int
+    all_layers_plan: str
+    blocks: List[dict]
+
+
+@dataclasses.dataclass
+class Manifest:
+    """``runs.json``, typed: the grid of a results folder and what a reader needs of it.
+
+    Examples:
+        >>> m = Manifest("unet", [TargetEntry("sim_bus", "sim_bus", "ultrasound")], ["all"],
+        ...              {"unet": ModelEntry({"path": 9, "level": 5}, 450,
+        ...                                  "shallow_to_deep:9", [])}, [])
+        >>> m.units(), m.target("sim_bus").modality
+        (9, 'ultrasound')
+        >>> Manifest.from_dict(m.to_dict()) == m
+        True
+    """
+
+    model: str
+    targets: List[TargetEntry]
+    plans: List[str]
+    models: Dict[str, ModelEntry]
+    runs: List[RunSpec]
+
+    @property
+    def study_model(self) -> ModelEntry:
+        """The entry of the study's own network (plans without a model prefix)."""
+        return self.models[self.model]
+
+    def units(self, scheme: str = "path") -> int:
+        """Units of the study's network under ``scheme`` (``path``: its blocks)."""
+        return int(self.study_model.units[scheme])
+
+    def target(self, slug: str) -> TargetEntry:
+        """The target named ``slug``; an error listing the study's targets otherwise."""
+        for t in self.targets:
+            if t.slug == slug:
+                return t
+        raise UserError(f"target {slug!r} is not in this study; its targets are "
+                        f"{[t.slug for t in self.targets]}")
+
+    def by_spec(self) -> Dict[str, TargetEntry]:
+        """``{spec: target}`` (runs name their target by its spec)."""
+        return {t.spec: t for t in self.targets}
+
+    def to_dict(self) -> dict:
+        return {"version": MANIFEST_VERSION, "model": self.model,
+                "targets": [dataclasses.asdict(t) for t in self.targets],
+                "plans": list(self.plans),
+                "models": {k: dataclasses.asdict(v) for k, v in self.models.items()},
+                "runs": [r.to_dict() for r in self.runs]}
+
+    @classmethod
+    def from_dict(cls, d: dict, path="runs.json") -> "Manifest":
+        try:
+            return cls(model=d["model"],
+                       targets=[TargetEntry(**t) for t in d["targets"]],
+                       plans=list(d["plans"]),
+                       models={k: ModelEntry(**v) for k, v in d["models"].items()},
+                       runs=[RunSpec.from_dict(r) for r in d["runs"]])
+        except (KeyError, TypeError, AttributeError) as e:
+            raise UserError(f"{path} is not a study's runs.json ({e.__class__.__name__}: {e}); "
+                            "run the study again into this folder to rewrite it (finished "
+                            "runs are kept)") from None
+
+
+def write_manifest(out, manifest) -> None:
+    """Write ``runs.json`` (a :class:`Manifest`, or its dict, which is checked first)."""
+    if not isinstance(manifest, Manifest):
+        manifest = Manifest.from_dict(manifest)
+    write_json(pathlib.Path(out) / MANIFEST, manifest.to_dict())
+
+
+def read_manifest(out) -> Manifest:
     """``runs.json``: targets (spec, slug, modality), models (block tables), plans, runs."""
     path = pathlib.Path(out) / MANIFEST
     what = ("a results folder is what `unet-ft study --out DIR` or `run_all.py --out DIR` "
@@ -240,11 +378,7 @@ def read_manifest(out) -> dict:
     if data.get("version") != MANIFEST_VERSION:
         raise UserError(f"{path} has version {data.get('version')!r}; this package reads "
                         f"version {MANIFEST_VERSION}")
-    return data
-
-
-def manifest_runs(manifest: dict) -> List[RunSpec]:
-    return [RunSpec.from_dict(r) for r in manifest["runs"]]
+    return Manifest.from_dict(data, path)
 
 
 # -- per-run files -------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Helpers for the notebooks: find a results folder (or make one) and describe it in words."""
+"""Helpers for the notebooks: find a results folder and describe it in words (they read a
+results folder; nothing here trains)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,8 @@ import logging
 import pathlib
 from typing import List, Optional
 
-from .config import load_config
 from .io import read_csv
-from .layout import RESULTS, STATS, SUMMARY, read_manifest
-from .pipeline import run
+from .layout import REPORT, RESULTS, STATS, SUMMARY, read_manifest
 from .report import findings, trainer_of
 
 log = logging.getLogger("keras_unet_ft")
@@ -21,27 +20,26 @@ def _repo_roots() -> List[pathlib.Path]:
     return list(dict.fromkeys(r.resolve() for r in roots))
 
 
-def find_results(path: Optional[str] = None, run_smoke_if_missing: bool = True) -> pathlib.Path:
-    """``path`` if given; else the newest ``results/*`` with a REPORT.md (run_all.py output);
-    when there is none, run the ``smoke`` profile into ``results/smoke`` (a few minutes)."""
+def find_results(path: Optional[str] = None) -> pathlib.Path:
+    """``path`` if given; else the newest ``results/*`` with a REPORT.md (run_all.py output).
+    A notebook reads a results folder and never trains: with none, the error says how to
+    make one (``python experiments/run_all.py --profile smoke``, a minute or two)."""
     if path:
         p = pathlib.Path(path).expanduser()
-        if not (p / "results.csv").exists():
-            raise FileNotFoundError(f"{p} is not a results folder (no results.csv); run "
+        if not (p / RESULTS).exists():
+            raise FileNotFoundError(f"{p} is not a results folder (no {RESULTS}); run "
                                     "`python experiments/run_all.py` or give another folder")
         return p
     found = []
     for root in _repo_roots():
-        found += [r.parent for r in (root / "results").glob("*/REPORT.md")]
-    if found:
-        newest = max(found, key=lambda p: (p / "REPORT.md").stat().st_mtime)
-        log.info("using the newest results folder: %s", newest)
-        return newest
-    if not run_smoke_if_missing:
-        raise FileNotFoundError("no results folder found under results/")
-    out = _repo_roots()[-1] / "results" / "smoke"
-    print(f"No results yet: running the smoke profile into {out} (a few minutes) ...")
-    return run(load_config("smoke"), out, progress=False)
+        found += [r.parent for r in (root / "results").glob(f"*/{REPORT}")]
+    if not found:
+        raise FileNotFoundError("no results folder under results/: make one with `python "
+                                "experiments/run_all.py --profile smoke` (a minute or two), "
+                                "or set UNET_FT_RESULTS to a results folder")
+    newest = max(found, key=lambda p: (p / REPORT).stat().st_mtime)
+    log.info("using the newest results folder: %s", newest)
+    return newest
 
 
 def findings_text(out, modality: Optional[str] = None) -> str:
@@ -51,8 +49,7 @@ def findings_text(out, modality: Optional[str] = None) -> str:
     stats = [s for s in read_csv(out / STATS) if s.get("plan_a")] \
         if (out / STATS).exists() else []
     results = read_csv(out / RESULTS)
-    manifest = read_manifest(out)
-    units = manifest["models"][manifest["model"]]["units"]["path"]
+    units = read_manifest(out).units()
     lines = []
     for target in dict.fromkeys(r["target"] for r in summary):
         S = {r["plan"]: r for r in summary if r["target"] == target}

@@ -19,7 +19,7 @@ from .exitcodes import (EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK,  #
 from .exitcodes import UserError
 from .figures import make_all_figures
 from .io import read_csv
-from .layout import REPORT, SUMMARY, load_config_of, read_manifest, target_slug
+from .layout import ADVICE_DIR, REPORT, SUMMARY, load_config_of, read_manifest, target_slug
 from .report import write_report
 from .pretrain import TimeUp, pretrained_weights_by_kind
 from .results import recommendation, status_counts, write_tables
@@ -46,7 +46,7 @@ def outcome(out) -> tuple:
     if bad:
         what = ", ".join(f"{v} {k}" for k, v in sorted(bad.items()))
         return EXIT_RUNS_FAILED, (f"{what} run(s) of {sum(counts.values())}: listed in "
-                                  f"{pathlib.Path(out) / 'REPORT.md'} and kept out of the "
+                                  f"{pathlib.Path(out) / REPORT} and kept out of the "
                                   "results; --retry-failed redoes them")
     return EXIT_OK, f"all {sum(counts.values())} runs done ({_listing(counts)})"
 
@@ -63,7 +63,7 @@ def closing_lines(out) -> list:
     if not (out / SUMMARY).exists():
         return []
     summary = read_csv(out / SUMMARY)
-    notes = {t["slug"]: t.get("notes") for t in read_manifest(out).get("targets", [])}
+    notes = {t.slug: t.notes for t in read_manifest(out).targets}
     lines = []
     for target in dict.fromkeys(r["target"] for r in summary):
         if notes.get(target):
@@ -152,6 +152,6 @@ def advise_all(cfg: Config, out, budget_minutes: Optional[float] = None, verbose
     out = pathlib.Path(out)
     precision = resolve_precision(cfg.study.precision)
     pretrained_weights_by_kind(cfg, out, [cfg.model.kind], precision, verbose)
-    return [advise(cfg, t, out / "advice" / target_slug(t), budget_minutes=budget_minutes,
+    return [advise(cfg, t, out / ADVICE_DIR / target_slug(t), budget_minutes=budget_minutes,
                    pretrained=out, verbose=verbose, progress=progress)
             for t in cfg.data.targets]

@@ -24,7 +24,7 @@ from .config import Config
 from .data.study_data import load_pretrain_data
 from .exitcodes import UserError
 from .io import FileLock, atomic_write_text, read_csv, read_json, write_csv
-from .layout import pretrained_dir
+from .layout import ModelFolder, pretrained_folder
 from .model import build_from_config, model_config
 from .runtime import (EpochTimer, NaNLossError, epoch_progress, fresh_session, make_dataset,
                       progress_wanted, strategy_scope, tensorboard_callback)
@@ -46,7 +46,7 @@ def pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
     process at a time per folder (a lock file beside the model): shard processes started
     into a fresh folder wait for the first one's model and reuse it instead of racing.
     See :func:`_pretrain` for the rest."""
-    with FileLock(pathlib.Path(out_dir) / ".pretrain.lock"):
+    with FileLock(ModelFolder(out_dir).lock):
         return _pretrain(cfg, dataset, out_dir, precision, verbose, force, strategy, deadline)
 
 
@@ -66,12 +66,12 @@ def _pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
     """
     import keras
 
-    out_dir = pathlib.Path(out_dir)
-    model_path = out_dir / "model.keras"
+    folder = ModelFolder(out_dir)
+    out_dir, model_path = folder.path, folder.model
     key = {"model": vars(cfg.model).copy(), "pretrain": vars(cfg.pretrain).copy(),
            "data": {"pretrain": cfg.data.pretrain, "pretrain_n": cfg.data.pretrain_n},
            "seed": cfg.study.seed}
-    key_path = out_dir / "config.json"
+    key_path = folder.config
     if model_path.exists() and key_path.exists() and not force:
         old = json.loads(key_path.read_text())
         if old == json.loads(json.dumps(key)):
@@ -96,9 +96,8 @@ def _pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
                       cfg.study.seed)
     va = make_dataset(dataset.images[val], dataset.masks[val], pc.batch_size)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp_model = out_dir / "model.tmp.keras"
-    backup, partial = out_dir / "backup", out_dir / "history.partial.csv"
-    started = out_dir / "config.partial.json"
+    tmp_model, backup, partial = folder.tmp_model, folder.backup, folder.partial_history
+    started = folder.started
     if force or not started.exists() or read_json(started) != json.loads(json.dumps(key)):
         for p in (partial, tmp_model):   # a different (or forced) pretraining: start over
             p.unlink(missing_ok=True)
@@ -150,11 +149,11 @@ def _pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
     if (not tmp_model.exists() and not moved) or any(not np.isfinite(r.get("loss", 0.0))
                                                      for r in rows):
         raise NaNLossError(f"pretraining diverged (loss {rows[-1].get('loss') if rows else '?'})")
-    write_csv(out_dir / "history.csv", rows)
+    write_csv(folder.history, rows)
     if not moved:
         os.replace(tmp_model, model_path)
     best = min(rows, key=lambda r: r["val_loss"]) if rows else {}
-    atomic_write_text(out_dir / "summary.json", json.dumps({
+    atomic_write_text(folder.summary, json.dumps({
         "train_images": int(len(train)), "val_images": int(n_val), "epochs": pc.epochs,
         "best_epoch": best.get("epoch"), "best_val_loss": best.get("val_loss"),
         "seconds": seconds, "seconds_per_epoch": float(np.mean(timer.times)) if timer.times else None,
@@ -192,6 +191,7 @@ def unreadable_checkpoint(backup: pathlib.Path, partial: pathlib.Path,
 
     import h5py
 
+    # the files keras.callbacks.BackupAndRestore writes into its folder (Keras' names)
     weights, meta = backup / "latest.weights.h5", backup / "training_metadata.json"
     try:
         if weights.exists():
@@ -297,10 +297,10 @@ def pretrained_weights_by_kind(cfg: Config, out, kinds, precision, verbose=0, fo
             fresh_session(cfg.study.seed, precision)
             result[kind] = build_from_config(sub.model).get_weights()
             continue
-        d = pretrained_dir(out, kind, cfg.model.kind)
-        if not ((d / "model.keras").exists() and not force):
+        d = pretrained_folder(out, kind, cfg.model.kind)
+        if not (d.model.exists() and not force):
             pre_data = pre_data or load_pretrain_data(cfg)
-        path = pretrain(sub, pre_data, d, precision=precision, verbose=verbose, force=force,
+        path = pretrain(sub, pre_data, d.path, precision=precision, verbose=verbose, force=force,
                         strategy=strategy, deadline=deadline)
         try:
             result[kind] = keras.saving.load_model(path, compile=False).get_weights()

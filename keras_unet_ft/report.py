@@ -17,9 +17,8 @@ from typing import Dict, List
 import numpy as np
 
 from .io import atomic_write_text, read_csv, read_json
-from .layout import (CONFIG, NESTED_SUMMARY, REPORT, RESULTS, SIZES_SUMMARY, STATS, SUMMARY,
-                     figures_dir,
-                     pretrained_dir, read_manifest, splits_file)
+from .layout import (CONFIG, NESTED_SUMMARY, REPORT, RESULTS, SIZES_SUMMARY, STATS,
+                     SUMMARY, figures_dir, pretrained_folder, read_manifest, splits_file)
 from .plans import Plan, all_layers_plan
 from .results import epoch_seconds_key, recommendation
 from .references import CHENG, CHENG_TEST, PAPER, PAPER_CONTRACTING_RATIO, PAPER_DATA
@@ -511,7 +510,7 @@ def write_report(out) -> pathlib.Path:
     nested = read_csv(out / NESTED_SUMMARY) if (out / NESTED_SUMMARY).exists() else []
     prov = read_json(out / CONFIG)
     manifest = read_manifest(out)
-    units = manifest["models"][manifest["model"]]["units"]["path"]
+    units = manifest.units()
     cfg = prov["config"]
     L = ["# Which layers to fine-tune? — results", ""]
     L += [f"Profile **{cfg['profile']}**; model {cfg['model']['kind']} "
@@ -530,7 +529,7 @@ def write_report(out) -> pathlib.Path:
           "object count in these means (an empty mask predicted empty would score Dice 1.0); "
           "images with an empty mask are counted apart. Runs that failed or diverged are "
           "listed at the end and kept out of every mean and verdict.", ""]
-    pre = pretrained_dir(out, manifest["model"], manifest["model"]) / "summary.json"
+    pre = pretrained_folder(out, manifest.model, manifest.model).summary
     if pre.exists():
         p = read_json(pre)
         L += [f"Pretraining: {p['train_images']} training / {p['val_images']} validation images "
@@ -543,9 +542,9 @@ def write_report(out) -> pathlib.Path:
         S = {r["plan"]: r for r in summary if r["target"] == target}
         modality = next(iter(S.values()))["modality"]
         L += [f"## {target} ({modality})", ""]
-        tinfo = next((t for t in manifest.get("targets", []) if t.get("slug") == target), {})
-        if tinfo.get("notes"):
-            L += ["**Data warnings:**", ""] + [f"- {n}" for n in tinfo["notes"]] + [""]
+        notes = next((t.notes for t in manifest.targets if t.slug == target), [])
+        if notes:
+            L += ["**Data warnings:**", ""] + [f"- {n}" for n in notes] + [""]
         split = splits_file(out, target)
         if split.exists():
             dups = read_json(split).get("duplicate_groups") or []

@@ -16,7 +16,7 @@ import numpy as np
 
 from .io import read_csv, write_csv
 from .layout import (NESTED, NESTED_SUMMARY, RESULTS, SIZES, SIZES_SUMMARY, STATS, SUMMARY,
-                     manifest_runs, read_manifest, read_run_summary)
+                     PER_IMAGE, Manifest, read_manifest, read_run_summary)
 from .metrics import METRICS
 from .plans import BASELINES
 from .stats import bootstrap_ci, ci_verdict, comparison_pairs, holm, paired_tests
@@ -36,7 +36,7 @@ SIZE_FIELDS = (["target", "model", "plan", "n_originals", "augment", "fold", "st
                + ["n_train", "n_test", "epochs", "train_seconds", "reason", "run_dir"])
 
 
-def collect(out, manifest: Optional[dict] = None, sizes: bool = False,
+def collect(out, manifest: Optional[Manifest] = None, sizes: bool = False,
             inner: bool = False) -> List[dict]:
     """One row per (target, plan, repeat, fold) of the study, aliases included.
 
@@ -47,10 +47,11 @@ def collect(out, manifest: Optional[dict] = None, sizes: bool = False,
     """
     out = pathlib.Path(out)
     manifest = manifest or read_manifest(out)
-    modality = {t["spec"]: t["modality"] for t in manifest["targets"]}
-    slug = {t["spec"]: t["slug"] for t in manifest["targets"]}
+    targets = manifest.by_spec()
+    modality = {spec: t.modality for spec, t in targets.items()}
+    slug = {spec: t.slug for spec, t in targets.items()}
     rows = []
-    for r in manifest_runs(manifest):
+    for r in manifest.runs:
         if (r.n_train is not None) != sizes or bool(r.inner) != inner:
             continue
         s = read_run_summary(r.dir(out))
@@ -154,7 +155,7 @@ def add_intervals(out, summary: List[dict], rows: List[dict], metric: str = "dic
 def per_image(out, row: dict, with_empty: bool = False) -> Dict[str, dict]:
     """``{image id: {metric: value}}`` of a results row's run: the images with an object
     (whose mask is not empty), or every image with ``with_empty``."""
-    path = pathlib.Path(out) / row["run_dir"] / "per_image.csv"
+    path = pathlib.Path(out) / row["run_dir"] / PER_IMAGE
     return {r["id"]: {m: _num(r.get(m)) for m in METRICS} for r in read_csv(path)
             if with_empty or r.get("empty_mask", "0") in ("0", "")}
 
@@ -164,12 +165,12 @@ def _num(v) -> float:
     return float(v) if v not in ("", None) else math.nan
 
 
-def status_counts(out, manifest: Optional[dict] = None) -> Dict[str, int]:
+def status_counts(out, manifest: Optional[Manifest] = None) -> Dict[str, int]:
     """How many trained runs of the grid (dataset-size runs included) have each status;
     ``missing`` counts the runs without a result yet."""
     manifest = manifest or read_manifest(out)
     counts: Dict[str, int] = {}
-    for r in manifest_runs(manifest):
+    for r in manifest.runs:
         s = read_run_summary(r.dir(out))
         status = s["status"] if s is not None else "missing"
         counts[status] = counts.get(status, 0) + 1
@@ -390,31 +391,36 @@ def nested_summary(nested: List[dict], summary: List[dict], metric: str = "dice"
     return out
 
 
-def write_tables(out, manifest: Optional[dict] = None) -> Dict[str, List[dict]]:
-    """Write results.csv, summary.csv, stats.csv (and sizes.csv, sizes_summary.csv when the
-    dataset-size study ran); returns the tables by file name."""
+#: the columns of each table a results folder holds (None: the rows' own keys)
+TABLE_FIELDS = {RESULTS: RESULT_FIELDS, SIZES: SIZE_FIELDS}
+
+
+def compute_tables(out, manifest: Optional[Manifest] = None) -> Dict[str, List[dict]]:
+    """Every table of a results folder, by file name, from its runs: results.csv,
+    summary.csv, stats.csv; nested.csv and nested_summary.csv when nested selection ran;
+    sizes.csv and sizes_summary.csv when the dataset-size study ran. Nothing is written."""
     out = pathlib.Path(out)
     manifest = manifest or read_manifest(out)
     rows = collect(out, manifest)
-    write_csv(out / RESULTS, rows, RESULT_FIELDS)
     summary = mark_tied_best(out, add_intervals(out, summarize(rows), rows), rows)
-    write_csv(out / SUMMARY, summary)
-    units = manifest["models"][manifest["model"]]["units"]["path"]
-    st = paired_stats(out, rows, "dice", units)
-    write_csv(out / STATS, st, list(st[0].keys()) if st else ["target"])
-    tables = {RESULTS: rows, SUMMARY: summary, STATS: st}
+    tables = {RESULTS: rows, SUMMARY: summary,
+              STATS: paired_stats(out, rows, "dice", manifest.units())}
     inner_rows = collect(out, manifest, inner=True)
     if inner_rows:
         nested = nested_selection(out, rows, inner_rows)
-        write_csv(out / NESTED, [{k: v for k, v in r.items() if k != "_values"}
-                                 for r in nested])
-        tables[NESTED] = nested
+        tables[NESTED] = [{k: v for k, v in r.items() if k != "_values"} for r in nested]
         tables[NESTED_SUMMARY] = nested_summary(nested, summary)
-        write_csv(out / NESTED_SUMMARY, tables[NESTED_SUMMARY])
     size_rows = collect(out, manifest, sizes=True)
     if size_rows:
-        write_csv(out / SIZES, size_rows, SIZE_FIELDS)
         tables[SIZES] = size_rows
         tables[SIZES_SUMMARY] = summarize_sizes(size_rows)
-        write_csv(out / SIZES_SUMMARY, tables[SIZES_SUMMARY])
+    return tables
+
+
+def write_tables(out, manifest: Optional[Manifest] = None) -> Dict[str, List[dict]]:
+    """Compute the tables (:func:`compute_tables`), then write each one; returns them."""
+    tables = compute_tables(out, manifest)
+    for name, rows in tables.items():
+        fields = TABLE_FIELDS.get(name) or (list(rows[0].keys()) if rows else ["target"])
+        write_csv(pathlib.Path(out) / name, rows, fields)
     return tables

@@ -44,8 +44,9 @@ from .data.study_data import (check_targets, data_notes, fold_arrays, inner_fold
 from .exitcodes import UserError
 from .finetune import Diverged, FoldSession, run_one, save_model, stage_learning_rate
 from .io import hold_shared, write_csv
-from .layout import (HISTORY, PER_IMAGE, STUDY_LOCK, RunSpec, read_run_summary, save_predictions,
-                     splits_path, target_slug, weights_path, write_manifest, write_run_summary)
+from .layout import (CONFIG, HISTORY, PER_IMAGE, RUN_SUMMARY, RUNS, STUDY_LOCK, Manifest, ModelEntry,
+                     RunSpec, TargetEntry, read_run_summary, save_predictions, splits_path,
+                     target_slug, weights_path, write_manifest, write_run_summary)
 from .model import build_from_config, model_config
 from .plans import BASELINES, Plan, all_layers_plan, group_plans, plan_set
 from .pretrain import pretrained_weights_by_kind
@@ -137,20 +138,19 @@ def list_runs(cfg: Config, targets: Sequence[str]):
 
 
 def manifest(cfg: Config, runs: Sequence[RunSpec], plans: Sequence[str],
-             maps: Dict[str, BlockMap], notes: Optional[Dict[str, list]] = None) -> dict:
+             maps: Dict[str, BlockMap], notes: Optional[Dict[str, list]] = None) -> Manifest:
     """The content of ``runs.json``: what a reader of the folder needs, as data (``notes``:
     per target, what REPORT.md must warn about its data)."""
     notes = notes or {}
-    return {
-        "model": cfg.model.kind,
-        "targets": [{"spec": t, "slug": target_slug(t), "modality": modality(t),
-                     "notes": list(notes.get(t, []))} for t in cfg.data.targets],
-        "plans": list(plans),
-        "models": {kind: {"units": _units(bm), "total_params": bm.total_params,
-                          "all_layers_plan": all_layers_plan(bm.units("path")),
-                          "blocks": bm.table()} for kind, bm in maps.items()},
-        "runs": [r.to_dict() for r in runs],
-    }
+    return Manifest(
+        model=cfg.model.kind,
+        targets=[TargetEntry(t, target_slug(t), modality(t), list(notes.get(t, [])))
+                 for t in cfg.data.targets],
+        plans=list(plans),
+        models={kind: ModelEntry(_units(bm), bm.total_params,
+                                 all_layers_plan(bm.units("path")), bm.table())
+                for kind, bm in maps.items()},
+        runs=list(runs))
 
 
 def keeps_weights(cfg: Config, run: RunSpec, maps: Dict[str, BlockMap]) -> bool:
@@ -465,7 +465,7 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
         try:
             if r.model not in sessions:
                 sessions[r.model] = FoldSession(rcfg, r.fold, precision, strategy, r.model)
-            tb = (pathlib.Path(cfg.study.tensorboard) / r.rel_dir().relative_to("runs")
+            tb = (pathlib.Path(cfg.study.tensorboard) / r.rel_dir().relative_to(RUNS)
                   if cfg.study.tensorboard else None)
             result = run_one(rcfg, r.target, r.fold, r.plan, r.model, train, test,
                              pretrained[r.model], sessions[r.model], verbose, log_dir=tb)
@@ -517,7 +517,7 @@ def run_study_parallel(cfg: Config, out, jobs: int, force: bool = False, verbose
     runs, _, _ = list_runs(cfg, cfg.data.targets)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = {**os.environ, NO_PROGRESS_ENV: "1"}
-    cmd = [sys.executable, "-m", "keras_unet_ft.cli", "study", "--config", str(out / "config.json"),
+    cmd = [sys.executable, "-m", "keras_unet_ft.cli", "study", "--config", str(out / CONFIG),
            "--out", str(out), "--no-aggregate", "--threads", str(threads), "--quiet"]
     if force:
         cmd.append("--force")
@@ -528,7 +528,7 @@ def run_study_parallel(cfg: Config, out, jobs: int, force: bool = False, verbose
                               preexec_fn=_end_with_parent) for i in range(jobs)]
 
     def done():
-        return sum((r.dir(out) / "summary.json").exists() for r in runs)
+        return sum((r.dir(out) / RUN_SUMMARY).exists() for r in runs)
 
     first = done() if not force else 0
     bar = tqdm(total=len(runs), initial=first, desc=f"fine-tuning runs ({jobs} processes)",

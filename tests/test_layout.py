@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import stat
 
 import numpy as np
@@ -73,3 +74,22 @@ def test_report_on_a_folder_that_is_no_results_folder(tmp_path, make, message, c
 
     assert main(["report", str(make(tmp_path))]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda m: m.pop("targets"), "is not a study's runs.json (KeyError: 'targets')"),
+    (lambda m: m["models"]["unet"].pop("units"), "is not a study's runs.json (TypeError"),
+    (lambda m: m.update(version=99), "has version 99; this package reads version 1"),
+])
+def test_a_damaged_runs_json_is_a_bad_input_naming_the_file(tmp_path, damage, message):
+    from conftest import make_handmade_results
+    from keras_unet_ft.exitcodes import UserError
+    from keras_unet_ft.layout import MANIFEST, read_manifest
+
+    out = make_handmade_results(tmp_path / "r")
+    m = read_json(out / MANIFEST)
+    damage(m)
+    (out / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(UserError, match=re.escape(message)):
+        read_manifest(out)
+    assert read_manifest(make_handmade_results(tmp_path / "ok")).units() == 9

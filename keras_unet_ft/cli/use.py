@@ -7,16 +7,17 @@ import sys
 
 from ..config import EXPORT_FORMATS, THRESHOLD, set_value, validate
 from ..exitcodes import EXIT_OK, EXIT_RUNS_FAILED
+from ..layout import ADVICE_JSON, ADVICE_MD, PREDICTIONS_TABLE, ModelFolder
 from .common import _positive, add_config_args, config_from_args, overrides_from_args
 
 
 def finetune_config(args):
     """The config of ``unet-ft finetune``: ``--profile`` (default quick), or the config of
     the study folder given as ``--pretrained`` (so the network fits), then ``--set``."""
-    from ..layout import load_config_of
+    from ..layout import CONFIG, load_config_of
 
     pre = pathlib.Path(args.pretrained) if args.pretrained else None
-    if args.profile is None and pre is not None and (pre / "config.json").exists():
+    if args.profile is None and pre is not None and (pre / CONFIG).exists():
         cfg = load_config_of(pre)
         for key, value in overrides_from_args(args).items():
             set_value(cfg, key, value)
@@ -39,7 +40,7 @@ def cmd_finetune(args) -> int:
         return EXIT_OK if s.get("status") == "ok" else EXIT_RUNS_FAILED
     if s.get("status") != "ok":
         print(f"unet-ft: the fine-tuning of {s['plan']} {s.get('reason')}; see "
-              f"{pathlib.Path(args.out) / 'summary.json'} (a diverged model is no model to use)",
+              f"{ModelFolder(args.out).summary} (a diverged model is no model to use)",
               file=sys.stderr)
         return EXIT_RUNS_FAILED
     n_obj = s.get("n_val", 0) - s.get("n_val_empty", 0)
@@ -49,7 +50,7 @@ def cmd_finetune(args) -> int:
            if s.get("n_val") else "")
     print(f"fine-tuned {s['plan']} on {s['n_train']} images of {s['target']} in "
           f"{s['train_seconds']:.0f} s ({s['trainable_params']:,} trainable parameters){val}")
-    print(f"model: {pathlib.Path(args.out) / 'model.keras'}  (unet-ft predict "
+    print(f"model: {ModelFolder(args.out).model}  (unet-ft predict "
           f"{args.out} IMAGES... --out DIR)")
     return EXIT_OK
 
@@ -75,7 +76,7 @@ def cmd_advise(args) -> int:
         print(f"the budget ended the search early: {a['stopped']}", file=sys.stderr)
     top = ", ".join(f"{p['block']} ({p['part']})" for p in a["probe"][:3])
     print(f"probe (relative gradient norm), top blocks: {top}")
-    print(f"written: {pathlib.Path(args.out) / 'ADVICE.md'}, advice.json")
+    print(f"written: {pathlib.Path(args.out) / ADVICE_MD}, {ADVICE_JSON}")
     return EXIT_OK
 
 
@@ -86,7 +87,7 @@ def cmd_predict(args) -> int:
                           batch_size=args.batch_size, overlays=not args.no_overlay)
     empty = sum(r["foreground_percent"] == 0 for r in rows)
     print(f"segmented {len(rows)} images into {args.out} (masks, probabilities"
-          f"{'' if args.no_overlay else ', overlays'}, predictions.csv)"
+          f"{'' if args.no_overlay else ', overlays'}, {PREDICTIONS_TABLE})"
           + (f"; {empty} with nothing found" if empty else ""))
     return EXIT_OK
 
