@@ -25,11 +25,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .blocks import BlockMap
-from .data.study_data import load_target
 from .exitcodes import UserError
 from .io import read_csv
-from .layout import (RESULTS, SIZES_SUMMARY, SUMMARY, folds_of, load_config_of,
-                     load_predictions, read_manifest, read_run_summary, weights_path)
+from .layout import (EXAMPLES, RESULTS, SIZES_SUMMARY, SUMMARY, folds_of, load_predictions,
+                     load_target_images, read_manifest, read_run_summary, weights_path)
 from .layout import figures_dir as _figures_dir
 from .metrics import dice as dice_score
 from .plans import Plan, all_layers_plan
@@ -149,10 +148,6 @@ def fig4_dice_vs_blocks(out, scheme: str = "path") -> Optional[pathlib.Path]:
 
 
 # ---------------------------------------------------------------------------
-def _target_spec(out, slug):
-    return read_manifest(out).target(slug).spec
-
-
 def _ultrasound_target(rows) -> Optional[str]:
     for r in rows:
         if r["modality"] == "ultrasound":
@@ -195,8 +190,13 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
     if not all(any(p == q for q, _ in by) for p in plans):
         return None
     a_plan, b_plan = plans[1], plans[2]
-    cfg = load_config_of(out)
-    ds = load_target(cfg, _target_spec(out, target))
+    kept = load_target_images(out, target)
+    if kept is None:
+        log.warning("%s has no %s/%s.npz (written by an older version): run the study into "
+                    "it again to keep them (finished runs are kept); Fig. 3 is left out",
+                    out, EXAMPLES, target)
+        return None
+    ds_ids, ds_images, ds_masks = kept
     fold_of = folds_of(out, target)
     preds = {}
     for p in plans:
@@ -204,11 +204,11 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
             if q == p:
                 for i, m in load_predictions(out / r["run_dir"]).items():
                     preds[(p, i)] = m
-    index = {i: j for j, i in enumerate(ds.ids)}
-    common = [i for i in ds.ids if all((p, i) in preds for p in plans)]
+    index = {i: j for j, i in enumerate(ds_ids)}
+    common = [i for i in ds_ids if all((p, i) in preds for p in plans)]
     if not common:
         return None
-    gt = {i: ds.masks[index[i], ..., 0] for i in common}
+    gt = {i: ds_masks[index[i]] for i in common}
     if not ids:  # examples among images with an object (an empty mask says nothing here)
         common = [i for i in common if gt[i].any()]
         if not common:
@@ -233,7 +233,7 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
     titles = ["image", "ground truth"] + labels
     fig, axes = plt.subplots(len(chosen), 5, figsize=(12, 3.0 * len(chosen)), squeeze=False)
     for r, i in enumerate(chosen):
-        img = ds.images[index[i], ..., 0]
+        img = ds_images[index[i]]
         panels = [img, gt[i]] + [preds[(p, i)] for p in plans]
         for c, (ax, a) in enumerate(zip(axes[r], panels)):
             ax.imshow(a, cmap="gray", vmin=0, vmax=1)

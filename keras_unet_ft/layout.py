@@ -19,6 +19,7 @@ evaluation reads result folders and never re-derives them from training code)::
     <out>/runs/<target>/sizes/n0050-aug/<plan>/fold_<k>/...   dataset-size study runs
     <out>/results.csv, summary.csv, stats.csv, sizes.csv, sizes_summary.csv,
                                       nested.csv, nested_summary.csv (study.nested)
+    <out>/examples/<target>.npz       the target's images and masks, for Fig. 3
     <out>/REPORT.md, figures/*.png|pdf
     <out>/.study.lock                 the config of the processes writing the folder now
     <out>/pretrained/.pretrain.lock   one pretraining at a time; backup/, *.partial.*,
@@ -53,6 +54,8 @@ NESTED_SUMMARY = "nested_summary.csv"
 REPORT = "REPORT.md"
 FIGURES = "figures"
 RUNS = "runs"
+#: ``<out>/examples/<target>.npz``: a target's images and masks (Fig. 3 draws from them)
+EXAMPLES = "examples"
 RUN_SUMMARY = "summary.json"
 PER_IMAGE = "per_image.csv"
 HISTORY = "history.csv"
@@ -414,6 +417,28 @@ def load_predictions(run_dir) -> Dict[str, np.ndarray]:
         shape = tuple(z["shape"])
         pred = np.unpackbits(z["bits"])[: int(np.prod(shape))].reshape(shape).astype(bool)
         return dict(zip([str(i) for i in z["ids"]], pred))
+
+
+def save_target_images(out, slug: str, ids, images: np.ndarray, masks: np.ndarray) -> None:
+    """A target's images (as 8-bit grey levels) and masks, kept for the figures: they read
+    the results folder and never load a dataset."""
+    images = np.asarray(images)[..., 0] if np.asarray(images).ndim == 4 else np.asarray(images)
+    masks = np.asarray(masks).reshape(images.shape) > 0
+    atomic_savez(pathlib.Path(out) / EXAMPLES / f"{slug}.npz", ids=np.array([str(i) for i in ids]),
+                 images=np.round(np.clip(images, 0, 1) * 255).astype(np.uint8),
+                 shape=np.array(masks.shape), bits=np.packbits(masks.ravel()))
+
+
+def load_target_images(out, slug: str):
+    """``(ids, images (N, H, W) in [0, 1], masks (N, H, W) bool)`` of a target, or None when
+    the folder has none (written by a version before they were kept)."""
+    path = pathlib.Path(out) / EXAMPLES / f"{slug}.npz"
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        shape = tuple(z["shape"])
+        masks = np.unpackbits(z["bits"])[: int(np.prod(shape))].reshape(shape).astype(bool)
+        return [str(i) for i in z["ids"]], z["images"].astype(np.float32) / 255.0, masks
 
 
 def weights_path(run_dir) -> pathlib.Path:

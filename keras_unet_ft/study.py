@@ -45,7 +45,8 @@ from .exitcodes import UserError
 from .finetune import Diverged, FoldSession, run_one, save_model, stage_learning_rate
 from .io import hold_shared, write_csv
 from .layout import (CONFIG, HISTORY, PER_IMAGE, RUN_SUMMARY, RUNS, STUDY_LOCK, Manifest, ModelEntry,
-                     RunSpec, TargetEntry, read_run_summary, save_predictions, splits_path,
+                     RunSpec, TargetEntry, read_run_summary, save_predictions, save_target_images,
+                     splits_path,
                      target_slug, weights_path, write_manifest, write_run_summary)
 from .model import build_from_config, model_config
 from .plans import BASELINES, Plan, all_layers_plan, group_plans, plan_set
@@ -374,6 +375,9 @@ def prepare(cfg: Config, out, *, distribute: Optional[str] = None, verbose: int 
     out.mkdir(parents=True, exist_ok=True)
     write_provenance(cfg, out, precision)
     write_manifest(out, manifest(cfg, runs, plans, maps, notes))
+    if cfg.study.save_predictions:   # Fig. 3 draws held-out images beside their predictions
+        for t, ds in datasets.items():
+            save_target_images(out, target_slug(t), ds.ids, ds.images, ds.masks)
     pretrained = pretrained_weights_by_kind(cfg, out, [r.model for r in runs], precision,
                                             verbose, force_pretrain, strategy, deadline)
     return runs, maps, pretrained, precision, strategy, prints, datasets

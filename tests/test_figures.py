@@ -101,3 +101,21 @@ def test_for_display_stretches_or_says_flat(pattern, flat):
     assert is_flat == flat and shown.min() >= 0 and shown.max() <= 1
     if not flat:
         assert shown.min() == 0 and shown.max() == 1
+
+
+def test_fig3_draws_from_the_results_folder_alone(tiny_study, tmp_path, caplog):
+    """The study keeps each target's images (examples/); without them (a folder of an older
+    version) Fig. 3 is left out with a warning saying how to get it, and no dataset is read."""
+    import shutil
+
+    from keras_unet_ft.layout import EXAMPLES, load_target_images
+
+    out, _ = tiny_study
+    ids, images, masks = load_target_images(out, "sim_bus")
+    assert images.shape == masks.shape and len(ids) == len(images)
+    assert 0 <= images.min() and images.max() <= 1 and masks.any()
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    shutil.rmtree(old / EXAMPLES)
+    assert figures.fig3_examples(old, "sim_bus") is None
+    assert "run the study into it again" in caplog.text
