@@ -73,7 +73,7 @@ def _session(precision):
 def _package_rate(x, y, base, batch, precision) -> float:
     """images/s of the study's training path (masked trainer + tf.data), one timed epoch."""
     from keras_unet_ft.model import build_unet
-    from keras_unet_ft.finetune import MaskedTrainer
+    from keras_unet_ft.trainers import MaskedTrainer
     from keras_unet_ft.runtime import make_dataset
 
     _session(precision)
@@ -130,7 +130,7 @@ def bench_plans(precision="fp32"):
     import keras
 
     from keras_unet_ft.blocks import BlockMap
-    from keras_unet_ft.finetune import MaskedTrainer, SelectiveTrainer
+    from keras_unet_ft.trainers import MaskedTrainer, SelectiveTrainer
     from keras_unet_ft.model import build_unet
     from keras_unet_ft.plans import Plan
     from keras_unet_ft.trainable import apply_plan

@@ -40,15 +40,14 @@ from .config import Config
 from .data.study_data import fold_arrays, inner_fold, load_target, target_folds
 from .deploy import pretrained_weights
 from .exitcodes import UserError
-from .finetune import Diverged, FoldSession, divergence, run_one
-from .metrics import batch_metrics
+from .finetune import FoldSession, evaluate, run_one
 from .io import atomic_write_text, write_json
 from .layout import ADVICE_JSON, ADVICE_MD, splits_path, target_slug
 from .model import build_from_config, model_config
 from .plans import PER_VARIABLE_TRAINERS, Plan, group_plans, plan_set
 from .trainable import plan_report
 from .provenance import write_provenance
-from .runtime import NaNLossError, backend, make_dataset, make_loss, resolve_precision
+from .runtime import Diverged, backend, make_dataset, make_loss, resolve_precision
 from .stats import bootstrap_ci, ci_verdict
 from .study import block_map
 
@@ -186,27 +185,20 @@ def _go_on(c: Candidate, cfg: Config, session: FoldSession, weights, train, val,
     tr.reset(weights if c.state is None else c.state[0], st.trainable_layers(session.bm),
              cfg.finetune.learning_rate, st, session.bm)
     if c.state is not None:
-        for v, val_ in zip(tr.optimizer.variables, c.state[1]):
-            v.assign(val_)
+        tr.restore_optimizer(c.state)
     arrays, whole = _budget_arrays(train, epochs, seed)
     keras.utils.set_random_seed(seed)
     ds = make_dataset(arrays[0], arrays[1], cfg.finetune.batch_size, shuffle=True, seed=seed)
-    try:
-        rows, _ = tr.fit(ds, whole)
-    except NaNLossError as e:
-        raise Diverged(str(e)) from None
+    rows, _ = tr.fit(ds, whole)
     c.history += rows
-    probs = tr.predict(val[0], batch_size=max(cfg.finetune.batch_size, 8))
-    why = divergence(c.history, probs, tr.model.get_weights())
-    if why is not None:
-        raise Diverged(why)
-    m = batch_metrics(val[1], probs)
-    lesion = val[1].reshape(len(val[1]), -1).max(axis=1) > 0
-    c.state = (tr.model.get_weights(), [np.array(v.numpy()) for v in tr.optimizer.variables])
+    ev = evaluate(tr.predict, val[0], val[1], val[2], c.history, tr.model.get_weights(),
+                  cfg.finetune.batch_size)
+    if ev.diverged is not None:
+        raise Diverged(ev.diverged)
+    c.state = tr.state()
     c.trained += epochs
     report = plan_report(tr.model, plan, st.trainable_layers(session.bm))
-    per_image = {i: float(m["dice"][j]) for j, i in enumerate(val[2]) if lesion[j]}
-    return per_image, int(report.trainable_params)
+    return ev.object_scores("dice"), int(report.trainable_params)
 
 
 def _blocks_of(plan: str, bm) -> List[int]:
@@ -309,7 +301,7 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
             bar.set_postfix_str(c.plan)
             session = FoldSession(rcfg, 0, precision, None, c.model)
             try:
-                if resumable(c.plan, session.kind):
+                if resumable(c.plan, session.trainer_name):
                     more = rung["epochs"] - c.trained
                     c.per_image, c.trainable_params = _go_on(
                         c, cfg, session, weights, train, val, more, cfg.study.seed + 1000 * i)

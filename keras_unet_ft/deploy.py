@@ -36,16 +36,16 @@ from .config import EXPORT_FORMATS, THRESHOLD, Config
 from .data.preprocess import IMAGE_EXTENSIONS, read_image, resize_image, to_gray
 from .data.study_data import fold_arrays, load_target
 from .exitcodes import UserError
-from .finetune import FoldSession, divergence, save_model
+from .finetune import FoldSession, evaluate, save_model
 from .io import atomic_write, write_csv, write_json
 from .layout import (MANIFEST, PREDICT_RECORD, PREDICTIONS_TABLE, RUNS, ModelFolder,
                      predicted_image, pretrained_folder, weights_path)
-from .metrics import METRICS, batch_metrics
+from .metrics import METRICS
 from .model import build_from_config, model_config
 from .plans import Plan
 from .pretrain import pretrained_weights_by_kind
 from .provenance import write_provenance
-from .runtime import NaNLossError, get_strategy, is_chief, resolve_precision
+from .runtime import Diverged, get_strategy, is_chief, resolve_precision
 
 log = logging.getLogger("keras_unet_ft")
 
@@ -222,7 +222,7 @@ def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
     log_dir = pathlib.Path(cfg.study.tensorboard) / "finetune" if cfg.study.tensorboard else None
     try:
         tr = session.train(parsed, train, weights, verbose, log_dir)
-    except NaNLossError as e:   # nothing worth keeping: say so, keep no model
+    except Diverged as e:   # nothing worth keeping: say so, keep no model
         summary = {"target": target, "plan": str(parsed), "status": "diverged",
                    "reason": f"diverged: {e}"}
         if chief:
@@ -238,25 +238,23 @@ def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
         "final_loss": tr.history[-1]["loss"] if tr.history else None,
         "trainable_params": tr.report.trainable_params, "frozen_params": tr.report.frozen_params,
         "train_seconds": seconds, "input_size": cfg.model.size, "threshold": THRESHOLD,
-        "trainer": session.kind, "precision": session.resolved, "seed": session.seed,
+        "trainer": session.trainer_name, "precision": session.resolved, "seed": session.seed,
         "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
     }
-    # the study's divergence test, on the validation images (else some training images)
-    probs = tr.predict(test[0] if va_ids else train[0][:16],
-                       batch_size=max(cfg.finetune.batch_size, 8))
-    why = divergence(tr.history, probs, tr.model.get_weights())
-    summary["status"] = "ok" if why is None else "diverged"
-    if why is not None:   # a diverged net is no model to use: none is written
-        summary["reason"] = f"diverged: {why}"
+    # the study's scoring and divergence test, on the validation images (else on some
+    # training images, for the divergence test alone)
+    held = test if va_ids else (train[0][:16], train[1][:16], tr_ids[:16])
+    ev = evaluate(tr.predict, held[0], held[1], held[2], tr.history, tr.model.get_weights(),
+                  cfg.finetune.batch_size)
+    summary["status"] = "ok" if ev.diverged is None else "diverged"
+    if ev.diverged is not None:   # a diverged net is no model to use: none is written
+        summary["reason"] = f"diverged: {ev.diverged}"
     elif chief:
         save_model(tr.model, weights_path(out))
     if va_ids:
-        m = batch_metrics(test[1], probs)
-        lesion = test[1].reshape(len(test[1]), -1).max(axis=1) > 0
-        summary["n_val_empty"] = int((~lesion).sum())
+        summary["n_val_empty"] = int(ev.empty.sum())
         for k in METRICS:
-            summary[f"val_{k}_mean"] = (float(np.mean(m[k][lesion])) if lesion.any()
-                                        else float("nan"))
+            summary[f"val_{k}_mean"] = ev.mean(k)
     if chief:
         write_json(ModelFolder(out).summary, summary)
     return summary

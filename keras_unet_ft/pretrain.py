@@ -26,7 +26,7 @@ from .exitcodes import UserError
 from .io import FileLock, atomic_write_text, read_csv, read_json, write_csv
 from .layout import ModelFolder, pretrained_folder
 from .model import build_from_config, model_config
-from .runtime import (EpochTimer, NaNLossError, epoch_progress, fresh_session, make_dataset,
+from .runtime import (EpochTimer, Diverged, epoch_progress, fresh_session, make_dataset,
                       progress_wanted, strategy_scope, tensorboard_callback)
 
 log = logging.getLogger("keras_unet_ft")
@@ -148,7 +148,7 @@ def _pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
     moved = not tmp_model.exists() and model_path.exists()
     if (not tmp_model.exists() and not moved) or any(not np.isfinite(r.get("loss", 0.0))
                                                      for r in rows):
-        raise NaNLossError(f"pretraining diverged (loss {rows[-1].get('loss') if rows else '?'})")
+        raise Diverged(f"pretraining diverged (loss {rows[-1].get('loss') if rows else '?'})")
     write_csv(folder.history, rows)
     if not moved:
         os.replace(tmp_model, model_path)

@@ -569,5 +569,8 @@ class ScalarLog:
         self.writer.close()
 
 
-class NaNLossError(RuntimeError):
-    """Training stopped on a NaN loss (Keras' TerminateOnNaN)."""
+class Diverged(RuntimeError):
+    """Training diverged: a non-finite loss stopped it, or its weights, predictions or loss
+    show it after (:func:`keras_unet_ft.finetune.divergence`). The one exception for that
+    event: the study records the run ``diverged``, ``finetune`` keeps no model, ``advise``
+    drops the plan."""

@@ -130,7 +130,8 @@ def test_a_survivor_goes_on_from_its_weights_and_adam_state(tmp_path):
     y = (x > 0.6).astype(np.uint8)
     val = (x[:4], y[:4], ["a", "b", "c", "d"])
     session = FoldSession(cfg, 0, "fp32", None, "unet")
-    assert resumable("expanding", session.kind) and not resumable("gradual:top", session.kind)
+    assert resumable("expanding", session.trainer_name)
+    assert not resumable("gradual:top", session.trainer_name)
     c = Candidate("expanding", [], "unet")
     _go_on(c, cfg, session, pre, (x, y), val, 1.0, seed=0)
     first = [w.copy() for w in c.state[0]]

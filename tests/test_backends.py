@@ -115,7 +115,7 @@ def test_a_run_on_the_array_path_freezes_exactly_and_reports_its_backend(as_jax,
     y = (x > 0.6).astype(np.uint8)
     cfg = tiny_config(**{"finetune.epochs": "2", "finetune.batch_size": "4"})
     session = finetune.FoldSession(cfg, 0, "fp32")
-    assert session.kind == "keras"
+    assert session.trainer_name == "keras"
     res = finetune.run_one(cfg, "sim_bus", 0, "deep_to_shallow:2", "unet", (x, y),
                            (x[:4], y[:4], ["a", "b", "c", "d"]), init, session)
     assert seen, "the run did not use the array batches"

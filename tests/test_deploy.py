@@ -263,10 +263,10 @@ def test_tensorboard_from_keras_fit(tmp_path):
 
 def test_a_diverged_finetune_is_said_and_fails(tiny_study, tmp_path, monkeypatch, capsys):
     """A NaN loss leaves no model and exit code 3; the summary says why."""
-    from keras_unet_ft.runtime import NaNLossError
+    from keras_unet_ft.runtime import Diverged
 
     def boom(self, *a, **k):
-        raise NaNLossError("loss became NaN/inf at epoch 1")
+        raise Diverged("loss became NaN/inf at epoch 1")
 
     monkeypatch.setattr(finetune.FoldSession, "train", boom)
     out, _ = tiny_study

@@ -39,7 +39,7 @@ def test_mirrored_strategy_code_path_on_cpu(tiny_study):
     weights = keras.saving.load_model(out / "pretrained/model.keras", compile=False).get_weights()
     x = np.random.default_rng(1).random((8, 32, 32, 1), dtype=np.float32)
     session = finetune.FoldSession(cfg, 0, "fp32", get_strategy("mirrored"))
-    assert session.kind == "keras"
+    assert session.trainer_name == "keras"
     rows = session.train("expanding", (x, (x > 0.5).astype(np.uint8)), weights).history
     assert len(rows) == cfg.finetune.epochs
 
@@ -140,7 +140,7 @@ def test_selective_trainer_traces_each_trainable_set_once():
     for fold, plan in ((0, "expanding"), (0, "contracting"), (1, "expanding"),
                        (1, "deep_to_shallow:9"), (1, "shallow_to_deep:9")):
         session = finetune.FoldSession(c, fold, "fp32")
-        assert session.kind == "selective"
+        assert session.trainer_name == "selective"
         traces.append(session.train(plan, train, init).trace_seconds)
     assert traces[0] > 0 and traces[1] > 0 and traces[3] > 0      # first use of a set
     assert traces[2] == 0 and traces[4] == 0                       # reused across folds

@@ -220,9 +220,9 @@ def test_the_same_target_twice_is_an_error(tmp_path):
 @pytest.mark.slow
 def test_diverged_runs_are_listed_kept_out_and_fail_the_exit_code(tmp_path, monkeypatch):
     from keras_unet_ft.pipeline import EXIT_RUNS_FAILED, outcome
-    from keras_unet_ft.runtime import NaNLossError
+    from keras_unet_ft.runtime import Diverged
 
-    out = _study_with_a_fault(tmp_path, monkeypatch, 0, NaNLossError("loss became NaN/inf at epoch 1"))
+    out = _study_with_a_fault(tmp_path, monkeypatch, 0, Diverged("loss became NaN/inf at epoch 1"))
     rows = {(r["plan"], r["fold"]): r for r in _rows(out / "results.csv")}
     assert rows[("expanding", "0")]["status"] == "diverged"
     summary = {r["plan"]: r for r in _rows(out / "summary.csv")}

@@ -1,0 +1,93 @@
+"""The trainers: one small interface (:class:`~.base.Trainer`), one class per way to
+train a plan, chosen by ``study.trainer`` through :data:`BUILDERS` (no if/elif):
+
+- ``selective`` (:class:`~.selective.SelectiveTrainer`, the default): one traced train step
+  per set of trainable layers, cached for the process; frozen layers cost nothing;
+- ``masked`` (:class:`~.selective.MaskedTrainer`): one traced step per fold, a 0/1 gradient
+  mask per variable (kept for comparison);
+- ``keras`` (:class:`~.keras_fit.KerasFitTrainer`): trainable flags + ``model.fit``, for
+  fp16 loss scaling, ``tf.distribute`` and the JAX / PyTorch backends;
+- ``multiworker`` (:class:`~.multiworker.MultiworkerTrainer`): data-parallel over
+  ``TF_CONFIG``'s workers.
+
+Adding a trainer: a class with ``name``, ``resolved`` and ``train(...)`` (see
+:class:`~.base.Trainer`), one row in :data:`BUILDERS`, its name in
+``plans.TRAINERS`` (and in the ``trainers`` of the plan kinds it can train).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+from ..exitcodes import UserError
+from ..runtime import backend, is_multiworker
+from .base import Trained, Trainer, shifted, stage_learning_rate, weights_by_layer
+from .keras_fit import _KERAS_RUNS, KerasFitTrainer, KerasRuns
+from .multiworker import MultiworkerTrainer
+from .selective import _SHARED, MaskedTrainer, SelectiveTrainer, masked_trainer, shared_trainer
+
+__all__ = ["BUILDERS", "KerasFitTrainer", "KerasRuns", "MaskedTrainer", "MultiworkerTrainer",
+           "SelectiveTrainer", "Trained", "Trainer", "clear_shared", "make_trainer",
+           "resolve_trainer", "shifted", "stage_learning_rate", "weights_by_layer"]
+
+#: ``study.trainer`` (resolved) -> ``(cfg, model config, seed, precision, strategy) -> Trainer``
+BUILDERS: Dict[str, Callable[..., Trainer]] = {
+    "selective": lambda cfg, mcfg, seed, precision, strategy: shared_trainer(
+        SelectiveTrainer, mcfg, precision, cfg.study.deterministic, cfg.finetune.learning_rate,
+        cfg.finetune.loss),
+    "masked": lambda cfg, mcfg, seed, precision, strategy: masked_trainer(
+        mcfg, seed, precision, cfg.study.deterministic, cfg.finetune.learning_rate,
+        cfg.finetune.loss),
+    "keras": lambda cfg, mcfg, seed, precision, strategy: KerasFitTrainer(
+        mcfg, precision, cfg.study.deterministic, cfg.finetune.loss, strategy),
+    "multiworker": lambda cfg, mcfg, seed, precision, strategy: MultiworkerTrainer(
+        mcfg, seed, precision, cfg.finetune.loss, strategy),
+}
+
+
+def make_trainer(cfg, mcfg, seed: int, precision: str, strategy=None) -> Trainer:
+    """The trainer ``study.trainer`` resolves to (:func:`resolve_trainer`) for this model."""
+    return BUILDERS[resolve_trainer(cfg.study.trainer, precision, strategy)](
+        cfg, mcfg, seed, precision, strategy)
+
+
+def clear_shared() -> None:
+    """Forget the process's shared models (tests; a new Keras session)."""
+    _SHARED.clear()
+    _KERAS_RUNS.clear()
+
+
+def resolve_trainer(trainer: str, precision: str, strategy=None, steps: int = 0) -> str:
+    """``auto``: the selective trainer (one traced step per trainable set, frozen layers
+    cost nothing, no retrace per run; BENCHMARKS.md), Keras' own for fp16 (loss
+    scaling) or tf.distribute. ``masked`` stays available for comparison. On a Keras
+    backend other than TensorFlow (``KERAS_BACKEND=jax`` or ``torch``) only Keras' own
+    trainer exists, without ``--distribute``."""
+    if trainer not in ("auto", "selective", "masked", "keras"):
+        raise UserError(f"study.trainer must be auto, selective, masked or keras, got "
+                        f"{trainer!r}")
+    b = backend()
+    if b != "tensorflow":
+        if strategy is not None:
+            raise UserError(f"--distribute needs the TensorFlow backend (KERAS_BACKEND is "
+                            f"{b!r})")
+        if trainer in ("selective", "masked"):
+            raise UserError(f"the {trainer} trainer needs the TensorFlow backend (KERAS_BACKEND "
+                            f"is {b!r}); use study.trainer=keras or auto")
+        return "keras"
+    if is_multiworker(strategy):   # Keras 3's fit fails there (keras-team/keras#20585)
+        if precision == "fp16":
+            raise UserError("--distribute multiworker trains in fp32 or bf16 (its loop has no "
+                            "loss scaling); use --precision fp32")
+        if trainer not in ("auto", "keras"):
+            raise UserError(f"--distribute multiworker uses its own training loop, not the "
+                            f"{trainer} trainer; leave study.trainer=auto")
+        return "multiworker"
+    if trainer == "auto":
+        if strategy is not None or precision == "fp16":
+            return "keras"
+        return "selective"
+    if trainer in ("masked", "selective") and (strategy is not None or precision == "fp16"):
+        raise UserError(f"the {trainer} trainer supports fp32/bf16 without tf.distribute; "
+                        "use study.trainer=keras")
+    return trainer

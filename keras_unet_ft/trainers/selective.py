@@ -1,0 +1,309 @@
+"""The trainers whose state the package holds: one traced train step per fold
+(:class:`MaskedTrainer`) or per set of trainable layers (:class:`SelectiveTrainer`, the
+default), a plan switch being only an assignment of weights, optimizer state and trained
+variables. Both train any plan kind (per-variable masks, per-layer rates, per-epoch sets)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Dict, Sequence
+
+import numpy as np
+
+from ..blocks import BlockMap
+from ..model import build_from_config
+from ..plans import Plan
+from ..runtime import Diverged, fresh_session, make_dataset, make_loss
+from ..trainable import plan_report
+from .base import Trained, optional_log, shifted, stage_layers, weights_by_layer
+
+
+class MaskedTrainer:
+    """Trains any fine-tuning plan of one model with a single traced train step.
+
+    Keras 3 retraces its train function whenever ``trainable`` flags change
+    (after ``compile``), which costs seconds per plan on a CPU - more than the
+    training itself at small sizes. This trainer computes every weight's gradient
+    and multiplies it by a 0/1 mask per variable before Adam. Adam starts from
+    zero moments for every run, so a masked (zero) gradient leaves the weight
+    bit-identical: the result is the same as freezing the layer, and a study
+    switches plans by assigning masks, weights and optimizer state - no retrace.
+    The price: a frozen layer's weight gradient is computed anyway (see
+    ``benchmarks/`` for the step time per plan). Kept for comparison
+    (``study.trainer=masked``); the default is :class:`SelectiveTrainer`.
+
+    Args:
+        model: a built model; all its layers are set trainable.
+        learning_rate: Adam learning rate.
+    """
+
+    def __init__(self, model, learning_rate: float = 1e-4, loss: str = "bce",
+                 resolved: str = "fp32"):
+        import keras
+        import tensorflow as tf
+
+        self.model, self.resolved = model, resolved
+        self.bm = BlockMap(model)
+        self.last_trace = 0.0   # seconds the last fit spent tracing a step (selective)
+        model.trainable = True
+        for layer in model.layers:
+            layer.trainable = True
+        owner = {}
+        for layer in model.layers:
+            for w in layer.trainable_weights:
+                owner[id(w)] = layer.name
+        self.vars = list(model.trainable_weights)
+        self.var_layer = [owner[id(v)] for v in self.vars]
+        self.masks = [tf.Variable(1.0, trainable=False, dtype="float32") for _ in self.vars]
+        # per-variable update factors (llrd): w <- w_old + scale * (w_adam - w_old)
+        self.scales = [tf.Variable(1.0, trainable=False, dtype="float32") for _ in self.vars]
+        self.optimizer = keras.optimizers.Adam(learning_rate)
+        self.optimizer.build(self.vars)
+        self.loss_name = loss
+        self.loss_fn = make_loss(loss)
+        self._model_state = [np.array(v.numpy()) for v in model.variables]  # incl. seed states
+        self._opt_state = [np.array(v.numpy()) for v in self.optimizer.variables]
+        self._chosen: frozenset = frozenset()   # indices of the trained variables
+        self._scaled = False
+        self._steps: Dict[tuple, object] = {}
+        self._infer = tf.function(lambda x: model(x, training=False))
+
+    name = "masked"
+
+    def train(self, plan: Plan, steps: Sequence[Plan], rates: Sequence[float], epochs: int,
+              data, init, scratch: Callable[[], list], *, seed: int, batch_size: int,
+              verbose: int = 0, log_dir=None) -> Trained:
+        """The :class:`~.base.Trainer` protocol: stage after stage on this trainer's model,
+        each a reset of weights, optimizer state and trained variables (no retrace);
+        ``gradual`` plans select one more block each epoch, optimizer state kept."""
+        import keras
+
+        log = optional_log(log_dir if epochs else None)
+        rows, times, chosen_all, trace = [], [], set(), 0.0
+        try:
+            for i, st in enumerate(steps):
+                chosen_all |= stage_layers(plan, st, self.bm)
+                first = st.epoch_layers(self.bm, 1) if plan.trains else frozenset()
+                if i == 0:
+                    self.reset(init, first, rates[i], st, self.bm)
+                    keras.utils.set_random_seed(seed)
+                    before = weights_by_layer(self.model)
+                else:  # next stage: keep the weights, fresh optimizer state
+                    self.reset(self.model.get_weights(), first, rates[i], st, self.bm)
+                if not epochs:
+                    continue
+                ds = make_dataset(data[0], data[1], batch_size, shuffle=True, seed=seed + i)
+                if st.layers_change:  # one more block each epoch, optimizer state kept
+                    r, t = [], []
+                    for e in range(1, epochs + 1):
+                        self.select(st.epoch_layers(self.bm, e), st, self.bm)
+                        re_, te = self.fit(ds, 1, shifted(log, len(rows) + e - 1))
+                        trace += self.last_trace
+                        r.append({**re_[0], "epoch": e,
+                                  "trained_blocks": min(e, len(self.bm.blocks))})
+                        t += te
+                else:
+                    r, t = self.fit(ds, epochs, shifted(log, len(rows)))
+                    trace += self.last_trace
+                rows += [{**x, "stage": i + 1} for x in r]
+                times += t
+        finally:
+            if log is not None:
+                log.close()
+        report = plan_report(self.model, plan, chosen_all)
+        return Trained(self.model, report, rows, times, before, self.bm, self.predict, trace)
+
+    def state(self) -> tuple:
+        """``(weights, optimizer variables)``: where a run stands, to go on from later."""
+        return (self.model.get_weights(), [np.array(v.numpy()) for v in self.optimizer.variables])
+
+    def restore_optimizer(self, state: tuple) -> None:
+        """Set the optimizer's variables (Adam moments, step) of a :meth:`state`; after
+        :meth:`reset` with its weights, training goes on where that run stopped."""
+        for v, value in zip(self.optimizer.variables, state[1]):
+            v.assign(value)
+
+    def _apply(self, grads, sub, scales):
+        """Adam on ``sub``; with ``scales`` each variable's update is multiplied by its
+        factor (an update, not a gradient, factor: Adam normalises gradients away)."""
+        if scales is None:
+            self.optimizer.apply_gradients(zip(grads, sub))
+            return
+        old = [v.value + 0 for v in sub]
+        self.optimizer.apply_gradients(zip(grads, sub))
+        for v, o, s in zip(sub, old, scales):
+            v.assign(o + s * (v.value - o))
+
+    def _make_step(self, scaled: bool):
+        import tensorflow as tf
+
+        scales = self.scales if scaled else None
+
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                pred = self.model(x, training=True)
+                loss = self.loss_fn(y, pred)
+            grads = tape.gradient(loss, self.vars)
+            grads = [g * tf.cast(m, g.dtype) for g, m in zip(grads, self.masks)]
+            self._apply(grads, self.vars, scales)
+            return loss
+
+        return tf.function(step)
+
+    def _step_for(self, x, y):
+        key = ("masked", self._scaled)
+        if key not in self._steps:
+            self._steps[key] = self._make_step(self._scaled)
+        return self._steps[key]
+
+    def reset(self, weights=None, trainable_layers=(), learning_rate=None, plan=None,
+              block_map=None):
+        """Back to the initial state (or ``weights``), fresh optimizer, and
+        :meth:`select` the trained variables."""
+        for v, val in zip(self.model.variables, self._model_state):
+            v.assign(val)
+        if weights is not None:
+            self.model.set_weights(weights)
+        for v, val in zip(self.optimizer.variables, self._opt_state):
+            v.assign(val)
+        if learning_rate is not None:
+            self.optimizer.learning_rate = float(learning_rate)
+        self.select(trainable_layers, plan, block_map)
+
+    def select(self, trainable_layers=(), plan=None, block_map=None):
+        """Train the variables of ``trainable_layers`` from now on (weights and optimizer
+        state kept: gradual unfreezing). ``plan`` narrows them to the variables it trains
+        (``bitfit``: biases) and sets per-layer update factors (``llrd``; needs
+        ``block_map``)."""
+        layers = set(trainable_layers)
+        keep = (lambda v: True) if plan is None else (lambda v: plan.trains_variable(v.path))
+        chosen = frozenset(i for i, (v, name) in enumerate(zip(self.vars, self.var_layer))
+                           if name in layers and keep(v))
+        factors = plan.learning_rate_scales(block_map) if plan is not None else None
+        for i, (m, s, name) in enumerate(zip(self.masks, self.scales, self.var_layer)):
+            m.assign(1.0 if i in chosen else 0.0)
+            s.assign(1.0 if factors is None else factors.get(name, 1.0))
+        self._chosen, self._scaled = chosen, factors is not None
+
+    def fit(self, dataset, epochs: int, log=None):
+        """Train; returns ``(history rows, seconds per epoch)``; NaN loss raises.
+        ``log(step, loss=..., seconds=...)`` is called after every epoch (TensorBoard)."""
+        rows, times = [], []
+        for epoch in range(1, int(epochs) + 1):
+            t0 = time.perf_counter()
+            # one traced step per batch, no host sync until the epoch ends (a whole epoch
+            # inside one graph was 2-3x slower here: the loop body is not optimised alike)
+            losses = [self._step_for(x, y)(x, y) for x, y in dataset]
+            loss = float(np.mean([float(v) for v in losses])) if losses else float("nan")
+            times.append(time.perf_counter() - t0)
+            rows.append({"epoch": epoch, "loss": loss})
+            if log is not None:
+                log(epoch, loss=loss, seconds=times[-1])
+            if not np.isfinite(loss):
+                raise Diverged(f"loss became NaN/inf at epoch {epoch}")
+        return rows, times
+
+    def predict(self, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        out = [np.asarray(self._infer(images[i:i + batch_size].astype(np.float32, copy=False)))
+               for i in range(0, len(images), batch_size)]
+        return np.concatenate(out).astype(np.float32)
+
+
+class SelectiveTrainer(MaskedTrainer):
+    """One traced train step per *set* of trainable layers, cached for the process.
+
+    The step of a set computes the gradients of that set's variables only, so
+    backpropagation stops below the shallowest trained layer and frozen layers
+    cost no weight gradients (what Keras' own trainer saves after a recompile),
+    while a plan switch is still only an assignment of weights and optimizer state
+    (what the masked trainer saves): each set is traced once, when first used, and
+    reused across folds and targets. Adam's state starts at zero in every run, as
+    in the masked trainer, so the trained weights are the same up to float order.
+
+    Attributes:
+        trace_seconds: ``{trainable set: seconds}`` the first use of each set took
+            to trace.
+    """
+
+    name = "selective"
+
+    def __init__(self, model, learning_rate: float = 1e-4, loss: str = "bce",
+                 resolved: str = "fp32"):
+        super().__init__(model, learning_rate, loss, resolved)
+        self.trace_seconds: Dict[tuple, float] = {}
+
+    def _step_for(self, x, y):
+        import tensorflow as tf
+
+        key = (self._chosen, self._scaled)
+        if key not in self._steps:
+            sub = [self.vars[i] for i in sorted(self._chosen)]
+            scales = [self.scales[i] for i in sorted(self._chosen)] if self._scaled else None
+
+            def step(xb, yb):
+                with tf.GradientTape() as tape:
+                    pred = self.model(xb, training=True)
+                    loss = self.loss_fn(yb, pred)
+                grads = tape.gradient(loss, sub)
+                self._apply(grads, sub, scales)
+                return loss
+
+            spec_x = tf.TensorSpec((None,) + tuple(x.shape[1:]), x.dtype)
+            spec_y = tf.TensorSpec((None,) + tuple(y.shape[1:]), y.dtype)
+            t0 = time.perf_counter()
+            self._steps[key] = tf.function(step).get_concrete_function(spec_x, spec_y)
+            self.trace_seconds[key] = self.last_trace = time.perf_counter() - t0
+        return self._steps[key]
+
+    def train(self, plan, steps, rates, epochs, data, init, scratch, **kw) -> Trained:
+        """As :meth:`MaskedTrainer.train`; the shared model holds the previous run's weights,
+        so a random start (``scratch``) is the fold's seeded random weights."""
+        return super().train(plan, steps, rates, epochs, data,
+                             scratch() if init is None else init, scratch, **kw)
+
+    def fit(self, dataset, epochs: int, log=None):
+        """Train; returns ``(history rows, seconds per epoch)`` without the trace time
+        (``self.last_trace`` holds it when this call traced); NaN loss raises.
+        ``log(step, loss=..., seconds=...)`` is called after every epoch (TensorBoard)."""
+        self.last_trace = 0.0
+        if not self._chosen:
+            raise ValueError("no trainable layers: nothing to train")
+        rows, times = [], []
+        for epoch in range(1, int(epochs) + 1):
+            t0 = time.perf_counter()
+            losses = []
+            for x, y in dataset:
+                losses.append(self._step_for(x, y)(x, y))
+            loss = float(np.mean([float(v) for v in losses])) if losses else float("nan")
+            times.append(time.perf_counter() - t0 - (self.last_trace if epoch == 1 else 0.0))
+            rows.append({"epoch": epoch, "loss": loss})
+            if log is not None:
+                log(epoch, loss=loss, seconds=times[-1])
+            if not np.isfinite(loss):
+                raise Diverged(f"loss became NaN/inf at epoch {epoch}")
+        return rows, times
+
+
+#: one model + trainer per (network, precision), shared by every fold and target of a process
+_SHARED: Dict[tuple, object] = {}
+
+
+def shared_trainer(cls, mcfg, precision: str, deterministic: bool, learning_rate: float,
+                   loss: str = "bce"):
+    """The process's :class:`SelectiveTrainer` (with its model) for a network config: built
+    once, reused by every fold and target. (The masked trainer is built per fold: see
+    :func:`masked_trainer`.)"""
+    key = (dataclasses.astuple(mcfg), precision, bool(deterministic), loss)
+    if key not in _SHARED:
+        # the first shared model starts a clean session; later ones keep the others alive
+        resolved = fresh_session(0, precision, deterministic, clear=not _SHARED)
+        _SHARED[key] = cls(build_from_config(mcfg), learning_rate, loss, resolved)
+    return _SHARED[key]
+
+
+def masked_trainer(mcfg, seed: int, precision: str, deterministic: bool,
+                   learning_rate: float, loss: str = "bce") -> MaskedTrainer:
+    """A :class:`MaskedTrainer` on a model built for one fold (a fresh, seeded session)."""
+    resolved = fresh_session(seed, precision, deterministic)
+    return MaskedTrainer(build_from_config(mcfg), learning_rate, loss, resolved)
