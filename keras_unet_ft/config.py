@@ -1,4 +1,4 @@
-"""Configuration: small dataclasses and three shipped profiles.
+"""Configuration: typed sections (pydantic models) and four shipped profiles.
 
 * ``smoke`` - tiny (32 x 32, base 4), for tests and a first look; minutes on a CPU.
 * ``quick`` - the default: a CPU-sized version of the paper that still covers
@@ -13,92 +13,166 @@
 
 Any field can be overridden: ``--set finetune.epochs=10`` on the command line or
 ``load_config("quick", {"finetune.epochs": 10})``.
+
+Each field declares its type, its allowed values (``Literal``) and bounds (``Field(gt=0)``)
+where it is defined; pydantic (v2) converts a ``--set`` string or a JSON value to that type
+and checks it on every assignment, and refuses unknown keys. Pydantic was chosen over cattrs
+for that: validation on assignment, constraints on the field, and errors that say which
+value broke which rule, which :func:`set_value` words as ``KEY: ...`` messages.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
+import difflib
 import json
-import math
-import typing
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, get_args
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .exitcodes import UserError
 
-
-@dataclasses.dataclass
-class ModelConfig:
-    kind: str = "unet"            # unet | xunet | vunet
-    size: int = 256
-    base_filters: int = 64
-    depth: int = 4
-    dropout: float = 0.5
-    encoder_weights: Optional[str] = "imagenet"  # vunet only: "imagenet" (Keras cache), PATH or None
-
-
-@dataclasses.dataclass
-class DataConfig:
-    pretrain: str = "synth_salient"          # NAME or NAME:ROOT
-    pretrain_n: Optional[int] = 10000        # built-in data: number of images
-    targets: List[str] = dataclasses.field(default_factory=lambda: ["sim_bus", "synth_cxr"])
-    target_n: Optional[int] = None           # built-in targets: None = the paper's count
-    cache_dir: Optional[str] = None
-    cache: bool = True                       # read / write the dataset cache (--no-cache)
+MODEL_KINDS = ("unet", "xunet", "vunet")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TRAINERS = ("auto", "selective", "masked", "keras")
+SAVE_WEIGHTS = ("none", "figures", "all")
+LOSSES = ("bce", "dice", "bce+dice")
+#: ``unet-ft export --format``
+EXPORT_FORMATS = ("savedmodel", "tflite")
+#: probability above which ``unet-ft predict`` marks a pixel foreground
+THRESHOLD = 0.5
+SECTIONS = ("model", "data", "pretrain", "finetune", "study", "sizes")
 
 
-@dataclasses.dataclass
-class PretrainConfig:
-    epochs: int = 40
-    batch_size: int = 2
-    learning_rate: float = 1e-4
-    val_fraction: float = 0.1
+# -- what a ``--set`` string or a JSON value becomes -----------------------------------
+def _none_word(value):
+    """``none``, ``null`` or an empty string mean None (an optional field)."""
+    return None if isinstance(value, str) and value.strip().lower() in ("none", "null", "") \
+        else value
 
 
-@dataclasses.dataclass
-class FinetuneConfig:
-    epochs: int = 20
-    batch_size: int = 2
-    learning_rate: float = 1e-4
-    augment_total: int = 600      # training images per fold, originals included
-    folds: int = 5
-    rotation: float = 0.2
-    shift: float = 0.05
-    shear: float = 0.05
-    zoom: float = 0.05
-    hflip: bool = True
+def _comma_list(value):
+    """``"1e-5,5e-6"`` -> ``["1e-5", "5e-6"]`` (the items are then converted)."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _bool_word(value):
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    if isinstance(value, bool):
+        return value
+    raise ValueError("boolean")   # worded by set_value: "expected a boolean (true/false)"
+
+
+def _whole(value):
+    """Whole numbers only: no booleans, no fractions (pydantic's lax mode takes both)."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError("whole")
+    return value.strip() if isinstance(value, str) else value
+
+
+def _number(value):
+    if isinstance(value, bool):
+        raise ValueError("number")
+    return value.strip() if isinstance(value, str) else value
+
+
+def _text(value):
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError("string")
+    return str(value)
+
+
+Int = Annotated[int, BeforeValidator(_whole)]
+Float = Annotated[float, BeforeValidator(_number)]
+Bool = Annotated[bool, BeforeValidator(_bool_word)]
+Str = Annotated[str, BeforeValidator(_text)]
+PositiveInt = Annotated[Int, Field(gt=0)]
+PositiveFloat = Annotated[Float, Field(gt=0)]
+OptionalInt = Annotated[Optional[Int], BeforeValidator(_none_word)]
+OptionalStr = Annotated[Optional[Str], BeforeValidator(_none_word)]
+StrList = Annotated[List[Str], BeforeValidator(_comma_list)]
+
+
+class Section(BaseModel):
+    """A config section: unknown keys refused, every assignment converted and checked."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False,
+                              validate_default=True)
+
+
+class ModelConfig(Section):
+    kind: Literal["unet", "xunet", "vunet"] = "unet"
+    size: PositiveInt = 256
+    base_filters: PositiveInt = 64
+    depth: PositiveInt = 4
+    dropout: Float = 0.5
+    encoder_weights: OptionalStr = "imagenet"  # vunet only: "imagenet" (Keras cache), PATH or None
+
+
+class DataConfig(Section):
+    pretrain: Str = "synth_salient"          # NAME or NAME:ROOT
+    pretrain_n: OptionalInt = 10000          # built-in data: number of images
+    targets: StrList = Field(default_factory=lambda: ["sim_bus", "synth_cxr"])
+    target_n: OptionalInt = None             # built-in targets: None = the paper's count
+    cache_dir: OptionalStr = None
+    cache: Bool = True                       # read / write the dataset cache (--no-cache)
+
+
+class PretrainConfig(Section):
+    epochs: PositiveInt = 40
+    batch_size: PositiveInt = 2
+    learning_rate: PositiveFloat = 1e-4
+    val_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.1
+
+
+class FinetuneConfig(Section):
+    epochs: PositiveInt = 20
+    batch_size: PositiveInt = 2
+    learning_rate: PositiveFloat = 1e-4
+    augment_total: PositiveInt = 600      # training images per fold, originals included
+    folds: Annotated[Int, Field(ge=2)] = 5
+    rotation: Float = 0.2
+    shift: Float = 0.05
+    shear: Float = 0.05
+    zoom: Float = 0.05
+    hflip: Bool = True
     # one learning rate per stage of a staged plan (``A>B``); empty = learning_rate for all.
     # Cheng & Lam's V-Unet: 1e-5 (decoder only) then 5e-6 (all layers).
-    stage_learning_rates: List[float] = dataclasses.field(default_factory=list)
+    stage_learning_rates: Annotated[List[PositiveFloat], BeforeValidator(_comma_list)] = \
+        Field(default_factory=list)
     # the loss: bce (the paper's binary cross-entropy), dice (soft Dice) or bce+dice
-    loss: str = "bce"
+    loss: Literal["bce", "dice", "bce+dice"] = "bce"
 
 
-@dataclasses.dataclass
-class StudyConfig:
-    plans: str = "paper"          # paper | tuffc | cheng | comma-separated plan strings
-    baselines: bool = True        # add `none` (pretrained, not tuned) and `scratch`
-    seed: int = 0
+class StudyConfig(Section):
+    plans: Str = "paper"          # paper | tuffc | cheng | comma-separated plan strings
+    baselines: Bool = True        # add `none` (pretrained, not tuned) and `scratch`
+    seed: Int = 0
     # repeats of the whole cross-validation, each with its own folds, augmentation and
     # initialisation (seed + REPEAT_SEED_STEP * r); intervals resample within folds and repeats
-    seeds: int = 1
+    seeds: PositiveInt = 1
     # nested selection: every plan also trained on an inner split of each outer training
     # fold; the plan best on the inner validation images is scored on the outer test fold
-    nested: bool = False
-    precision: str = "auto"       # auto | fp32 | bf16 | fp16
-    deterministic: bool = True    # tf.config.experimental.enable_op_determinism
-    save_predictions: bool = True
-    trainer: str = "auto"         # auto | selective | masked | keras (see finetune.FoldSession)
-    am_steps: int = 100           # activation-maximization steps for Fig. 5
+    nested: Bool = False
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    deterministic: Bool = True    # tf.config.experimental.enable_op_determinism
+    save_predictions: Bool = True
+    trainer: Literal["auto", "selective", "masked", "keras"] = "auto"   # see keras_unet_ft.trainers
+    am_steps: PositiveInt = 100   # activation-maximization steps for Fig. 5
     # fine-tuned weights kept as runs/.../model.keras: none | figures (the runs the
     # figures need: all layers, fold 0, per target) | all
-    save_weights: str = "figures"
+    save_weights: Literal["none", "figures", "all"] = "figures"
     # TensorBoard event files of pretraining and every run under this folder (--tensorboard)
-    tensorboard: Optional[str] = None
+    tensorboard: OptionalStr = None
 
 
-@dataclasses.dataclass
-class SizesConfig:
+class SizesConfig(Section):
     """Cheng & Lam's dataset-size study: Dice vs number of training images, +- augmentation.
 
     For each count N a seeded, nested subset of N images of each training fold is
@@ -107,27 +181,37 @@ class SizesConfig:
     the epochs, their extra frames being flips). Counts above a fold's training
     images are skipped and listed in the report.
     """
-    run: str = "auto"             # auto (with the cheng plan set) | yes | no
-    counts: List[int] = dataclasses.field(default_factory=lambda: [50, 100, 200, 400])
-    plans: str = "xunet/all,vunet/expanding:blocks>all"
-    augment_factor: int = 2
+    run: Literal["auto", "yes", "no"] = "auto"   # auto (with the cheng plan set) | yes | no
+    counts: Annotated[List[PositiveInt], BeforeValidator(_comma_list)] = \
+        Field(default_factory=lambda: [50, 100, 200, 400])
+    plans: Str = "xunet/all,vunet/expanding:blocks>all"
+    augment_factor: PositiveInt = 2
 
 
-@dataclasses.dataclass
-class Config:
+class Config(BaseModel):
+    """The whole config: a profile name and six sections."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
     profile: str = "paper"
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    pretrain: PretrainConfig = dataclasses.field(default_factory=PretrainConfig)
-    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
-    study: StudyConfig = dataclasses.field(default_factory=StudyConfig)
-    sizes: SizesConfig = dataclasses.field(default_factory=SizesConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    study: StudyConfig = Field(default_factory=StudyConfig)
+    sizes: SizesConfig = Field(default_factory=SizesConfig)
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+
+def section_key(section: Section) -> Tuple:
+    """A section's values as a hashable tuple (a cache key)."""
+    return tuple((k, tuple(v) if isinstance(v, list) else v)
+                 for k, v in section.model_dump().items())
 
 
 #: repeat r of the cross-validation uses seed ``study.seed + REPEAT_SEED_STEP * r``
@@ -183,94 +267,26 @@ PROFILES: Dict[str, Dict[str, Any]] = {
 }
 
 
-# -- validation: one place for types, allowed values and ranges ----------------
-MODEL_KINDS = ("unet", "xunet", "vunet")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-TRAINERS = ("auto", "selective", "masked", "keras")
-SAVE_WEIGHTS = ("none", "figures", "all")
-LOSSES = ("bce", "dice", "bce+dice")
-#: ``unet-ft export --format``
-EXPORT_FORMATS = ("savedmodel", "tflite")
-#: probability above which ``unet-ft predict`` marks a pixel foreground
-THRESHOLD = 0.5
-SECTIONS = ("model", "data", "pretrain", "finetune", "study", "sizes")
+# -- validation: declared on the fields above; here, worded ------------------------
+def _choices(section: type, name: str) -> Tuple[str, ...]:
+    return tuple(get_args(section.model_fields[name].annotation))
+
 
 #: allowed values of the fields that take one of a few words (the CLI uses these too)
 CHOICES: Dict[str, Tuple[str, ...]] = {
-    "model.kind": MODEL_KINDS,
-    "study.precision": PRECISIONS,
-    "study.trainer": TRAINERS,
-    "study.save_weights": SAVE_WEIGHTS,
-    "finetune.loss": LOSSES,
-    "sizes.run": ("auto", "yes", "no"),
+    f"{sec}.{name}": _choices(cls, name)
+    for sec, cls in (("model", ModelConfig), ("study", StudyConfig),
+                     ("finetune", FinetuneConfig), ("sizes", SizesConfig))
+    for name, field in cls.model_fields.items()
+    if getattr(field.annotation, "__origin__", None) is Literal
 }
-_POSITIVE = ("model.size", "model.base_filters", "model.depth", "pretrain.epochs",
-             "pretrain.batch_size", "pretrain.learning_rate", "finetune.epochs",
-             "finetune.batch_size", "finetune.learning_rate", "finetune.augment_total",
-             "sizes.augment_factor", "study.am_steps", "study.seeds")
 
-
-def _section_types(section) -> Dict[str, Any]:
-    return typing.get_type_hints(type(section))
-
-
-def _is_none_word(value) -> bool:
-    return isinstance(value, str) and value.strip().lower() in ("none", "null", "")
-
-
-def _convert(tp, value, key):
-    """``value`` (a string from ``--set`` or a JSON value) as the declared type ``tp``."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union:  # Optional[X]
-        inner = [a for a in args if a is not type(None)][0]
-        if value is None or _is_none_word(value):
-            return None
-        return _convert(inner, value, key)
-    if origin in (list, List):
-        (inner,) = args
-        if isinstance(value, str):
-            items = [v.strip() for v in value.split(",") if v.strip()]
-        elif isinstance(value, (list, tuple)):
-            items = list(value)
-        else:
-            raise UserError(f"{key}: expected a comma-separated list, got {value!r}")
-        return [_convert(inner, v, key) for v in items]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
-            return True
-        if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
-            return False
-        raise UserError(f"{key}: expected a boolean (true/false), got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
-            raise UserError(f"{key}: expected a whole number, got {value!r}")
-        try:
-            return int(value) if not isinstance(value, str) else int(value.strip())
-        except (TypeError, ValueError):
-            raise UserError(f"{key}: expected a whole number, got {value!r}") from None
-    if tp is float:
-        if isinstance(value, bool):
-            raise UserError(f"{key}: expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise UserError(f"{key}: expected a number, got {value!r}") from None
-        if not math.isfinite(number):
-            raise UserError(f"{key}: expected a finite number, got {value!r}")
-        return number
-    if tp is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise UserError(f"{key}: expected a string, got {value!r}")
-        return str(value)
-    raise TypeError(f"{key}: unsupported field type {tp!r}")  # a bug in this module
+_TYPE_WORDS = {"int": "a whole number", "float": "a number", "bool": "a boolean (true/false)",
+               "finite": "a finite number", "str": "a string", "list": "a comma-separated list"}
 
 
 def _did_you_mean(word: str, choices, prefix: str = "") -> str:
     """``" (did you mean finetune.epochs?)"`` for the closest of ``choices``, or ``""``."""
-    import difflib
-
     close = difflib.get_close_matches(word, list(choices), n=2, cutoff=0.6)
     return f" (did you mean {' or '.join(prefix + c for c in close)}?)" if close else ""
 
@@ -279,48 +295,100 @@ def _field(cfg: "Config", key: str):
     section, _, name = key.partition(".")
     target = getattr(cfg, section, None) if section in SECTIONS else None
     if not name or target is None:
-        every = [f"{s}.{n}" for s in SECTIONS for n in _section_types(getattr(cfg, s))]
+        every = [f"{s}.{n}" for s in SECTIONS for n in type(getattr(cfg, s)).model_fields]
         raise UserError(f"unknown config key {key!r}{_did_you_mean(key, every)}; keys look "
                         f"like 'finetune.epochs' (sections: {', '.join(SECTIONS)})")
-    types = _section_types(target)
-    if name not in types:
+    fields = type(target).model_fields
+    if name not in fields:
         raise UserError(f"unknown config key {key!r}"
-                        f"{_did_you_mean(name, list(types), section + '.')}; {section} has: "
-                        f"{', '.join(types)}")
-    return target, name, types[name]
+                        f"{_did_you_mean(name, list(fields), section + '.')}; {section} has: "
+                        f"{', '.join(fields)}")
+    return target, name
+
+
+def _field_info(key: str):
+    section, _, name = key.partition(".")
+    return type(getattr(Config(), section)).model_fields[name]
+
+
+def _bounds(key: str) -> Tuple[str, bool]:
+    """``("> 0", True)``: a field's bounds in words, and whether it holds whole numbers (for a
+    list: its items')."""
+    info = _field_info(key)
+    text = repr(info.annotation) + repr(info.metadata)
+    limits = {}
+
+    def collect(obj, depth=0):
+        for attr in ("gt", "ge", "lt", "le"):
+            if getattr(obj, attr, None) is not None:
+                limits[attr] = getattr(obj, attr)
+        if depth < 4:
+            for inner in (list(getattr(obj, "metadata", None) or [])
+                          + list(getattr(obj, "__metadata__", None) or [])
+                          + list(get_args(obj) if not hasattr(obj, "metadata") else [])):
+                collect(inner, depth + 1)
+
+    collect(info)
+    collect(info.annotation)
+    words = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    if "gt" in limits and "lt" in limits:
+        bound = f"in ({limits['gt']:g}, {limits['lt']:g})"
+    else:
+        bound = " and ".join(f"{words[a]} {limits[a]:g}" for a in ("gt", "ge", "lt", "le")
+                             if a in limits)
+    return bound, "int" in text
+
+
+def _as_number(value, whole: bool):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return int(number) if whole and number.is_integer() else number
+
+
+def _worded(key: str, value, error: ValidationError) -> str:
+    """One sentence for pydantic's first error: the key, the bad value, what is expected."""
+    e = error.errors()[0]
+    kind, got = e["type"], e.get("input", value)
+    if kind == "literal_error":
+        return f"bad value for {key}: {got!r}; expected one of {', '.join(CHOICES.get(key, ()))}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        bound, whole = _bounds(key)
+        if any(isinstance(p, int) for p in e["loc"]):   # an item of a list
+            items = _comma_list(value) if isinstance(value, str) else list(value)
+            shown = [_as_number(v, whole) for v in items]
+            what = "whole numbers" if whole else "numbers"
+            return f"bad value for {key}: {shown!r}; expected positive {what}" \
+                if bound == "> 0" else f"bad value for {key}: {shown!r}; expected {what} {bound}"
+        return f"bad value for {key}: {_as_number(got, whole)!r}; expected a number {bound}"
+    if kind == "finite_number":
+        return f"{key}: expected {_TYPE_WORDS['finite']}, got {value!r}"
+    words = str(e.get("msg", ""))
+    for name, text in (("boolean", "bool"), ("whole", "int"), ("integer", "int"),
+                       ("int", "int"), ("number", "float"), ("float", "float"),
+                       ("string", "str"), ("list", "list")):
+        if name in words.lower() or name in kind:
+            return f"{key}: expected {_TYPE_WORDS[text]}, got {got!r}"
+    return f"bad value for {key}: {got!r}; {words}"
 
 
 def set_value(cfg: "Config", key: str, value) -> None:
-    """Set ``section.field`` from a string or JSON value, converted to the declared type."""
-    target, name, tp = _field(cfg, key)
-    setattr(target, name, _convert(tp, value, key))
+    """Set ``section.field`` from a string or JSON value: converted to the declared type and
+    checked against its declared values and bounds; an error names the key and the value."""
+    target, name = _field(cfg, key)
+    try:
+        setattr(target, name, value)
+    except ValidationError as e:
+        raise UserError(_worded(key, value, e)) from None
 
 
 def validate(cfg: "Config") -> "Config":
-    """Check allowed values and ranges; errors name the key and repeat the bad value."""
-    for key, allowed in CHOICES.items():
-        section, _, name = key.partition(".")
-        v = getattr(getattr(cfg, section), name)
-        if v not in allowed:
-            raise UserError(f"bad value for {key}: {v!r}; expected one of {', '.join(allowed)}")
-    for key in _POSITIVE:
-        section, _, name = key.partition(".")
-        v = getattr(getattr(cfg, section), name)
-        if not v > 0:
-            raise UserError(f"bad value for {key}: {v!r}; expected a number > 0")
-    if cfg.finetune.folds < 2:
-        raise UserError(f"bad value for finetune.folds: {cfg.finetune.folds!r}; expected >= 2")
-    if not 0 < cfg.pretrain.val_fraction < 1:
-        raise UserError(f"bad value for pretrain.val_fraction: {cfg.pretrain.val_fraction!r}; "
-                        "expected a number in (0, 1)")
-    bad = [r for r in cfg.finetune.stage_learning_rates if not r > 0]
-    if bad:
-        raise UserError(f"bad value for finetune.stage_learning_rates: "
-                        f"{cfg.finetune.stage_learning_rates!r}; expected positive numbers")
-    bad = [c for c in cfg.sizes.counts if c < 1]
-    if bad:
-        raise UserError(f"bad value for sizes.counts: {cfg.sizes.counts!r}; expected positive "
-                        "whole numbers")
+    """Check every field again (each assignment is checked already; this catches a section
+    replaced wholesale); errors name the key and repeat the bad value."""
+    for section in SECTIONS:
+        for name, value in getattr(cfg, section).model_dump().items():
+            set_value(cfg, f"{section}.{name}", value)
     return cfg
 
 

@@ -18,7 +18,6 @@ by the resolution level they restore, as the encoder blocks they mirror).
 
 from __future__ import annotations
 
-import dataclasses
 
 import keras
 from keras import layers
@@ -178,7 +177,7 @@ def build_from_config(mcfg) -> keras.Model:
 def model_config(cfg, kind: str, structure_only: bool = False):
     """``cfg.model`` for the model ``kind`` (V-Unet without encoder weights when
     ``structure_only``: for block maps and parameter counts)."""
-    mc = dataclasses.replace(cfg.model, kind=kind)
+    mc = cfg.model.model_copy(update={"kind": kind})
     if structure_only and kind == "vunet":
-        mc = dataclasses.replace(mc, encoder_weights=None)
+        mc = mc.model_copy(update={"encoder_weights": None})
     return mc

@@ -9,7 +9,6 @@ VGG16's ImageNet weights (a file the user names) and its decoder starts random.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -68,7 +67,7 @@ def _pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
 
     folder = ModelFolder(out_dir)
     out_dir, model_path = folder.path, folder.model
-    key = {"model": vars(cfg.model).copy(), "pretrain": vars(cfg.pretrain).copy(),
+    key = {"model": cfg.model.model_dump(), "pretrain": cfg.pretrain.model_dump(),
            "data": {"pretrain": cfg.data.pretrain, "pretrain_n": cfg.data.pretrain_n},
            "seed": cfg.study.seed}
     key_path = folder.config
@@ -292,7 +291,7 @@ def pretrained_weights_by_kind(cfg: Config, out, kinds, precision, verbose=0, fo
 
     result, pre_data = {}, None
     for kind in dict.fromkeys(kinds):
-        sub = dataclasses.replace(cfg, model=model_config(cfg, kind))
+        sub = cfg.model_copy(update={"model": model_config(cfg, kind)})
         if kind == "vunet":
             fresh_session(cfg.study.seed, precision)
             result[kind] = build_from_config(sub.model).get_weights()

@@ -34,7 +34,7 @@ def test_config_overrides_and_errors():
     ("finetune.epochs", "three", "finetune.epochs: expected a whole number, got 'three'"),
     ("finetune.learning_rate", "-1e-4", "finetune.learning_rate: -0.0001"),
     ("finetune.batch_size", "0", "finetune.batch_size: 0"),
-    ("finetune.folds", "1", "finetune.folds: 1; expected >= 2"),
+    ("finetune.folds", "1", "finetune.folds: 1; expected a number >= 2"),
     ("model.kind", "resnet", "model.kind: 'resnet'; expected one of unet, xunet, vunet"),
     ("study.trainer", "fast", "study.trainer: 'fast'"),
     ("study.save_weights", "some", "study.save_weights: 'some'; expected one of none, "

@@ -10,6 +10,7 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 
 from ..blocks import BlockMap
+from ..config import section_key
 from ..model import build_from_config
 from ..plans import Plan
 from ..runtime import (Diverged, EpochTimer, fresh_session, history_rows, make_dataset,
@@ -73,9 +74,7 @@ _KERAS_RUNS: Dict[tuple, KerasRuns] = {}
 
 def shared_keras_runs(mcfg, precision: str, deterministic: bool, loss: str) -> KerasRuns:
     """The process's :class:`KerasRuns` of a network config."""
-    import dataclasses
-
-    key = (dataclasses.astuple(mcfg), precision, bool(deterministic), loss)
+    key = (section_key(mcfg), precision, bool(deterministic), loss)
     if key not in _KERAS_RUNS:
         _KERAS_RUNS[key] = KerasRuns(mcfg, precision, deterministic, loss)
     return _KERAS_RUNS[key]

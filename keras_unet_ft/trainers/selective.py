@@ -5,13 +5,13 @@ variables. Both train any plan kind (per-variable masks, per-layer rates, per-ep
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Callable, Dict, Sequence
 
 import numpy as np
 
 from ..blocks import BlockMap
+from ..config import section_key
 from ..model import build_from_config
 from ..plans import Plan
 from ..runtime import Diverged, fresh_session, make_dataset, make_loss
@@ -294,7 +294,7 @@ def shared_trainer(cls, mcfg, precision: str, deterministic: bool, learning_rate
     """The process's :class:`SelectiveTrainer` (with its model) for a network config: built
     once, reused by every fold and target. (The masked trainer is built per fold: see
     :func:`masked_trainer`.)"""
-    key = (dataclasses.astuple(mcfg), precision, bool(deterministic), loss)
+    key = (section_key(mcfg), precision, bool(deterministic), loss)
     if key not in _SHARED:
         # the first shared model starts a clean session; later ones keep the others alive
         resolved = fresh_session(0, precision, deterministic, clear=not _SHARED)
