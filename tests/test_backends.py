@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY, tiny_config
-from keras_unet_ft import finetune, runtime
+from keras_unet_ft import finetune, runtime, trainers
 
 
 @pytest.fixture
@@ -23,6 +23,7 @@ def as_jax(monkeypatch):
     """The package's view of the backend is ``jax`` (Keras itself still runs TensorFlow)."""
     monkeypatch.setattr(runtime, "backend", lambda: "jax")
     monkeypatch.setattr(finetune, "backend", lambda: "jax")
+    monkeypatch.setattr(trainers, "backend", lambda: "jax")
     monkeypatch.setattr(runtime, "has_gpu", lambda: False)   # JAX itself is not installed
 
 

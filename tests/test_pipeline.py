@@ -89,7 +89,7 @@ def test_run_all_on_a_busi_layout_with_options_then_a_changed_rerun(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--set", "study.seeds=0"], "bad value for study.seeds: 0; expected a number > 0"),
-    (["--set", "finetune.folds=1"], "bad value for finetune.folds: 1; expected >= 2"),
+    (["--set", "finetune.folds=1"], "bad value for finetune.folds: 1; expected a number >= 2"),
     (["--set", "nosuch.key=1"], "nosuch"),
     (["--set", "model.size=100"], "must be divisible by 2**depth = 16"),
 ])
