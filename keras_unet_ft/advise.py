@@ -168,8 +168,8 @@ def resumable(plan: str, trainer_kind: str) -> bool:
     """Whether a plan can go on from a saved state between rungs: one stage, the same
     trainable set throughout, a trainer whose state the package holds (selective or masked)."""
     p = Plan.parse(plan).bare
-    return trainer_kind in PER_VARIABLE_TRAINERS and len(p.steps) == 1 \
-        and not p.layers_change and p.trains
+    return trainer_kind in PER_VARIABLE_TRAINERS and len(p.steps) == 1 and p.trains \
+        and not (p.layers_change or p.adaptive or p.spec.fresh_layers is not None)
 
 
 def _go_on(c: Candidate, cfg: Config, session: FoldSession, weights, train, val,

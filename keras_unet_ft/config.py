@@ -148,6 +148,9 @@ class FinetuneConfig(Section):
         Field(default_factory=list)
     # the loss: bce (the paper's binary cross-entropy), dice (soft Dice) or bce+dice
     loss: Literal["bce", "dice", "bce+dice"] = "bce"
+    # a linear learning-rate warm-up: epoch e <= W of each stage at rate * e / (W + 1)
+    # (nnU-Net warms its fine-tuning up); 0 = none
+    warmup_epochs: Annotated[Int, Field(ge=0)] = 0
 
 
 class StudyConfig(Section):

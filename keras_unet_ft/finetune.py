@@ -21,8 +21,10 @@ from .config import Config
 from .io import atomic_write
 from .metrics import METRICS, batch_metrics
 from .model import build_from_config, model_config
+from .blocks import BlockMap
 from .plans import Plan, PlanError
 from .runtime import Diverged, backend, peak_memory_bytes, reset_peak_memory
+from .trainable import mixed_weights
 from .trainers import (Trained, clear_shared, make_trainer, resolve_trainer,
                        stage_learning_rate, weights_by_layer)
 
@@ -51,6 +53,7 @@ class FoldSession:
         self.seed = cfg.study.seed + fold
         self.trainer = make_trainer(cfg, self.mcfg, self.seed, precision, strategy)
         self._scratch = None
+        self._bm = None
 
     @property
     def trainer_name(self) -> str:
@@ -66,6 +69,17 @@ class FoldSession:
     def bm(self):
         """The block map of the trainer's model (the trainers that hold one model)."""
         return self.trainer.bm
+
+    def block_map(self):
+        """The block map of this fold's network (the trainer's, or one built to read)."""
+        bm = getattr(self.trainer, "bm", None)
+        if bm is None:
+            if self._bm is None:
+                mcfg = self.mcfg.model_copy(update={"encoder_weights": None}) \
+                    if self.mcfg.kind == "vunet" else self.mcfg
+                self._bm = BlockMap(build_from_config(mcfg))
+            bm = self._bm
+        return bm
 
     @property
     def model(self):
@@ -99,10 +113,14 @@ class FoldSession:
         # a random start trains every layer: one step, Plan("all")
         steps = [st if plan.from_pretrained else Plan("all") for st in plan.steps]
         rates = [stage_learning_rate(self.cfg, i) for i in range(len(steps))]
+        init = pretrained_weights if plan.from_pretrained else None
+        fresh = plan.fresh_layers(self.block_map()) if init is not None else frozenset()
+        if fresh:   # reinit: some layers start from the fold's random weights
+            init = mixed_weights(self.block_map().model, init, self.scratch_weights(), fresh)
         return self.trainer.train(
-            plan, steps, rates, ft.epochs if plan.trains else 0, train,
-            pretrained_weights if plan.from_pretrained else None, self.scratch_weights,
-            seed=self.seed, batch_size=ft.batch_size, verbose=verbose, log_dir=log_dir)
+            plan, steps, rates, ft.epochs if plan.trains else 0, train, init,
+            self.scratch_weights, seed=self.seed, batch_size=ft.batch_size, verbose=verbose,
+            log_dir=log_dir, warmup_epochs=ft.warmup_epochs)
 
 
 @dataclasses.dataclass

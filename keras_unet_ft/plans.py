@@ -158,12 +158,26 @@ GAMMA = ArgSpec(("gamma",), _gamma_parse, lambda p: f"{p.gamma:g}", _gamma_check
 DIRECTION = ArgSpec(("direction",), lambda kind, arg, text: {"direction": arg or None},
                     lambda p: p.direction, _direction_check)
 STAGES = ArgSpec(("stages",), _no_arg_parse, lambda p: "", _stages_check)
+_BLOCK_RANGE = re.compile(r"blocks-(\d+)\.\.(\d+)")
+
+
+def _reset_check(p):
+    m = _BLOCK_RANGE.fullmatch(p.reset or "")
+    if p.reset != "expanding" and not (m and 1 <= int(m.group(1)) <= int(m.group(2))):
+        raise PlanError(f"plan 'reinit' needs what to re-initialise: reinit:expanding (the "
+                        f"decoder and head, nnU-Net's recipe) or reinit:blocks-K..N with "
+                        f"1 <= K <= N, got {p.reset!r}")
+
+
+RESET = ArgSpec(("reset",), lambda kind, arg, text: {"reset": arg or None},
+                lambda p: p.reset, _reset_check)
 
 #: the value of every argument field when a kind does not take it
 _ARG_DEFAULTS = {"k": None, "scheme": "path", "split": "conv", "pattern": None, "gamma": None,
-                 "direction": None, "stages": ()}
+                 "direction": None, "stages": (), "reset": None}
 _FIELD_WORDS = {"k": "k", "scheme": "depth scheme", "split": "split", "pattern": "pattern",
-                "gamma": "GAMMA", "direction": "direction", "stages": "stages"}
+                "gamma": "GAMMA", "direction": "direction", "stages": "stages",
+                "reset": "part to re-initialise"}
 
 
 # -- which layers, variables, rates, per epoch ------------------------------------------
@@ -226,6 +240,17 @@ def _stage_union(p, bm) -> FrozenSet[str]:
     return out
 
 
+def _reset_layers(p, bm) -> FrozenSet[str]:
+    """``reinit``: the layers that start from fresh random weights."""
+    if p.reset == "expanding":
+        return frozenset(n for b in bm.blocks if b.part == "expanding" for n in b.weighted_layers)
+    lo, hi = (int(g) for g in _BLOCK_RANGE.fullmatch(p.reset).groups())
+    if hi > len(bm.blocks):
+        raise PlanError(f"plan {str(p)!r}: the model has {len(bm.blocks)} blocks "
+                        f"(valid: blocks-K..N with N <= {len(bm.blocks)})")
+    return frozenset(n for b in bm.blocks if lo <= b.index <= hi for n in b.weighted_layers)
+
+
 def _every_variable(p, var_name: str) -> bool:
     return True
 
@@ -260,6 +285,10 @@ class KindSpec:
         rates: ``(plan, block_map) -> {layer: learning-rate factor}``, or None (one rate).
         epoch_layers: ``(plan, block_map, epoch) -> frozenset``: the layers of an epoch when
             they change from epoch to epoch, or None.
+        fresh_layers: ``(plan, block_map) -> frozenset`` of the layers that start from fresh
+            random weights instead of the pretrained ones (``reinit``), or None.
+        adaptive: each tensor's update scaled by its gradient-to-parameter norm ratio over
+            the largest, recomputed every epoch (``autorgn``).
         baseline: a comparison point (``none``, ``scratch``), never merged with another plan.
         pretrained: starts from the pretrained weights (``scratch``: random ones).
         stage: may be one stage of ``PLAN>PLAN``.
@@ -274,6 +303,8 @@ class KindSpec:
     variables: Callable = _every_variable
     rates: Optional[Callable] = None
     epoch_layers: Optional[Callable] = None
+    fresh_layers: Optional[Callable] = None
+    adaptive: bool = False
     baseline: bool = False
     pretrained: bool = True
     stage: bool = True
@@ -287,9 +318,11 @@ class KindSpec:
 
     @property
     def method(self) -> bool:
-        """A way to fine-tune beyond a set of trained layers (per variable, rate or epoch):
-        Keras' trainable flags cannot express it."""
-        return self.trainers != TRAINERS
+        """A way to fine-tune beyond "these layers, from the pretrained weights, at one rate"
+        (per variable, rate, epoch, a fresh start of some layers): compared with the nearest
+        block plan, never merged with the block plan that trains the same layers."""
+        return (not self.every_variable or self.rates is not None or self.adaptive
+                or self.epoch_layers is not None or self.fresh_layers is not None)
 
 
 _UNIT_ROW = dict(arg=UNITS, layers=_unit_layers, curve=True)
@@ -323,6 +356,14 @@ KIND_SPECS: Dict[str, KindSpec] = {
                         "(top) or the input end (bottom) (gradual unfreezing)", DIRECTION,
                         _every_layer, epoch_layers=_gradual_layers, stage=False,
                         trainers=PER_VARIABLE_TRAINERS),
+    "reinit": KindSpec("reinit:PART", "every layer, PART (expanding or blocks-K..N) starting "
+                       "from fresh random weights (reinit:expanding = nnU-Net's fine-tuning: "
+                       "the encoder transferred, decoder and head new)", RESET, _every_layer,
+                       fresh_layers=_reset_layers, stage=False),
+    "autorgn": KindSpec("autorgn", "every layer, each tensor's step scaled by its gradient-to-"
+                        "parameter norm ratio over the largest, recomputed every epoch "
+                        "(Auto-RGN, surgical fine-tuning, Lee et al. 2023)", NO_ARG, _every_layer,
+                        adaptive=True, stage=False, trainers=PER_VARIABLE_TRAINERS),
     "staged": KindSpec("PLAN>PLAN[>...]", "stages trained one after the other, each with a "
                        "fresh optimizer", STAGES, _stage_union, stage=False),
 }
@@ -351,7 +392,8 @@ PLAN_SETS: Dict[str, Tuple[str, ...]] = {
     "cheng": ("xunet/all", "xunet/freeze_bottleneck", "vunet/expanding:blocks>all"),
     # block freezing against the other ways to fine-tune (BitFit, LLRD, gradual unfreezing)
     "methods": ("contracting", "expanding", "shallow_to_deep:1", "deep_to_shallow:1",
-                "shallow_to_deep:N", "bitfit", "llrd:0.5", "gradual:top", "gradual:bottom"),
+                "shallow_to_deep:N", "bitfit", "llrd:0.5", "gradual:top", "gradual:bottom",
+                "reinit:expanding", "autorgn"),
 }
 
 
@@ -372,6 +414,8 @@ class Plan:
         gamma: for ``llrd``: the learning-rate factor per block of distance from
             the deepest block, ``0 < gamma <= 1``.
         direction: for ``gradual``: ``top`` (deepest block first) or ``bottom``.
+        reset: for ``reinit``: ``expanding`` or ``blocks-K..N``, the part that starts from
+            fresh random weights.
 
     Examples:
         >>> Plan.parse("shallow_to_deep:3@level").k
@@ -392,6 +436,7 @@ class Plan:
     stages: Tuple["Plan", ...] = ()
     gamma: Optional[float] = None
     direction: Optional[str] = None
+    reset: Optional[str] = None
 
     def __post_init__(self):
         if self.kind not in KIND_SPECS:
@@ -495,6 +540,17 @@ class Plan:
     def trainers(self) -> Tuple[str, ...]:
         """The trainers (``study.trainer``) that can train every stage of the plan."""
         return tuple(t for t in TRAINERS if all(t in st.spec.trainers for st in self.steps))
+
+    def fresh_layers(self, block_map) -> FrozenSet[str]:
+        """The layers that start from fresh random weights, not the pretrained ones
+        (``reinit``; empty for every other plan but ``scratch``, which starts all afresh)."""
+        fn = self.spec.fresh_layers
+        return fn(self, block_map) if fn is not None else frozenset()
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether each tensor's update is scaled by its relative gradient norm (autorgn)."""
+        return any(st.spec.adaptive for st in self.steps)
 
     @property
     def layers_change(self) -> bool:

@@ -278,8 +278,11 @@ def changed_keys(old: Optional[dict], new: Dict[str, object]) -> List[str]:
     if not old:
         return ["fingerprint: none recorded (made by an older version)"]
     keys = sorted(set(old) | set(new))
+    # a key a later version added, at its default, changes nothing a run did
+    defaults = flatten(Config().to_dict())
     return [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}" for k in keys
-            if old.get(k) != new.get(k)]
+            if old.get(k) != new.get(k)
+            and not (k not in old and k in defaults and new.get(k) == defaults[k])]
 
 
 def claim_folder(cfg: Config, out) -> None:

@@ -122,6 +122,31 @@ def plan_report(model, plan, layers) -> PlanReport:
     return PlanReport(str(plan), ordered, n_tr, count_params(model.weights) - n_tr)
 
 
+def mixed_weights(model, pretrained, fresh, fresh_layers) -> list:
+    """``model.get_weights()``-ordered weights: those of the layers ``fresh_layers`` from
+    ``fresh`` (random), every other layer's from ``pretrained`` (a ``reinit`` plan's start).
+
+    Args:
+        model: a model of the network both weight lists belong to.
+        pretrained, fresh: ``get_weights()`` lists of that network.
+        fresh_layers: names of the layers that start from ``fresh``.
+    """
+    if len(pretrained) != len(fresh) or len(pretrained) != len(model.weights):
+        raise ValueError(f"weight lists of {len(pretrained)} and {len(fresh)} arrays for a "
+                         f"model of {len(model.weights)}")
+    order = [id(w) for layer in model.layers for w in layer.weights]
+    if order != [id(w) for w in model.weights]:   # get_weights() walks the layers in order
+        raise ValueError(f"model {model.name!r} lists its weights in another order than its "
+                         "layers")
+    out, i = [], 0
+    for layer in model.layers:
+        n = len(layer.weights)
+        source = fresh if layer.name in fresh_layers else pretrained
+        out += list(source[i:i + n])
+        i += n
+    return out
+
+
 def default_optimizer(learning_rate: float = 1e-4):
     """The paper's (zhixuhao's) optimizer: Adam, learning rate 1e-4 (docs/paper.md D)."""
     import keras

@@ -323,6 +323,7 @@ KIND_EXAMPLES = {
     "shallow_to_deep": "shallow_to_deep:3@level", "deep_to_shallow": "deep_to_shallow:2",
     "only_block": "only_block:5", "layers": "layers:^enc", "bitfit": "bitfit",
     "llrd": "llrd:0.5", "gradual": "gradual:top", "staged": "expanding:blocks>bitfit",
+    "reinit": "reinit:blocks-6..9", "autorgn": "autorgn",
 }
 
 

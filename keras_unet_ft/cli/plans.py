@@ -9,7 +9,7 @@ from .common import _add_model_args, _build_from_args
 MATRIX_PLANS = ("all,none,contracting,expanding,contracting:blocks,expanding:blocks,"
                 "freeze_bottleneck,shallow_to_deep:1..N,deep_to_shallow:1..N,only_block:1..N,"
                 "shallow_to_deep:1..N@level,deep_to_shallow:1..N@level,bitfit,llrd:0.5,"
-                "gradual:top")
+                "gradual:top,reinit:expanding,autorgn")
 
 
 def matrix_text(model, kind: str, plans: str = MATRIX_PLANS, markdown: bool = False) -> str:

@@ -34,7 +34,8 @@ class Trainer(Protocol):
     A trainer trains the stages ``steps`` of ``plan`` one after the other, each with a
     fresh optimizer at its rate, from ``init`` (the pretrained weights; ``scratch()`` gives
     the fold's random ones), ``epochs`` epochs each, on ``data = (images, masks)`` shuffled
-    with ``seed + stage``. A non-finite loss raises
+    with ``seed + stage``; the first ``warmup_epochs`` epochs of each stage at a linearly
+    rising rate (:func:`warmup_factor`). A non-finite loss raises
     :class:`~keras_unet_ft.runtime.Diverged`.
 
     Attributes:
@@ -52,7 +53,7 @@ class Trainer(Protocol):
 
     def train(self, plan: Plan, steps: Sequence[Plan], rates: Sequence[float], epochs: int,
               data, init, scratch: Callable[[], list], *, seed: int, batch_size: int,
-              verbose: int = 0, log_dir=None) -> Trained:
+              verbose: int = 0, log_dir=None, warmup_epochs: int = 0) -> Trained:
         ...
 
 
@@ -79,6 +80,21 @@ def stage_learning_rate(cfg: Config, stage: int) -> float:
                             f"got {rates[stage]!r} in {rates!r}")
         return lr
     return float(cfg.finetune.learning_rate)
+
+
+def warmup_factor(epoch: int, warmup_epochs: int) -> float:
+    """The share of the learning rate in epoch ``epoch`` (1-based) of a linear warm-up over
+    the first ``warmup_epochs`` epochs: ``epoch / (warmup_epochs + 1)``, then 1.
+
+    Examples:
+        >>> [warmup_factor(e, 3) for e in range(1, 6)]
+        [0.25, 0.5, 0.75, 1.0, 1.0]
+        >>> warmup_factor(1, 0)
+        1.0
+    """
+    if warmup_epochs <= 0:
+        return 1.0
+    return min(1.0, int(epoch) / (int(warmup_epochs) + 1))
 
 
 def stage_layers(plan: Plan, step: Plan, bm: BlockMap) -> frozenset:

@@ -16,7 +16,7 @@ from ..plans import Plan
 from ..runtime import (Diverged, EpochTimer, fresh_session, history_rows, make_dataset,
                        make_loss, predict, strategy_scope, tensorboard_callback)
 from ..trainable import apply_plan, plan_report
-from .base import Trained, stage_layers, weights_by_layer
+from .base import Trained, stage_layers, warmup_factor, weights_by_layer
 from .selective import _SHARED
 
 
@@ -96,7 +96,7 @@ class KerasFitTrainer:
 
     def train(self, plan: Plan, steps: Sequence[Plan], rates: Sequence[float], epochs: int,
               data, init, scratch: Callable[[], list], *, seed: int, batch_size: int,
-              verbose: int = 0, log_dir=None) -> Trained:
+              verbose: int = 0, log_dir=None, warmup_epochs: int = 0) -> Trained:
         import keras
 
         if self.strategy is None and len(steps) == 1:
@@ -108,7 +108,8 @@ class KerasFitTrainer:
             before = weights_by_layer(model)
             rows, times = [], []
             if epochs:
-                r, times = _fit(model, data, batch_size, seed, epochs, verbose, log_dir)
+                r, times = _fit(model, data, batch_size, seed, epochs, verbose, log_dir,
+                                warmup=(rates[0], warmup_epochs))
                 rows = [{**x, "stage": 1} for x in r]
             # the first run of a trainable set compiles in its first epoch (kept in its time;
             # images_per_second leaves that epoch out)
@@ -131,7 +132,8 @@ class KerasFitTrainer:
             if epochs:
                 r, t = _fit(model, data, batch_size, seed + i, epochs, verbose,
                             None if log_dir is None else
-                            log_dir if len(steps) == 1 else f"{log_dir}/stage_{i + 1}")
+                            log_dir if len(steps) == 1 else f"{log_dir}/stage_{i + 1}",
+                            warmup=(rates[i], warmup_epochs))
                 rows += [{**x, "stage": i + 1} for x in r]
                 times += t
         return Trained(model, plan_report(model, plan, chosen_all), rows, times, before, bm,
@@ -139,7 +141,7 @@ class KerasFitTrainer:
 
 
 def _fit(model, train, batch_size: int, seed: int, epochs: int, verbose: int = 0,
-         log_dir=None):
+         log_dir=None, warmup=(None, 0)):
     """Keras' ``fit`` on ``train`` (shuffled, seeded): ``(history rows, seconds per epoch)``;
     a NaN / inf loss raises :class:`Diverged`."""
     import keras
@@ -149,6 +151,10 @@ def _fit(model, train, batch_size: int, seed: int, epochs: int, verbose: int = 0
     callbacks = [timer, keras.callbacks.TerminateOnNaN()]
     if log_dir is not None:
         callbacks.append(tensorboard_callback(log_dir))
+    rate, warmup_epochs = warmup
+    if warmup_epochs:   # Keras counts epochs from 0
+        callbacks.append(keras.callbacks.LearningRateScheduler(
+            lambda epoch, lr: rate * warmup_factor(epoch + 1, warmup_epochs)))
     history = model.fit(ds, epochs=epochs, verbose=verbose, shuffle=False, callbacks=callbacks)
     rows = history_rows(history)
     losses = [x.get("loss", np.nan) for x in rows]

@@ -15,7 +15,7 @@ from ..model import build_from_config
 from ..plans import Plan
 from ..runtime import Diverged, make_dataset, make_loss, predict, resolve_precision
 from ..trainable import plan_report
-from .base import Trained, stage_layers, weights_by_layer
+from .base import Trained, stage_layers, warmup_factor, weights_by_layer
 
 
 class MultiworkerTrainer:
@@ -40,7 +40,7 @@ class MultiworkerTrainer:
 
     def train(self, plan: Plan, steps: Sequence[Plan], rates: Sequence[float], epochs: int,
               data, init, scratch: Callable[[], list], *, seed: int, batch_size: int,
-              verbose: int = 0, log_dir=None) -> Trained:
+              verbose: int = 0, log_dir=None, warmup_epochs: int = 0) -> Trained:
         import keras
         import tensorflow as tf
 
@@ -85,6 +85,8 @@ class MultiworkerTrainer:
                               seed=seed + i).with_options(options)
             dist = strategy.experimental_distribute_dataset(ds)
             for epoch in range(1, epochs + 1):
+                if warmup_epochs:
+                    opt.learning_rate = rates[i] * warmup_factor(epoch, warmup_epochs)
                 t0 = time.perf_counter()
                 losses = [float(step(b)) for b in dist]
                 loss = float(np.mean(losses)) if losses else float("nan")

@@ -16,7 +16,7 @@ from ..model import build_from_config
 from ..plans import Plan
 from ..runtime import Diverged, fresh_session, make_dataset, make_loss
 from ..trainable import plan_report
-from .base import Trained, optional_log, shifted, stage_layers, weights_by_layer
+from .base import Trained, optional_log, shifted, stage_layers, warmup_factor, weights_by_layer
 
 
 class MaskedTrainer:
@@ -73,10 +73,12 @@ class MaskedTrainer:
 
     def train(self, plan: Plan, steps: Sequence[Plan], rates: Sequence[float], epochs: int,
               data, init, scratch: Callable[[], list], *, seed: int, batch_size: int,
-              verbose: int = 0, log_dir=None) -> Trained:
+              verbose: int = 0, log_dir=None, warmup_epochs: int = 0) -> Trained:
         """The :class:`~.base.Trainer` protocol: stage after stage on this trainer's model,
         each a reset of weights, optimizer state and trained variables (no retrace);
-        ``gradual`` plans select one more block each epoch, optimizer state kept."""
+        ``gradual`` plans select one more block each epoch, optimizer state kept;
+        ``autorgn`` sets each tensor's update factor before every epoch; a warm-up sets the
+        rate of each of a stage's first ``warmup_epochs`` epochs."""
         import keras
 
         log = optional_log(log_dir if epochs else None)
@@ -94,14 +96,22 @@ class MaskedTrainer:
                 if not epochs:
                     continue
                 ds = make_dataset(data[0], data[1], batch_size, shuffle=True, seed=seed + i)
-                if st.layers_change:  # one more block each epoch, optimizer state kept
+                if st.layers_change or st.adaptive or warmup_epochs:   # epoch by epoch
                     r, t = [], []
+                    probe = (data[0][:batch_size], data[1][:batch_size])
                     for e in range(1, epochs + 1):
-                        self.select(st.epoch_layers(self.bm, e), st, self.bm)
+                        extra = {}
+                        if st.layers_change:   # one more block each epoch, optimizer state kept
+                            self.select(st.epoch_layers(self.bm, e), st, self.bm)
+                            extra["trained_blocks"] = min(e, len(self.bm.blocks))
+                        if st.adaptive:
+                            extra["largest_rgn"] = self.adapt(*probe)
+                        if warmup_epochs:
+                            extra["learning_rate"] = rates[i] * warmup_factor(e, warmup_epochs)
+                            self.optimizer.learning_rate = extra["learning_rate"]
                         re_, te = self.fit(ds, 1, shifted(log, len(rows) + e - 1))
                         trace += self.last_trace
-                        r.append({**re_[0], "epoch": e,
-                                  "trained_blocks": min(e, len(self.bm.blocks))})
+                        r.append({**re_[0], "epoch": e, **extra})
                         t += te
                 else:
                     r, t = self.fit(ds, epochs, shifted(log, len(rows)))
@@ -113,6 +123,30 @@ class MaskedTrainer:
                 log.close()
         report = plan_report(self.model, plan, chosen_all)
         return Trained(self.model, report, rows, times, before, self.bm, self.predict, trace)
+
+    def adapt(self, images, masks) -> float:
+        """Auto-RGN (Lee et al. 2023): each trained tensor's update factor becomes its
+        relative gradient norm ``||g|| / ||w||`` on ``images`` over the largest of them (so
+        the most changing tensor keeps the full rate); returns that largest ratio."""
+        import tensorflow as tf
+
+        idx = sorted(self._chosen)
+        sub = [self.vars[i] for i in idx]
+        x = tf.convert_to_tensor(np.asarray(images, np.float32))
+        y = tf.convert_to_tensor(np.asarray(masks, np.float32))
+        with tf.GradientTape() as tape:
+            loss = self.loss_fn(y, self.model(x, training=False))
+        grads = tape.gradient(loss, sub)
+        ratios = []
+        for g, v in zip(grads, sub):
+            w = float(tf.norm(tf.cast(v.value, "float32")))
+            gn = 0.0 if g is None else float(tf.norm(tf.cast(g, "float32")))
+            ratios.append(gn / w if w > 0 else 0.0)
+        top = max(ratios, default=0.0)
+        for i, r in zip(idx, ratios):
+            self.scales[i].assign(r / top if top > 0 else 1.0)
+        self._scaled = True
+        return top
 
     def state(self) -> tuple:
         """``(weights, optimizer variables)``: where a run stands, to go on from later."""
