@@ -18,6 +18,7 @@ PNG path. :func:`make_all_figures` draws every figure the folder has data for.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pathlib
 from typing import Dict, List, Optional, Sequence
@@ -439,6 +440,83 @@ def fig_dice_boxplots(out) -> Optional[pathlib.Path]:
     return _save(fig, out, "dice_boxplots")
 
 
+def pareto_front(points: Sequence[tuple]) -> List[str]:
+    """The names of ``(name, params, dice)`` points no other point beats with as many or
+    fewer parameters: sorted by parameters, each one better than every point before it.
+
+    Examples:
+        >>> pareto_front([("a", 10, 0.5), ("b", 100, 0.4), ("c", 1000, 0.7), ("d", 5, 0.3)])
+        ['d', 'a', 'c']
+    """
+    front, best = [], -math.inf
+    for name, _, dice in sorted(points, key=lambda p: (p[1], -p[2])):
+        if dice > best:
+            front.append(name)
+            best = dice
+    return front
+
+
+def fig_dice_vs_params(out, target: str) -> Optional[pathlib.Path]:
+    """Dice (image mean, 95 % interval) against trainable parameters, one point per plan of
+    ``target`` (baselines as lines), the Pareto front joined: what each parameter budget
+    buys. Blue: block plans; orange: other ways to fine-tune; grey: other networks or
+    staged plans."""
+    plt = _plt()
+    S = [r for r in _summary(out) if r["target"] == target]
+    pts, colors, bars = [], [], []
+    for r in S:
+        q = Plan.parse(r["plan"])
+        dice, n = _num(r.get("dice_images_mean")), _num(r.get("trainable_params"))
+        if q.is_baseline or not (math.isfinite(dice) and n > 0):
+            continue
+        pts.append((r["plan"], n, dice))
+        colors.append(SHALLOW_COLOR if q.is_block_plan else "tab:orange" if q.is_method
+                      else "tab:gray")
+        bars.append((dice - _num(r.get("dice_ci_low")), _num(r.get("dice_ci_high")) - dice))
+    if len(pts) < 2:
+        return None
+    front = pareto_front(pts)
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    for (name, n, dice), c, (lo, hi) in zip(pts, colors, bars):
+        err = [[lo], [hi]] if math.isfinite(lo) and math.isfinite(hi) else None
+        ax.errorbar([n], [dice], yerr=err, fmt="o", color=c, ms=6 if name in front else 4,
+                    mec="black" if name in front else c, capsize=2, lw=0.8)
+    same_n: Dict[float, List[tuple]] = {}
+    for name, n, dice in pts:   # plans of one size: labels stacked beside them, joined by a line
+        same_n.setdefault(n, []).append((name, dice))
+    for n, group in same_n.items():
+        group.sort(key=lambda g: -g[1])
+        for j, (name, dice) in enumerate(group):
+            dy = 3 if len(group) == 1 else 4 + 9 * ((len(group) - 1) / 2 - j)
+            ax.annotate(name, (n, dice), textcoords="offset points", xytext=(8, dy), fontsize=6,
+                        va="center", arrowprops=None if len(group) == 1 else
+                        {"arrowstyle": "-", "lw": 0.3, "color": "0.5"})
+    fx = [(n, d) for name, n, d in sorted(pts, key=lambda p: p[1]) if name in front]
+    ax.step([p[0] for p in fx], [p[1] for p in fx], where="post", color="black", lw=0.8,
+            alpha=0.6, label="Pareto front (no plan better with fewer parameters)")
+    for base, style in (("none", ":"), ("scratch", "--")):
+        row = next((r for r in S if r["plan"] == base), None)
+        if row is not None and math.isfinite(_num(row.get("dice_images_mean"))):
+            ax.axhline(_num(row["dice_images_mean"]), ls=style, color="tab:red", lw=0.8,
+                       label=f"{base} (baseline)")
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel("Dice (held-out images, 95 % interval)")
+    ax.set_title(f"{target}: Dice against trainable parameters (blue: blocks, orange: other "
+                 "ways, black edge: Pareto front)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3,
+              frameon=False)
+    return _save(fig, out, f"dice_vs_params_{target}")
+
+
+def _num(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def fig_training_time(out) -> Optional[pathlib.Path]:
     """Mean training seconds per epoch of each plan (over folds)."""
     plt = _plt()
@@ -571,6 +649,7 @@ def make_all_figures(out, steps: int = 100) -> List[pathlib.Path]:
             fig_dice_boxplots(out), fig_training_time(out), fig_param_share(out),
             fig_weight_change(out), fig_dice_vs_size(out)]
     made += [fig3_examples(out, t) for t in _targets(S)]
+    made += [fig_dice_vs_params(out, t) for t in _targets(S)]
     made += [fig3_examples(out, t, plans=CHENG_FIG3, name="examples_vunet_vs_xunet")
              for t in _targets(S)]
     made.append(fig5_activation_maximization(out, steps=steps))

@@ -17,7 +17,7 @@ from typing import Dict, List
 import numpy as np
 
 from .io import atomic_write_text, read_csv, read_json
-from .layout import (CONFIG, NESTED_SUMMARY, REPORT, RESULTS, SIZES_SUMMARY, STATS,
+from .layout import (BUDGETS, CONFIG, NESTED_SUMMARY, REPORT, RESULTS, SIZES_SUMMARY, STATS,
                      SUMMARY, figures_dir, pretrained_folder, read_manifest, splits_file)
 from .plans import Plan, all_layers_plan
 from .results import epoch_seconds_key, recommendation
@@ -396,6 +396,30 @@ def methods_section(S: Dict[str, dict], stats: List[dict], target: str) -> List[
     return L + [""]
 
 
+def budget_section(budgets: List[dict], target: str) -> List[str]:
+    """The best plan within each parameter budget (``budgets.csv``) and the plans within it
+    not shown worse; said only where the study has plans of more than one budget."""
+    rows = [r for r in budgets if r["target"] == target]
+    if len({r["best"] for r in rows if r.get("best")}) < 2:
+        return []
+    L = ["### The best plan per parameter budget", "",
+         "Among the plans that train at most this share of the network's parameters (baselines "
+         "left out): the one with the highest Dice, and those not shown worse than it (the "
+         "paired 95 % interval of best − plan holds 0). See figures/dice_vs_params_*.png.", "",
+         "| trains at most | plans | best | trainable params | Dice [95 % CI] | not shown worse |",
+         "|---|---|---|---|---|---|"]
+    for r in rows:
+        share = f"{float(r['budget_percent']):g} %"
+        if not r.get("best"):
+            L.append(f"| {share} | 0 | (no plan of this study) | - | - | - |")
+            continue
+        L.append(f"| {share} | {r['plans']} | {r['best']} | "
+                 f"{int(float(r['trainable_params'])):,} | {_f(r['dice_images_mean'])} "
+                 f"[{_f(r['dice_ci_low'])}, {_f(r['dice_ci_high'])}] | "
+                 f"{', '.join(r['tied'].split(';')) if r.get('tied') else '(none)'} |")
+    return L + [""]
+
+
 def _repeats(cfg: dict) -> str:
     n = int(cfg["study"].get("seeds", 1) or 1)
     return f" repeated {n} times (each with its own folds, augmentation and initialisation)" \
@@ -508,6 +532,7 @@ def write_report(out) -> pathlib.Path:
     stats = [s for s in stats if s.get("plan_a")]
     sizes = (read_csv(out / SIZES_SUMMARY) if (out / SIZES_SUMMARY).exists() else [])
     nested = read_csv(out / NESTED_SUMMARY) if (out / NESTED_SUMMARY).exists() else []
+    budgets = read_csv(out / BUDGETS) if (out / BUDGETS).exists() else []
     prov = read_json(out / CONFIG)
     manifest = read_manifest(out)
     units = manifest.units()
@@ -575,6 +600,7 @@ def write_report(out) -> pathlib.Path:
         L += choice_section(S, nested, target)
         L += plans_table(S)
         L += methods_section(S, stats, target)
+        L += budget_section(budgets, target)
         empties = [(p, r) for p, r in S.items()
                    if r.get("n_empty") not in ("", None) and int(float(r["n_empty"])) > 0]
         if empties:

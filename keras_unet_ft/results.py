@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .io import read_csv, write_csv
-from .layout import (NESTED, NESTED_SUMMARY, RESULTS, SIZES, SIZES_SUMMARY, STATS, SUMMARY,
+from .layout import (BUDGETS, NESTED, NESTED_SUMMARY, RESULTS, SIZES, SIZES_SUMMARY, STATS, SUMMARY,
                      PER_IMAGE, Manifest, read_manifest, read_run_summary)
 from .metrics import METRICS
 from .plans import BASELINES
@@ -284,6 +284,58 @@ def mark_tied_best(out, summary: List[dict], rows: List[dict], metric: str = "di
     return summary
 
 
+#: REPORT.md's parameter budgets: the share of the network's parameters a plan may train
+PARAMETER_BUDGETS = (0.01, 0.10, 1.0)
+
+
+def _paired(out, rows, target: str, a: str, b: str, metric: str):
+    """``(mean of a − b, low, high)`` over the held-out images both plans scored."""
+    ref, other = (_image_scores(out, rows, target, p, metric) for p in (a, b))
+    keys = sorted(set(ref) & set(other))
+    if not keys:
+        return math.nan, math.nan, math.nan
+    d = np.array([ref[k] - other[k] for k in keys])
+    lo, hi = bootstrap_ci(d, [k[0] for k in keys])
+    return float(d.mean()), lo, hi
+
+
+def budget_table(out, summary: List[dict], rows: List[dict], metric: str = "dice",
+                 budgets=PARAMETER_BUDGETS) -> List[dict]:
+    """Per target and parameter budget (a share of the network's parameters): the plan with
+    the highest image mean among the plans that train at most that share (baselines left
+    out), and the plans within the budget not shown worse than it (the paired interval of
+    best − plan holds 0): one row each, ``budgets.csv``."""
+    total = {}
+    for r in rows:
+        if r["status"] == "ok" and r.get("trainable_params") not in ("", None):
+            total[(r["target"], r["plan"])] = _num(r["trainable_params"]) + \
+                _num(r.get("frozen_params"))
+    out_rows = []
+    for target in dict.fromkeys(r["target"] for r in summary):
+        cand = [r for r in summary if r["target"] == target
+                and r["plan"].split("/")[-1] not in BASELINES
+                and np.isfinite(_num(r.get(f"{metric}_images_mean")))
+                and total.get((target, r["plan"]))]
+        for budget in budgets:
+            within = [r for r in cand
+                      if _num(r["trainable_params"]) <= budget * total[(target, r["plan"])]]
+            best = max(within, key=lambda r: _num(r[f"{metric}_images_mean"]), default=None)
+            if best is None:
+                out_rows.append({"target": target, "budget_percent": 100 * budget,
+                                 "plans": 0, "best": "", "tied": ""})
+                continue
+            tied = [r["plan"] for r in within if r is not best
+                    and _paired(out, rows, target, best["plan"], r["plan"], metric)[1] <= 0.0]
+            out_rows.append({
+                "target": target, "budget_percent": 100 * budget, "plans": len(within),
+                "best": best["plan"], "trainable_params": best["trainable_params"],
+                f"{metric}_images_mean": best[f"{metric}_images_mean"],
+                f"{metric}_ci_low": best.get(f"{metric}_ci_low"),
+                f"{metric}_ci_high": best.get(f"{metric}_ci_high"),
+                "tied": ";".join(tied)})
+    return out_rows
+
+
 def recommendation(summary: List[dict], target: str, metric: str = "dice") -> Optional[dict]:
     """What the study recommends for ``target``, read from summary rows (as written or as read
     back from summary.csv): ``{"best", "mean", "ci_low", "ci_high", "same" (plans trained as
@@ -392,7 +444,9 @@ def nested_summary(nested: List[dict], summary: List[dict], metric: str = "dice"
 
 
 #: the columns of each table a results folder holds (None: the rows' own keys)
-TABLE_FIELDS = {RESULTS: RESULT_FIELDS, SIZES: SIZE_FIELDS}
+TABLE_FIELDS = {RESULTS: RESULT_FIELDS, SIZES: SIZE_FIELDS,
+                BUDGETS: ["target", "budget_percent", "plans", "best", "trainable_params",
+                          "dice_images_mean", "dice_ci_low", "dice_ci_high", "tied"]}
 
 
 def compute_tables(out, manifest: Optional[Manifest] = None) -> Dict[str, List[dict]]:
@@ -404,7 +458,8 @@ def compute_tables(out, manifest: Optional[Manifest] = None) -> Dict[str, List[d
     rows = collect(out, manifest)
     summary = mark_tied_best(out, add_intervals(out, summarize(rows), rows), rows)
     tables = {RESULTS: rows, SUMMARY: summary,
-              STATS: paired_stats(out, rows, "dice", manifest.units())}
+              STATS: paired_stats(out, rows, "dice", manifest.units()),
+              BUDGETS: budget_table(out, summary, rows)}
     inner_rows = collect(out, manifest, inner=True)
     if inner_rows:
         nested = nested_selection(out, rows, inner_rows)

@@ -12,6 +12,7 @@ from keras_unet_ft import figures
     (figures.fig_dice_boxplots, "dice_boxplots"),
     (figures.fig_training_time, "training_time"),
     (figures.fig_param_share, "param_share"),
+    (lambda o: figures.fig_dice_vs_params(o, "sim_bus"), "dice_vs_params_sim_bus"),
     (figures.fig_weight_change, "weight_change_sim_bus"),
     (lambda o: figures.fig5_activation_maximization(o, steps=50, n_filters=4),
      "fig5_activation_maximization"),

@@ -226,3 +226,22 @@ def test_a_tampered_runs_json_never_leads_outside_the_folder(tmp_path, field, va
     write_json(out / "runs.json", m)
     with pytest.raises(ValueError, match="does not name a folder inside the results folder"):
         write_tables(out)
+
+
+def test_the_best_plan_per_parameter_budget(tmp_path):
+    """budgets.csv: within each share of the parameters, the best plan and those not shown
+    worse; a budget no plan fits says so (no best)."""
+    from conftest import make_handmade_results
+    from keras_unet_ft.results import budget_table
+
+    out = make_handmade_results(tmp_path / "r")
+    tables = write_tables(out)
+    rows = {float(r["budget_percent"]): r for r in tables["budgets.csv"]}
+    assert set(rows) == {1.0, 10.0, 100.0}
+    assert rows[1.0]["plans"] == 0 and rows[1.0]["best"] == "" and rows[10.0]["best"] == ""
+    best = next(r for r in tables["summary.csv"] if r["best"] == 1)
+    assert rows[100.0]["best"] == best["plan"] and rows[100.0]["plans"] == 3
+    # 40 %: only contracting (150 of 450 parameters) and its alias fit; nothing is tied
+    # with a plan outside the budget
+    (r40,) = budget_table(out, tables["summary.csv"], tables["results.csv"], budgets=(0.4,))
+    assert r40["best"] in ("contracting", "contracting:blocks") and "expanding" not in r40["tied"]
