@@ -29,9 +29,10 @@ def _by_layer(model, weights):
     return out
 
 
-@pytest.mark.parametrize("trainer", ["selective", "keras"])
-@pytest.mark.parametrize("plan, fresh_blocks", [("reinit:expanding", {6, 7, 8, 9}),
-                                                ("reinit:blocks-4..5", {4, 5})])
+@pytest.mark.parametrize("trainer, plan, fresh_blocks", [
+    ("selective", "reinit:expanding", {6, 7, 8, 9}),
+    ("keras", "reinit:blocks-4..5", {4, 5}),
+])
 def test_reinit_starts_the_named_part_afresh_and_trains_every_layer(trainer, plan, fresh_blocks):
     init, train = _tiny_init()
     finetune.clear_shared()
@@ -54,7 +55,7 @@ def test_reinit_beyond_the_blocks_is_an_error_naming_them():
         finetune.FoldSession(tiny_config(), 0, "fp32").train("reinit:blocks-8..12", train, init)
 
 
-@pytest.mark.parametrize("trainer", ["selective", "masked"])
+@pytest.mark.parametrize("trainer", ["selective"])
 def test_autorgn_scales_each_tensor_by_its_relative_gradient_norm(trainer):
     init, train = _tiny_init()
     finetune.clear_shared()
