@@ -39,6 +39,8 @@ def build_parser(prog: str = "unet-ft") -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for group in (plans, data, study, use):
         group.register(sub)
+    if prog == "run_all":   # experiments/run_all.py: its usage line names the script alone
+        sub.choices["run"].prog = "experiments/run_all.py"
     return parser
 
 
