@@ -118,3 +118,38 @@ def test_cli_data_stats_prints_the_statistics_beside_real_ones(capsys):
     for line in out.splitlines():
         if line.startswith(("contrast", "distractor", "dark")):
             assert line.rstrip().endswith(("yes", "NO")), line
+
+
+def _correlation_length(field: np.ndarray, axis: int) -> int:
+    """Lag (cells) where the autocorrelation of ``field`` along ``axis`` falls below 0.5."""
+    x = field - field.mean()
+    spec = np.abs(np.fft.rfft(x, axis=axis)) ** 2
+    ac = np.fft.irfft(spec, n=x.shape[axis], axis=axis).mean(axis=1 - axis)
+    return int(np.argmax(ac / ac[0] < 0.5))
+
+
+def test_sim_bus_tissue_is_layered_wider_than_tall():
+    """The fibroglandular texture of ``sim_bus`` is flat, like real breast tissue: its
+    lateral correlation length (mm) is several times its axial one."""
+    from keras_unet_ft.data.synthetic.ultrasound import AXIAL_REPEAT, BREAST_PROBE, breast_phantom
+
+    nz, nx = BREAST_PROBE.grid(64)
+    nz //= AXIAL_REPEAT
+    ratios = []
+    for seed in range(6):
+        echo, _ = breast_phantom(np.random.default_rng(seed), nz, nx, BREAST_PROBE, False)
+        band = np.log(echo[int(0.45 * nz):int(0.6 * nz)] + 1e-3)   # inside the gland
+        dz_mm, dx_mm = BREAST_PROBE.depth_mm / nz, BREAST_PROBE.width_mm / nx
+        ratios.append(_correlation_length(band, 1) * dx_mm / (_correlation_length(band, 0) * dz_mm))
+    assert np.median(ratios) > 3, ratios
+
+
+def test_sim_bus_lesions_range_from_anechoic_to_nearly_isoechoic():
+    from scipy import ndimage
+
+    ds = load_dataset("sim_bus", n=40, size=64, seed=2, cache=False, progress=False)
+    ratios = []
+    for img, m in zip(ds.images[..., 0], ds.masks[..., 0].astype(bool)):
+        ring = ndimage.binary_dilation(m, iterations=3) & ~m
+        ratios.append(img[m].mean() / img[ring].mean())
+    assert min(ratios) < 0.3 and max(ratios) > 0.75, sorted(ratios)

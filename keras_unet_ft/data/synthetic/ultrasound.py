@@ -5,13 +5,14 @@ this module makes them with the linear (convolution) imaging model, anatomy firs
 
 1. **Tissue**: an echogenicity map of the breast as real B-mode images show it, on
    a 40 x 40 mm field of view (:func:`breast_phantom`): a bright skin line;
-   subcutaneous fat with hypoechoic lobules between bright septa and Cooper's
-   ligaments; heterogeneous, brighter fibroglandular tissue with fat islands;
-   retromammary fat; the pectoralis muscle with striations; the dark chest wall,
-   sometimes a rib with its acoustic shadow. One lesion in the upper half of the
-   image (like real ones): benign (oval, circumscribed, sometimes nearly
-   iso-echoic, often posterior enhancement, a few calcified ones shadowing) or
-   malignant (irregular or spiculated, hypoechoic, blurred margin, sometimes an
+   subcutaneous fat, hypoechoic, with thin septa and oblique Cooper's ligaments; a
+   layered, streaky fibroglandular layer - thin bright strands and flat dark fat
+   islands, much wider than tall, tilted and undulating with the layers; retromammary
+   fat; the pectoralis muscle with striations; the dark chest wall, sometimes a rib
+   with its acoustic shadow. One lesion in the upper half of the image (like real
+   ones), from anechoic to nearly iso-echoic: benign (oval, circumscribed, often
+   posterior enhancement and edge shadows, a few calcified ones shadowing) or
+   malignant (irregular or spiculated, heterogeneous, blurred margin, sometimes an
    echogenic halo, mostly posterior shadowing).
 2. **Scatterers**: random positions (uniform) and Gaussian amplitudes scaled by
    the echogenicity, 10 per RF grid cell, about 200 per resolution cell (fully
@@ -23,14 +24,18 @@ this module makes them with the linear (convolution) imaging model, anatomy firs
    time-gain compensation that may leave the image darker with depth, electronic
    noise, the envelope by Hilbert transform along depth.
 4. **Display**: the envelope is point-sampled to the target size, log-compressed
-   to a 48-60 dB dynamic range, lightly smoothed (the scanner's speckle reduction)
-   and scaled to [0, 1]; sometimes the scanner's screen stays around it (black
-   borders, text, a depth scale, caliper crosses; never over the lesion).
+   to a 40-66 dB dynamic range (the scanner's setting, drawn per image), lightly
+   smoothed (the scanner's speckle reduction) and scaled to [0, 1]; sometimes the
+   scanner's screen stays around it (black borders, text, a depth scale, caliper
+   crosses; never over the lesion).
 
 Held against 163 real breast-ultrasound images (:mod:`.realism`): the medians of
 lesion contrast, dark distractors in the background, edge strength, lesion area and
 depth, posterior shadowing, speckle grain (about 2 x 4 px at 256 px) and dark pixels
-all lie inside the real interquartile ranges (a test checks it). ``sim_bus_simple``
+all lie inside the real interquartile ranges (a test checks it). A net fine-tuned on
+``sim_bus`` alone segments real lesions: ``unet-ft data realism REAL --pretrained MODEL``
+measures how far, on any real folder (:mod:`keras_unet_ft.transfer`; the figures are in
+docs/results.md). ``sim_bus_simple``
 keeps the first generator (the lesion is the only dark region; a brightness rule
 finds it). The envelope of a homogeneous region is Rayleigh distributed
 (mean / std = 1.91); a test checks it. ``python benchmarks/bench.py data`` times it.
@@ -50,7 +55,7 @@ from . import generate_images
 from ...exitcodes import UserError
 
 #: bumped when an image of the same seed changes (the dataset cache is keyed by it)
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 C_SOUND = 1540.0  # m/s
 AXIAL_REPEAT = 4  # the tissue map is built 4x coarser in depth than the RF grid
 
@@ -388,79 +393,84 @@ BREAST_PROBE = Probe(cycles_sigma=0.7, beam_sigma_mm=0.2, focus_mm=16.0,
                      beam_sigma_far_mm=0.38)
 SPECKLE_REDUCTION = (0.9, 1.0)  # px at 256: the scanner's smoothing of the log image (sigma)
 LESION_SCALE = 1.15             # lesion radii x this: areas like real ones (% of the image)
+BLACK_LEVEL = (0.0, 0.08)       # grey of a pixel without echo, drawn per image
 
 
-def _lobules(rng, Z, X, z_lo, z_hi, fill: float, ax=(1.5, 4.5), az=(0.8, 2.5)):
-    """Fat lobules between ``z_lo`` and ``z_hi`` (mm, per column): ``(core, septa)``, the
-    lobules' soft indicator (1 inside) and the bright walls between them."""
-    nz, nx = Z.shape[0], X.shape[1]
-    dz, dx = float(Z[1, 0] - Z[0, 0]), float(X[0, 1] - X[0, 0])
-    core = np.zeros((nz, nx), np.float32)
-    septa = np.zeros((nz, nx), np.float32)
-    lo, hi = float(np.min(z_lo)), float(np.max(z_hi))
-    width = float(X[0, -1] - X[0, 0])
-    mean_area = np.pi * np.mean(ax) * np.mean(az)
-    for _ in range(int(fill * width * max(hi - lo, 0.0) / mean_area)):
-        a, b = rng.uniform(*ax), rng.uniform(*az)
-        cx, cz = rng.uniform(X[0, 0], X[0, -1]), rng.uniform(lo, hi)
-        i0, i1 = max(0, int((cz - 1.3 * b) / dz)), min(nz, int((cz + 1.3 * b) / dz) + 1)
-        j0, j1 = max(0, int((cx - 1.3 * a) / dx)), min(nx, int((cx + 1.3 * a) / dx) + 1)
-        if i0 >= i1 or j0 >= j1:
-            continue
-        d = np.hypot((X[:, j0:j1] - cx) / a, (Z[i0:i1] - cz) / b)
-        core[i0:i1, j0:j1] = np.maximum(core[i0:i1, j0:j1],
-                                        1.0 / (1.0 + np.exp((d - 0.85) / 0.08)))
-        septa[i0:i1, j0:j1] = np.maximum(septa[i0:i1, j0:j1], np.exp(-0.5 * ((d - 1.0) / 0.07) ** 2))
-    band = (Z >= z_lo) & (Z <= z_hi)
-    return core * band, septa * band
+def _aniso(rng, shape, sigma_px, warp=None):
+    """A zero-mean, unit-variance random field smoothed by ``sigma_px`` (rows, columns):
+    wide and flat for ``sigma`` larger along the columns, the grain of breast tissue.
+    ``warp`` (per column, in rows) shifts each column: the layers' tilt and undulation."""
+    f = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma_px,
+                                mode="wrap")
+    f -= f.mean()
+    f /= f.std() + 1e-12
+    if warp is not None:
+        rows = (np.arange(shape[0])[:, None] - warp[None, :]) % shape[0]
+        f = np.take_along_axis(f, rows.astype(int), axis=0)
+    return f
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
 
 
 def breast_phantom(rng: np.random.Generator, nz: int, nx: int, probe: Probe, malignant: bool):
     """Echogenicity map ``(nz, nx)`` of a breast as B-mode images show it, and the lesion.
 
-    Layers from the skin down: a bright skin line; subcutaneous fat - hypoechoic
-    lobules between bright septa (Cooper's ligaments); heterogeneous, brighter
-    fibroglandular tissue with fat islands; retromammary fat; the pectoralis muscle
-    (striated); the chest wall, dark, sometimes a rib with its acoustic shadow. The
-    lesion lies in the upper half, like real ones: benign (oval, circumscribed,
-    sometimes nearly iso-echoic, often posterior enhancement) or malignant (irregular
-    or spiculated, hypoechoic, blurred margin, sometimes an echogenic halo, often
-    posterior shadowing). Built on a grid ~4x coarser in depth than the RF grid.
+    Layers from the skin down, each a band that undulates laterally: a bright skin line;
+    subcutaneous fat (hypoechoic, flat lobules, oblique Cooper's ligaments); the
+    fibroglandular layer - layered and streaky: thin bright strands and flat dark fat
+    islands, much wider than tall, some tilted; retromammary fat; the pectoralis
+    muscle (striated); the chest wall, dark, sometimes a rib with its acoustic shadow.
+    The lesion lies in the upper half, like real ones: echogenicity from anechoic
+    (cysts) through hypoechoic to nearly iso-echoic; benign ones oval and circumscribed,
+    malignant ones irregular or spiculated and heterogeneous inside; margins sharp to
+    blurred; posterior enhancement, shadowing or none; compressed (brighter) tissue
+    around it, an echogenic halo sometimes; edge shadows beside some benign ones. Built
+    on a grid ~4x coarser in depth than the RF grid.
     """
     depth = probe.depth_mm
     Z, X, field, wave = _anatomy_grid(rng, nz, nx, probe, np.float32)
-    skin = rng.uniform(0.8, 1.8) + wave(0.1, rng.uniform(20, 60))
-    fat_bottom = skin + rng.uniform(4, 14) + wave(rng.uniform(0.5, 2.5), rng.uniform(12, 35))
-    muscle_top = rng.uniform(0.62, 0.85) * depth + wave(rng.uniform(0.5, 1.5),
+    dz, dx = depth / nz, probe.width_mm / nx
+    px = lambda sz, sx: (sz / dz, sx / dx)        # noqa: E731  (mm -> map cells)
+    skin = rng.uniform(0.6, 1.8) + wave(0.15, rng.uniform(20, 60))
+    fat_bottom = skin + rng.uniform(2, 12) + wave(rng.uniform(0.5, 2.5), rng.uniform(12, 35))
+    muscle_top = rng.uniform(0.5, 0.85) * depth + wave(rng.uniform(0.5, 2.0),
                                                         rng.uniform(20, 60))
     muscle_bottom = muscle_top + rng.uniform(3, 7)
-    retro = muscle_top - rng.uniform(0.8, 3.5)
+    retro = muscle_top - rng.uniform(0.5, 3.0)
+    tilt = rng.uniform(-0.25, 0.25)                 # the layers' slope (rows per column)
+    warp = (tilt * (np.arange(nx) - nx / 2) + wave(rng.uniform(0.2, 1.5) / dz,
+                                                   rng.uniform(20, 60))[0])
 
-    # subcutaneous fat: dark lobules, bright walls; the gland: brighter, fat islands in it
-    fat = field(3, 0.03, 0.14)
-    core, septa = _lobules(rng, Z, X, skin, fat_bottom, fill=0.9)
-    fat = fat * (1 - 0.9 * core) + 0.5 * septa
-    gland = field(2.0, 0.45, 1.4) * rng.uniform(0.8, 1.2)
-    # fat islands in the gland: irregular blobs (a smooth random field above a level)
-    blobs = field(rng.uniform(1.0, 1.8), 0.0, 1.0)
-    cut = np.quantile(blobs, 1 - rng.uniform(0.15, 0.4))
-    islands = 1.0 / (1.0 + np.exp(-(blobs - cut) / 0.03))
-    gland = gland * (1 - 0.9 * islands) + 0.35 * np.exp(-0.5 * ((blobs - cut) / 0.015) ** 2)
+    # fibroglandular tissue: a flat, layered texture - bright strands on a medium ground,
+    # dark flat fat islands; how much of each varies from breast to breast
+    ground = np.exp(0.35 * _aniso(rng, (nz, nx), px(1.0, 4.0), warp))
+    strand_scale = (rng.uniform(0.12, 0.3), rng.uniform(1.5, 5.0))
+    strands = _aniso(rng, (nz, nx), px(*strand_scale), warp)
+    strands = np.clip(strands - rng.uniform(0.6, 1.4), 0, None) * rng.uniform(1.5, 4.0)
+    islands = _sigmoid((_aniso(rng, (nz, nx), px(rng.uniform(0.4, 1.5), rng.uniform(1.5, 5)),
+                               warp) - rng.uniform(0.0, 1.2)) / 0.15)
+    gland_level = rng.uniform(0.5, 1.0)
+    gland = gland_level * ground * (1 + strands) * (1 - rng.uniform(0.6, 0.9) * islands)
+    # subcutaneous fat: dark flat lobules between thin septa, oblique ligaments
+    fat = rng.uniform(0.1, 0.3) * np.exp(0.3 * _aniso(rng, (nz, nx), px(0.8, 2.5), warp))
+    septa = _aniso(rng, (nz, nx), px(0.12, rng.uniform(1.0, 3.0)), warp)
+    fat = fat * (1 + 2.0 * np.clip(septa - 1.2, 0, None))
     echo = np.where(Z < fat_bottom, fat, gland).astype(np.float32)
-    # Cooper's ligaments: bright curves from the fat into the gland
-    for _ in range(rng.integers(2, 6)):
-        zc = rng.uniform(skin.mean() + 1, fat_bottom.mean() + 2)
+    for _ in range(rng.integers(1, 5)):           # Cooper's ligaments, oblique bright curves
+        zc = rng.uniform(skin.mean() + 0.5, fat_bottom.mean() + 2)
         curve = zc + wave(rng.uniform(1, 4), rng.uniform(8, 30))
-        echo += 0.8 * np.exp(-0.5 * ((Z - curve) / 0.2) ** 2) * (Z < fat_bottom + 2)
-    echo = np.where((Z > retro) & (Z <= muscle_top), field(2, 0.08, 0.25), echo)
-    echo = np.where(Z < skin, 1.4 + 0.4 * field(2, 0, 1), echo)
-    echo += 1.5 * np.exp(-0.5 * ((Z - skin) / 0.18) ** 2)
-    stri = 0.35 + 0.35 * (np.sin(2 * np.pi * (Z + rng.uniform(-0.3, 0.3) * X)
-                                 / rng.uniform(1.0, 2.0)) > 0.55)
-    echo = np.where((Z > muscle_top) & (Z <= muscle_bottom), stri * field(2, 0.6, 1.1), echo)
-    echo += 0.9 * np.exp(-0.5 * ((Z - muscle_bottom) / 0.25) ** 2)   # fascia
-    echo = np.where(Z > muscle_bottom, field(3, 0.02, 0.12), echo)    # chest wall, dark
-    if rng.random() < 0.4:  # a rib: bright anterior surface, full shadow behind it
+        echo += 0.6 * np.exp(-0.5 * ((Z - curve) / 0.15) ** 2) * (Z < fat_bottom + 2)
+    echo = np.where((Z > retro) & (Z <= muscle_top), fat, echo)
+    echo = np.where(Z < skin, 0.8 + 0.4 * field(2, 0, 1), echo)
+    echo += 1.2 * np.exp(-0.5 * ((Z - skin) / 0.15) ** 2)
+    stri = 0.3 + 0.8 * np.clip(_aniso(rng, (nz, nx), px(0.15, 3.0), warp) - 0.5, 0, None)
+    echo = np.where((Z > muscle_top) & (Z <= muscle_bottom), stri * field(2, 0.4, 0.9), echo)
+    echo += 0.8 * np.exp(-0.5 * ((Z - muscle_bottom) / 0.2) ** 2)   # fascia
+    echo = np.where(Z > muscle_bottom, field(3, 0.02, 0.1) * (1 + np.clip(strands, 0, 2)),
+                    echo)
+    if rng.random() < 0.3:  # a rib: bright anterior surface, full shadow behind it
         rx, rw = rng.uniform(0.15, 0.85) * probe.width_mm, rng.uniform(4, 9)
         top = muscle_bottom + rng.uniform(1, 4) + 0.08 * (X - rx) ** 2 / rw
         cols = np.abs(X - rx) < rw
@@ -469,33 +479,41 @@ def breast_phantom(rng: np.random.Generator, nz: int, nx: int, probe: Probe, mal
 
     # the lesion, in the upper half like real ones
     r0, aspect, radius = _lesion_shape(rng, malignant, probe.width_mm, LESION_SCALE)
-    cx = rng.uniform(0.25, 0.75) * probe.width_mm
-    cz = max(rng.uniform(0.16, 0.46) * depth, float(skin.max()) + 0.8 * r0 * aspect + 0.5)
+    cx = rng.uniform(0.2, 0.8) * probe.width_mm
+    cz = max(rng.uniform(0.14, 0.5) * depth, float(skin.max()) + 0.8 * r0 * aspect + 0.5)
     inside = _inside(X, Z, cx, cz, aspect, radius)
-    if malignant:
-        level = rng.uniform(0.03, 0.12)
-        blur = (rng.uniform(0.4, 1.3), rng.uniform(0.6, 1.6))
-    else:
-        level = rng.uniform(0.25, 0.5) if rng.random() < 0.2 else rng.uniform(0.03, 0.16)
-        blur = (rng.uniform(0.2, 0.6), rng.uniform(0.3, 0.8))
-    internal = field(1.5, 0.6, 1.4)
-    soft = ndimage.gaussian_filter(inside.astype(np.float32), blur)
+    u = rng.random()
+    if malignant:   # hypoechoic, sometimes markedly; heterogeneous inside
+        level = rng.uniform(0.015, 0.06) if u < 0.3 else rng.uniform(0.06, 0.3)
+        internal = np.exp(rng.uniform(0.2, 0.6) * _aniso(rng, (nz, nx), px(0.4, 0.6)))
+        blur_mm = rng.uniform(0.05, 0.8)
+    else:           # cysts (anechoic), hypoechoic masses, a few nearly iso-echoic
+        level = (rng.uniform(0.006, 0.03) if u < 0.25 else rng.uniform(0.02, 0.25) if u < 0.85
+                 else rng.uniform(0.25, 0.6))
+        internal = np.exp(rng.uniform(0.0, 0.4) * _aniso(rng, (nz, nx), px(0.5, 0.8)))
+        blur_mm = rng.uniform(0.02, 0.4)
+    soft = ndimage.gaussian_filter(inside.astype(np.float32), px(blur_mm, blur_mm))
     # the tissue around a mass is compressed (brighter) in a rim of 0.5-2 mm
-    rim = ndimage.gaussian_filter(inside.astype(np.float32), rng.uniform(3, 10)) - soft
-    echo = echo * (1 + rng.uniform(0.0, 1.2) * np.clip(rim, 0, None) / max(rim.max(), 1e-6))
-    echo = echo * (1 - soft) + level * internal * soft
-    if malignant and rng.random() < 0.5:  # echogenic halo
-        ring = ndimage.gaussian_filter(inside.astype(np.float32), (3, 4)) - soft
-        echo += 0.7 * np.clip(ring, 0, None)
+    rim = ndimage.gaussian_filter(inside.astype(np.float32), px(*(2 * [rng.uniform(0.5, 2)])))
+    rim = np.clip(rim - soft, 0, None)
+    echo = echo * (1 + rng.uniform(0.0, 0.3) * rim / max(rim.max(), 1e-6))
+    echo = echo * (1 - soft) + level * gland_level * internal * soft
+    if malignant and rng.random() < 0.4:  # echogenic halo
+        echo += 0.6 * rim
     below = _below(inside)
     if below is not None:
         if malignant:
-            factor = rng.uniform(0.03, 0.3) if rng.random() < 0.85 else 1.0
+            factor = rng.uniform(0.05, 0.4) if rng.random() < 0.7 else 1.0
         else:
-            u = rng.random()   # cysts and fibroadenomas enhance; some (calcified) shadow
-            factor = (rng.uniform(1.8, 4.0) if u < 0.65 else rng.uniform(0.2, 0.6) if u < 0.8
+            v = rng.random()  # cysts and fibroadenomas enhance; some (calcified) shadow
+            factor = (rng.uniform(1.5, 3.5) if v < 0.6 else rng.uniform(0.2, 0.6) if v < 0.75
                       else 1.0)
         echo = echo * (1 + (factor - 1) * below)
+        if not malignant and rng.random() < 0.5:   # edge shadows beside a round mass
+            cols = np.nonzero(inside.any(axis=0))[0]
+            for c in (cols[0], cols[-1]):
+                edge = np.exp(-0.5 * ((np.arange(nx) - c) / max(0.25 / dx, 1)) ** 2)
+                echo = echo * (1 - 0.8 * edge[None, :] * (below > 0.01))
     lesion = dict(cx=cx, cz=cz, aspect=aspect, radius=radius)
     return np.clip(echo, 0, None).astype(np.float32), lesion
 
@@ -561,9 +579,11 @@ def simulate_breast_image(rng: np.random.Generator, size: int, malignant: bool,
     echo = np.repeat(echo, AXIAL_REPEAT, axis=0)[:nz]
     env = simulate_envelope(echo, rng, probe, tgc_error_db=rng.uniform(0, 3),
                             lines=sample_index(nx, size),
-                            gain_falloff_db=rng.uniform(0, 16))
-    img = log_compress(point_sample(env, size, cols=False), rng.uniform(48, 60))
+                            gain_falloff_db=rng.uniform(0, 30))
+    img = log_compress(point_sample(env, size, cols=False), rng.uniform(40, 66))
     img = ndimage.gaussian_filter(img, np.array(SPECKLE_REDUCTION) * size / 256)
+    black = rng.uniform(*BLACK_LEVEL)   # the grey map's floor: echo-free areas are not all 0
+    img = black + (1 - black) * img
     z = (np.linspace(0, nz - 1, size).round() + 0.5) / nz * probe.depth_mm
     x = (np.linspace(0, nx - 1, size).round() + 0.5) / nx * probe.width_mm
     mask = _inside(x[None, :], z[:, None], lesion["cx"], lesion["cz"], lesion["aspect"],
