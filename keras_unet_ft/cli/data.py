@@ -41,7 +41,9 @@ def cmd_data(args) -> int:
         return 0
     if not args.dataset:
         raise UserError(f"data {args.action} needs a dataset, e.g. sim_bus or busi:/data/BUSI")
-    ds = load_dataset(args.dataset, size=args.size, cache=not args.no_cache,
+    if args.action == "realism":
+        return cmd_realism(args)
+    ds = load_dataset(args.dataset, size=args.size or 256, cache=not args.no_cache,
                       cache_directory=args.cache_dir, **_loader_options(args))
     print(ds.summary())
     if args.action == "stats":
@@ -51,6 +53,54 @@ def cmd_data(args) -> int:
         out = args.output or f"{ds.name}_grid.png"
         show_grid(ds, n=args.n_show, path=out)
         print(f"wrote {out}")
+    return 0
+
+
+def pretrained_model_path(given: str) -> str:
+    """A ``model.keras`` file, a folder holding one, or a results folder (its
+    ``pretrained/model.keras``)."""
+    import pathlib
+
+    from ..layout import WEIGHTS, pretrained_folder
+
+    path = pathlib.Path(given)
+    for candidate in (path, path / WEIGHTS, pretrained_folder(path, "unet").model):
+        if candidate.is_file():
+            return str(candidate)
+    raise UserError(f"--pretrained {given}: no {WEIGHTS} there (expected a model.keras file, a "
+                    "folder holding one, or a results folder with pretrained/model.keras; "
+                    "`unet-ft run --profile quick --out DIR` makes one)")
+
+
+def cmd_realism(args) -> int:
+    """``unet-ft data realism REAL --pretrained MODEL``: sim -> real transfer on real images."""
+    from ..data.registry import load_dataset
+    from ..transfer import measure_transfer, model_size
+    from .common import start_backend
+
+    if not args.pretrained:
+        raise UserError("data realism needs --pretrained MODEL (a study's "
+                        "pretrained/model.keras or its results folder)")
+    model_path = pretrained_model_path(args.pretrained)
+    start_backend("unet-ft")
+    size = model_size(model_path)
+    if args.size is not None and args.size != size:
+        raise UserError(f"--size {args.size}: the model {model_path} takes {size} x {size} "
+                        "images; leave --size out (the data is loaded at the model's size)")
+    cache = dict(cache=not args.no_cache, cache_directory=args.cache_dir)
+    opts = {k: v for k, v in _loader_options(args).items() if k not in ("n", "seed")}
+    real = load_dataset(args.dataset, size=size, **cache, **opts)
+    print(real.summary())
+    sims = [load_dataset(args.simulated, size=size, n=args.sim_count, seed=args.sim_seed + r,
+                         **cache) for r in range(args.repeats)]
+    print(sims[0].summary())
+    result = measure_transfer(model_path, real, sims, epochs=args.epochs, seed=args.seed or 0)
+    print(result.text())
+    if args.json:
+        from ..io import write_json
+
+        write_json(args.json, result.to_dict())
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -74,10 +124,13 @@ def realism_table(ds) -> str:
 
 def register(sub) -> None:
     p = sub.add_parser("data", help="list, prepare (load/generate + cache) or show datasets")
-    p.add_argument("action", choices=["list", "prepare", "show", "stats"],
-                   help="stats: image statistics of a lesion set beside real breast ultrasound")
+    p.add_argument("action", choices=["list", "prepare", "show", "stats", "realism"],
+                   help="stats: image statistics of a lesion set beside real breast ultrasound; "
+                        "realism: how far a net fine-tuned on a simulated set segments these "
+                        "real images (sim -> real transfer; needs --pretrained)")
     p.add_argument("dataset", nargs="?", help="NAME or NAME:ROOT, e.g. busi:/data/BUSI")
-    p.add_argument("--size", type=_positive(int), default=256, help="target size (default 256)")
+    p.add_argument("--size", type=_positive(int), default=None,
+                   help="target size (default 256; realism: the model's input size)")
     p.add_argument("--n", dest="n_show", type=int, default=8, help="images to show")
     p.add_argument("--count", dest="n", type=int, default=None,
                    help="number of images to generate (built-in data)")
@@ -89,4 +142,17 @@ def register(sub) -> None:
     p.add_argument("--no-normal", action="store_true", help="busi: leave out normal/ (empty masks)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--cache-dir", help="cache folder (default $UNET_FT_CACHE or ~/.cache/keras-unet-ft)")
+    g = p.add_argument_group("realism")
+    g.add_argument("--pretrained", help="pretrained model.keras, or a results folder")
+    g.add_argument("--simulated", default="sim_bus",
+                   help="the simulated training set (default sim_bus)")
+    g.add_argument("--sim-count", type=_positive(int), default=163,
+                   help="simulated images (default 163, like UDIAT Dataset B)")
+    g.add_argument("--sim-seed", type=int, default=1,
+                   help="seed of the first simulated set (default 1; then 2, 3, ...)")
+    g.add_argument("--repeats", type=_positive(int), default=3,
+                   help="simulated sets drawn, one net each, averaged (default 3)")
+    g.add_argument("--epochs", type=_positive(int), default=10,
+                   help="fine-tuning epochs of each net (default 10)")
+    g.add_argument("--json", help="also write the numbers to this JSON file")
     p.set_defaults(func=cmd_data)
