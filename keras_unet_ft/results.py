@@ -270,12 +270,7 @@ def mark_tied_best(out, summary: List[dict], rows: List[dict], metric: str = "di
             r["best"] = int(r is best)
             lo = hi = diff = math.nan
             if best is not None and r is not best:
-                other = _image_scores(out, rows, target, r["plan"], metric)
-                keys = sorted(set(ref) & set(other))
-                if keys:
-                    d = np.array([ref[k] - other[k] for k in keys])
-                    diff = float(d.mean())
-                    lo, hi = bootstrap_ci(d, [k[0] for k in keys])
+                diff, lo, hi = _paired(ref, _image_scores(out, rows, target, r["plan"], metric))
             elif r is best:
                 lo = hi = diff = 0.0
             r[f"best_minus_{metric}"] = diff
@@ -288,9 +283,9 @@ def mark_tied_best(out, summary: List[dict], rows: List[dict], metric: str = "di
 PARAMETER_BUDGETS = (0.01, 0.10, 1.0)
 
 
-def _paired(out, rows, target: str, a: str, b: str, metric: str):
-    """``(mean of a − b, low, high)`` over the held-out images both plans scored."""
-    ref, other = (_image_scores(out, rows, target, p, metric) for p in (a, b))
+def _paired(ref: dict, other: dict):
+    """``(mean of ref − other, low, high)`` over the held-out images both plans scored
+    (per-image scores keyed by (fold or repeat, image)); NaNs when they share none."""
     keys = sorted(set(ref) & set(other))
     if not keys:
         return math.nan, math.nan, math.nan
@@ -311,6 +306,13 @@ def budget_table(out, summary: List[dict], rows: List[dict], metric: str = "dice
             total[(r["target"], r["plan"])] = _num(r["trainable_params"]) + \
                 _num(r.get("frozen_params"))
     out_rows = []
+    cache: Dict[tuple, dict] = {}
+
+    def scores(target, plan):   # each plan's per-image scores, read once for every budget
+        if (target, plan) not in cache:
+            cache[(target, plan)] = _image_scores(out, rows, target, plan, metric)
+        return cache[(target, plan)]
+
     for target in dict.fromkeys(r["target"] for r in summary):
         cand = [r for r in summary if r["target"] == target
                 and r["plan"].split("/")[-1] not in BASELINES
@@ -325,7 +327,8 @@ def budget_table(out, summary: List[dict], rows: List[dict], metric: str = "dice
                                  "plans": 0, "best": "", "tied": ""})
                 continue
             tied = [r["plan"] for r in within if r is not best
-                    and _paired(out, rows, target, best["plan"], r["plan"], metric)[1] <= 0.0]
+                    and _paired(scores(target, best["plan"]), scores(target, r["plan"]))[1]
+                    <= 0.0]
             out_rows.append({
                 "target": target, "budget_percent": 100 * budget, "plans": len(within),
                 "best": best["plan"], "trainable_params": best["trainable_params"],

@@ -90,11 +90,10 @@ def cmd_realism(args) -> int:
     cache = dict(cache=not args.no_cache, cache_directory=args.cache_dir)
     opts = {k: v for k, v in _loader_options(args).items() if k not in ("n", "seed")}
     real = load_dataset(args.dataset, size=size, **cache, **opts)
-    print(real.summary())
     sims = [load_dataset(args.simulated, size=size, n=args.sim_count, seed=args.sim_seed + r,
                          **cache) for r in range(args.repeats)]
-    print(sims[0].summary())
     result = measure_transfer(model_path, real, sims, epochs=args.epochs, seed=args.seed or 0)
+    result.real = args.dataset
     print(result.text())
     if args.json:
         from ..io import write_json
