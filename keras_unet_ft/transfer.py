@@ -107,7 +107,7 @@ class Transfer:
                  f"(mean of {len(self.sim_to_real_runs)} simulated set(s): "
                  f"{', '.join(f'{v:.3f}' for v in self.sim_to_real_runs)}; on their own "
                  f"simulated images: {self.sim_to_sim:.3f})",
-                 f"  ceiling (real -> real, {FOLDS}-fold):       Dice {m['ceiling']:.3f}"]
+                 f"  ceiling (real -> real, {FOLDS}-fold):      Dice {m['ceiling']:.3f}"]
         r = self.realism
         if r is None:
             lines.append(f"  realism: not computed - the real images raise Dice by only "
