@@ -17,7 +17,7 @@ Its 95 % interval resamples the real images (the three scores of an image stay t
 
 Examples:
     >>> from keras_unet_ft.transfer import realism_score
-    >>> realism_score(0.3, 0.6, 0.2)
+    >>> round(realism_score(0.3, 0.6, 0.2), 3)
     0.25
 """
 
@@ -142,10 +142,10 @@ def _scores(model, images, masks) -> np.ndarray:
     return np.array([dice(masks[i], pred[i] > 0.5) for i in range(len(images))])
 
 
-def _train(model, images, masks, seed: int, epochs: int):
+def _train(model, images, masks, seed: int, epochs: int, n_augmented: int):
     from .data.augment import augment_to
 
-    x, y, _ = augment_to(images, masks, max(N_AUGMENTED, len(images)), seed=seed)
+    x, y, _ = augment_to(images, masks, max(n_augmented, len(images)), seed=seed)
     model.fit(x, y.astype("float32"), batch_size=BATCH_SIZE, epochs=epochs, verbose=0)
     return model
 
@@ -162,7 +162,7 @@ def model_size(model_path: str) -> int:
 
 
 def measure_transfer(model_path: str, real, simulated: Sequence, *, epochs: int = EPOCHS,
-                     seed: int = 0) -> Transfer:
+                     seed: int = 0, n_augmented: int = N_AUGMENTED) -> Transfer:
     """The three scores of :mod:`keras_unet_ft.transfer` on ``real`` (a Dataset).
 
     Args:
@@ -173,6 +173,7 @@ def measure_transfer(model_path: str, real, simulated: Sequence, *, epochs: int 
             e.g. one simulator drawn with different seeds).
         epochs: fine-tuning epochs of each net.
         seed: drives the weights' order of updates, the augmentation and the folds.
+        n_augmented: training images of each net (the originals and augmented copies).
 
     Returns:
         A :class:`Transfer`.
@@ -198,13 +199,14 @@ def measure_transfer(model_path: str, real, simulated: Sequence, *, epochs: int 
     floor = _scores(_fresh(model_path, seed), x, y)
     runs, own = [], []
     for r, sim in enumerate(simulated):
-        net = _train(_fresh(model_path, seed + r), sim.images, sim.masks, seed + r, epochs)
+        net = _train(_fresh(model_path, seed + r), sim.images, sim.masks, seed + r, epochs,
+                     n_augmented)
         runs.append(_scores(net, x, y))
         own.append(float(_scores(net, sim.images, sim.masks).mean()))
     sim_to_real, sim_to_sim = np.mean(runs, axis=0), float(np.mean(own))
     ceiling = np.zeros(len(x))
     for k, (tr, te) in enumerate(KFold(FOLDS, shuffle=True, random_state=seed).split(x)):
-        net = _train(_fresh(model_path, seed), x[tr], y[tr], seed + k, epochs)
+        net = _train(_fresh(model_path, seed), x[tr], y[tr], seed + k, epochs, n_augmented)
         ceiling[te] = _scores(net, x[te], y[te])
     return Transfer(floor=floor, sim_to_real=sim_to_real, ceiling=ceiling,
                     sim_to_sim=sim_to_sim, names=[n for n, k in zip(names, keep) if k],

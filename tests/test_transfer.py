@@ -67,7 +67,7 @@ def test_measure_transfer_runs_the_three_nets_and_leaves_out_empty_masks(tmp_pat
     real.masks[0] = 0                                   # an empty mask: left out, said
     sims = [load_dataset("sim_bus", n=6, size=32, seed=s, cache=False, progress=False)
             for s in (1, 2)]
-    t = transfer.measure_transfer(str(path), real, sims, epochs=1)
+    t = transfer.measure_transfer(str(path), real, sims, epochs=1, n_augmented=8)
     assert len(t.sim_to_real_runs) == 2
     assert np.mean(t.sim_to_real_runs) == pytest.approx(t.sim_to_real.mean())
     assert t.excluded == [str(real.ids[0])] and len(t.floor) == 8
@@ -77,7 +77,8 @@ def test_measure_transfer_runs_the_three_nets_and_leaves_out_empty_masks(tmp_pat
     assert "left out: 1 real image(s) with an empty mask" in t.text()
     with pytest.raises(ValueError, match="images of"):
         transfer.measure_transfer(str(path), real, [load_dataset(
-            "sim_bus", n=6, size=64, seed=1, cache=False, progress=False)], epochs=1)
+            "sim_bus", n=6, size=64, seed=1, cache=False, progress=False)], epochs=1,
+            n_augmented=8)
 
 
 def test_data_realism_refuses_a_size_the_model_does_not_take(tmp_path, capsys):
