@@ -139,6 +139,11 @@ def _scores(model, images, masks) -> np.ndarray:
     from .metrics import dice
 
     pred = model.predict(images, batch_size=BATCH_SIZE, verbose=0)
+    if not np.isfinite(pred).all():   # a diverged net: its Dice would read as a plain 0
+        from .runtime import Diverged
+
+        raise Diverged("a net of the transfer measure predicts non-finite values (training "
+                       "diverged): no realism is computed; try fewer --epochs or another --seed")
     return np.array([dice(masks[i], pred[i] > 0.5) for i in range(len(images))])
 
 

@@ -89,3 +89,16 @@ def test_data_realism_refuses_a_size_the_model_does_not_take(tmp_path, capsys):
     assert main(["data", "realism", "sim_bus", "--pretrained", str(tmp_path),
                  "--size", "64"]) == 2
     assert "takes 32 x 32 images" in capsys.readouterr().err
+
+
+def test_a_diverged_net_is_said_not_scored_as_zero():
+    from keras_unet_ft import transfer
+    from keras_unet_ft.runtime import Diverged
+
+    class NaNModel:
+        def predict(self, x, **kw):
+            return np.full(x.shape, np.nan, np.float32)
+
+    x = np.zeros((2, 8, 8, 1), np.float32)
+    with pytest.raises(Diverged, match="non-finite"):
+        transfer._scores(NaNModel(), x, x)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from ..exitcodes import UserError
 from .common import _positive
 
@@ -92,7 +94,13 @@ def cmd_realism(args) -> int:
     real = load_dataset(args.dataset, size=size, **cache, **opts)
     sims = [load_dataset(args.simulated, size=size, n=args.sim_count, seed=args.sim_seed + r,
                          **cache) for r in range(args.repeats)]
-    result = measure_transfer(model_path, real, sims, epochs=args.epochs, seed=args.seed or 0)
+    from ..runtime import Diverged
+
+    try:
+        result = measure_transfer(model_path, real, sims, epochs=args.epochs, seed=args.seed or 0)
+    except Diverged as e:
+        print(f"unet-ft data realism: {e}", file=sys.stderr)
+        return 1
     result.real = args.dataset
     print(result.text())
     if args.json:
