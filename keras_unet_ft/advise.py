@@ -166,10 +166,13 @@ def _budget_arrays(train, epochs: float, seed: int):
 
 def resumable(plan: str, trainer_kind: str) -> bool:
     """Whether a plan can go on from a saved state between rungs: one stage, the same
-    trainable set throughout, a trainer whose state the package holds (selective or masked)."""
+    trainable set throughout, its state the model's weights and Adam's (no learned tensors
+    beside them: ``ssf``, ``lora`` train afresh each rung), a trainer whose state the
+    package holds (selective or masked)."""
     p = Plan.parse(plan).bare
     return trainer_kind in PER_VARIABLE_TRAINERS and len(p.steps) == 1 and p.trains \
-        and not (p.layers_change or p.adaptive or p.spec.fresh_layers is not None)
+        and not (p.layers_change or p.adaptive or p.spec.fresh_layers is not None
+                 or p.reparam is not None)
 
 
 def _go_on(c: Candidate, cfg: Config, session: FoldSession, weights, train, val,

@@ -21,6 +21,11 @@ frozen. Plans print as strings and parse back (``str(Plan.parse(s)) == s``)::
     gradual:top | gradual:bottom            gradual unfreezing: one more block per epoch, from
                                             the output end (top: the deepest block first, as
                                             ULMFiT) or from the input end (bottom)
+    reinit:expanding | reinit:blocks-K..N   every layer, that part from fresh random weights
+    autorgn                                 every layer, steps scaled by gradient/weight norms
+    ssf                                     a learned scale and shift of every convolution's
+                                            output, kernels frozen (Lian et al. 2022)
+    lora:R                                  a rank-R update of every 3x3 kernel (Hu et al. 2022)
     MODEL/PLAN                              the plan on another network: xunet/all
     PLAN>PLAN[>...]                         stages trained one after the other, each with a
                                             fresh optimizer (V-Unet: expanding:blocks>all)
@@ -172,12 +177,29 @@ def _reset_check(p):
 RESET = ArgSpec(("reset",), lambda kind, arg, text: {"reset": arg or None},
                 lambda p: p.reset, _reset_check)
 
+
+def _rank_parse(kind, arg, text):
+    try:
+        return {"rank": int(arg)}
+    except ValueError:
+        raise PlanError(f"bad plan {text!r}: expected lora:R with R a positive integer rank, "
+                        "e.g. lora:4") from None
+
+
+def _rank_check(p):
+    r = p.rank
+    if r is None or isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise PlanError(f"plan 'lora' needs a positive integer rank, e.g. lora:4; got {r!r}")
+
+
+RANK = ArgSpec(("rank",), _rank_parse, lambda p: str(p.rank), _rank_check)
+
 #: the value of every argument field when a kind does not take it
 _ARG_DEFAULTS = {"k": None, "scheme": "path", "split": "conv", "pattern": None, "gamma": None,
-                 "direction": None, "stages": (), "reset": None}
+                 "direction": None, "stages": (), "reset": None, "rank": None}
 _FIELD_WORDS = {"k": "k", "scheme": "depth scheme", "split": "split", "pattern": "pattern",
                 "gamma": "GAMMA", "direction": "direction", "stages": "stages",
-                "reset": "part to re-initialise"}
+                "reset": "part to re-initialise", "rank": "rank"}
 
 
 # -- which layers, variables, rates, per epoch ------------------------------------------
@@ -265,6 +287,35 @@ def _decayed_rates(p, bm) -> Dict[str, float]:
             for name in b.weighted_layers}
 
 
+def _kernel_shape(bm, name: str) -> Tuple[int, ...]:
+    return tuple(int(d) for d in bm.model.get_layer(name).kernel.shape)
+
+
+def _conv_layers(p, bm) -> FrozenSet[str]:
+    """``ssf``: every weighted layer (each is a convolution with a kernel and a bias)."""
+    return frozenset(n for n in _weighted(bm) if len(_kernel_shape(bm, n)) == 4)
+
+
+def _conv3x3_layers(p, bm) -> FrozenSet[str]:
+    """``lora``: the 3x3 convolutions."""
+    return frozenset(n for n in _weighted(bm) if _kernel_shape(bm, n)[:2] == (3, 3))
+
+
+def _kernels_only(p, var_name: str) -> bool:
+    return var_name.rsplit("/", 1)[-1] == "kernel"
+
+
+def _ssf_params(p, kernel_shape) -> int:
+    """A scale and a shift per output channel."""
+    return 2 * int(kernel_shape[-1])
+
+
+def _lora_params(p, kernel_shape) -> int:
+    """``U`` (kh*kw*cin x R) and ``V`` (R x cout)."""
+    kh, kw, cin, cout = (int(d) for d in kernel_shape)
+    return int(p.rank) * (kh * kw * cin + cout)
+
+
 def _gradual_layers(p, bm, epoch: int) -> FrozenSet[str]:
     n = len(bm.blocks)
     k = min(int(epoch), n)
@@ -289,6 +340,14 @@ class KindSpec:
             random weights instead of the pretrained ones (``reinit``), or None.
         adaptive: each tensor's update scaled by its gradient-to-parameter norm ratio over
             the largest, recomputed every epoch (``autorgn``).
+        reparam: the layers' kernels (and biases) are functions of frozen pretrained values
+            and a few learned tensors (``ssf``, ``lora``), trained through the kernels'
+            gradients and merged into them after every step
+            (:mod:`keras_unet_ft.trainers.reparam`), or None.
+        params: ``(plan, kernel shape) -> int``: the learned parameters of one trained layer
+            when they are not its own weights (``reparam`` kinds), or None.
+        rate_factor: the kind's learning rate as a multiple of ``finetune.learning_rate``
+            (the parameter-efficient kinds learn at 10x, as their papers do).
         baseline: a comparison point (``none``, ``scratch``), never merged with another plan.
         pretrained: starts from the pretrained weights (``scratch``: random ones).
         stage: may be one stage of ``PLAN>PLAN``.
@@ -305,6 +364,9 @@ class KindSpec:
     epoch_layers: Optional[Callable] = None
     fresh_layers: Optional[Callable] = None
     adaptive: bool = False
+    reparam: Optional[str] = None
+    params: Optional[Callable] = None
+    rate_factor: float = 1.0
     baseline: bool = False
     pretrained: bool = True
     stage: bool = True
@@ -322,7 +384,8 @@ class KindSpec:
         (per variable, rate, epoch, a fresh start of some layers): compared with the nearest
         block plan, never merged with the block plan that trains the same layers."""
         return (not self.every_variable or self.rates is not None or self.adaptive
-                or self.epoch_layers is not None or self.fresh_layers is not None)
+                or self.epoch_layers is not None or self.fresh_layers is not None
+                or self.reparam is not None)
 
 
 _UNIT_ROW = dict(arg=UNITS, layers=_unit_layers, curve=True)
@@ -364,6 +427,17 @@ KIND_SPECS: Dict[str, KindSpec] = {
                         "parameter norm ratio over the largest, recomputed every epoch "
                         "(Auto-RGN, surgical fine-tuning, Lee et al. 2023)", NO_ARG, _every_layer,
                         adaptive=True, stage=False, trainers=PER_VARIABLE_TRAINERS),
+    "ssf": KindSpec("ssf", "a learned per-channel scale and shift of every convolution's output "
+                    "(before its activation), kernels and biases frozen, at 10x the rate; "
+                    "folded into the kernels and biases (SSF, Lian et al. 2022)", NO_ARG,
+                    _conv_layers, reparam="ssf", params=_ssf_params, rate_factor=10.0,
+                    stage=False, trainers=PER_VARIABLE_TRAINERS),
+    "lora": KindSpec("lora:R", "a learned rank-R update U V of every 3x3 convolution's kernel "
+                     "(reshaped kh*kw*cin x cout; V starts at 0), everything else frozen, at "
+                     "10x the rate; merged into the kernels (LoRA, Hu et al. 2022)", RANK,
+                     _conv3x3_layers, variables=_kernels_only, reparam="lora",
+                     params=_lora_params, rate_factor=10.0, stage=False,
+                     trainers=PER_VARIABLE_TRAINERS),
     "staged": KindSpec("PLAN>PLAN[>...]", "stages trained one after the other, each with a "
                        "fresh optimizer", STAGES, _stage_union, stage=False),
 }
@@ -393,7 +467,7 @@ PLAN_SETS: Dict[str, Tuple[str, ...]] = {
     # block freezing against the other ways to fine-tune (BitFit, LLRD, gradual unfreezing)
     "methods": ("contracting", "expanding", "shallow_to_deep:1", "deep_to_shallow:1",
                 "shallow_to_deep:N", "bitfit", "llrd:0.5", "gradual:top", "gradual:bottom",
-                "reinit:expanding", "autorgn"),
+                "reinit:expanding", "autorgn", "ssf", "lora:4"),
 }
 
 
@@ -416,6 +490,7 @@ class Plan:
         direction: for ``gradual``: ``top`` (deepest block first) or ``bottom``.
         reset: for ``reinit``: ``expanding`` or ``blocks-K..N``, the part that starts from
             fresh random weights.
+        rank: for ``lora``: the rank R of each kernel's learned update.
 
     Examples:
         >>> Plan.parse("shallow_to_deep:3@level").k
@@ -437,6 +512,7 @@ class Plan:
     gamma: Optional[float] = None
     direction: Optional[str] = None
     reset: Optional[str] = None
+    rank: Optional[int] = None
 
     def __post_init__(self):
         if self.kind not in KIND_SPECS:
@@ -551,6 +627,25 @@ class Plan:
     def adaptive(self) -> bool:
         """Whether each tensor's update is scaled by its relative gradient norm (autorgn)."""
         return any(st.spec.adaptive for st in self.steps)
+
+    @property
+    def reparam(self) -> Optional[str]:
+        """``ssf`` or ``lora`` when the plan learns a few tensors beside frozen kernels
+        (merged into them after every step), else None."""
+        return self.spec.reparam
+
+    def params_of_layer(self, kernel_shape, layer_params: int) -> int:
+        """The parameters this plan learns in a trained layer of kernel ``kernel_shape``:
+        the layer's own (``layer_params``, or its biases' for ``bitfit`` - counted by the
+        caller) unless the kind learns other tensors (``ssf``: 2 per output channel;
+        ``lora:R``: R (kh*kw*cin + cout)).
+
+        Examples:
+            >>> Plan.parse("lora:4").params_of_layer((3, 3, 8, 16), 1168)
+            352
+        """
+        fn = self.spec.params
+        return int(layer_params) if fn is None else int(fn(self, tuple(kernel_shape)))
 
     @property
     def layers_change(self) -> bool:

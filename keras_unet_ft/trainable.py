@@ -51,11 +51,10 @@ def plan_matrix(plans: Sequence[str], block_map) -> List[PlanRow]:
         cells = []
         for b in block_map.blocks:
             hit = [n for n in b.weighted_layers if n in chosen]
-            cells.append("." if not hit else "b" if not plan.spec.every_variable
-                         else "X" if len(hit) == len(b.weighted_layers) else "x")
-        n_params = (sum(params[n] for n in chosen) if plan.spec.every_variable else
-                    count_params([w for n in chosen for w in block_map.model.get_layer(n).weights
-                                  if plan.trains_variable(w.path)]))
+            whole = len(hit) == len(b.weighted_layers)
+            cells.append("." if not hit else ("P" if whole else "p") if plan.reparam
+                         else "b" if not plan.spec.every_variable else "X" if whole else "x")
+        n_params = trained_params(block_map.model, plan, chosen)
         rows.append(PlanRow(str(p), cells, [n for n in order if n in chosen],
                             n_params, block_map.total_params))
     return rows
@@ -79,7 +78,9 @@ def format_matrix(rows: Sequence[PlanRow], block_map, markdown: bool = False) ->
         lines.append(f"{r.plan:<{w}}  " + " ".join(f"{c:>3}" for c in r.cells)
                      + f"  {r.trainable_params:>12,} {r.share:>6.2f}%")
     lines.append("columns: block index + part (c contracting, b bottleneck, e expanding); "
-                 "X = whole block trained, x = part of it, b = its biases only, . = frozen")
+                 "X = whole block trained, x = part of it, b = its biases only, P / p = "
+                 "every / some of its kernels updated by learned tensors (ssf, lora), "
+                 ". = frozen")
     return "\n".join(lines)
 
 
@@ -112,14 +113,29 @@ def count_params(weights) -> int:
     return n
 
 
+def trained_params(model, plan, layers) -> int:
+    """The parameters ``plan`` learns in ``layers`` (names) of ``model``: their weights (the
+    biases only for ``bitfit``), or the learned tensors beside frozen kernels for the
+    ``ssf`` and ``lora`` kinds (:meth:`~keras_unet_ft.plans.Plan.params_of_layer`)."""
+    plan = Plan.parse(plan)
+    n = 0
+    for layer in model.layers:
+        if layer.name not in layers:
+            continue
+        own = count_params([w for w in layer.weights if plan.trains_variable(w.path)])
+        n += (plan.params_of_layer(layer.kernel.shape, own) if plan.reparam else own)
+    return n
+
+
 def plan_report(model, plan, layers) -> PlanReport:
-    """A :class:`PlanReport` for ``layers`` (names) trained on ``model``."""
+    """A :class:`PlanReport` for ``layers`` (names) trained on ``model``. The frozen
+    parameters are the model's others (for ``ssf`` / ``lora``: all of the model's own)."""
     chosen = set(layers)
     plan = Plan.parse(plan)
     ordered = tuple(layer.name for layer in model.layers if layer.name in chosen)
-    n_tr = sum(count_params([w for w in layer.weights if plan.trains_variable(w.path)])
-               for layer in model.layers if layer.name in chosen)
-    return PlanReport(str(plan), ordered, n_tr, count_params(model.weights) - n_tr)
+    n_tr = trained_params(model, plan, chosen)
+    total = count_params(model.weights)
+    return PlanReport(str(plan), ordered, n_tr, total if plan.reparam else total - n_tr)
 
 
 def mixed_weights(model, pretrained, fresh, fresh_layers) -> list:

@@ -132,6 +132,7 @@ def test_a_survivor_goes_on_from_its_weights_and_adam_state(tmp_path):
     session = FoldSession(cfg, 0, "fp32", None, "unet")
     assert resumable("expanding", session.trainer_name)
     assert not resumable("gradual:top", session.trainer_name)
+    assert not resumable("ssf", session.trainer_name) and not resumable("lora:2", "selective")
     c = Candidate("expanding", [], "unet")
     _go_on(c, cfg, session, pre, (x, y), val, 1.0, seed=0)
     first = [w.copy() for w in c.state[0]]

@@ -28,11 +28,13 @@ def images(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tuned(tiny_study, tmp_path_factory):
-    """``unet-ft finetune`` from the tiny study's folder (its pretrained model and config)."""
+    """``unet-ft finetune`` from the tiny study's folder (its pretrained model and config),
+    with LoRA: its learned factors are merged into the kernels, so every use below (predict,
+    plain-Keras loading, SavedModel / TFLite export) sees an ordinary U-Net."""
     out, _ = tiny_study
     dest = tmp_path_factory.mktemp("tuned") / "model"
     finetune.clear_shared()
-    code = main(["finetune", "--target", "sim_bus", "--plan", "deep_to_shallow:3",
+    code = main(["finetune", "--target", "sim_bus", "--plan", "lora:4",
                  "--pretrained", str(out), "--out", str(dest), "--val-fraction", "0.25"])
     assert code == 0
     return dest
@@ -41,7 +43,7 @@ def tuned(tiny_study, tmp_path_factory):
 def test_finetune_writes_model_history_summary(tuned, tiny_study):
     _, cfg = tiny_study
     s = json.loads((tuned / "summary.json").read_text())
-    assert s["plan"] == "deep_to_shallow:3" and s["n_val"] == 2 and s["n_train"] == 6
+    assert s["plan"] == "lora:4" and s["n_val"] == 2 and s["n_train"] == 6
     assert 0 <= s["val_dice_mean"] <= 1 and s["input_size"] == cfg.model.size
     assert s["pretrained"].endswith("pretrained/model.keras")
     assert (tuned / "history.csv").read_text().startswith("epoch,loss")

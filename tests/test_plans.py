@@ -105,6 +105,11 @@ def test_layers_regex_plan(small):
     ("gradual:sideways", "needs a direction in"),
     ("bitfit:2", "takes no argument"),
     ("llrd:0.5>all", "a stage is a plain plan"),
+    ("lora", "expected lora:R"),
+    ("lora:0", "positive integer rank, e.g. lora:4; got 0"),
+    ("lora:2.5", "expected lora:R"),
+    ("ssf:2", "takes no argument"),
+    ("ssf>all", "a stage is a plain plan"),
 ])
 def test_bad_plan_strings(text, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
@@ -323,7 +328,7 @@ KIND_EXAMPLES = {
     "shallow_to_deep": "shallow_to_deep:3@level", "deep_to_shallow": "deep_to_shallow:2",
     "only_block": "only_block:5", "layers": "layers:^enc", "bitfit": "bitfit",
     "llrd": "llrd:0.5", "gradual": "gradual:top", "staged": "expanding:blocks>bitfit",
-    "reinit": "reinit:blocks-6..9", "autorgn": "autorgn",
+    "reinit": "reinit:blocks-6..9", "autorgn": "autorgn", "ssf": "ssf", "lora": "lora:4",
 }
 
 

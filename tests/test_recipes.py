@@ -1,4 +1,5 @@
-"""Transfer recipes beyond freezing: reinit (nnU-Net's), Auto-RGN, the learning-rate warm-up."""
+"""Transfer recipes beyond freezing: reinit (nnU-Net's), Auto-RGN, the learning-rate warm-up,
+SSF and LoRA (learned tensors merged into plain kernels)."""
 
 import numpy as np
 import pytest
@@ -92,10 +93,159 @@ def test_warmup_raises_the_rate_linearly_then_holds_it(trainer):
 
 
 def test_recipes_are_never_merged_with_the_block_plan_of_the_same_layers(small_bm):
-    plans = ["shallow_to_deep:9", "all", "reinit:expanding", "autorgn"]
+    plans = ["shallow_to_deep:9", "all", "reinit:expanding", "autorgn", "ssf", "lora:2"]
     groups = group_plans(plans, {"unet": small_bm}, "unet")
-    assert [g[0] for g in groups] == ["shallow_to_deep:9", "reinit:expanding", "autorgn"]
-    assert Plan.parse("reinit:expanding").is_method and Plan.parse("autorgn").is_method
+    assert [g[0] for g in groups] == ["shallow_to_deep:9", "reinit:expanding", "autorgn", "ssf",
+                                      "lora:2"]
+    assert all(Plan.parse(p).is_method for p in plans[2:])
+
+
+# -- ssf and lora: the learned tensors' parameters, exact -------------------------------
+def _expected_params(bm, plan):
+    """By hand: 2 per output channel of every conv (ssf); R (kh kw cin + cout) per 3x3 conv."""
+    n = 0
+    for name in (n for b in bm.blocks for n in b.weighted_layers):
+        kh, kw, cin, cout = bm.model.get_layer(name).kernel.shape
+        if plan == "ssf":
+            n += 2 * cout
+        elif (kh, kw) == (3, 3):
+            n += int(plan.split(":")[1]) * (kh * kw * cin + cout)
+    return n
+
+
+@pytest.mark.parametrize("plan", ["ssf", "lora:1", "lora:4"])
+def test_ssf_and_lora_trainable_counts_are_exact(plan, small_bm):
+    from keras_unet_ft.trainable import plan_matrix
+
+    row = plan_matrix([plan], small_bm)[0]
+    assert row.trainable_params == _expected_params(small_bm, plan) > 0
+    assert set(row.cells) == {"P"} if plan == "ssf" else "p" in row.cells   # lora: no 2x2 / 1x1
+
+
+@pytest.mark.parametrize("trainer", ["selective", "masked"])
+def test_ssf_scales_every_kernel_channel_and_freezes_the_rest(trainer):
+    init, train = _tiny_init()
+    finetune.clear_shared()
+    c = tiny_config(**{"study.trainer": trainer, "finetune.epochs": "2"})
+    tr = finetune.FoldSession(c, 0, "fp32").train("ssf", train, init)
+    assert tr.report.trainable_params == _expected_params(tr.block_map, "ssf")
+    moved = 0
+    for name, (k0, b0) in tr.weights_before.items():
+        k1, b1 = tr.model.get_layer(name).get_weights()
+        gamma = (k1 / np.where(k0 == 0, 1, k0)).reshape(-1, k0.shape[-1])
+        # W = W0 * gamma: one factor per output channel, the same for every kernel entry
+        np.testing.assert_allclose(gamma, np.broadcast_to(gamma[:1], gamma.shape), atol=1e-5,
+                                   err_msg=name)
+        beta = b1 - b0 * gamma[0]
+        moved += int(np.abs(gamma[0] - 1).max() > 0) + int(np.abs(beta).max() > 0)
+    assert moved == 2 * len(tr.weights_before)    # every scale and shift learned
+
+
+@pytest.mark.parametrize("trainer", ["selective", "masked"])
+def test_lora_updates_are_low_rank_and_only_in_3x3_kernels(trainer):
+    init, train = _tiny_init()
+    finetune.clear_shared()
+    c = tiny_config(**{"study.trainer": trainer, "finetune.epochs": "2"})
+    tr = finetune.FoldSession(c, 0, "fp32").train("lora:2", train, init)
+    assert tr.report.trainable_params == _expected_params(tr.block_map, "lora:2")
+    assert "head_out" not in tr.report.trainable_layers
+    for name, (k0, b0) in tr.weights_before.items():
+        k1, b1 = tr.model.get_layer(name).get_weights()
+        np.testing.assert_array_equal(b1, b0, err_msg=name)          # biases frozen
+        delta = (k1.astype(np.float64) - k0).reshape(-1, k0.shape[-1])
+        if k0.shape[:2] != (3, 3):
+            np.testing.assert_array_equal(k1, k0, err_msg=name)      # 2x2, 1x1 frozen
+            continue
+        s = np.linalg.svd(delta, compute_uv=False)
+        assert s[0] > 0, name
+        assert s[2:].max(initial=0) < 1e-3 * s[0], (name, s)          # rank 2 (float noise)
+
+
+def test_a_merged_lora_and_ssf_layer_computes_what_the_unmerged_one_does():
+    """The merged kernel (what the trainer writes and a saved model holds) against the
+    adapter written out: conv(x, W0) + conv(x, reshape(U V)) + b0, and gamma (conv + b0) + beta."""
+    import keras
+    import tensorflow as tf
+
+    from keras_unet_ft.trainers.reparam import SSF, LoRA
+
+    layer = keras.layers.Conv2D(6, 3, padding="same")
+    x = np.random.default_rng(1).normal(size=(2, 8, 8, 5)).astype(np.float32)
+    layer(x)
+    layer.bias.assign(np.linspace(-1, 1, 6).astype(np.float32))
+    w0, b0 = (np.array(w) for w in layer.get_weights())
+    conv = lambda k: tf.nn.conv2d(x, k, 1, "SAME").numpy()   # noqa: E731
+
+    lora = LoRA([layer], 1e-3, rank=2)
+    lora.start(seed=3, learning_rate=1e-3)
+    u, v = lora.variables
+    v.assign(np.random.default_rng(2).normal(size=v.shape).astype(np.float32))
+    lora.merge()
+    unmerged = conv(w0) + conv((u.numpy() @ v.numpy()).reshape(w0.shape)) + b0
+    np.testing.assert_allclose(np.asarray(layer(x)), unmerged, rtol=1e-4, atol=1e-4)
+
+    layer.set_weights([w0, b0])
+    ssf = SSF([layer], 1e-3)
+    ssf.start(seed=0, learning_rate=1e-3)
+    gamma, beta = ssf.variables
+    gamma.assign(np.linspace(0.5, 1.5, 6).astype(np.float32))
+    beta.assign(np.linspace(-0.2, 0.2, 6).astype(np.float32))
+    ssf.merge()
+    unmerged = gamma.numpy() * (conv(w0) + b0) + beta.numpy()
+    np.testing.assert_allclose(np.asarray(layer(x)), unmerged, rtol=1e-4, atol=1e-4)
+
+
+def test_the_learned_tensors_gradients_follow_from_the_kernels():
+    """dL/dgamma, dL/dbeta, dL/dU, dL/dV by the chain rule equal TensorFlow's own
+    gradients of the adapter written out."""
+    import keras
+    import tensorflow as tf
+
+    from keras_unet_ft.trainers.reparam import SSF, LoRA
+
+    layer = keras.layers.Conv2D(4, 3, padding="same")
+    x = tf.constant(np.random.default_rng(4).normal(size=(2, 6, 6, 3)).astype(np.float32))
+    layer(x)
+    w0, b0 = (tf.constant(np.array(w)) for w in layer.get_weights())
+    loss_of = lambda y: tf.reduce_sum(tf.sin(y))   # noqa: E731
+
+    def kernel_grads():
+        with tf.GradientTape() as tape:
+            loss = loss_of(layer(x))
+        gk, gb = tape.gradient(loss, [layer.kernel, layer.bias])
+        return {id(layer.kernel): gk, id(layer.bias): gb}
+
+    lora = LoRA([layer], 1e-3, rank=2)
+    lora.start(seed=5, learning_rate=1e-3)
+    lora.variables[1].assign(np.full((2, 4), 0.3, np.float32))
+    lora.merge()
+    ours = lora._grads(kernel_grads())
+    u, v = (tf.Variable(t.numpy()) for t in lora.variables)
+    with tf.GradientTape() as tape:
+        k = w0 + tf.reshape(u @ v, w0.shape)
+        loss = loss_of(tf.nn.conv2d(x, k, 1, "SAME") + b0)
+    for a, b in zip(ours, tape.gradient(loss, [u, v])):
+        np.testing.assert_allclose(np.asarray(a), b.numpy(), rtol=1e-4, atol=1e-5)
+
+    layer.set_weights([w0.numpy(), b0.numpy()])
+    ssf = SSF([layer], 1e-3)
+    ssf.start(seed=0, learning_rate=1e-3)
+    ssf.variables[0].assign(np.array([0.5, 1.0, 1.5, 2.0], np.float32))
+    ssf.merge()
+    ours = ssf._grads(kernel_grads())
+    g, bt = (tf.Variable(t.numpy()) for t in ssf.variables)
+    with tf.GradientTape() as tape:
+        loss = loss_of(g * (tf.nn.conv2d(x, w0, 1, "SAME") + b0) + bt)
+    for a, b in zip(ours, tape.gradient(loss, [g, bt])):
+        np.testing.assert_allclose(np.asarray(a), b.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_ssf_and_lora_need_a_per_variable_trainer():
+    init, train = _tiny_init()
+    for plan in ("ssf", "lora:2"):
+        with pytest.raises(ValueError, match="study.trainer=selective"):
+            finetune.FoldSession(tiny_config(**{"study.trainer": "keras"}), 0,
+                                 "fp32").train(plan, train, init)
 
 
 @pytest.fixture(scope="module")

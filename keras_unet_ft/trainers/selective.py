@@ -66,6 +66,8 @@ class MaskedTrainer:
         self._opt_state = [np.array(v.numpy()) for v in self.optimizer.variables]
         self._chosen: frozenset = frozenset()   # indices of the trained variables
         self._scaled = False
+        self._reparam = None                     # ssf / lora: the learned tensors, or None
+        self._reparams: Dict[tuple, object] = {}
         self._steps: Dict[tuple, object] = {}
         self._infer = tf.function(lambda x: model(x, training=False))
 
@@ -88,11 +90,12 @@ class MaskedTrainer:
                 chosen_all |= stage_layers(plan, st, self.bm)
                 first = st.epoch_layers(self.bm, 1) if plan.trains else frozenset()
                 if i == 0:
-                    self.reset(init, first, rates[i], st, self.bm)
+                    self.reset(init, first, rates[i], st, self.bm, seed=seed)
                     keras.utils.set_random_seed(seed)
                     before = weights_by_layer(self.model)
                 else:  # next stage: keep the weights, fresh optimizer state
-                    self.reset(self.model.get_weights(), first, rates[i], st, self.bm)
+                    self.reset(self.model.get_weights(), first, rates[i], st, self.bm,
+                               seed=seed + i)
                 if not epochs:
                     continue
                 ds = make_dataset(data[0], data[1], batch_size, shuffle=True, seed=seed + i)
@@ -108,7 +111,7 @@ class MaskedTrainer:
                             extra["largest_rgn"] = self.adapt(*probe)
                         if warmup_epochs:
                             extra["learning_rate"] = rates[i] * warmup_factor(e, warmup_epochs)
-                            self.optimizer.learning_rate = extra["learning_rate"]
+                            self._set_rate(extra["learning_rate"], st)
                         re_, te = self.fit(ds, 1, shifted(log, len(rows) + e - 1))
                         trace += self.last_trace
                         r.append({**re_[0], "epoch": e, **extra})
@@ -158,6 +161,21 @@ class MaskedTrainer:
         for v, value in zip(self.optimizer.variables, state[1]):
             v.assign(value)
 
+    def _set_rate(self, learning_rate: float, plan=None) -> None:
+        """The rate of the trained variables (the learned tensors of ``ssf`` / ``lora``
+        at the plan kind's multiple of it)."""
+        self.optimizer.learning_rate = float(learning_rate)
+        if self._reparam is not None:
+            self._reparam.set_rate(float(learning_rate) * plan.spec.rate_factor)
+
+    def _update(self, grads, sub, scales):
+        """The step's update: Adam on ``sub`` (:meth:`_apply`), or for ``ssf`` / ``lora``
+        on the learned tensors, whose gradients follow from ``sub``'s."""
+        if self._reparam is not None:
+            self._reparam.apply({id(v): g for v, g in zip(sub, grads)})
+        else:
+            self._apply(grads, sub, scales)
+
     def _apply(self, grads, sub, scales):
         """Adam on ``sub``; with ``scales`` each variable's update is multiplied by its
         factor (an update, not a gradient, factor: Adam normalises gradients away)."""
@@ -180,30 +198,34 @@ class MaskedTrainer:
                 loss = self.loss_fn(y, pred)
             grads = tape.gradient(loss, self.vars)
             grads = [g * tf.cast(m, g.dtype) for g, m in zip(grads, self.masks)]
-            self._apply(grads, self.vars, scales)
+            self._update(grads, self.vars, scales)
             return loss
 
         return tf.function(step)
 
     def _step_for(self, x, y):
-        key = ("masked", self._scaled)
+        key = ("masked", self._scaled, id(self._reparam))
         if key not in self._steps:
             self._steps[key] = self._make_step(self._scaled)
         return self._steps[key]
 
     def reset(self, weights=None, trainable_layers=(), learning_rate=None, plan=None,
-              block_map=None):
+              block_map=None, seed: int = 0):
         """Back to the initial state (or ``weights``), fresh optimizer, and
-        :meth:`select` the trained variables."""
+        :meth:`select` the trained variables; for ``ssf`` / ``lora`` the learned tensors
+        start afresh on these weights (``seed`` draws LoRA's ``U``)."""
         for v, val in zip(self.model.variables, self._model_state):
             v.assign(val)
         if weights is not None:
             self.model.set_weights(weights)
         for v, val in zip(self.optimizer.variables, self._opt_state):
             v.assign(val)
-        if learning_rate is not None:
-            self.optimizer.learning_rate = float(learning_rate)
         self.select(trainable_layers, plan, block_map)
+        rate = float(np.array(self.optimizer.learning_rate) if learning_rate is None
+                     else learning_rate)
+        self._set_rate(rate, plan)
+        if self._reparam is not None:
+            self._reparam.start(seed, rate * plan.spec.rate_factor)
 
     def select(self, trainable_layers=(), plan=None, block_map=None):
         """Train the variables of ``trainable_layers`` from now on (weights and optimizer
@@ -219,6 +241,14 @@ class MaskedTrainer:
             m.assign(1.0 if i in chosen else 0.0)
             s.assign(1.0 if factors is None else factors.get(name, 1.0))
         self._chosen, self._scaled = chosen, factors is not None
+        self._reparam = None
+        if plan is not None and plan.reparam and layers:
+            key = (str(plan.bare), frozenset(layers))
+            if key not in self._reparams:   # its variables live as long as the trainer
+                from .reparam import make_reparam
+
+                self._reparams[key] = make_reparam(plan, self.model, layers, 1e-3)
+            self._reparam = self._reparams[key]
 
     def fit(self, dataset, epochs: int, log=None):
         """Train; returns ``(history rows, seconds per epoch)``; NaN loss raises.
@@ -271,7 +301,7 @@ class SelectiveTrainer(MaskedTrainer):
     def _step_for(self, x, y):
         import tensorflow as tf
 
-        key = (self._chosen, self._scaled)
+        key = (self._chosen, self._scaled, id(self._reparam))
         if key not in self._steps:
             sub = [self.vars[i] for i in sorted(self._chosen)]
             scales = [self.scales[i] for i in sorted(self._chosen)] if self._scaled else None
@@ -281,7 +311,7 @@ class SelectiveTrainer(MaskedTrainer):
                     pred = self.model(xb, training=True)
                     loss = self.loss_fn(yb, pred)
                 grads = tape.gradient(loss, sub)
-                self._apply(grads, sub, scales)
+                self._update(grads, sub, scales)
                 return loss
 
             spec_x = tf.TensorSpec((None,) + tuple(x.shape[1:]), x.dtype)
