@@ -64,6 +64,7 @@ class Transfer:
     real: str
     size: int
     excluded: List[str] = dataclasses.field(default_factory=list)
+    folds: int = FOLDS
 
     def means(self) -> Dict[str, float]:
         return {k: float(np.mean(getattr(self, k))) for k in ("floor", "sim_to_real", "ceiling")}
@@ -90,7 +91,7 @@ class Transfer:
         lo, hi = self.interval()
         r = self.realism
         return dict(real=self.real, simulated=self.simulated, size=self.size,
-                    n_real=len(self.floor), excluded=self.excluded,
+                    n_real=len(self.floor), excluded=self.excluded, folds=self.folds,
                     **{k: round(v, 4) for k, v in self.means().items()},
                     sim_to_sim=round(self.sim_to_sim, 4),
                     sim_to_real_runs=[round(v, 4) for v in self.sim_to_real_runs],
@@ -107,7 +108,7 @@ class Transfer:
                  f"(mean of {len(self.sim_to_real_runs)} simulated set(s): "
                  f"{', '.join(f'{v:.3f}' for v in self.sim_to_real_runs)}; on their own "
                  f"simulated images: {self.sim_to_sim:.3f})",
-                 f"  ceiling (real -> real, {FOLDS}-fold):      Dice {m['ceiling']:.3f}"]
+                 f"  ceiling (real -> real, {self.folds}-fold):      Dice {m['ceiling']:.3f}"]
         r = self.realism
         if r is None:
             lines.append(f"  realism: not computed - the real images raise Dice by only "
@@ -167,7 +168,8 @@ def model_size(model_path: str) -> int:
 
 
 def measure_transfer(model_path: str, real, simulated: Sequence, *, epochs: int = EPOCHS,
-                     seed: int = 0, n_augmented: int = N_AUGMENTED) -> Transfer:
+                     seed: int = 0, n_augmented: int = N_AUGMENTED,
+                     folds: int = FOLDS) -> Transfer:
     """The three scores of :mod:`keras_unet_ft.transfer` on ``real`` (a Dataset).
 
     Args:
@@ -179,6 +181,7 @@ def measure_transfer(model_path: str, real, simulated: Sequence, *, epochs: int 
         epochs: fine-tuning epochs of each net.
         seed: drives the weights' order of updates, the augmentation and the folds.
         n_augmented: training images of each net (the originals and augmented copies).
+        folds: the ceiling's k-fold cross-validation on the real images.
 
     Returns:
         A :class:`Transfer`.
@@ -198,9 +201,11 @@ def measure_transfer(model_path: str, real, simulated: Sequence, *, epochs: int 
     names = [str(i) for i in real.ids]
     excluded = [n for n, k in zip(names, keep) if not k]
     x, y = real.images[keep], real.masks[keep]
-    if len(x) < 2 * FOLDS:
+    if int(folds) != folds or folds < 2:
+        raise UserError(f"folds must be an integer >= 2, got {folds!r}")
+    if len(x) < 2 * folds:
         raise UserError(f"{real.name}: {len(x)} real images with a lesion; the measure needs "
-                        f">= {2 * FOLDS} ({FOLDS}-fold cross-validation)")
+                        f">= {2 * folds} ({folds}-fold cross-validation)")
     floor = _scores(_fresh(model_path, seed), x, y)
     runs, own = [], []
     for r, sim in enumerate(simulated):
@@ -210,11 +215,11 @@ def measure_transfer(model_path: str, real, simulated: Sequence, *, epochs: int 
         own.append(float(_scores(net, sim.images, sim.masks).mean()))
     sim_to_real, sim_to_sim = np.mean(runs, axis=0), float(np.mean(own))
     ceiling = np.zeros(len(x))
-    for k, (tr, te) in enumerate(KFold(FOLDS, shuffle=True, random_state=seed).split(x)):
+    for k, (tr, te) in enumerate(KFold(int(folds), shuffle=True, random_state=seed).split(x)):
         net = _train(_fresh(model_path, seed), x[tr], y[tr], seed + k, epochs, n_augmented)
         ceiling[te] = _scores(net, x[te], y[te])
     return Transfer(floor=floor, sim_to_real=sim_to_real, ceiling=ceiling,
                     sim_to_sim=sim_to_sim, names=[n for n, k in zip(names, keep) if k],
                     sim_to_real_runs=[float(v.mean()) for v in runs],
                     simulated=simulated[0].name, real=real.name, size=int(x.shape[1]),
-                    excluded=excluded)
+                    excluded=excluded, folds=int(folds))

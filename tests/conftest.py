@@ -1,4 +1,5 @@
 import os
+import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("UNET_FT_MAX_AM_STEPS", "3")
@@ -14,9 +15,11 @@ def pytest_collection_modifyitems(items):
         if "tiny_study" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
 
+#: pretrain_n 18: 2 validation + 16 training images, two full batches of 8, so Keras traces
+#: one train step (a last, smaller batch costs a second trace: seconds per test)
 TINY = {
     "model.size": "32", "model.base_filters": "4",
-    "data.targets": "sim_bus,synth_cxr", "data.target_n": "8", "data.pretrain_n": "16",
+    "data.targets": "sim_bus,synth_cxr", "data.target_n": "8", "data.pretrain_n": "18",
     "pretrain.epochs": "1", "pretrain.batch_size": "8",
     "finetune.epochs": "1", "finetune.batch_size": "4", "finetune.augment_total": "8",
     "finetune.folds": "2",
@@ -42,6 +45,17 @@ def tiny_study(tmp_path_factory):
     out = root / "results"
     run(cfg, out, progress=False)
     return out, cfg
+
+
+def reuse_pretrained(tiny_study, out):
+    """Seed the results folder ``out`` with the tiny study's pretrained net (same model,
+    pretraining settings and seed: the study reuses it, as it does a folder's own), so an
+    end-to-end test of what comes after pretraining does not pretrain again."""
+    import shutil
+
+    src = tiny_study[0] / "pretrained"
+    shutil.copytree(src, pathlib.Path(out) / "pretrained")
+    return out
 
 
 # -- a hand-made results folder: exact numbers in, exact tables and sentences out ----------

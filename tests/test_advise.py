@@ -62,7 +62,9 @@ def test_advise_on_the_smoke_profile_writes_its_files_and_picks_a_plan(tmp_path)
     from keras_unet_ft.config import load_config
     from keras_unet_ft.plans import plan_set
 
-    cfg = load_config("smoke", {"data.cache_dir": str(tmp_path / "cache")})
+    cfg = load_config("smoke", {"data.cache_dir": str(tmp_path / "cache"),
+                                "data.pretrain_n": "18", "pretrain.epochs": "1",
+                                "data.target_n": "16", "finetune.augment_total": "16"})
     out = tmp_path / "advice"
     plans = "contracting,expanding,shallow_to_deep:1,deep_to_shallow:1,gradual:top"
     a = advise(cfg, "sim_bus", out, plans=plans, progress=False)

@@ -312,7 +312,8 @@ def test_one_finetune_run_over_two_local_workers_equals_one_process(tmp_path):
     # moves the weights of the two loops apart by more than the tolerance below
     plain = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}
     sets = ["--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "model.dropout=0",
-            "--set", "finetune.learning_rate=1e-3", "--precision", "fp32"]
+            "--set", "finetune.learning_rate=1e-3", "--set", "data.target_n=12",
+            "--set", "finetune.augment_total=16", "--precision", "fp32"]
     cfg = load_config("smoke", {"model.dropout": "0"})
     keras.utils.set_random_seed(3)
     pre = tmp_path / "pre.keras"

@@ -11,7 +11,7 @@ def test_cheng_study_end_to_end(tmp_path):
 
     cfg = tiny_config(**{"data.targets": "sim_lus", "study.plans": "cheng",
                          "study.baselines": "true", "model.encoder_weights": "none",
-                         "sizes.counts": "2,4,6", "sizes.plans": "xunet/all",
+                         "sizes.counts": "4,6", "sizes.plans": "xunet/all",
                          "finetune.stage_learning_rates": "1e-3,5e-4",
                          "data.cache_dir": str(tmp_path / "cache")})
     out = run(cfg, tmp_path / "r", progress=False)
@@ -31,7 +31,7 @@ def test_cheng_study_end_to_end(tmp_path):
     assert png.exists()
     # the dataset-size study ran with the cheng plans (4 training images per fold here)
     sizes = list(csv.DictReader(open(out / "sizes.csv")))
-    assert len(sizes) == 3 * 2 * cfg.finetune.folds
+    assert len(sizes) == 2 * 2 * cfg.finetune.folds
     for r in sizes:
         n, aug = int(r["n_originals"]), int(r["augment"])
         if n > 4:
@@ -43,7 +43,7 @@ def test_cheng_study_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_all_on_a_busi_layout_with_options_then_a_changed_rerun(tmp_path):
+def test_run_all_on_a_busi_layout_with_options_then_a_changed_rerun(tiny_study, tmp_path):
     """The issue's check: a BUSI-layout folder with spec options; normal images (empty
     masks) left out; a rerun with another --set stops and names the keys (exit 2)."""
     import csv
@@ -54,6 +54,8 @@ def test_run_all_on_a_busi_layout_with_options_then_a_changed_rerun(tmp_path):
 
     import numpy as np
     from PIL import Image
+
+    from conftest import reuse_pretrained
 
     root = tmp_path / "BUSI" / "Dataset_BUSI_with_GT"
     rng = np.random.default_rng(0)
@@ -71,11 +73,12 @@ def test_run_all_on_a_busi_layout_with_options_then_a_changed_rerun(tmp_path):
     out = tmp_path / "out"
     base = [sys.executable, str(run_all), "--profile", "smoke", "--out", str(out),
             "--target", f"busi:{tmp_path / 'BUSI'}?include_normal=false", "--jobs", "1",
-            "--set", "data.pretrain_n=16", "--set", "pretrain.epochs=1",
+            "--set", "data.pretrain_n=18", "--set", "pretrain.epochs=1",
             "--set", "finetune.epochs=1", "--set", "finetune.augment_total=8",
             "--set", "study.plans=contracting,expanding", "--set", "study.baselines=false",
             "--set", f"data.cache_dir={tmp_path / 'cache'}"]
     env = {**os.environ, "UNET_FT_NO_PROGRESS": "1"}
+    reuse_pretrained(tiny_study, out)    # the same pretraining settings: not pretrained again
     first = subprocess.run(base, capture_output=True, text=True, env=env)
     assert first.returncode in (0, 3), first.stderr[-2000:]
     rows = list(csv.DictReader(open(out / "results.csv")))

@@ -13,7 +13,7 @@ from keras_unet_ft.pretrain import TimeUp, pretrain
 @pytest.mark.slow
 def test_pretraining_stops_within_its_budget_and_resumes(tmp_path):
     cfg = tiny_config(**{"pretrain.epochs": "3"})
-    ds = load_dataset("synth_salient", n=16, size=32, cache=False, progress=False)
+    ds = load_dataset("synth_salient", n=18, size=32, cache=False, progress=False)
     out = tmp_path / "pretrained"
     with pytest.raises(TimeUp, match="stopped after epoch 1 of 3"):
         pretrain(cfg, ds, out, deadline=time.time())          # stops after one epoch
@@ -30,12 +30,14 @@ def test_pretraining_stops_within_its_budget_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_study_within_max_minutes_stops_cleanly_then_continues(tmp_path):
+def test_study_within_max_minutes_stops_cleanly_then_continues(tiny_study, tmp_path):
+    from conftest import reuse_pretrained
     from keras_unet_ft.pipeline import EXIT_INCOMPLETE, outcome, run
 
     cfg = tiny_config(**{"data.targets": "sim_bus", "study.plans": "contracting,expanding",
                          "study.baselines": "false", "data.cache_dir": str(tmp_path / "c")})
-    out = run(cfg, tmp_path / "r", progress=False, max_minutes=1e-4)
+    out = run(cfg, reuse_pretrained(tiny_study, tmp_path / "r"), progress=False,
+              max_minutes=1e-4)
     code, message = outcome(out)
     assert code == EXIT_INCOMPLETE and "4 run(s) not done yet" in message
     assert not (out / "REPORT.md").exists()                    # no report of a partial grid
@@ -56,6 +58,17 @@ def test_a_one_image_pretraining_set_is_a_sentence(tmp_path):
         pretrain(load_config("smoke"), ds, tmp_path / "pre")
 
 
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory):
+    """A 2-epoch pretraining stopped after its first epoch: checkpointed, to be damaged."""
+    cfg = tiny_config(**{"pretrain.epochs": "2"})
+    ds = load_dataset("synth_salient", n=18, size=32, cache=False, progress=False)
+    out = tmp_path_factory.mktemp("stopped") / "pretrained"
+    with pytest.raises(TimeUp):
+        pretrain(cfg, ds, out, deadline=time.time())          # one epoch, checkpointed
+    return cfg, ds, out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", [
     lambda out: (out / "backup" / "latest.weights.h5").write_bytes(b"\x89HDF\r\n half"),
@@ -65,13 +78,13 @@ def test_a_one_image_pretraining_set_is_a_sentence(tmp_path):
     lambda out: (out / "model.tmp.keras").write_bytes(b"PK\x03\x04 cut"),
 ])
 def test_a_checkpoint_cut_by_a_kill_is_set_aside_and_pretraining_finishes(tmp_path, damage,
-                                                                          caplog):
+                                                                          caplog, stopped):
     """A kill while a checkpoint was written once left every rerun with an h5py traceback."""
-    cfg = tiny_config(**{"pretrain.epochs": "2"})
-    ds = load_dataset("synth_salient", n=16, size=32, cache=False, progress=False)
+    import shutil
+
+    cfg, ds, first = stopped
     out = tmp_path / "pretrained"
-    with pytest.raises(TimeUp):
-        pretrain(cfg, ds, out, deadline=time.time())          # one epoch, checkpointed
+    shutil.copytree(first, out)
     damage(out)
     (out / "backup.bad").mkdir()          # an earlier set-aside checkpoint is replaced
     (out / "backup.bad" / "old").write_text("x")

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import TINY, tiny_config
+from conftest import TINY, reuse_pretrained, tiny_config
 from keras_unet_ft import finetune
 from keras_unet_ft import study as study_mod
 from keras_unet_ft.pipeline import run
@@ -77,7 +77,7 @@ def test_second_invocation_trains_nothing(tiny_study, monkeypatch):
     assert calls == []
 
 
-def _study_with_a_fault(tmp_path, monkeypatch, fold, error):
+def _study_with_a_fault(tiny_study, tmp_path, monkeypatch, fold, error):
     """A 4-run study on sim_bus whose ``expanding`` run of ``fold`` raises ``error``."""
     cfg = tiny_config(**{"data.targets": "sim_bus", "study.plans": "contracting,expanding",
                          "study.baselines": "false"})
@@ -89,12 +89,13 @@ def _study_with_a_fault(tmp_path, monkeypatch, fold, error):
         return real(self, plan, *a, **k)
 
     monkeypatch.setattr(finetune.FoldSession, "train", faulty)
-    return run(cfg, tmp_path / "r", progress=False)
+    return run(cfg, reuse_pretrained(tiny_study, tmp_path / "r"), progress=False)
 
 
 @pytest.mark.slow
-def test_failed_run_is_recorded_and_others_finish(tmp_path, monkeypatch):
-    out = _study_with_a_fault(tmp_path, monkeypatch, 1, FloatingPointError("simulated divergence"))
+def test_failed_run_is_recorded_and_others_finish(tiny_study, tmp_path, monkeypatch):
+    out = _study_with_a_fault(tiny_study, tmp_path, monkeypatch, 1,
+                              FloatingPointError("simulated divergence"))
     rows = _rows(out / "results.csv")
     failed = [r for r in rows if r["status"] == "failed"]
     assert len(rows) == 4 and len(failed) == 1
@@ -148,14 +149,14 @@ def test_seeds_repeat_the_grid_and_nested_adds_inner_runs_without_baselines():
 
 
 @pytest.mark.slow
-def test_repeats_and_nested_selection_end_to_end(tmp_path):
+def test_repeats_and_nested_selection_end_to_end(tiny_study, tmp_path):
     """study.seeds=2 + study.nested: each repeat has its own folds and seeds; the report
     gives the best plan, the plans tied with it and the nested estimate."""
     out = tmp_path / "r"
     cfg = tiny_config(**{"study.seeds": "2", "study.nested": "true", "data.targets": "sim_bus",
                          "study.plans": "contracting,expanding", "study.baselines": "false",
                          "data.cache_dir": str(tmp_path / "cache")})
-    run(cfg, out, progress=False)
+    run(cfg, reuse_pretrained(tiny_study, out), progress=False)
     folds0 = json.loads((out / "splits/sim_bus.json").read_text())["folds"]
     folds1 = json.loads((out / "splits/sim_bus_repeat_1.json").read_text())["folds"]
     assert folds0 != folds1
@@ -175,11 +176,11 @@ def test_repeats_and_nested_selection_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_parallel_shard_processes_share_one_folder(tmp_path):
+def test_parallel_shard_processes_share_one_folder(tiny_study, tmp_path):
     cfg = tiny_config(**{"data.targets": "sim_bus", "study.plans": "contracting,expanding",
                          "study.baselines": "false",
                          "data.cache_dir": str(tmp_path / "cache")})
-    out = run(cfg, tmp_path / "r", jobs=2, progress=False)
+    out = run(cfg, reuse_pretrained(tiny_study, tmp_path / "r"), jobs=2, progress=False)
     rows = _rows(out / "results.csv")
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
     assert (out / "REPORT.md").exists()
@@ -218,11 +219,13 @@ def test_the_same_target_twice_is_an_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_diverged_runs_are_listed_kept_out_and_fail_the_exit_code(tmp_path, monkeypatch):
+def test_diverged_runs_are_listed_kept_out_and_fail_the_exit_code(tiny_study, tmp_path,
+                                                                  monkeypatch):
     from keras_unet_ft.pipeline import EXIT_RUNS_FAILED, outcome
     from keras_unet_ft.runtime import Diverged
 
-    out = _study_with_a_fault(tmp_path, monkeypatch, 0, Diverged("loss became NaN/inf at epoch 1"))
+    out = _study_with_a_fault(tiny_study, tmp_path, monkeypatch, 0,
+                              Diverged("loss became NaN/inf at epoch 1"))
     rows = {(r["plan"], r["fold"]): r for r in _rows(out / "results.csv")}
     assert rows[("expanding", "0")]["status"] == "diverged"
     summary = {r["plan"]: r for r in _rows(out / "summary.csv")}

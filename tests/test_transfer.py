@@ -67,7 +67,7 @@ def test_measure_transfer_runs_the_three_nets_and_leaves_out_empty_masks(tmp_pat
     real.masks[0] = 0                                   # an empty mask: left out, said
     sims = [load_dataset("sim_bus", n=6, size=32, seed=s, cache=False, progress=False)
             for s in (1, 2)]
-    t = transfer.measure_transfer(str(path), real, sims, epochs=1, n_augmented=8)
+    t = transfer.measure_transfer(str(path), real, sims, epochs=1, n_augmented=8, folds=2)
     assert len(t.sim_to_real_runs) == 2
     assert np.mean(t.sim_to_real_runs) == pytest.approx(t.sim_to_real.mean())
     assert t.excluded == [str(real.ids[0])] and len(t.floor) == 8
@@ -75,6 +75,7 @@ def test_measure_transfer_runs_the_three_nets_and_leaves_out_empty_masks(tmp_pat
         scores = getattr(t, k)
         assert scores.shape == (8,) and np.all((0 <= scores) & (scores <= 1))
     assert "left out: 1 real image(s) with an empty mask" in t.text()
+    assert "ceiling (real -> real, 2-fold)" in t.text() and t.to_dict()["folds"] == 2
     with pytest.raises(ValueError, match="images of"):
         transfer.measure_transfer(str(path), real, [load_dataset(
             "sim_bus", n=6, size=64, seed=1, cache=False, progress=False)], epochs=1,
