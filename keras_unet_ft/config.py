@@ -1,4 +1,4 @@
-"""Configuration: typed sections (pydantic models) and four shipped profiles.
+"""Configuration: typed sections (pydantic models) and five shipped profiles.
 
 * ``smoke`` - tiny (32 x 32, base 4), for tests and a first look; minutes on a CPU.
 * ``quick`` - the default: a CPU-sized version of the paper that still covers
@@ -6,6 +6,9 @@
   and 3 folds.
 * ``faithful`` - the quick profile at 128 x 128 (speckle exists at this scale) with
   the plans the findings rest on (``faithful`` plan set): hours on a CPU.
+* ``shift`` - which blocks win under which domain shift: the quick profile's sizes,
+  pretraining on the built-in breast ultrasound, one target per kind of shift
+  (``sim_bus?shift=KIND``), the ``shift`` plan set.
 * ``paper`` - the paper's settings (docs/paper.md A and D): 256 x 256, base 64, 40
   pretraining epochs on 10,000 images with 10 % validation, 600 augmented
   training images per fold, 20 fine-tuning epochs, 5 folds, Adam 1e-4, binary
@@ -236,6 +239,10 @@ def repeat_config(cfg: "Config", repeat: int) -> "Config":
     return out
 
 
+#: the kinds of ``sim_bus?shift=`` (``data.synthetic.ultrasound.SHIFTS``; a test keeps them
+#: equal), one target each in the ``shift`` profile
+SHIFT_KINDS = ("none", "speckle", "gain", "blur", "contrast", "rim")
+
 PROFILES: Dict[str, Dict[str, Any]] = {
     "paper": {"study.seeds": 3},
     "quick": {
@@ -258,6 +265,18 @@ PROFILES: Dict[str, Dict[str, Any]] = {
         "pretrain.epochs": 8, "pretrain.batch_size": 8, "pretrain.learning_rate": 3e-4,
         "finetune.epochs": 12, "finetune.batch_size": 8, "finetune.augment_total": 200,
         "finetune.folds": 3, "finetune.learning_rate": 3e-4, "study.plans": "faithful",
+    },
+    "shift": {
+        # which blocks win under which domain shift: the quick profile's sizes, pretraining on
+        # the reference breast ultrasound (another seed than the targets'), one target per
+        # kind of shift (the same breasts, one thing changed), the shift plan set
+        "model.size": 64, "model.base_filters": 8,
+        "data.pretrain": "sim_bus?seed=1000", "data.pretrain_n": 2400,
+        "data.targets": ",".join(f"sim_bus?shift={k}&name=shift_{k}" for k in SHIFT_KINDS),
+        "pretrain.epochs": 8, "pretrain.batch_size": 8, "pretrain.learning_rate": 3e-4,
+        "finetune.epochs": 12, "finetune.batch_size": 8, "finetune.augment_total": 200,
+        "finetune.folds": 3, "finetune.learning_rate": 3e-4,
+        "study.plans": "shift", "study.baselines": False,
     },
     "smoke": {
         "model.size": 32, "model.base_filters": 4,

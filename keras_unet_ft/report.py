@@ -396,6 +396,65 @@ def methods_section(S: Dict[str, dict], stats: List[dict], target: str) -> List[
     return L + [""]
 
 
+SHIFT_PAIRS = (("contracting", "expanding"), ("shallow_to_deep:1", "deep_to_shallow:1"))
+
+
+def shift_section(targets, summary: List[dict], stats: List[dict], units: int) -> List[str]:
+    """Which blocks win under which kind of domain shift: one row per ``sim_bus?shift=KIND``
+    target (``unet-ft study --profile shift``), the shallow plan against the deep plan
+    that trains as many blocks, paired over held-out images; [] with fewer than two such
+    targets.
+
+    Args:
+        targets: the manifest's targets (``spec``, ``slug``).
+        summary, stats: summary.csv and stats.csv rows.
+        units: blocks of the model (``shallow_to_deep:MID`` vs ``deep_to_shallow:MID``).
+    """
+    from .data.registry import split_spec
+    from .data.synthetic.ultrasound import SHIFTS
+
+    shifted = []
+    for t in targets:
+        name, _, options = split_spec(t.spec)
+        if name == "sim_bus" and "shift" in options and options["shift"] in SHIFTS:
+            shifted.append((t.slug, options["shift"]))
+    if len(shifted) < 2:
+        return []
+    mid = (units + 1) // 2
+    pairs = SHIFT_PAIRS + ((f"shallow_to_deep:{mid}", f"deep_to_shallow:{mid}"),)
+    by = {(s["target"], s["plan_a"], s["plan_b"]): s for s in stats}
+    dice = {(r["target"], r["plan"]): r for r in summary}
+    pairs = tuple(p for p in pairs if any((slug,) + p in by for slug, _ in shifted))
+    if not pairs:
+        return []
+    L = ["## Which blocks under which domain shift", "",
+         "Each target is the built-in breast ultrasound with one thing changed relative to the "
+         "reference set the net was pretrained on (`none`: no change). Each cell: Dice of the "
+         "shallow plan minus the deep plan that trains as many blocks, its 95 % interval over "
+         "held-out images, and which side wins (tied when the interval holds 0).", "",
+         "| target | shift | level | pretrained, not tuned | "
+         + " | ".join(f"{a} − {b}" for a, b in pairs) + " |",
+         "|---|---|---|---|" + "---|" * len(pairs)]
+    wins: Dict[str, List[str]] = {}
+    for slug, kind in shifted:
+        level, words = SHIFTS[kind]
+        none = dice.get((slug, "none"))
+        cells = []
+        for a, b in pairs:
+            s = by.get((slug, a, b))
+            if s is None:
+                cells.append("-")
+                continue
+            side = {"yes": "shallow", "no": "deep", "tied": "tied"}.get(s.get("verdict"), "?")
+            cells.append(f"{_f(s['diff'])} {_ci(s)} {side}")
+            wins.setdefault(f"{a} vs {b}", []).append(f"{kind}: {side}")
+        L.append(f"| {slug} | {kind}: {words} | {level} | "
+                 f"{_f(none['dice_mean']) if none else '-'} | " + " | ".join(cells) + " |")
+    L += ["", "In words: " + "; ".join(f"{k} - " + ", ".join(v) for k, v in wins.items())
+          + ".", ""]
+    return L
+
+
 def budget_section(budgets: List[dict], target: str) -> List[str]:
     """The best plan within each parameter budget (``budgets.csv``) and the plans within it
     not shown worse; said only where the study has plans of more than one budget."""
@@ -561,6 +620,7 @@ def write_report(out) -> pathlib.Path:
               f"of {p['dataset']}, {p['epochs']} epochs, best validation loss "
               f"{_f(p['best_val_loss'], 4)} at epoch {p['best_epoch']}, {_f(p['seconds'], 0)} s.",
               ""]
+    L += shift_section(manifest.targets, summary, stats, units)
     targets = list(dict.fromkeys(r["target"] for r in summary))
     all_findings = []
     for target in targets:

@@ -220,3 +220,36 @@ def test_data_warnings_of_a_target_are_printed(tmp_path):
     text = write_report(out).read_text()
     assert ("## sim_bus (ultrasound)\n\n**Data warnings:**\n\n- sim_bus: images of mixed "
             "aspect ratios") in text
+
+
+def _stat(target, a, b, diff, lo, hi, verdict):
+    return {"target": target, "plan_a": a, "plan_b": b, "diff": diff, "ci_low": lo,
+            "ci_high": hi, "verdict": verdict}
+
+
+def test_shift_section_says_which_side_wins_per_shift_as_its_interval_does():
+    from types import SimpleNamespace as T
+
+    from keras_unet_ft.report import shift_section
+
+    targets = [T(spec="sim_bus?shift=none&name=ref", slug="ref"),
+               T(spec="sim_bus?shift=blur&name=blurred", slug="blurred"),
+               T(spec="sim_bus?shift=rim&name=rimmed", slug="rimmed"),
+               T(spec="folder:/x", slug="x")]
+    summary = [{"target": "ref", "plan": "none", "dice_mean": "0.7"},
+               {"target": "blurred", "plan": "none", "dice_mean": "0.4"}]
+    stats = [_stat("ref", "contracting", "expanding", "0.005", "-0.01", "0.02", "tied"),
+             _stat("blurred", "contracting", "expanding", "0.05", "0.02", "0.08", "yes"),
+             _stat("rimmed", "contracting", "expanding", "-0.04", "-0.06", "-0.01", "no"),
+             _stat("blurred", "shallow_to_deep:1", "deep_to_shallow:1", "0.1", "0.05", "0.2",
+                   "yes")]
+    text = "\n".join(shift_section(targets, summary, stats, units=9))
+    assert "## Which blocks under which domain shift" in text
+    assert "| blurred | blur: " in text and "| input | 0.400 | 0.050 [+0.020, +0.080] shallow |" \
+        in text
+    assert "| rimmed | rim: " in text and "| output | - | -0.040 [-0.060, -0.010] deep | - |" \
+        in text
+    assert "0.005 [-0.010, +0.020] tied" in text
+    assert "contracting vs expanding - none: tied, blur: shallow, rim: deep" in text
+    assert "| x |" not in text and "shallow_to_deep:5" not in text   # no such comparison
+    assert shift_section(targets[:1] + targets[3:], summary, stats, units=9) == []

@@ -153,3 +153,44 @@ def test_sim_bus_lesions_range_from_anechoic_to_nearly_isoechoic():
         ring = ndimage.binary_dilation(m, iterations=3) & ~m
         ratios.append(img[m].mean() / img[ring].mean())
     assert min(ratios) < 0.3 and max(ratios) > 0.75, sorted(ratios)
+
+
+@pytest.mark.parametrize("shift, level", [("speckle", "input"), ("gain", "input"),
+                                          ("blur", "input"), ("contrast", "input"),
+                                          ("rim", "output")])
+def test_a_shift_changes_one_thing_of_the_same_breasts(shift, level):
+    """The same seed gives the same lesions: input-level shifts keep the masks and change
+    the image; the output-level one keeps the image and grows the mask around the lesion."""
+    from keras_unet_ft.data.synthetic.ultrasound import SHIFTS, sim_bus
+
+    ref = sim_bus(n=3, size=64, seed=4, progress=False)
+    got = sim_bus(n=3, size=64, seed=4, progress=False, shift=shift)
+    assert SHIFTS[shift][0] == level
+    if level == "input":
+        np.testing.assert_array_equal(got.masks, ref.masks)
+        assert np.abs(got.images - ref.images).mean() > 0.01
+    else:
+        np.testing.assert_array_equal(got.images, ref.images)
+        assert (got.masks >= ref.masks).all() and got.masks.sum() > 1.3 * ref.masks.sum()
+
+
+@pytest.mark.parametrize("shift, stat", [
+    ("gain", lambda d: d.images[:, 48:].mean() / d.images[:, :16].mean()),   # deep vs top
+    ("blur", lambda d: np.abs(np.diff(d.images, axis=2)).mean()),           # edge energy
+    ("contrast", lambda d: d.images.std()),
+])
+def test_each_input_shift_moves_its_own_statistic_down(shift, stat):
+    from keras_unet_ft.data.synthetic.ultrasound import sim_bus
+
+    ref = sim_bus(n=4, size=64, seed=2, progress=False)
+    assert stat(sim_bus(n=4, size=64, seed=2, progress=False, shift=shift)) < 0.9 * stat(ref)
+
+
+def test_an_unknown_shift_names_the_kinds():
+    from keras_unet_ft.config import SHIFT_KINDS
+    from keras_unet_ft.data.registry import load_dataset
+    from keras_unet_ft.data.synthetic.ultrasound import SHIFTS
+
+    assert tuple(SHIFTS) == SHIFT_KINDS          # the shift profile has a target per kind
+    with pytest.raises(ValueError, match="shift='noise'; expected one of none, speckle"):
+        load_dataset("sim_bus?shift=noise&n=2", size=32, cache=False, progress=False)

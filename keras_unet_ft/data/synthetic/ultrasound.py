@@ -570,29 +570,68 @@ def scanner_display(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray,
     return img
 
 
+#: ``sim_bus?shift=KIND``: one thing changed relative to the reference set (``none``), the
+#: same seed giving the same breasts, lesions and draws otherwise. Input-level shifts change
+#: how the image looks, the output-level one what the mask marks.
+SHIFTS = {
+    "none": ("reference", "the reference set"),
+    "speckle": ("input", "coarser speckle: a pulse and a beam three times as wide"),
+    "gain": ("input", "images darker with depth: 25 dB more attenuation left uncorrected at "
+                      "the deepest row"),
+    "blur": ("input", "a blurrier display: a Gaussian of 2.5 px (at 256 px) over the image"),
+    "contrast": ("input", "lower contrast: a display dynamic range 30 dB wider"),
+    "rim": ("output", "the mask marks the lesion with its surrounding 1.5 mm (rim, halo)"),
+}
+RIM_MM = 1.5
+
+
+def check_shift(shift: str) -> str:
+    """``shift`` when it is one of :data:`SHIFTS`, else a :class:`UserError` naming them."""
+    if shift not in SHIFTS:
+        raise UserError(f"sim_bus shift={shift!r}; expected one of {', '.join(SHIFTS)} "
+                        "(none = the reference set)")
+    return shift
+
+
 def simulate_breast_image(rng: np.random.Generator, size: int, malignant: bool,
-                          probe: Probe = BREAST_PROBE):
-    """One B-mode image ``(size, size)`` in [0, 1] and its lesion mask (uint8)."""
+                          probe: Probe = BREAST_PROBE, shift: str = "none"):
+    """One B-mode image ``(size, size)`` in [0, 1] and its lesion mask (uint8); ``shift``
+    changes one thing of :data:`SHIFTS` after every random draw of the reference image, so
+    the same ``rng`` state gives the same breast, lesion and speckle draws."""
     probe = dataclasses.replace(probe, focus_mm=rng.uniform(0.3, 0.6) * probe.depth_mm)
+    if shift == "speckle":
+        probe = dataclasses.replace(probe, cycles_sigma=3 * probe.cycles_sigma,
+                                    beam_sigma_mm=3 * probe.beam_sigma_mm,
+                                    beam_sigma_far_mm=3 * probe.beam_sigma_far_mm)
     nz, nx = probe.grid(size)
     echo, lesion = breast_phantom(rng, -(-nz // AXIAL_REPEAT), nx, probe, malignant)
     echo = np.repeat(echo, AXIAL_REPEAT, axis=0)[:nz]
-    env = simulate_envelope(echo, rng, probe, tgc_error_db=rng.uniform(0, 3),
-                            lines=sample_index(nx, size),
-                            gain_falloff_db=rng.uniform(0, 30))
-    img = log_compress(point_sample(env, size, cols=False), rng.uniform(40, 66))
+    tgc, falloff = rng.uniform(0, 3), rng.uniform(0, 30)
+    if shift == "gain":
+        falloff += 25.0
+    env = simulate_envelope(echo, rng, probe, tgc_error_db=tgc, lines=sample_index(nx, size),
+                            gain_falloff_db=falloff)
+    dr = rng.uniform(40, 66) + (30.0 if shift == "contrast" else 0.0)
+    img = log_compress(point_sample(env, size, cols=False), dr)
     img = ndimage.gaussian_filter(img, np.array(SPECKLE_REDUCTION) * size / 256)
+    if shift == "blur":
+        img = ndimage.gaussian_filter(img, 2.5 * size / 256)
     black = rng.uniform(*BLACK_LEVEL)   # the grey map's floor: echo-free areas are not all 0
     img = black + (1 - black) * img
     z = (np.linspace(0, nz - 1, size).round() + 0.5) / nz * probe.depth_mm
     x = (np.linspace(0, nx - 1, size).round() + 0.5) / nx * probe.width_mm
     mask = _inside(x[None, :], z[:, None], lesion["cx"], lesion["cz"], lesion["aspect"],
                    lesion["radius"]).astype(np.uint8)
-    return scanner_display(rng, img, mask), mask
+    img = scanner_display(rng, img, mask)
+    if shift == "rim":   # what the mask marks: the lesion and the tissue around it
+        r = max(1.0, RIM_MM * size / probe.depth_mm)
+        yy, xx = np.mgrid[-int(r):int(r) + 1, -int(r):int(r) + 1]
+        mask = ndimage.binary_dilation(mask, yy ** 2 + xx ** 2 <= r * r).astype(np.uint8)
+    return img, mask
 
 
 def sim_bus(n: int = 163, size: int = 256, seed: int = 0, malignant_fraction: float = 53 / 163,
-            progress: bool = True):
+            progress: bool = True, shift: str = "none"):
     """The ``sim_bus`` dataset: simulated breast ultrasound with lesion masks.
 
     Args:
@@ -600,13 +639,24 @@ def sim_bus(n: int = 163, size: int = 256, seed: int = 0, malignant_fraction: fl
         size: output height and width.
         seed: one seed for the whole set; image ``i`` depends on ``(seed, i)`` only.
         malignant_fraction: share of malignant-like lesions (Dataset B: 53 / 163).
+        shift: one kind of domain shift of :data:`SHIFTS` relative to the reference set
+            (``none``), everything else the same for the same seed: ``speckle``, ``gain``,
+            ``blur``, ``contrast`` (input-level) or ``rim`` (output-level: what the mask
+            marks). ``sim_bus?shift=blur`` in a target spec.
 
     Returns:
         A :class:`~keras_unet_ft.data.dataset.Dataset` with ``meta["class"]``
         ``"benign"`` / ``"malignant"``.
+
+    Examples:
+        >>> a = sim_bus(n=2, size=64, seed=3, progress=False)
+        >>> b = sim_bus(n=2, size=64, seed=3, progress=False, shift="rim")
+        >>> bool((b.masks >= a.masks).all() and b.masks.sum() > a.masks.sum())
+        True
     """
+    check_shift(shift)
     return breast_dataset("sim_bus", n, size, seed, malignant_fraction, progress,
-                          simulate_breast_image)
+                          functools.partial(simulate_breast_image, shift=shift))
 
 
 def sim_bus_simple(n: int = 163, size: int = 256, seed: int = 0,
