@@ -192,5 +192,8 @@ def test_an_unknown_shift_names_the_kinds():
     from keras_unet_ft.data.synthetic.ultrasound import SHIFTS
 
     assert tuple(SHIFTS) == SHIFT_KINDS          # the shift profile has a target per kind
+    ref = load_dataset("sim_bus?shift=none&n=2", size=32, cache=False, progress=False)
+    np.testing.assert_array_equal(ref.images, load_dataset("sim_bus?n=2", size=32, cache=False,
+                                                           progress=False).images)
     with pytest.raises(ValueError, match="shift='noise'; expected one of none, speckle"):
         load_dataset("sim_bus?shift=noise&n=2", size=32, cache=False, progress=False)

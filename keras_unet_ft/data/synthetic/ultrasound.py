@@ -654,7 +654,7 @@ def sim_bus(n: int = 163, size: int = 256, seed: int = 0, malignant_fraction: fl
         >>> bool((b.masks >= a.masks).all() and b.masks.sum() > a.masks.sum())
         True
     """
-    check_shift(shift)
+    shift = check_shift("none" if shift is None else shift)   # ?shift=none reads as None
     return breast_dataset("sim_bus", n, size, seed, malignant_fraction, progress,
                           functools.partial(simulate_breast_image, shift=shift))
 
