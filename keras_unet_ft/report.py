@@ -243,8 +243,9 @@ def findings(target: str, modality: str, S: Dict[str, dict], stats: List[dict],
         rank = ranked.index("deep_to_shallow:1") + 1
         out.append(f"Fine-tuning only the last block is the worst block plan (TUFFC: 'fine-tuning "
                    f"the last layers is often the worst strategy'): "
-                   f"**{'yes' if rank == 1 else 'no'}**, deep_to_shallow:1 ranks {rank} of "
-                   f"{len(ranked)} (Dice {dice('deep_to_shallow:1'):.3f}; lowest: {ranked[0]} "
+                   f"**{'yes' if rank == 1 else 'no'}**, deep_to_shallow:1 is number "
+                   f"{len(ranked) - rank + 1} of {len(ranked)} block plans from the best "
+                   f"(Dice {dice('deep_to_shallow:1'):.3f}; lowest: {ranked[0]} "
                    f"{dice(ranked[0]):.3f}).")
     full = "all" if "all" in S else (all_layers_plan(units) if all_layers_plan(units) in S
                                      else None)
