@@ -239,9 +239,21 @@ def repeat_config(cfg: "Config", repeat: int) -> "Config":
     return out
 
 
-#: the kinds of ``sim_bus?shift=`` (``data.synthetic.ultrasound.SHIFTS``; a test keeps them
-#: equal), one target each in the ``shift`` profile
-SHIFT_KINDS = ("none", "speckle", "gain", "blur", "contrast", "rim")
+#: ``sim_bus?shift=KIND``: one thing changed relative to the reference set (``none``), the
+#: same seed giving the same breasts, lesions and draws otherwise (made in
+#: ``data.synthetic.ultrasound``). Input-level shifts change how the image looks, the
+#: output-level one what the mask marks. ``{kind: (level, what changes)}``; the ``shift``
+#: profile has one target per kind.
+SHIFTS = {
+    "none": ("reference", "the reference set"),
+    "speckle": ("input", "coarser speckle: a pulse and a beam three times as wide"),
+    "gain": ("input", "images darker with depth: 25 dB more attenuation left uncorrected at "
+                      "the deepest row"),
+    "blur": ("input", "a blurrier display: a Gaussian of 2.5 px (at 256 px) over the image"),
+    "contrast": ("input", "lower contrast: a display dynamic range 30 dB wider"),
+    "rim": ("output", "the mask marks the lesion with its surrounding 1.5 mm (rim, halo)"),
+}
+SHIFT_KINDS = tuple(SHIFTS)
 
 PROFILES: Dict[str, Dict[str, Any]] = {
     "paper": {"study.seeds": 3},

@@ -34,7 +34,7 @@ import dataclasses
 import hashlib
 import pathlib
 import re
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -109,6 +109,19 @@ def plan_slug(plan: str) -> str:
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
+def spec_options(spec: str) -> Tuple[str, Dict[str, str]]:
+    """``(dataset name, {option: value as written})`` of a dataset spec, read without
+    loading anything (the readers of a results folder use it; loaders type the values).
+
+    Examples:
+        >>> spec_options("sim_bus?shift=blur&name=blurred")
+        ('sim_bus', {'shift': 'blur', 'name': 'blurred'})
+    """
+    name = re.split(r"[:?]", spec, maxsplit=1)[0]
+    query = spec.partition("?")[2]
+    return name, dict(item.partition("=")[::2] for item in query.split("&") if item)
+
+
 def target_slug(spec: str) -> str:
     """A target's name in a results folder and REPORT.md: its ``?name=`` when given; a
     ``folder:ROOT`` is named after its folder; a built-in set without options is its name;
@@ -122,12 +135,11 @@ def target_slug(spec: str) -> str:
         >>> target_slug("sim_bus")
         'sim_bus'
     """
-    name = re.split(r"[:?]", spec, maxsplit=1)[0]
+    name, options = spec_options(spec)
     rest = spec[len(name):]
     if not rest:
         return name
-    base, _, query = spec.partition("?")
-    options = dict(item.partition("=")[::2] for item in query.split("&") if item)
+    base = spec.partition("?")[0]
     if options.get("name"):
         return options["name"]
     if name == "folder" and ":" in base:

@@ -16,9 +16,11 @@ from typing import Dict, List
 
 import numpy as np
 
+from .config import SHIFTS
 from .io import atomic_write_text, read_csv, read_json
 from .layout import (BUDGETS, CONFIG, NESTED_SUMMARY, REPORT, RESULTS, SIZES_SUMMARY, STATS,
-                     SUMMARY, figures_dir, pretrained_folder, read_manifest, splits_file)
+                     SUMMARY, figures_dir, pretrained_folder, read_manifest, spec_options,
+                     splits_file)
 from .plans import Plan, all_layers_plan
 from .results import epoch_seconds_key, recommendation
 from .references import CHENG, CHENG_TEST, PAPER, PAPER_CONTRACTING_RATIO, PAPER_DATA
@@ -411,12 +413,9 @@ def shift_section(targets, summary: List[dict], stats: List[dict], units: int) -
         summary, stats: summary.csv and stats.csv rows.
         units: blocks of the model (``shallow_to_deep:MID`` vs ``deep_to_shallow:MID``).
     """
-    from .data.registry import split_spec
-    from .data.synthetic.ultrasound import SHIFTS
-
     shifted = []
     for t in targets:
-        name, _, options = split_spec(t.spec)
+        name, options = spec_options(t.spec)
         if name == "sim_bus" and "shift" in options and options["shift"] in SHIFTS:
             shifted.append((t.slug, options["shift"]))
     if len(shifted) < 2:

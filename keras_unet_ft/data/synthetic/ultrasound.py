@@ -52,6 +52,7 @@ import numpy as np
 from scipy import ndimage, signal
 
 from . import generate_images
+from ...config import SHIFTS
 from ...exitcodes import UserError
 
 #: bumped when an image of the same seed changes (the dataset cache is keyed by it)
@@ -570,18 +571,6 @@ def scanner_display(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray,
     return img
 
 
-#: ``sim_bus?shift=KIND``: one thing changed relative to the reference set (``none``), the
-#: same seed giving the same breasts, lesions and draws otherwise. Input-level shifts change
-#: how the image looks, the output-level one what the mask marks.
-SHIFTS = {
-    "none": ("reference", "the reference set"),
-    "speckle": ("input", "coarser speckle: a pulse and a beam three times as wide"),
-    "gain": ("input", "images darker with depth: 25 dB more attenuation left uncorrected at "
-                      "the deepest row"),
-    "blur": ("input", "a blurrier display: a Gaussian of 2.5 px (at 256 px) over the image"),
-    "contrast": ("input", "lower contrast: a display dynamic range 30 dB wider"),
-    "rim": ("output", "the mask marks the lesion with its surrounding 1.5 mm (rim, halo)"),
-}
 RIM_MM = 1.5
 
 
