@@ -109,8 +109,10 @@ def aggregate(out, report: bool = True, figures: bool = True,
 def run(cfg: Config, out, *, jobs: int = 1, force: bool = False, retry_failed: bool = False,
         shard=None, distribute: Optional[str] = None, verbose: int = 0, progress: bool = True,
         force_pretrain: bool = False, aggregate_results: bool = True,
-        max_minutes: Optional[float] = None) -> pathlib.Path:
-    """Pretrain, run the grid (in ``jobs`` shard processes when > 1), then aggregate.
+        max_minutes: Optional[float] = None, figures: bool = True) -> pathlib.Path:
+    """Pretrain, run the grid (in ``jobs`` shard processes when > 1), then aggregate
+    (tables, REPORT.md and, unless ``figures`` is False, the figures; ``unet-ft report``
+    draws them later).
 
     With ``max_minutes`` the call stops cleanly before the budget runs out (see
     :func:`~keras_unet_ft.study.run_study`); tables and report are written only once
@@ -137,7 +139,7 @@ def run(cfg: Config, out, *, jobs: int = 1, force: bool = False, retry_failed: b
         log.warning("%s", e)
         return pathlib.Path(out)
     if aggregate_results and not unfinished(out):
-        aggregate(out)
+        aggregate(out, figures=figures)
     return pathlib.Path(out)
 
 

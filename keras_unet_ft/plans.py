@@ -463,14 +463,14 @@ PLAN_SETS: Dict[str, Tuple[str, ...]] = {
     "smoke": ("contracting", "expanding", "shallow_to_deep:1", "shallow_to_deep:MID",
               "shallow_to_deep:N", "deep_to_shallow:1", "deep_to_shallow:MID"),
     # Cheng & Lam: X-Unet all vs bottleneck frozen; V-Unet decoder first, then all
-    # the shift profile: the pretrained net, then shallow against deep at equal size
-    "shift": ("none", "contracting", "expanding", "shallow_to_deep:1", "deep_to_shallow:1",
-              "shallow_to_deep:MID", "deep_to_shallow:MID"),
     "cheng": ("xunet/all", "xunet/freeze_bottleneck", "vunet/expanding:blocks>all"),
     # block freezing against the other ways to fine-tune (BitFit, LLRD, gradual unfreezing)
     "methods": ("contracting", "expanding", "shallow_to_deep:1", "deep_to_shallow:1",
                 "shallow_to_deep:N", "bitfit", "llrd:0.5", "gradual:top", "gradual:bottom",
                 "reinit:expanding", "autorgn", "ssf", "lora:4"),
+    # the shift profile: the pretrained net, then shallow against deep at equal size
+    "shift": ("none", "contracting", "expanding", "shallow_to_deep:1", "deep_to_shallow:1",
+              "shallow_to_deep:MID", "deep_to_shallow:MID"),
 }
 
 

@@ -76,7 +76,7 @@ def test_run_all_on_a_busi_layout_with_options_then_a_changed_rerun(tiny_study, 
             "--set", "data.pretrain_n=18", "--set", "pretrain.epochs=1",
             "--set", "finetune.epochs=1", "--set", "finetune.augment_total=8",
             "--set", "study.plans=contracting,expanding", "--set", "study.baselines=false",
-            "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+            "--set", f"data.cache_dir={tmp_path / 'cache'}", "--no-figures"]
     env = {**os.environ, "UNET_FT_NO_PROGRESS": "1"}
     reuse_pretrained(tiny_study, out)    # the same pretraining settings: not pretrained again
     first = subprocess.run(base, capture_output=True, text=True, env=env)
@@ -84,6 +84,7 @@ def test_run_all_on_a_busi_layout_with_options_then_a_changed_rerun(tiny_study, 
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len(rows) == 4 and all(int(r["n_empty"]) == 0 for r in rows if r["status"] == "ok")
     assert sum(int(r["n_test"]) for r in rows if r["plan"] == "contracting") == 10  # no normal
+    assert (out / "REPORT.md").exists() and not list(out.glob("figures/*.png"))  # --no-figures
     again = subprocess.run(base + ["--set", "finetune.learning_rate=0.001"],
                            capture_output=True, text=True, env=env)
     assert again.returncode == 2

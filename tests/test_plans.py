@@ -311,7 +311,7 @@ def test_comma_shorthand_for_unit_plans(given, expected):
 @pytest.mark.parametrize("given, message", [
     ("papr", "did you mean paper?"),
     ("contractng", "did you mean contracting?"),
-    ("sideways", "plan sets: paper, tuffc, faithful, smoke, cheng, methods"),
+    ("sideways", "plan sets: paper, tuffc, faithful, smoke, cheng, methods, shift"),
     ("contracting,3", "unknown plan '3'"),
 ])
 def test_unknown_plans_name_plan_sets_and_the_closest(given, message):

@@ -41,7 +41,7 @@ def test_study_within_max_minutes_stops_cleanly_then_continues(tiny_study, tmp_p
     code, message = outcome(out)
     assert code == EXIT_INCOMPLETE and "4 run(s) not done yet" in message
     assert not (out / "REPORT.md").exists()                    # no report of a partial grid
-    run(cfg, out, progress=False)
+    run(cfg, out, progress=False, figures=False)
     assert outcome(out)[0] in (0, 3) and (out / "REPORT.md").exists()
 
 

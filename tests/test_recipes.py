@@ -119,16 +119,23 @@ def test_ssf_and_lora_trainable_counts_are_exact(plan, small_bm):
 
     row = plan_matrix([plan], small_bm)[0]
     assert row.trainable_params == _expected_params(small_bm, plan) > 0
-    assert set(row.cells) == {"P"} if plan == "ssf" else "p" in row.cells   # lora: no 2x2 / 1x1
+    assert (set(row.cells) == {"P"}) if plan == "ssf" else ("p" in row.cells)  # lora: 3x3 only
 
 
-@pytest.mark.parametrize("trainer", ["selective", "masked"])
-def test_ssf_scales_every_kernel_channel_and_freezes_the_rest(trainer):
+def _trained(trainer, plan):
+    """``plan`` trained 2 epochs by ``trainer`` from the tiny pretrained weights, with its
+    trainable count checked against the count by hand."""
     init, train = _tiny_init()
     finetune.clear_shared()
     c = tiny_config(**{"study.trainer": trainer, "finetune.epochs": "2"})
-    tr = finetune.FoldSession(c, 0, "fp32").train("ssf", train, init)
-    assert tr.report.trainable_params == _expected_params(tr.block_map, "ssf")
+    tr = finetune.FoldSession(c, 0, "fp32").train(plan, train, init)
+    assert tr.report.trainable_params == _expected_params(tr.block_map, plan)
+    return tr
+
+
+@pytest.mark.parametrize("trainer", ["selective"])   # the masked step: the lora test below
+def test_ssf_scales_every_kernel_channel_and_freezes_the_rest(trainer):
+    tr = _trained(trainer, "ssf")
     moved = 0
     for name, (k0, b0) in tr.weights_before.items():
         k1, b1 = tr.model.get_layer(name).get_weights()
@@ -141,13 +148,9 @@ def test_ssf_scales_every_kernel_channel_and_freezes_the_rest(trainer):
     assert moved == 2 * len(tr.weights_before)    # every scale and shift learned
 
 
-@pytest.mark.parametrize("trainer", ["selective", "masked"])
+@pytest.mark.parametrize("trainer", ["masked"])      # the selective step: the ssf test above
 def test_lora_updates_are_low_rank_and_only_in_3x3_kernels(trainer):
-    init, train = _tiny_init()
-    finetune.clear_shared()
-    c = tiny_config(**{"study.trainer": trainer, "finetune.epochs": "2"})
-    tr = finetune.FoldSession(c, 0, "fp32").train("lora:2", train, init)
-    assert tr.report.trainable_params == _expected_params(tr.block_map, "lora:2")
+    tr = _trained(trainer, "lora:2")
     assert "head_out" not in tr.report.trainable_layers
     for name, (k0, b0) in tr.weights_before.items():
         k1, b1 = tr.model.get_layer(name).get_weights()

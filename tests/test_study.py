@@ -89,7 +89,8 @@ def _study_with_a_fault(tiny_study, tmp_path, monkeypatch, fold, error):
         return real(self, plan, *a, **k)
 
     monkeypatch.setattr(finetune.FoldSession, "train", faulty)
-    return run(cfg, reuse_pretrained(tiny_study, tmp_path / "r"), progress=False)
+    return run(cfg, reuse_pretrained(tiny_study, tmp_path / "r"), progress=False,
+               figures=False)
 
 
 @pytest.mark.slow
@@ -113,7 +114,7 @@ def test_same_seed_gives_identical_metrics(tiny_study, tmp_path):
     cfg2 = tiny_config(**{"data.targets": "sim_bus", "data.cache_dir": cfg.data.cache_dir,
                           "study.plans": "contracting,shallow_to_deep:1",
                           "study.baselines": "false"})
-    run(cfg2, again, progress=False)
+    run(cfg2, again, progress=False, figures=False)
     a = {(r["plan"], r["fold"]): r["dice_mean"] for r in _rows(out / "results.csv")
          if r["target"] == "sim_bus"}
     b = {(r["plan"], r["fold"]): r["dice_mean"] for r in _rows(again / "results.csv")}
@@ -156,7 +157,7 @@ def test_repeats_and_nested_selection_end_to_end(tiny_study, tmp_path):
     cfg = tiny_config(**{"study.seeds": "2", "study.nested": "true", "data.targets": "sim_bus",
                          "study.plans": "contracting,expanding", "study.baselines": "false",
                          "data.cache_dir": str(tmp_path / "cache")})
-    run(cfg, reuse_pretrained(tiny_study, out), progress=False)
+    run(cfg, reuse_pretrained(tiny_study, out), progress=False, figures=False)
     folds0 = json.loads((out / "splits/sim_bus.json").read_text())["folds"]
     folds1 = json.loads((out / "splits/sim_bus_repeat_1.json").read_text())["folds"]
     assert folds0 != folds1
@@ -180,7 +181,8 @@ def test_parallel_shard_processes_share_one_folder(tiny_study, tmp_path):
     cfg = tiny_config(**{"data.targets": "sim_bus", "study.plans": "contracting,expanding",
                          "study.baselines": "false",
                          "data.cache_dir": str(tmp_path / "cache")})
-    out = run(cfg, reuse_pretrained(tiny_study, tmp_path / "r"), jobs=2, progress=False)
+    out = run(cfg, reuse_pretrained(tiny_study, tmp_path / "r"), jobs=2, progress=False,
+              figures=False)
     rows = _rows(out / "results.csv")
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
     assert (out / "REPORT.md").exists()

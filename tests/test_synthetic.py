@@ -83,8 +83,8 @@ def test_sim_bus_statistics_lie_inside_real_breast_ultrasound():
     from keras_unet_ft.data.synthetic.realism import (REAL_BREAST_US, compare,
                                                       image_statistics, summarize)
 
-    def measure(name):
-        ds = load_dataset(name, n=120, size=256, seed=1, cache=False, progress=False)
+    def measure(name, n=120):
+        ds = load_dataset(name, n=n, size=256, seed=1, cache=False, progress=False)
         return summarize(image_statistics(x, m) for x, m in zip(ds.images, ds.masks))
 
     got = measure("sim_bus")
@@ -93,7 +93,7 @@ def test_sim_bus_statistics_lie_inside_real_breast_ultrasound():
     real_lo, _, real_hi = REAL_BREAST_US["shadow"]
     assert (hi - lo) > 0.6 * (real_hi - real_lo), got["shadow"]
     assert got["otsu_dice"][1] < 0.4, got["otsu_dice"]   # a threshold does not find lesions
-    old = measure("sim_bus_simple")
+    old = measure("sim_bus_simple", n=40)   # its failure is a gross one
     assert not compare(old)["distractor"]
 
 

@@ -70,7 +70,7 @@ def cmd_study(args) -> int:
               shard=shard, distribute=args.distribute,
               verbose=1 if args.verbose else 0, force_pretrain=args.force_pretrain,
               aggregate_results=not no_aggregate, progress=not args.quiet,
-              max_minutes=args.max_minutes)
+              max_minutes=args.max_minutes, figures=not args.no_figures)
     if no_aggregate:  # a shard: its parent (or the report job) judges the whole study
         return EXIT_OK
     code, message = outcome(out)
@@ -134,7 +134,8 @@ def cmd_run(args) -> int:
                         "or --distribute")
     run(cfg, out, jobs=jobs, force=args.force, shard=args.shard,
         distribute=args.distribute, verbose=1 if args.verbose else 0,
-        retry_failed=args.retry_failed, max_minutes=args.max_minutes)
+        retry_failed=args.retry_failed, max_minutes=args.max_minutes,
+        figures=not args.no_figures)
     code, message = outcome(out)
     print(f"done in {time.time() - t0:.0f} s; {message}", file=sys.stderr if code else sys.stdout)
     if code != EXIT_INCOMPLETE:   # a partial grid has no tables to recommend from
@@ -156,6 +157,8 @@ def register(sub) -> None:
                    help="redo runs that failed or diverged (one process)")
     p.add_argument("--shard", help="I/N: run a deterministic share of the runs")
     p.add_argument("--distribute", choices=["mirrored"], help="multi-GPU training")
+    p.add_argument("--no-figures", action="store_true",
+                   help="tables and REPORT.md without the figures (`unet-ft report` draws them)")
     p.add_argument("--jobs", default="auto",
                    help="fine-tuning processes sharing the CPU cores; auto (default) = 2 on a "
                         "CPU-only machine with 2+ cores, else 1")
@@ -196,6 +199,8 @@ def register(sub) -> None:
     p.add_argument("--threads", type=_positive(int), help="TensorFlow intra-op threads")
     p.add_argument("--no-aggregate", action="store_true",
                    help="do not write results.csv/REPORT.md (other shards still running)")
+    p.add_argument("--no-figures", action="store_true",
+                   help="tables and REPORT.md without the figures (`unet-ft report` draws them)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar and no notices: warnings and errors only")
     p.set_defaults(func=cmd_study)
