@@ -270,7 +270,7 @@ def test_slurm_shard_from_the_array_variables(env, expected):
 
 
 @pytest.mark.slow
-def test_a_slurm_job_array_shares_one_results_folder(tmp_path, monkeypatch, capsys):
+def test_a_slurm_job_array_shares_one_results_folder(tiny_study, tmp_path, monkeypatch, capsys):
     """prepare -> two array tasks (shards from the Slurm variables) -> report, as the
     examples/slurm scripts run them; the report refuses a partial grid."""
     from keras_unet_ft.cli import main
@@ -283,6 +283,7 @@ def test_a_slurm_job_array_shares_one_results_folder(tmp_path, monkeypatch, caps
     for k, v in {**TINY, "data.targets": "sim_bus", "study.plans": "contracting,expanding",
                  "study.baselines": "false", "data.cache_dir": str(tmp_path / "c")}.items():
         sets += ["--set", f"{k}={v}"]
+    reuse_pretrained(tiny_study, out)      # prepare reuses it (pretraining: tested elsewhere)
     assert main(["study", "--profile", "smoke", "--out", str(out), "--prepare-only",
                  "--quiet"] + sets) == 0
     assert (out / "config.json").exists() and list(out.glob("pretrained/**/model.keras"))
