@@ -126,14 +126,32 @@ class Transfer:
         return "\n".join(lines)
 
 
-def _fresh(model_path: str, seed: int):
-    import keras
+class _Nets:
+    """The pretrained net, loaded and compiled once; :meth:`fresh` puts its pretrained
+    weights back and empties its optimizer, so every net of the measure starts alike
+    while Keras traces its train and predict steps once (not once per net)."""
 
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(seed)
-    model = keras.models.load_model(model_path, compile=False)
-    model.compile(keras.optimizers.Adam(LEARNING_RATE), "binary_crossentropy")
-    return model
+    def __init__(self, model_path: str, seed: int):
+        import keras
+
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(seed)
+        self.model = keras.models.load_model(model_path, compile=False)
+        self.model.compile(keras.optimizers.Adam(LEARNING_RATE), "binary_crossentropy")
+        self.weights = self.model.get_weights()
+
+    def fresh(self, seed: int):
+        """The pretrained net, its optimizer at step 0, the random state at ``seed``."""
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        self.model.set_weights(self.weights)
+        opt = self.model.optimizer
+        if opt.built:   # step count and moments to 0; the learning rate stays
+            for v in opt.variables:
+                if not v.path.endswith("learning_rate"):
+                    v.assign(np.zeros(v.shape, v.dtype))
+        return self.model
 
 
 def _scores(model, images, masks) -> np.ndarray:
@@ -206,17 +224,18 @@ def measure_transfer(model_path: str, real, simulated: Sequence, *, epochs: int 
     if len(x) < 2 * folds:
         raise UserError(f"{real.name}: {len(x)} real images with a lesion; the measure needs "
                         f">= {2 * folds} ({folds}-fold cross-validation)")
-    floor = _scores(_fresh(model_path, seed), x, y)
+    nets = _Nets(model_path, seed)
+    floor = _scores(nets.fresh(seed), x, y)
     runs, own = [], []
     for r, sim in enumerate(simulated):
-        net = _train(_fresh(model_path, seed + r), sim.images, sim.masks, seed + r, epochs,
+        net = _train(nets.fresh(seed + r), sim.images, sim.masks, seed + r, epochs,
                      n_augmented)
         runs.append(_scores(net, x, y))
         own.append(float(_scores(net, sim.images, sim.masks).mean()))
     sim_to_real, sim_to_sim = np.mean(runs, axis=0), float(np.mean(own))
     ceiling = np.zeros(len(x))
     for k, (tr, te) in enumerate(KFold(int(folds), shuffle=True, random_state=seed).split(x)):
-        net = _train(_fresh(model_path, seed), x[tr], y[tr], seed + k, epochs, n_augmented)
+        net = _train(nets.fresh(seed), x[tr], y[tr], seed + k, epochs, n_augmented)
         ceiling[te] = _scores(net, x[te], y[te])
     return Transfer(floor=floor, sim_to_real=sim_to_real, ceiling=ceiling,
                     sim_to_sim=sim_to_sim, names=[n for n, k in zip(names, keep) if k],

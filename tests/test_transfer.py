@@ -82,6 +82,33 @@ def test_measure_transfer_runs_the_three_nets_and_leaves_out_empty_masks(tmp_pat
             n_augmented=8)
 
 
+def test_each_net_of_the_measure_starts_from_the_pretrained_weights(tmp_path):
+    """One compiled net serves every training of the measure: ``fresh`` puts the
+    pretrained weights back and the optimizer at step 0 (moments 0, learning rate kept)."""
+    from keras_unet_ft import transfer
+    from keras_unet_ft.model import build_unet
+    from keras_unet_ft.runtime import fresh_session
+
+    fresh_session(0)
+    path = tmp_path / "model.keras"
+    build_unet(input_shape=(32, 32, 1), base_filters=4, depth=2).save(path)
+    nets = transfer._Nets(str(path), 0)
+    pretrained = [w.copy() for w in nets.model.get_weights()]
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 32, 32, 1), dtype=np.float32)
+    y = (x > 0.5).astype(np.uint8)
+    net = transfer._train(nets.fresh(0), x, y, seed=0, epochs=1, n_augmented=8)
+    assert int(net.optimizer.iterations.numpy()) > 0
+    assert any(not np.array_equal(a, b) for a, b in zip(net.get_weights(), pretrained))
+    net = nets.fresh(1)
+    assert all(np.array_equal(a, b) for a, b in zip(net.get_weights(), pretrained))
+    opt = net.optimizer
+    assert int(opt.iterations.numpy()) == 0
+    assert float(opt.learning_rate.numpy()) == pytest.approx(transfer.LEARNING_RATE)
+    assert all(not np.any(v.numpy()) for v in opt.variables if "momentum" in v.path
+               or "velocity" in v.path)
+
+
 def test_data_realism_refuses_a_size_the_model_does_not_take(tmp_path, capsys):
     from keras_unet_ft.cli import main
     from keras_unet_ft.model import build_unet
