@@ -128,10 +128,14 @@ def _correlation_length(field: np.ndarray, axis: int) -> int:
     return int(np.argmax(ac / ac[0] < 0.5))
 
 
-def test_sim_bus_tissue_is_layered_wider_than_tall():
+def test_sim_bus_tissue_is_layered_wider_than_tall(monkeypatch):
     """The fibroglandular texture of ``sim_bus`` is flat, like real breast tissue: its
-    lateral correlation length (mm) is several times its axial one."""
+    lateral correlation length (mm) is several times its axial one (measured without the
+    lesion mimics: a refraction shadow darkens every depth of its column alike)."""
+    from keras_unet_ft.data.synthetic import ultrasound
     from keras_unet_ft.data.synthetic.ultrasound import AXIAL_REPEAT, BREAST_PROBE, breast_phantom
+
+    monkeypatch.setattr(ultrasound, "_lesion_mimics", lambda rng, echo, *args: echo)
 
     nz, nx = BREAST_PROBE.grid(64)
     nz //= AXIAL_REPEAT
@@ -142,6 +146,35 @@ def test_sim_bus_tissue_is_layered_wider_than_tall():
         dz_mm, dx_mm = BREAST_PROBE.depth_mm / nz, BREAST_PROBE.width_mm / nx
         ratios.append(_correlation_length(band, 1) * dx_mm / (_correlation_length(band, 0) * dz_mm))
     assert np.median(ratios) > 3, ratios
+
+
+@pytest.mark.parametrize("mimics", [3.0])
+def test_sim_bus_lesion_mimics_are_dark_flat_ovals_and_soft_shadow_columns(mimics, monkeypatch):
+    """Fat lobules (between the depths given) are dark ovals, most wider than tall and
+    1-9 mm wide (two may touch), about :data:`MIMICS` per image; refraction shadows are
+    columns: below their top they darken every depth alike; tissue away from both is
+    untouched."""
+    from scipy import ndimage
+
+    from keras_unet_ft.data.synthetic import ultrasound
+    from keras_unet_ft.data.synthetic.ultrasound import _lesion_mimics
+
+    monkeypatch.setattr(ultrasound, "MIMICS", mimics)
+    Z, X = np.mgrid[0:40:0.1, 0:40:0.1]
+    counts, sizes = [], []
+    for seed in range(20):
+        out = _lesion_mimics(np.random.default_rng(seed), np.ones_like(Z), X, Z, (6, 14), 26, 40)
+        upper = out[Z[:, 0] < 20]                      # lobules only (shadows start >= 23 mm)
+        labels, n = ndimage.label(upper < 0.6)
+        counts.append(n)
+        sizes += [((sl[0].stop - sl[0].start) * 0.1, (sl[1].stop - sl[1].start) * 0.1)
+                  for sl in ndimage.find_objects(labels)]
+        assert upper[:20].min() > 0.98, seed           # above the lobules: untouched
+        deep = out[Z[:, 0] > 33]                         # shadows only: the same at every depth
+        np.testing.assert_allclose(deep, deep[:1].repeat(len(deep), 0), rtol=1e-3)
+    assert 0.5 * mimics < np.mean(counts) <= 1.3 * mimics, counts
+    flat = [w > h and 1 <= w <= 9.5 for h, w in sizes]
+    assert np.mean(flat) >= 0.8, sizes
 
 
 def test_sim_bus_lesions_range_from_anechoic_to_nearly_isoechoic():

@@ -9,11 +9,13 @@ this module makes them with the linear (convolution) imaging model, anatomy firs
    layered, streaky fibroglandular layer - thin bright strands and flat dark fat
    islands, much wider than tall, tilted and undulating with the layers; retromammary
    fat; the pectoralis muscle with striations; the dark chest wall, sometimes a rib
-   with its acoustic shadow. One lesion in the upper half of the image (like real
-   ones), from anechoic to nearly iso-echoic: benign (oval, circumscribed, often
-   posterior enhancement and edge shadows, a few calcified ones shadowing) or
-   malignant (irregular or spiculated, heterogeneous, blurred margin, sometimes an
-   echogenic halo, mostly posterior shadowing).
+   with its acoustic shadow; what a reader must tell from a mass - oval hypoechoic fat
+   lobules (Poisson, 5 on average) and refraction shadows under Cooper's ligaments.
+   One lesion in the upper half of the image (like real ones), from anechoic to
+   nearly iso-echoic: benign (oval, circumscribed, often posterior enhancement and
+   edge shadows, a few calcified ones shadowing) or malignant (irregular or
+   spiculated, heterogeneous, blurred margin, sometimes an echogenic halo, mostly
+   posterior shadowing); posterior features taper at their sides over 0.5-1.5 mm.
 2. **Scatterers**: random positions (uniform) and Gaussian amplitudes scaled by
    the echogenicity, 10 per RF grid cell, about 200 per resolution cell (fully
    developed speckle), on a fine RF grid (4 samples per half wavelength axially).
@@ -56,7 +58,7 @@ from ...config import SHIFTS
 from ...exitcodes import UserError
 
 #: bumped when an image of the same seed changes (the dataset cache is keyed by it)
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 C_SOUND = 1540.0  # m/s
 AXIAL_REPEAT = 4  # the tissue map is built 4x coarser in depth than the RF grid
 
@@ -290,16 +292,16 @@ def _anatomy_grid(rng, nz: int, nx: int, probe: Probe, dtype=None):
     return Z, X, field, wave
 
 
-def _below(inside: np.ndarray):
-    """The region under a lesion, softened at its sides (where posterior shadowing or
-    enhancement acts); None when the lesion is not on the grid."""
+def _below(inside: np.ndarray, sigma: float = 2.5):
+    """The region under a lesion, softened at its sides by ``sigma`` lines (where
+    posterior shadowing or enhancement acts); None when the lesion is not on the grid."""
     cols = inside.any(axis=0)
     if not cols.any():
         return None
     nz = inside.shape[0]
     bottom = np.where(cols, nz - 1 - np.argmax(inside[::-1], axis=0), 0)
     below = (np.arange(nz)[:, None] > bottom[None, :]) & cols[None, :]
-    return ndimage.gaussian_filter1d(below.astype(np.float32), 2.5, axis=1)
+    return ndimage.gaussian_filter1d(below.astype(np.float32), sigma, axis=1)
 
 
 def _inside(x_mm, z_mm, cx, cz, aspect, radius):
@@ -395,6 +397,7 @@ BREAST_PROBE = Probe(cycles_sigma=0.7, beam_sigma_mm=0.2, focus_mm=16.0,
 SPECKLE_REDUCTION = (0.9, 1.0)  # px at 256: the scanner's smoothing of the log image (sigma)
 LESION_SCALE = 1.15             # lesion radii x this: areas like real ones (% of the image)
 BLACK_LEVEL = (0.0, 0.08)       # grey of a pixel without echo, drawn per image
+MIMICS = 5.0                    # mean number of oval hypoechoic fat lobules per image
 
 
 def _aniso(rng, shape, sigma_px, warp=None):
@@ -415,6 +418,35 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
 
 
+def _lesion_mimics(rng, echo, X, Z, lobule_depths, ligaments_mm, width_mm):
+    """``echo`` with what a reader must tell from a mass: oval hypoechoic fat lobules
+    (Poisson, :data:`MIMICS` on average; 1-4.5 mm wide, 0.3-0.7 as tall, their centre
+    darkened by 55-90 %, centres between ``lobule_depths`` mm) and 0-2 refraction
+    shadows - soft dark columns (0.4-2 mm sigma, 30-70 % darker) from about the depth
+    of the Cooper's ligaments (``ligaments_mm`` +- 3 mm) down.
+
+    Examples:
+        >>> Z, X = np.mgrid[0:40:0.5, 0:40:0.5]
+        >>> out = _lesion_mimics(np.random.default_rng(0), np.ones_like(Z), X, Z, (5, 30), 8, 40)
+        >>> bool(out.max() <= 1 and out.min() < 0.5)
+        True
+    """
+    for _ in range(rng.poisson(MIMICS)):
+        a_mm = rng.uniform(1.0, 4.5)
+        b_mm = a_mm * rng.uniform(0.3, 0.7)
+        mx = rng.uniform(0, width_mm)
+        mz = rng.uniform(*lobule_depths)
+        d = np.hypot((X - mx) / a_mm, (Z - mz) / b_mm)
+        lobule = _sigmoid((1 - d) / rng.uniform(0.05, 0.25))
+        echo = echo * (1 - rng.uniform(0.55, 0.9) * lobule)
+    for _ in range(rng.integers(0, 3)):
+        sx, sw = rng.uniform(0, width_mm), rng.uniform(0.4, 2.0)
+        top = rng.uniform(ligaments_mm - 3, ligaments_mm + 3)
+        column = np.exp(-0.5 * ((X - sx) / sw) ** 2) * _sigmoid((Z - top) / 0.5)
+        echo = echo * (1 - rng.uniform(0.3, 0.7) * column)
+    return echo
+
+
 def breast_phantom(rng: np.random.Generator, nz: int, nx: int, probe: Probe, malignant: bool):
     """Echogenicity map ``(nz, nx)`` of a breast as B-mode images show it, and the lesion.
 
@@ -422,11 +454,12 @@ def breast_phantom(rng: np.random.Generator, nz: int, nx: int, probe: Probe, mal
     subcutaneous fat (hypoechoic, flat lobules, oblique Cooper's ligaments); the
     fibroglandular layer - layered and streaky: thin bright strands and flat dark fat
     islands, much wider than tall, some tilted; retromammary fat; the pectoralis
-    muscle (striated); the chest wall, dark, sometimes a rib with its acoustic shadow.
-    The lesion lies in the upper half, like real ones: echogenicity from anechoic
-    (cysts) through hypoechoic to nearly iso-echoic; benign ones oval and circumscribed,
-    malignant ones irregular or spiculated and heterogeneous inside; margins sharp to
-    blurred; posterior enhancement, shadowing or none; compressed (brighter) tissue
+    muscle (striated); the chest wall, dark, sometimes a rib with its acoustic shadow;
+    lesion mimics - oval hypoechoic fat lobules and soft refraction shadows. The lesion
+    lies in the upper half, like real ones: echogenicity from anechoic (cysts) through
+    hypoechoic to nearly iso-echoic; benign ones oval and circumscribed, malignant ones
+    irregular or spiculated and heterogeneous inside; margins sharp to blurred; posterior
+    enhancement, shadowing or none, tapering at its sides; compressed (brighter) tissue
     around it, an echogenic halo sometimes; edge shadows beside some benign ones. Built
     on a grid ~4x coarser in depth than the RF grid.
     """
@@ -478,6 +511,9 @@ def breast_phantom(rng: np.random.Generator, nz: int, nx: int, probe: Probe, mal
         echo = np.where((Z > top) & cols, 0.02 * echo, echo)
         echo += 2.0 * np.exp(-0.5 * ((Z - top) / 0.25) ** 2) * cols
 
+    echo = _lesion_mimics(rng, echo, X, Z, (float(skin.mean()) + 1.5, float(retro.mean())),
+                          float(fat_bottom.mean()), probe.width_mm)
+
     # the lesion, in the upper half like real ones
     r0, aspect, radius = _lesion_shape(rng, malignant, probe.width_mm, LESION_SCALE)
     cx = rng.uniform(0.2, 0.8) * probe.width_mm
@@ -501,7 +537,7 @@ def breast_phantom(rng: np.random.Generator, nz: int, nx: int, probe: Probe, mal
     echo = echo * (1 - soft) + level * gland_level * internal * soft
     if malignant and rng.random() < 0.4:  # echogenic halo
         echo += 0.6 * rim
-    below = _below(inside)
+    below = _below(inside, rng.uniform(0.5, 1.5) / dx)   # tapering sides, 0.5-1.5 mm
     if below is not None:
         if malignant:
             factor = rng.uniform(0.05, 0.4) if rng.random() < 0.7 else 1.0
