@@ -6,7 +6,7 @@ import pytest
 @pytest.mark.slow
 def test_cheng_study_end_to_end(tmp_path):
     from conftest import tiny_config
-    from keras_unet_ft.figures import CHENG_FIG3, fig3_examples
+    from keras_unet_ft.figures import CHENG_FIG3, fig3_examples, fig_dice_vs_size
     from keras_unet_ft.pipeline import run
 
     cfg = tiny_config(**{"data.targets": "sim_lus", "study.plans": "cheng",
@@ -14,7 +14,7 @@ def test_cheng_study_end_to_end(tmp_path):
                          "sizes.counts": "4,6", "sizes.plans": "xunet/all",
                          "finetune.stage_learning_rates": "1e-3,5e-4",
                          "data.cache_dir": str(tmp_path / "cache")})
-    out = run(cfg, tmp_path / "r", progress=False)
+    out = run(cfg, tmp_path / "r", progress=False, figures=False)   # the tiny study draws all
     import csv
 
     rows = list(csv.DictReader(open(out / "results.csv")))
@@ -39,6 +39,7 @@ def test_cheng_study_end_to_end(tmp_path):
         else:
             assert r["status"] == "ok" and int(r["n_train"]) == (2 * n if aug else n)
     assert "### Dice vs training-set size" in report and "Skipped" in report
+    assert fig_dice_vs_size(out) == out / "figures" / "dice_vs_training_size.png"
     assert (out / "figures" / "dice_vs_training_size.png").exists()
 
 
