@@ -127,9 +127,10 @@ class Transfer:
 
 
 class _Nets:
-    """The pretrained net, loaded and compiled once; :meth:`fresh` puts its pretrained
-    weights back and empties its optimizer, so every net of the measure starts alike
-    while Keras traces its train and predict steps once (not once per net)."""
+    """The pretrained net, loaded and compiled once; :meth:`fresh` puts every variable of
+    the net and its optimizer back as they were (as the trainers reset their models), so
+    every net of the measure starts alike while Keras traces its train and predict steps
+    once (not once per net)."""
 
     def __init__(self, model_path: str, seed: int):
         import keras
@@ -138,19 +139,19 @@ class _Nets:
         keras.utils.set_random_seed(seed)
         self.model = keras.models.load_model(model_path, compile=False)
         self.model.compile(keras.optimizers.Adam(LEARNING_RATE), "binary_crossentropy")
-        self.weights = self.model.get_weights()
+        self.model.optimizer.build(self.model.trainable_variables)
+        self._state = [np.array(v.numpy()) for v in self.model.variables]
+        self._opt_state = [np.array(v.numpy()) for v in self.model.optimizer.variables]
 
     def fresh(self, seed: int):
         """The pretrained net, its optimizer at step 0, the random state at ``seed``."""
         import keras
 
         keras.utils.set_random_seed(seed)
-        self.model.set_weights(self.weights)
-        opt = self.model.optimizer
-        if opt.built:   # step count and moments to 0; the learning rate stays
-            for v in opt.variables:
-                if not v.path.endswith("learning_rate"):
-                    v.assign(np.zeros(v.shape, v.dtype))
+        for v, val in zip(self.model.variables, self._state):
+            v.assign(val)
+        for v, val in zip(self.model.optimizer.variables, self._opt_state):
+            v.assign(val)
         return self.model
 
 
