@@ -23,19 +23,46 @@ from .layout import (BUDGETS, CONFIG, NESTED_SUMMARY, REPORT, RESULTS, SIZES_SUM
                      splits_file)
 from .plans import Plan, all_layers_plan
 from .results import epoch_seconds_key, recommendation
+from .stats import LAST_BLOCK, is_path_block_plan, worst_block_partner
 from .references import CHENG, CHENG_TEST, PAPER, PAPER_CONTRACTING_RATIO, PAPER_DATA
 
 CLOSE_DICE = 0.03   # "close" curves / scores on X-ray (the paper's Fig. 4 spread)
 MIN_DIFF = 0.01     # a Dice difference smaller than this is no difference
 ALPHA = 0.05
+#: a speed-up counts only beyond the timing noise: the runs of each plan differ by up to
+#: their slowest / fastest ratio, never taken below TIME_NOISE_FLOOR; where a plan has one
+#: timed run (the spread is not known), a fixed TIME_NOISE_UNKNOWN
+TIME_NOISE_FLOOR = 1.10
+TIME_NOISE_UNKNOWN = 1.25
+UNDECIDED = "cannot be decided"
+
+
+def _sign(diff: float) -> str:
+    """The verdict of a difference without an interval: yes (above 0), no (below), tied
+    (exactly 0), cannot be decided (no number)."""
+    if not math.isfinite(diff):
+        return UNDECIDED
+    return "yes" if diff > 0 else "no" if diff < 0 else "tied"
+
+
+def _no_dice(plans) -> str:
+    """The reason a comparison cannot be decided: these plans have no ok run."""
+    plans = list(plans)
+    return (f"every run of {' and '.join(plans)} failed or diverged (no Dice)" if plans
+            else "no Dice")
 
 
 def _verdict(diff: float, p) -> str:
-    """yes: A beats B by >= MIN_DIFF with p < ALPHA; 'direction only' when not significant."""
+    """yes: A beats B by >= MIN_DIFF with p < ALPHA; 'direction only' when not significant;
+    tied when the difference is exactly 0; cannot be decided without a difference."""
     try:
         p = float(p)
     except (TypeError, ValueError):
         p = math.nan
+    if not math.isfinite(diff):
+        return f"{UNDECIDED} (no difference: a side has no Dice)"
+    if diff == 0:
+        return "tied (difference 0)"
     if diff >= MIN_DIFF and p < ALPHA:
         return "yes"
     if diff > 0:
@@ -52,7 +79,11 @@ def _interval(row, prefix: str = "", sign: str = "+") -> str:
         return "-"
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return "-"
-    return f"[{lo:{sign}.3f}, {hi:{sign}.3f}]"
+    text = f"[{lo:{sign}.3f}, {hi:{sign}.3f}]"
+    if (lo, hi) != (0.0, 0.0) and all(float(f"{x:.3f}") == 0 for x in (lo, hi)):
+        # [+0.000, +0.000] beside "yes" would contradict it: two significant digits instead
+        text = f"[{lo:{sign}.2g}, {hi:{sign}.2g}]"
+    return text
 
 
 def _ci(row) -> str:
@@ -163,6 +194,142 @@ def trainer_of(trainers) -> str:
     return "masked" if "masked" in trainers else "keras" if "keras" in trainers else "selective"
 
 
+def _pair_row(st: Dict[tuple, dict], a: str, b: str):
+    """The stats row of A − B in either order, as A − B (a reversed row's difference,
+    interval and verdict flipped); None when no row compares the two."""
+    if (a, b) in st:
+        return st[(a, b)]
+    row = st.get((b, a))
+    if row is None:
+        return None
+    flipped = dict(row, plan_a=a, plan_b=b,
+                   verdict={"yes": "no", "no": "yes"}.get(row.get("verdict"), row.get("verdict")))
+    for key in ("diff", "ci_low", "ci_high"):
+        flipped[key] = -float(row[key]) if row.get(key) not in ("", None) else ""
+    flipped["ci_low"], flipped["ci_high"] = flipped["ci_high"], flipped["ci_low"]
+    return flipped
+
+
+def _curve_findings(target, modality, S, st, dice, units) -> List[str]:
+    """Fig. 4's shallow→deep against deep→shallow: above (ultrasound) or close (X-ray). A K
+    where a side has no Dice (every run failed or diverged) is no point of the curves: it is
+    named, and with no point left the finding cannot be decided."""
+    ks = [k for k in _units(list(S.values()), "shallow_to_deep:")
+          if f"deep_to_shallow:{k}" in S and k < units]   # K = N is 'all' for both
+    if not ks or modality not in ("ultrasound", "xray"):
+        return []
+    lost = [p for k in ks for p in (f"shallow_to_deep:{k}", f"deep_to_shallow:{k}")
+            if math.isnan(dice(p))]
+    dropped = sorted({int(p.split(":")[1]) for p in lost})
+    ks = [k for k in ks if k not in dropped]
+    claim = (f"Shallow→deep curve above deep→shallow on {target} (paper, Fig. 4, breast US)"
+             if modality == "ultrasound" else
+             f"Shallow→deep and deep→shallow curves close on {target} (paper, Fig. 4, X-ray)")
+    if not ks:
+        return [f"{claim}: **{UNDECIDED}** — {_no_dice(lost)}, so no K has both curves."]
+    left_out = (f" (K = {', '.join(map(str, dropped))} left out: {_no_dice(lost)})"
+                if dropped else "")
+    diffs = [dice(f"shallow_to_deep:{k}") - dice(f"deep_to_shallow:{k}") for k in ks]
+    above_k = [k for k, d in zip(ks, diffs) if d > 0]
+    above = len(above_k)
+    mean_diff = sum(diffs) / len(diffs)
+    sig = [k for k in ks if st.get((f"shallow_to_deep:{k}", f"deep_to_shallow:{k}"),
+                                   {}).get("verdict") == "yes"]
+    where = (f"above at {above} of {len(ks)} points"
+             + (f" (K = {', '.join(map(str, above_k))})" if above_k else "")
+             + (f", significantly (paired interval above 0) at K = {', '.join(map(str, sig))}"
+                if sig else ""))
+    if modality == "ultrasound":
+        many, far = above > len(ks) / 2, mean_diff >= MIN_DIFF
+        ok = many and far
+        why = ("" if ok else " — not above at more than half of the points"
+               if not many else f" — the mean difference is below +{MIN_DIFF}")
+        return [f"{claim.replace(', breast US)', ', breast US;')} decided: above at more than "
+                f"half of the K = {', '.join(map(str, ks))} and a mean Dice difference of at "
+                f"least +{MIN_DIFF}): **{'yes' if ok else 'no'}**{why}: {where}, mean "
+                f"difference {mean_diff:+.3f}{left_out}."]
+    mad = sum(abs(d) for d in diffs) / len(diffs)
+    return [f"{claim}, within a margin of ±{CLOSE_DICE} Dice on average: "
+            f"**{'yes' if mad < CLOSE_DICE else 'no'}**, mean |difference| {mad:.3f} over K = "
+            f"{', '.join(map(str, ks))}; shallow→deep {where}{left_out}."]
+
+
+def _last_block_finding(S, st, dice) -> List[str]:
+    """TUFFC's "fine-tuning the last layers is often the worst strategy": the last block
+    against the block plan it is ranked against (:func:`~keras_unet_ft.stats.worst_block_partner`),
+    decided by their paired interval (stats.csv) where there is one: tied when it holds 0."""
+    blocks = [p for p in S if is_path_block_plan(p)]
+    if LAST_BLOCK not in S or len(blocks) <= 2:
+        return []
+    claim = ("Fine-tuning only the last block is the worst block plan (TUFFC: 'fine-tuning "
+             "the last layers is often the worst strategy')")
+    lost = [p for p in blocks if math.isnan(dice(p))]
+    partner = worst_block_partner({p: dice(p) for p in blocks})
+    if partner is None:
+        return [f"{claim}: **{UNDECIDED}** — {_no_dice(lost)}"
+                + ("." if LAST_BLOCK in lost else ", so fewer than three block plans have a Dice.")]
+    ranked = sorted((p for p in blocks if p not in lost), key=lambda p: (dice(p), p))
+    rank = ranked.index(LAST_BLOCK) + 1
+    lowest = rank == 1
+    d = dice(LAST_BLOCK) - dice(partner)
+    row = _pair_row(st, LAST_BLOCK, partner)
+    v = row.get("verdict") if row else None
+    if v in ("yes", "no", "tied"):
+        paired = (f"; {LAST_BLOCK} − {partner} over the held-out images both scored: "
+                  f"{_f(row.get('diff'))}, 95 % interval {_ci(row)}")
+        if v == "tied":
+            word, why = "tied", (f" — not told apart from {partner} (the paired interval "
+                                 "holds 0)")
+        elif (v == "no") == lowest:
+            word, why = ("yes" if lowest else "no"), ""
+        else:
+            word, why = UNDECIDED, (" — the fold means and the paired interval over images "
+                                    f"order {LAST_BLOCK} and {partner} differently")
+    else:
+        paired = "; no paired interval (stats.csv has no row comparing the two)"
+        word, why = ("tied", f" — the same Dice as {partner}") if d == 0 else \
+            ("yes" if lowest else "no", "")
+    left = f"; left out: {_no_dice(lost)}" if lost else ""
+    return [f"{claim}: **{word}**{why}, {LAST_BLOCK} is number {len(ranked) - rank + 1} of "
+            f"{len(ranked)} block plans from the best (Dice {dice(LAST_BLOCK):.3f}; lowest: "
+            f"{ranked[0]} {dice(ranked[0]):.3f}"
+            + (f", next: {partner} {dice(partner):.3f}" if lowest else "")
+            + f"{paired}{left})."]
+
+
+def _speed_finding(shallow: dict, full: dict, rows: List[dict], trainer: str) -> List[str]:
+    """TUFFC's "fine-tuning the shallowest block is faster than the whole network", decided
+    beyond the timing noise: a ratio of seconds per epoch counts only when it exceeds how far
+    apart the runs of each plan are (slowest / fastest, at least ``TIME_NOISE_FLOOR``), or a
+    fixed ``TIME_NOISE_UNKNOWN`` when a plan has a single timed run."""
+    key = epoch_seconds_key(rows)   # the table's and training_time.png's
+    a = float(shallow.get(key) or "nan")
+    b = float(full.get(key) or "nan")
+    claim = "Fine-tuning the shallowest block is faster than the whole network (TUFFC)"
+    if not (a > 0 and b > 0):
+        return [f"{claim}: **{UNDECIDED}** — no seconds per epoch for "
+                f"{' and '.join(r['plan'] for r, x in ((shallow, a), (full, b)) if not x > 0)} "
+                "(no ok run timed)."]
+    how = ("median epoch after the first, which holds the tracing / compiling"
+           if key == "steady_seconds_per_epoch" else
+           "selective trainer, epoch times without the one-off trace"
+           if trainer == "selective" else
+           "Keras' fit: each run's first epoch includes its retrace")
+    spreads = [float(r.get(f"{key}_spread") or "nan") for r in (shallow, full)]
+    if all(math.isfinite(x) for x in spreads):
+        noise = max(max(spreads), TIME_NOISE_FLOOR)
+        margin = (f"timing noise: the runs of each plan differ by up to {max(spreads):.2f}x "
+                  f"(slowest / fastest run), so a ratio counts beyond {noise:.2f}x")
+    else:
+        noise = TIME_NOISE_UNKNOWN
+        margin = (f"timing noise not known (a single timed run of a plan), so a ratio counts "
+                  f"beyond a fixed {noise:.2f}x")
+    word = "yes" if b / a > noise else "no" if a / b > noise else "tied"
+    why = " — within the timing noise" if word == "tied" else ""
+    return [f"{claim}: **{word}**{why}, {a:.2f} vs {b:.2f} s per epoch ({b / a:.2f}x; {how}; "
+            f"{margin})."]
+
+
 def findings(target: str, modality: str, S: Dict[str, dict], stats: List[dict],
              trainer: str = "keras", units: int = 9) -> List[str]:
     """One computed sentence per finding of the paper that this target can test.
@@ -181,9 +348,17 @@ def findings(target: str, modality: str, S: Dict[str, dict], stats: List[dict],
 
     c, e = dice("contracting"), dice("expanding")
     pair = st.get(("contracting", "expanding"), {})
+    both = "contracting" in S and "expanding" in S
+    lost = [p for p in ("contracting", "expanding") if p in S and math.isnan(dice(p))]
+    if both and lost and modality in ("ultrasound", "xray"):
+        claim = ("Contracting > expanding on {t} (paper, breast US: 0.80 vs 0.72)"
+                 if modality == "ultrasound" else
+                 "Contracting ≈ expanding on {t} (paper, chest X-ray: 0.98 vs 0.98)")
+        out.append(claim.format(t=target) + f": **{UNDECIDED}** — {_no_dice(lost)}.")
     if not math.isnan(c) and not math.isnan(e):
         if modality == "ultrasound":
-            verdict = (_ci_verdict(pair, "contracting", "expanding") if pair.get("verdict")
+            verdict = (_ci_verdict(pair, "contracting", "expanding")
+                       if pair.get("verdict") in ("yes", "no", "tied")
                        else _verdict(c - e, pair.get("images_t_p")))
             out.append(f"Contracting > expanding on {target} (paper, breast US: 0.80 vs 0.72): "
                        f"**{verdict}**, Dice {c:.3f} vs {e:.3f} "
@@ -207,48 +382,8 @@ def findings(target: str, modality: str, S: Dict[str, dict], stats: List[dict],
             out.append(f"The contracting part has {ratio:.2f}x the expanding part's parameters "
                        f"(paper: 'almost half', {PAPER_CONTRACTING_RATIO}), and fine-tuning it "
                        f"gives {_compare_words(c, e, pair)}.")
-    ks = [k for k in _units(list(S.values()), "shallow_to_deep:")
-          if f"deep_to_shallow:{k}" in S]
-    ks = [k for k in ks if k < units]  # K = N is 'all' for both (absent from some plan sets)
-    if ks:
-        diffs = [dice(f"shallow_to_deep:{k}") - dice(f"deep_to_shallow:{k}") for k in ks]
-        above_k = [k for k, d in zip(ks, diffs) if d > 0]
-        above = len(above_k)
-        mean_diff = sum(diffs) / len(diffs)
-        sig = [k for k in ks if st.get((f"shallow_to_deep:{k}", f"deep_to_shallow:{k}"),
-                                       {}).get("verdict") == "yes"]
-        where = (f"above at {above} of {len(ks)} points"
-                 + (f" (K = {', '.join(map(str, above_k))})" if above_k else "")
-                 + (f", significantly (paired interval above 0) at K = {', '.join(map(str, sig))}"
-                    if sig else ""))
-        if modality == "ultrasound":
-            many, far = above > len(ks) / 2, mean_diff >= MIN_DIFF
-            ok = many and far
-            why = ("" if ok else " — not above at more than half of the points"
-                   if not many else f" — the mean difference is below +{MIN_DIFF}")
-            out.append(f"Shallow→deep curve above deep→shallow on {target} (paper, Fig. 4, "
-                       f"breast US; decided: above at more than half of the K = "
-                       f"{', '.join(map(str, ks))} and a mean Dice difference of at least "
-                       f"+{MIN_DIFF}): **{'yes' if ok else 'no'}**{why}: {where}, mean "
-                       f"difference {mean_diff:+.3f}.")
-        elif modality == "xray":
-            mad = sum(abs(d) for d in diffs) / len(diffs)
-            ok = mad < CLOSE_DICE
-            out.append(f"Shallow→deep and deep→shallow curves close on {target} (paper, Fig. 4, "
-                       f"X-ray), within a margin of ±{CLOSE_DICE} Dice on average: "
-                       f"**{'yes' if ok else 'no'}**, mean |difference| {mad:.3f} over K = "
-                       f"{', '.join(map(str, ks))}; shallow→deep {where}.")
-    block_plans = [p for p in S if p.startswith(("shallow_to_deep:", "deep_to_shallow:"))
-                   and not p.endswith("@level") and not math.isnan(dice(p))]
-    if "deep_to_shallow:1" in S and len(block_plans) > 2:
-        ranked = sorted(block_plans, key=dice)
-        rank = ranked.index("deep_to_shallow:1") + 1
-        out.append(f"Fine-tuning only the last block is the worst block plan (TUFFC: 'fine-tuning "
-                   f"the last layers is often the worst strategy'): "
-                   f"**{'yes' if rank == 1 else 'no'}**, deep_to_shallow:1 is number "
-                   f"{len(ranked) - rank + 1} of {len(ranked)} block plans from the best "
-                   f"(Dice {dice('deep_to_shallow:1'):.3f}; lowest: {ranked[0]} "
-                   f"{dice(ranked[0]):.3f}).")
+    out += _curve_findings(target, modality, S, st, dice, units)
+    out += _last_block_finding(S, st, dice)
     full = "all" if "all" in S else (all_layers_plan(units) if all_layers_plan(units) in S
                                      else None)
     if full and "shallow_to_deep:1" in S and trainer == "masked":
@@ -257,18 +392,7 @@ def findings(target: str, modality: str, S: Dict[str, dict], stats: List[dict],
                    "computes all gradients (one traced step for all plans); run with "
                    "`--set study.trainer=auto` (the selective trainer) to time plans.")
     elif full and "shallow_to_deep:1" in S:
-        key = epoch_seconds_key(list(S.values()))   # the table's and training_time.png's
-        a = float(S["shallow_to_deep:1"].get(key) or "nan")
-        b = float(S[full].get(key) or "nan")
-        if a > 0 and b > 0:
-            how = ("median epoch after the first, which holds the tracing / compiling"
-                   if key == "steady_seconds_per_epoch" else
-                   "selective trainer, epoch times without the one-off trace"
-                   if trainer == "selective" else
-                   "Keras' fit: each run's first epoch includes its retrace")
-            out.append(f"Fine-tuning the shallowest block is faster than the whole network "
-                       f"(TUFFC): **{'yes' if a < b else 'no'}**, {a:.2f} vs {b:.2f} s per epoch "
-                       f"({b / a:.2f}x; {how}).")
+        out += _speed_finding(S["shallow_to_deep:1"], S[full], list(S.values()), trainer)
     if full and "scratch" in S and not math.isnan(dice("scratch")):
         best = max((p for p in S if p not in ("none", "scratch") and not math.isnan(dice(p))),
                    key=dice, default=None)
@@ -316,12 +440,12 @@ def cheng_section(S, results, target) -> List[str]:
     a, b = d("xunet/all"), d("xunet/freeze_bottleneck")
     if not math.isnan(a) and not math.isnan(b):
         L.append(f"- Fine-tuning all layers slightly better than freezing the bottleneck (Cheng: "
-                 f"0.814 vs 0.799): **{'yes' if a > b else 'no'}**, {a:.3f} vs {b:.3f} "
+                 f"0.814 vs 0.799): **{_sign(a - b)}**, {a:.3f} vs {b:.3f} "
                  f"({a - b:+.4f}).")
     if vu and not math.isnan(a):
         v = d(vu[0])
         L.append(f"- V-Unet Dice above X-Unet (Cheng: ≈0.86 vs ≈0.83): "
-                 f"**{'yes' if v > a else 'no'}**, {v:.3f} vs {a:.3f} ({v - a:+.4f}).")
+                 f"**{_sign(v - a)}**, {v:.3f} vs {a:.3f} ({v - a:+.4f}).")
     return L + [""]
 
 
@@ -361,13 +485,13 @@ def sizes_section(rows: List[dict], target: str) -> List[str]:
                          if r["plan"] == p and int(r["augment"]) == aug and int(r["folds_ok"]))
             if len(pts) >= 2:
                 (n0, d0), (n1, d1) = pts[0], pts[-1]
-                L.append(f"- {p}, {label}: more data helps: **{'yes' if d1 > d0 else 'no'}**, "
+                L.append(f"- {p}, {label}: more data helps: **{_sign(d1 - d0)}**, "
                          f"{n0} → {n1} images: {d0:.3f} → {d1:.3f} ({d1 - d0:+.4f}).")
         diffs = [float(by[(p, n, 1)]["dice_mean"]) - float(by[(p, n, 0)]["dice_mean"])
                  for (q, n, a) in by if q == p and a == 1 and (p, n, 0) in by
                  and int(by[(p, n, 1)]["folds_ok"]) and int(by[(p, n, 0)]["folds_ok"])]
         if diffs:
-            L.append(f"- {p}: augmentation helps: **{'yes' if np.mean(diffs) > 0 else 'no'}**, "
+            L.append(f"- {p}: augmentation helps: **{_sign(float(np.mean(diffs)))}**, "
                      f"augmented − not, averaged over {len(diffs)} sizes: {np.mean(diffs):+.4f} "
                      f"Dice (better at {sum(d > 0 for d in diffs)} of {len(diffs)}).")
     return L + [""]
@@ -511,11 +635,18 @@ def choice_section(S: Dict[str, dict], nested: List[dict], target: str) -> List[
         L += [no_recommendation(target, rec)]
     else:
         n_other = rec["candidates"] - 1 - len(rec["same"])
-        L += [f"Best on the held-out images: **{rec['best']}**{same}, Dice {_f(rec['mean'])} {ci}. "
-              + (f"Plans not shown to be worse (the paired 95 % interval of best − plan holds "
-                 f"0): {', '.join(rec['tied'])} ({len(rec['tied'])} of {n_other})."
-                 if rec["tied"] else
-                 "Every other plan is worse by the paired 95 % interval of best − plan.")]
+        if n_other == 0:
+            L += [f"Only one plan was compared: **{rec['best']}**{same}, Dice {_f(rec['mean'])} "
+                  f"{ci}. With no other fine-tuning plan in this study, it says nothing about "
+                  "which layers to fine-tune."]
+        else:
+            L += [f"Best on the held-out images: **{rec['best']}**{same}, Dice "
+                  f"{_f(rec['mean'])} {ci}. "
+                  + (f"Plans not shown to be worse (the paired 95 % interval of best − plan "
+                     f"holds 0): {', '.join(rec['tied'])} ({len(rec['tied'])} of {n_other})."
+                     if rec["tied"] else
+                     ("The other plan is" if n_other == 1 else f"All {n_other} other plans are")
+                     + " worse by the paired 95 % interval of best − plan.")]
     nest = next((r for r in nested if r["target"] == target), None)
     if nest:
         L += ["", f"Nested selection (the plan best on an inner split of each outer training "

@@ -127,6 +127,9 @@ def summarize(rows: List[dict]) -> List[dict]:
         row["images_per_second"] = float(np.median([x for x, _ in ips])) if ips else math.nan
         row["steady_seconds_per_epoch"] = (float(np.median([n / x for x, n in ips])) if ips
                                            else math.nan)
+        # timing noise: how far apart the runs of this plan are (slowest / fastest run)
+        row["seconds_per_epoch_spread"] = _spread(_num(r.get("seconds_per_epoch")) for r in ok)
+        row["steady_seconds_per_epoch_spread"] = _spread(n / x for x, n in ips)
         out.append(row)
     return out
 
@@ -158,6 +161,19 @@ def per_image(out, row: dict, with_empty: bool = False) -> Dict[str, dict]:
     path = pathlib.Path(out) / row["run_dir"] / PER_IMAGE
     return {r["id"]: {m: _num(r.get(m)) for m in METRICS} for r in read_csv(path)
             if with_empty or r.get("empty_mask", "0") in ("0", "")}
+
+
+def _spread(seconds) -> float:
+    """Slowest / fastest of the runs' seconds per epoch (1.0: equal); NaN with fewer than two
+    timed runs (the spread is not known)."""
+    v = [x for x in seconds if x > 0 and math.isfinite(x)]
+    return max(v) / min(v) if len(v) >= 2 else math.nan
+
+
+def _mean_of(values) -> float:
+    """The mean of the finite values (NaN without any), as :func:`summarize` takes it."""
+    v = [x for x in values if not math.isnan(x)]
+    return float(np.mean(v)) if v else math.nan
 
 
 def _num(v) -> float:
@@ -194,7 +210,9 @@ def paired_stats(out, rows: List[dict], metric: str = "dice", units: int = 9) ->
         plans = [p for (t, p) in by if t == target]
         params = {p: float(next(iter(by[(target, p)].values())).get("trainable_params") or 0)
                   for p in plans}
-        for a, b, why in comparison_pairs(plans, units, params):
+        means = {p: _mean_of(_num(r.get(f"{metric}_mean")) for r in by[(target, p)].values())
+                 for p in plans}   # as summary.csv's (the ranking REPORT.md's findings use)
+        for a, b, why in comparison_pairs(plans, units, params, means):
             ra, rb = by[(target, a)], by[(target, b)]
             common = sorted(set(ra) & set(rb))
             f = paired_tests([float(ra[u][f"{metric}_mean"]) for u in common],

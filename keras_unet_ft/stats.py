@@ -99,14 +99,53 @@ def holm(pvalues: Sequence[float]) -> List[float]:
 
 def ci_verdict(lo: float, hi: float) -> str:
     """``yes`` (A better: the interval of A - B lies above 0), ``no`` (below 0) or
-    ``tied`` (it holds 0)."""
+    ``tied`` (it holds 0, [0, 0] included: two plans equal on every image are a tie);
+    ``unknown`` without an interval (no image both plans scored).
+
+    Examples:
+        >>> [ci_verdict(*b) for b in ((0.01, 0.02), (-0.02, -0.01), (-0.01, 0.01), (0.0, 0.0))]
+        ['yes', 'no', 'tied', 'tied']
+    """
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return "unknown"
+    if lo == hi == 0.0:
+        return "tied"
     return "yes" if lo > 0 else "no" if hi < 0 else "tied"
 
 
+#: the plan TUFFC calls "often the worst strategy": fine-tuning only the last block
+LAST_BLOCK = "deep_to_shallow:1"
+
+
+def is_path_block_plan(plan: str) -> bool:
+    """A point of Fig. 4's path-scheme curves (``shallow_to_deep:K`` / ``deep_to_shallow:K``)."""
+    return plan.startswith(("shallow_to_deep:", "deep_to_shallow:")) and not plan.endswith("@level")
+
+
+def worst_block_partner(means: Mapping[str, float]) -> Optional[str]:
+    """The block plan that "fine-tuning only the last block is the worst block plan" is
+    decided against: the lowest other block plan (path scheme) by mean Dice, or the second
+    lowest when the last block is itself the lowest. None without the last-block plan or with
+    fewer than three block plans that have a mean.
+
+    Examples:
+        >>> worst_block_partner({"deep_to_shallow:1": 0.5, "shallow_to_deep:1": 0.6,
+        ...                      "deep_to_shallow:2": 0.4})
+        'deep_to_shallow:2'
+        >>> worst_block_partner({"deep_to_shallow:1": 0.3, "shallow_to_deep:1": 0.6,
+        ...                      "deep_to_shallow:2": 0.4})
+        'deep_to_shallow:2'
+    """
+    blocks = [p for p, v in means.items() if is_path_block_plan(p) and np.isfinite(v)]
+    if LAST_BLOCK not in blocks or len(blocks) < 3:
+        return None
+    ranked = sorted(blocks, key=lambda p: (means[p], p))
+    return ranked[1] if ranked[0] == LAST_BLOCK else ranked[0]
+
+
 def comparison_pairs(plans: Sequence[str], units: int = 9,
-                     params: Optional[Mapping[str, float]] = None) -> List[Tuple[str, str, str]]:
+                     params: Optional[Mapping[str, float]] = None,
+                     means: Optional[Mapping[str, float]] = None) -> List[Tuple[str, str, str]]:
     """``(plan_a, plan_b, why)`` pairs present in ``plans``.
 
     contracting vs expanding; shallow_to_deep:K vs deep_to_shallow:K (the two
@@ -121,6 +160,8 @@ def comparison_pairs(plans: Sequence[str], units: int = 9,
         units: number of blocks of the model (path scheme); the level scheme's count
             is read from the plans.
         params: trainable parameters per plan (for the methods' nearest block plan).
+        means: mean Dice per plan: adds the last block against the block plan it is ranked
+            against (:func:`worst_block_partner`) when no other pair compares the two.
     """
     have = set(plans)
     parsed = {p: Plan.parse(p) for p in plans}
@@ -156,4 +197,7 @@ def comparison_pairs(plans: Sequence[str], units: int = 9,
                           "nearest block plan in trainable parameters"))
         if everything and everything != near:
             pairs.append((m, everything, "another way to fine-tune vs all layers"))
+    partner = worst_block_partner(means) if means else None
+    if partner and not any({a, b} == {LAST_BLOCK, partner} for a, b, _ in pairs):
+        pairs.append((LAST_BLOCK, partner, "is the last block the worst block plan? (TUFFC)"))
     return pairs

@@ -90,7 +90,7 @@ def _S(**dice):
     ("ultrasound", _S(**{"shallow_to_deep:1": 0.79, "deep_to_shallow:1": 0.80,
                          "shallow_to_deep:5": 0.78, "deep_to_shallow:5": 0.77}), 9,
      "**no**, deep_to_shallow:1 is number 1 of 4 block plans from the best (Dice 0.800; lowest: "
-     "deep_to_shallow:5 0.770)."),
+     "deep_to_shallow:5 0.770; no paired interval (stats.csv has no row comparing the two))."),
     ("xray", _S(**{"shallow_to_deep:1": 0.95, "deep_to_shallow:1": 0.94}), 9,
      "Shallow→deep and deep→shallow curves close on t (paper, Fig. 4, X-ray), within a margin "
      "of ±0.03 Dice on average: **yes**, mean |difference| 0.010 over K = 1; shallow→deep "
@@ -209,7 +209,7 @@ def test_a_best_plan_no_better_than_the_pretrained_net_is_not_recommended(tmp_pa
 def test_a_recommendation_names_the_plans_not_shown_worse(report_text):
     assert ("Best on the held-out images: **contracting** (= contracting:blocks, the same "
             "layers), Dice 0.825 [") in report_text
-    assert ("Every other plan is worse by the paired 95 % interval of best − plan."
+    assert ("The other plan is worse by the paired 95 % interval of best − plan."
             in report_text)
     assert "No plan is recommended" not in report_text
 
@@ -258,3 +258,146 @@ def test_shift_section_says_which_side_wins_per_shift_as_its_interval_does():
     assert "contracting vs expanding - none: tied, blur: shallow, rim: deep" in text
     assert "| x |" not in text and "shallow_to_deep:5" not in text   # no such comparison
     assert shift_section(targets[:1] + targets[3:], summary, stats, units=9) == []
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize("modality, S, expected, absent", [
+    # REPORT.md said "**no** ... mean difference +nan" when every run of one side diverged
+    ("ultrasound", _S(**{"shallow_to_deep:1": 0.5, "deep_to_shallow:1": NAN,
+                         "shallow_to_deep:5": 0.6, "deep_to_shallow:5": NAN}),
+     "Shallow→deep curve above deep→shallow on t (paper, Fig. 4, breast US): **cannot be "
+     "decided** — every run of deep_to_shallow:1 and deep_to_shallow:5 failed or diverged (no "
+     "Dice), so no K has both curves.", "nan"),
+    ("xray", _S(**{"shallow_to_deep:1": NAN, "deep_to_shallow:1": 0.9}),
+     "curves close on t (paper, Fig. 4, X-ray): **cannot be decided** — every run of "
+     "shallow_to_deep:1 failed or diverged", "nan"),
+    # a K with a lost side is no point of the curves, and is named
+    ("ultrasound", _S(**{"shallow_to_deep:1": 0.7, "deep_to_shallow:1": 0.5,
+                         "shallow_to_deep:5": 0.6, "deep_to_shallow:5": NAN}),
+     "**yes**: above at 1 of 1 points (K = 1), mean difference +0.200 (K = 5 left out: every "
+     "run of deep_to_shallow:5 failed or diverged (no Dice)).", "nan"),
+    ("ultrasound", _S(contracting=NAN, expanding=0.6),
+     "Contracting > expanding on t (paper, breast US: 0.80 vs 0.72): **cannot be decided** — "
+     "every run of contracting failed or diverged (no Dice).", "**no**"),
+    ("ultrasound", _S(**{"deep_to_shallow:1": NAN, "shallow_to_deep:1": 0.6,
+                         "shallow_to_deep:2": 0.7, "deep_to_shallow:2": 0.5}),
+     "the worst block plan (TUFFC: 'fine-tuning the last layers is often the worst "
+     "strategy'): **cannot be decided** — every run of deep_to_shallow:1 failed or diverged "
+     "(no Dice).", "number"),
+    ("ultrasound", {**_S(all=0.9), "shallow_to_deep:1": {"plan": "shallow_to_deep:1",
+                                                          "dice_mean": "0.8",
+                                                          "seconds_per_epoch": "nan"}},
+     "faster than the whole network (TUFFC): **cannot be decided** — no seconds per epoch for "
+     "shallow_to_deep:1 (no ok run timed).", "**no**"),
+])
+def test_a_side_with_no_dice_cannot_be_decided(modality, S, expected, absent):
+    text = "\n".join(findings("t", modality, S, [], "keras", 9))
+    assert expected in text, text
+    assert absent not in text.replace(expected, ""), text
+
+
+def _last_block_S():
+    return _S(**{"deep_to_shallow:1": 0.18640, "deep_to_shallow:2": 0.18638,
+                 "shallow_to_deep:1": 0.3, "shallow_to_deep:2": 0.4})
+
+
+@pytest.mark.parametrize("row, expected", [
+    # "worst block plan: **no**" once compared 0.18640 with 0.18638: their interval holds 0
+    (_stat("t", "deep_to_shallow:1", "deep_to_shallow:2", "0.00002", "0.0", "0.0", "tied"),
+     "**tied** — not told apart from deep_to_shallow:2 (the paired interval holds 0), "
+     "deep_to_shallow:1 is number 3 of 4 block plans from the best (Dice 0.186; lowest: "
+     "deep_to_shallow:2 0.186; deep_to_shallow:1 − deep_to_shallow:2 over the held-out images "
+     "both scored: 0.000, 95 % interval [+0.000, +0.000])."),
+    (_stat("t", "deep_to_shallow:1", "deep_to_shallow:2", "0.00002", "-0.00001", "0.00004",
+           "tied"), "interval [-1e-05, +4e-05])"),
+    # decided by the interval above 0: the last block is better than the lowest plan
+    (_stat("t", "deep_to_shallow:1", "deep_to_shallow:2", "0.00002", "0.00001", "0.00003",
+           "yes"), "**no**, deep_to_shallow:1 is number 3 of 4"),
+    # the row in the other order is read as its mirror image
+    (_stat("t", "deep_to_shallow:2", "deep_to_shallow:1", "-0.00002", "-0.00003", "-0.00001",
+           "no"), "**no**, deep_to_shallow:1 is number 3 of 4 block plans from the best (Dice "
+                  "0.186; lowest: deep_to_shallow:2 0.186; deep_to_shallow:1 − deep_to_shallow:2 "
+                  "over the held-out images both scored: 0.000, 95 % interval [+1e-05, +3e-05])"),
+    # the means and the interval disagree: said so, no verdict
+    (_stat("t", "deep_to_shallow:1", "deep_to_shallow:2", "-0.00002", "-0.00003", "-0.00001",
+           "no"), "**cannot be decided** — the fold means and the paired interval"),
+])
+def test_last_block_verdict_follows_its_paired_interval(row, expected):
+    text = "\n".join(findings("t", "ultrasound", _last_block_S(), [row], "keras", 9))
+    assert expected in text, text
+
+
+def test_the_last_block_is_paired_with_the_plan_it_is_ranked_against():
+    from keras_unet_ft.stats import comparison_pairs
+
+    means = {"deep_to_shallow:1": 0.18640, "deep_to_shallow:2": 0.18638,
+             "shallow_to_deep:1": 0.3, "shallow_to_deep:2": 0.4}
+    assert comparison_pairs(list(means), 9, means=means)[-1] == (
+        "deep_to_shallow:1", "deep_to_shallow:2", "is the last block the worst block plan? (TUFFC)")
+    means["shallow_to_deep:1"] = 0.1   # already compared (same number of units): not twice
+    pairs = comparison_pairs(list(means), 9, means=means)
+    assert sum({a, b} == {"shallow_to_deep:1", "deep_to_shallow:1"} for a, b, _ in pairs) == 1
+
+
+def test_plans_equal_on_every_image_are_tied(tmp_path):
+    same = {("contracting", 0): [0.6, 0.5], ("contracting", 1): [0.4, 0.3],
+            ("expanding", 0): [0.6, 0.5], ("expanding", 1): [0.4, 0.3],
+            ("none", 0): [0.1, 0.1], ("none", 1): [0.1, 0.1]}
+    out = make_handmade_results(tmp_path / "r", dice=same)
+    write_tables(out)
+    text = write_report(out).read_text()
+    assert ("breast US: 0.80 vs 0.72): **tied (the difference lies in [+0.000, +0.000])**"
+            in text), text
+
+
+@pytest.mark.parametrize("a, b, spreads, expected", [
+    # "faster: **yes**" once rested on 1.10x while the runs of a plan differed by more
+    ("1.0", "1.1", ("1.3", "1.05"), "**tied** — within the timing noise, 1.00 vs 1.10 s per "
+     "epoch (1.10x; median epoch after the first, which holds the tracing / compiling; timing "
+     "noise: the runs of each plan differ by up to 1.30x (slowest / fastest run), so a ratio "
+     "counts beyond 1.30x)."),
+    ("1.0", "1.5", ("1.3", "1.05"), "**yes**, 1.00 vs 1.50 s per epoch (1.50x;"),
+    ("1.5", "1.0", ("1.3", "1.05"), "**no**, 1.50 vs 1.00 s per epoch (0.67x;"),
+    # a spread smaller than the floor: the floor
+    ("1.0", "1.08", ("1.01", "1.02"), "**tied** — within the timing noise"),
+    ("1.0", "1.2", ("1.01", "1.02"), "**yes**, 1.00 vs 1.20 s per epoch (1.20x; median epoch "
+     "after the first, which holds the tracing / compiling; timing noise: the runs of each "
+     "plan differ by up to 1.02x (slowest / fastest run), so a ratio counts beyond 1.10x)."),
+    # one timed run per plan: the spread is not known, a fixed margin
+    ("1.0", "1.2", ("nan", "nan"), "**tied** — within the timing noise, 1.00 vs 1.20 s per "
+     "epoch (1.20x; median epoch after the first, which holds the tracing / compiling; timing "
+     "noise not known (a single timed run of a plan), so a ratio counts beyond a fixed 1.25x)."),
+    ("1.0", "1.3", ("", ""), "**yes**, 1.00 vs 1.30 s per epoch"),
+])
+def test_speed_verdict_counts_beyond_the_timing_noise(a, b, spreads, expected):
+    S = _S(all=0.9, **{"shallow_to_deep:1": 0.8})
+    for p, x, sp in (("shallow_to_deep:1", a, spreads[0]), ("all", b, spreads[1])):
+        S[p]["steady_seconds_per_epoch"], S[p]["steady_seconds_per_epoch_spread"] = x, sp
+    text = "\n".join(findings("t", "ultrasound", S, [], "selective", 9))
+    assert expected in text, text
+
+
+def _rec_rows(*plans):
+    """Summary rows of one target: the first plan is the best, the others not shown worse."""
+    return {p: {"target": "t", "plan": p, "trained_as": p, "best": str(int(i == 0)),
+                "tied_best": "1", "dice_images_mean": str(0.8 - 0.1 * i), "dice_ci_low": "0.7",
+                "dice_ci_high": "0.9", "best_minus_dice": "0"} for i, p in enumerate(plans)}
+
+
+@pytest.mark.parametrize("plans, expected, absent", [
+    # "every other plan is worse" was said where there was no other plan
+    (("contracting",), "Only one plan was compared: **contracting**, Dice 0.800 [0.700, 0.900]. "
+     "With no other fine-tuning plan in this study, it says nothing about which layers to "
+     "fine-tune.", "other plan"),
+    (("contracting", "expanding"), "Best on the held-out images: **contracting**, Dice 0.800 "
+     "[0.700, 0.900]. Plans not shown to be worse (the paired 95 % interval of best − plan "
+     "holds 0): expanding (1 of 1).", "Only one"),
+])
+def test_choice_with_one_plan_says_only_one_was_compared(plans, expected, absent):
+    from keras_unet_ft.report import choice_section
+
+    text = "\n".join(choice_section(_rec_rows(*plans), [], "t"))
+    assert expected in text, text
+    assert absent not in text

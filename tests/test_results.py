@@ -245,3 +245,27 @@ def test_the_best_plan_per_parameter_budget(tmp_path):
     # with a plan outside the budget
     (r40,) = budget_table(out, tables["summary.csv"], tables["results.csv"], budgets=(0.4,))
     assert r40["best"] in ("contracting", "contracting:blocks") and "expanding" not in r40["tied"]
+
+
+def _timed(plan, fold, seconds, n_train="", ips=""):
+    return {"target": "t", "modality": "ultrasound", "plan": plan, "trained_as": plan,
+            "status": "ok", "fold": fold, "dice_mean": "0.5", "trainable_params": "10",
+            "n_empty": "", "train_seconds": "1", "seconds_per_epoch": seconds,
+            "n_train": n_train, "images_per_second": ips}
+
+
+@pytest.mark.parametrize("runs, spread, steady_spread", [
+    # the timing noise REPORT.md's speed finding counts beyond: slowest / fastest run
+    ([("1.0", "10", "10"), ("1.3", "10", "8")], 1.3, 1.25),
+    ([("2.0", "", ""), ("2.0", "", "")], 1.0, None),
+    ([("2.0", "10", "5")], None, None),   # one run: not known
+])
+def test_summary_gives_the_spread_of_seconds_per_epoch(runs, spread, steady_spread):
+    import math
+
+    from keras_unet_ft.results import summarize
+
+    row = summarize([_timed("p", k, *r) for k, r in enumerate(runs)])[0]
+    for key, want in (("seconds_per_epoch_spread", spread),
+                      ("steady_seconds_per_epoch_spread", steady_spread)):
+        assert math.isnan(row[key]) if want is None else row[key] == pytest.approx(want), row
