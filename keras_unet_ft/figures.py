@@ -460,9 +460,88 @@ def fig_dice_vs_params(out, target: str) -> Optional[pathlib.Path]:
     """Dice (image mean, 95 % interval) against trainable parameters, one point per plan of
     ``target`` (baselines as lines), the Pareto front joined: what each parameter budget
     buys. Blue: block plans; orange: other ways to fine-tune; grey: other networks or
-    staged plans."""
+    staged plans. Each point carries a number, placed where no other number or point is;
+    the list beside the axes maps numbers to plans (:func:`dice_vs_params_figure`)."""
+    fig = dice_vs_params_figure([r for r in _summary(out) if r["target"] == target], target)
+    return None if fig is None else _save(fig, out, f"dice_vs_params_{target}")
+
+
+#: the numbers on the points of dice_vs_params_*.png (``Text.get_gid``)
+POINT_NUMBER_GID = "point-number"
+_LABEL_RADII = (7, 11, 16, 22, 29, 37, 46, 56, 68, 82, 98, 116, 136)   # points from the marker
+_LABEL_ANGLES = np.deg2rad([45, 135, 315, 225, 90, 270, 0, 180, 22.5, 67.5, 112.5, 157.5,
+                            202.5, 247.5, 292.5, 337.5])
+
+
+def _overlaps(box, boxes) -> bool:
+    return any(box.x0 < b.x1 and b.x0 < box.x1 and box.y0 < b.y1 and b.y0 < box.y1
+               for b in boxes)
+
+
+def _place_numbers(fig, ax, xy: Sequence[tuple], labels: Sequence[str], colors,
+                   spans: Sequence[tuple] = ()) -> list:
+    """Put ``labels[i]`` near the data point ``xy[i]`` where its box meets no other label's
+    box, no marker and no error bar (``spans``: ``(x, y low, y high)`` in data units): the
+    first free spot on rings of growing radius (inside the axes while one is free there),
+    joined to its point by a thin line when it had to move away. Returns the Text artists
+    (``gid`` :data:`POINT_NUMBER_GID`)."""
+    from matplotlib.transforms import Bbox, offset_copy
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    to_px = fig.dpi / 72.0
+    points = [ax.transData.transform(p) for p in xy]
+    marker = 4.0 * to_px   # half a marker, in pixels
+    taken = [Bbox.from_extents(x - marker, y - marker, x + marker, y + marker)
+             for x, y in points]
+    for x, lo, hi in spans:
+        (x0, y0), (_, y1) = ax.transData.transform([(x, lo), (x, hi)])
+        taken.append(Bbox.from_extents(x0 - 2.5 * to_px, y0 - 1, x0 + 2.5 * to_px, y1 + 1))
+    texts = []
+    for (x, y), (px, py), label, color in zip(xy, points, labels, colors):
+        probe = ax.text(0, 0, label, fontsize=6.5, fontweight="bold")
+        w, h = (lambda b: (b.width, b.height))(probe.get_window_extent(renderer))
+        probe.remove()
+        spots = [(r * math.cos(a), r * math.sin(a)) for r in _LABEL_RADII for a in _LABEL_ANGLES]
+        best = None
+        for inside in (True, False):
+            for dx, dy in spots:
+                cx, cy = px + dx * to_px, py + dy * to_px
+                box = Bbox.from_extents(cx - w / 2 - 1, cy - h / 2 - 1, cx + w / 2 + 1,
+                                        cy + h / 2 + 1)
+                if inside and not (frame.x0 <= box.x0 and box.x1 <= frame.x1
+                                   and frame.y0 <= box.y0 and box.y1 <= frame.y1):
+                    continue
+                if not _overlaps(box, taken):
+                    best = (dx, dy, box)
+                    break
+            if best:
+                break
+        if best is None:   # every ring is full: one more ring outside the last
+            r = _LABEL_RADII[-1] + 20 * (1 + len(texts))
+            dx, dy = r, 0.0
+            cx, cy = px + dx * to_px, py
+            best = (dx, dy, Bbox.from_extents(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+        dx, dy, box = best
+        taken.append(box)
+        t = ax.text(x, y, label, fontsize=6.5, fontweight="bold", color=color, ha="center",
+                    va="center", clip_on=False, gid=POINT_NUMBER_GID,
+                    transform=offset_copy(ax.transData, fig=fig, x=dx, y=dy, units="points"))
+        texts.append(t)
+        if math.hypot(dx, dy) > _LABEL_RADII[0] + 1:
+            ax.annotate("", (x, y), xytext=(dx, dy), textcoords="offset points",
+                        arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.55",
+                                    "shrinkA": 4, "shrinkB": 3}, annotation_clip=False)
+    return texts
+
+
+def dice_vs_params_figure(S: List[dict], target: str):
+    """The figure of :func:`fig_dice_vs_params` from the summary rows of ``target``, not
+    saved (None with fewer than two plans to draw). Plans are numbered by trainable
+    parameters (then Dice, best first); the list to the right of the axes names them, an
+    asterisk marking the Pareto front."""
     plt = _plt()
-    S = [r for r in _summary(out) if r["target"] == target]
     pts, colors, bars = [], [], []
     for r in S:
         q = Plan.parse(r["plan"])
@@ -475,23 +554,19 @@ def fig_dice_vs_params(out, target: str) -> Optional[pathlib.Path]:
         bars.append((dice - _num(r.get("dice_ci_low")), _num(r.get("dice_ci_high")) - dice))
     if len(pts) < 2:
         return None
+    order = sorted(range(len(pts)), key=lambda i: (pts[i][1], -pts[i][2], pts[i][0]))
+    pts, colors, bars = ([v[i] for i in order] for v in (pts, colors, bars))
     front = pareto_front(pts)
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    per_column = 26
+    columns = math.ceil(len(pts) / per_column)
+    fig, ax = plt.subplots(figsize=(7.5 + 1.9 * columns, 4.8))
+    fig.subplots_adjust(left=0.08, right=1 - 1.9 * columns / (7.5 + 1.9 * columns), top=0.9,
+                        bottom=0.22)
     for (name, n, dice), c, (lo, hi) in zip(pts, colors, bars):
         err = [[lo], [hi]] if math.isfinite(lo) and math.isfinite(hi) else None
         ax.errorbar([n], [dice], yerr=err, fmt="o", color=c, ms=6 if name in front else 4,
                     mec="black" if name in front else c, capsize=2, lw=0.8)
-    same_n: Dict[float, List[tuple]] = {}
-    for name, n, dice in pts:   # plans of one size: labels stacked beside them, joined by a line
-        same_n.setdefault(n, []).append((name, dice))
-    for n, group in same_n.items():
-        group.sort(key=lambda g: -g[1])
-        for j, (name, dice) in enumerate(group):
-            dy = 3 if len(group) == 1 else 4 + 9 * ((len(group) - 1) / 2 - j)
-            ax.annotate(name, (n, dice), textcoords="offset points", xytext=(8, dy), fontsize=6,
-                        va="center", arrowprops=None if len(group) == 1 else
-                        {"arrowstyle": "-", "lw": 0.3, "color": "0.5"})
-    fx = [(n, d) for name, n, d in sorted(pts, key=lambda p: p[1]) if name in front]
+    fx = [(n, d) for name, n, d in pts if name in front]
     ax.step([p[0] for p in fx], [p[1] for p in fx], where="post", color="black", lw=0.8,
             alpha=0.6, label="Pareto front (no plan better with fewer parameters)")
     for base, style in (("none", ":"), ("scratch", "--")):
@@ -500,14 +575,28 @@ def fig_dice_vs_params(out, target: str) -> Optional[pathlib.Path]:
             ax.axhline(_num(row["dice_images_mean"]), ls=style, color="tab:red", lw=0.8,
                        label=f"{base} (baseline)")
     ax.set_xscale("log")
+    ax.margins(x=0.12, y=0.12)
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel("Dice (held-out images, 95 % interval)")
     ax.set_title(f"{target}: Dice against trainable parameters (blue: blocks, orange: other "
                  "ways, black edge: Pareto front)", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3,
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3,
               frameon=False)
-    return _save(fig, out, f"dice_vs_params_{target}")
+    names = [f"{i + 1:>2} {name}{' *' if name in front else ''}" for i, (name, _, _) in
+             enumerate(pts)]
+    for col in range(columns):
+        chunk = names[col * per_column:(col + 1) * per_column]
+        ax.text(1.03 + col * 1.9 / 7.5, 1.0, ("plan (* front)\n" if col == 0 else "\n")
+                + "\n".join(chunk), transform=ax.transAxes, va="top", ha="left", fontsize=6.5,
+                family="monospace", gid="plan-list")
+    fig.canvas.draw()
+    ax.set_xlim(ax.get_xlim())
+    ax.set_ylim(ax.get_ylim())
+    _place_numbers(fig, ax, [(n, d) for _, n, d in pts], [str(i + 1) for i in range(len(pts))],
+                   colors, [(n, d - lo, d + hi) for (_, n, d), (lo, hi) in zip(pts, bars)
+                            if math.isfinite(lo) and math.isfinite(hi)])
+    return fig
 
 
 def _num(v) -> float:

@@ -120,3 +120,40 @@ def test_fig3_draws_from_the_results_folder_alone(tiny_study, tmp_path, caplog):
     shutil.rmtree(old / EXAMPLES)
     assert figures.fig3_examples(old, "sim_bus") is None
     assert "run the study into it again" in caplog.text
+
+
+def _close_plans(n_points, spread):
+    """Summary rows of plans whose points crowd one spot (about 12 of 20 labels were
+    unreadable in a real 20-plan study)."""
+    names = ([f"shallow_to_deep:{k}" for k in range(1, 10)]
+             + [f"deep_to_shallow:{k}" for k in range(1, 10)]
+             + ["contracting", "expanding", "bitfit", "llrd:0.5"])[:n_points]
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, name in enumerate(names):
+        d = 0.80 + spread * rng.uniform(-1, 1)
+        rows.append({"target": "t", "plan": name, "dice_images_mean": d,
+                     "dice_ci_low": d - 0.02, "dice_ci_high": d + 0.02,
+                     "trainable_params": int(10_000 * (1 + spread * rng.uniform(0, 1)))})
+    return rows + [{"target": "t", "plan": "none", "dice_images_mean": 0.5,
+                    "trainable_params": 0}]
+
+
+@pytest.mark.parametrize("n_points, spread", [(20, 0.01), (20, 0.0), (22, 0.3), (3, 0.01)])
+def test_dice_vs_params_labels_never_overlap(n_points, spread):
+    fig = figures.dice_vs_params_figure(_close_plans(n_points, spread), "t")
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        texts = [t for t in fig.axes[0].texts if t.get_gid() == figures.POINT_NUMBER_GID]
+        listing = [t for t in fig.axes[0].texts if t.get_gid() == "plan-list"]
+        assert sorted(int(t.get_text()) for t in texts) == list(range(1, n_points + 1))
+        boxes = [t.get_window_extent(renderer) for t in texts + listing]
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert not a.overlaps(b), (a, b)
+        named = "\n".join(t.get_text() for t in listing)   # every number names its plan
+        for row in _close_plans(n_points, spread)[:-1]:
+            assert f" {row['plan']}" in named
+    finally:
+        figures._plt().close(fig)
