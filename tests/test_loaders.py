@@ -312,26 +312,86 @@ def test_busbra_layout_classes_and_official_folds(tmp_path):
         target_folds(tiny_config(**{"finetune.folds": "3"}), ds, tmp_path / "s3.json")
 
 
-def test_hc18_outlines_are_filled(tmp_path):
+def _outline(shape, centre, radii, orientation=0.0, margin=40):
+    """An ellipse outline drawn on a larger canvas and cut to ``shape`` (as HC18 draws a
+    head that reaches past the border), and the true head region cut the same way."""
+    from scipy import ndimage
     from skimage.draw import ellipse_perimeter
 
+    big = np.zeros((shape[0] + 2 * margin, shape[1] + 2 * margin), bool)
+    rr, cc = ellipse_perimeter(centre[0] + margin, centre[1] + margin, *radii,
+                               orientation=orientation, shape=big.shape)
+    big[rr, cc] = True
+    cut = (slice(margin, margin + shape[0]), slice(margin, margin + shape[1]))
+    return big[cut].astype(np.uint8) * 255, ndimage.binary_fill_holes(big)[cut]
+
+
+def _hc18(tmp_path, outlines, shape=(40, 48)):
     folder = tmp_path / "training_set"
-    for k, stem in enumerate(("000_HC", "001_HC", "001_2HC")):
-        _save(folder / f"{stem}.png", _img(seed=k))
-        outline = np.zeros((40, 48), np.uint8)
-        rr, cc = ellipse_perimeter(20, 24, 12, 16, shape=outline.shape)
-        outline[rr, cc] = 255
+    for k, (stem, outline) in enumerate(outlines.items()):
+        _save(folder / f"{stem}.png", _img(*shape, seed=k))
         _save(folder / f"{stem}_Annotation.png", outline)
+    return tmp_path
+
+
+def test_hc18_outlines_are_filled(tmp_path):
+    outline, head = _outline((40, 48), (20, 24), (12, 16))
+    _hc18(tmp_path, {stem: outline for stem in ("000_HC", "001_HC", "001_2HC")})
     ds = load_dataset(f"hc18:{tmp_path}", size=(40, 48), cache=False, progress=False)
-    assert ds.ids == ["000_HC", "001_2HC", "001_HC"]
-    m = ds.masks[0, ..., 0]
-    assert m[20, 24] == 1 and m[0, 0] == 0 and m.sum() > 0.9 * np.pi * 12 * 16
-    _save(folder / "002_HC.png", _img())
-    broken = np.zeros((40, 48), np.uint8)
-    broken[5:30, 10] = 255                                   # an open line, not an outline
-    _save(folder / "002_HC_Annotation.png", broken)
-    with pytest.raises(ValueError, match="002_HC_Annotation.png is not closed"):
-        load_dataset(f"hc18:{tmp_path}", size=(40, 48), cache=False, progress=False)
+    assert ds.ids == ["000_HC", "001_2HC", "001_HC"] and ds.warnings == []
+    assert np.array_equal(ds.masks[0, ..., 0].astype(bool), head)
+
+
+@pytest.mark.parametrize("centre, radii, orientation, gap", [
+    ((20, 40), (12, 16), 0.0, False),     # cut by the right border
+    ((2, 24), (14, 18), 0.4, False),      # cut by the top border, tilted
+    ((34, 4), (12, 14), -0.3, False),     # cut by the bottom and left borders
+    ((38, 2), (12, 14), 0.0, False),      # a corner only: the fitted ellipse is rough
+    ((20, 24), (12, 16), 0.0, True),      # inside the image, a gap in the outline
+])
+def test_hc18_an_outline_cut_by_the_border_is_closed_by_an_ellipse(tmp_path, caplog, centre,
+                                                                     radii, orientation, gap):
+    whole, _ = _outline((40, 48), (20, 24), (12, 16))
+    cut, head = _outline((40, 48), centre, radii, orientation)
+    if gap:
+        cut[14:20, 36:] = 0
+    _hc18(tmp_path, {"000_HC": whole, "186_HC": cut, "187_HC": whole})
+    with caplog.at_level(logging.WARNING, logger="keras_unet_ft.data"):
+        ds = load_dataset(f"hc18:{tmp_path}", size=(40, 48), cache=False, progress=False)
+    assert ds.ids == ["000_HC", "186_HC", "187_HC"]
+    m = ds.masks[1, ..., 0].astype(bool)
+    assert (m & head).sum() / (m | head).sum() > 0.9
+    assert len(ds.warnings) == 1 and "hc18: 1 outline(s) not closed" in ds.warnings[0]
+    assert "186_HC_Annotation.png" in ds.warnings[0] and "186_HC_Annotation.png" in caplog.text
+
+
+def _scattered(shape=(40, 48)):
+    a = np.zeros(shape, np.uint8)
+    rng = np.random.default_rng(3)
+    a[rng.integers(0, shape[0], 15), rng.integers(0, shape[1], 15)] = 255
+    return a
+
+
+def _line(shape=(40, 48)):
+    a = np.zeros(shape, np.uint8)
+    a[5:30, 10] = 255
+    return a
+
+
+@pytest.mark.parametrize("broken", [_scattered, _line], ids=["scattered pixels", "open line"])
+def test_hc18_an_outline_that_cannot_be_filled_is_left_out_or_refused(tmp_path, caplog, broken):
+    whole, _ = _outline((40, 48), (20, 24), (12, 16))
+    _hc18(tmp_path, {"000_HC": whole, "001_HC": whole, "002_HC": broken(), "003_HC": whole})
+    with caplog.at_level(logging.WARNING, logger="keras_unet_ft.data"):
+        ds = load_dataset(f"hc18:{tmp_path}", size=(40, 48), cache=False, progress=False)
+    assert ds.ids == ["000_HC", "001_HC", "003_HC"]
+    assert len(ds.warnings) == 1
+    assert re.search(r"1 of 4 image/mask pair\(s\) cannot be read and are left out: the outline "
+                     r"in .*002_HC_Annotation.png is not closed", ds.warnings[0])
+    assert "002_HC_Annotation.png" in caplog.text
+    with pytest.raises(ValueError, match=r"strict=true refuses .*002_HC_Annotation.png"):
+        load_dataset(f"hc18:{tmp_path}?strict=true", size=(40, 48), cache=False,
+                     progress=False)
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -392,3 +452,136 @@ def test_two_targets_of_one_name_are_an_error(tmp_path):
     check_targets(["folder:/data/a/x", "folder:/data/b/x?name=x2"])
     with pytest.raises(ValueError, match="is the same data as"):
         check_targets(["folder:/data/a/x", "folder:/data/a/x?name=y"])
+
+
+# ---------------------------------------------------------------------------
+# a few odd files: the rest loads, the odd ones are named and left out (strict refuses)
+def _odd(path, kind):
+    """Spoil ``path`` (an image or mask file already written): ``corrupt``, ``empty`` or
+    ``small`` (a smaller picture than its partner)."""
+    if kind == "corrupt":
+        path.write_bytes(b"\x89PNG not really")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        _save(path, _mask(20, 20, (1, 5, 1, 5)), fmt="GIF" if path.suffix == ".gif" else None)
+
+
+def _folder_set(tmp, kind):
+    for s in "abcd":
+        _save(tmp / "images" / f"{s}.png", _img(seed=ord(s)))
+        _save(tmp / "masks" / f"{s}.png", _mask())
+    _odd(tmp / ("masks" if kind == "small" else "images") / "c.png", kind)
+    return f"folder:{tmp}", list("abd"), "c.png"
+
+
+def _xpie_set(tmp, kind):
+    for s in "abcd":
+        _save(tmp / "Images" / f"{s}.jpg", _img(seed=ord(s), rgb=True))
+        _save(tmp / "Grounds" / f"{s}.png", _mask())
+    _odd(tmp / "Grounds" / "b.png", kind)
+    return f"xpie:{tmp}", list("acd"), "b.png"
+
+
+def _udiat_set(tmp, kind):
+    for i in (1, 2, 3, 4):
+        _save(tmp / "original" / f"{i:06d}.png", _img(seed=i))
+        _save(tmp / "GT" / f"{i:06d}.png", _mask())
+    _odd(tmp / "GT" / "000004.png", kind)
+    return f"udiat_b:{tmp}", ["000001", "000002", "000003"], "000004.png"
+
+
+def _busi_set(tmp, kind):
+    root = _busi(tmp, n=2)
+    _odd(root / "Dataset_BUSI_with_GT" / "benign" / "benign (2).png", kind)
+    ids = ["benign (1)", "malignant (1)", "malignant (2)", "normal (1)", "normal (2)"]
+    return f"busi:{root}", ids, "benign (2).png"
+
+
+def _busbra_set(tmp, kind):
+    root, ids = _busbra(tmp, n=4)
+    _odd(root / "BUSBRA" / "Masks" / "mask_0002-r.png", kind)
+    return f"busbra:{root}", [i for i in ids if i != "bus_0002-r"], "mask_0002-r.png"
+
+
+def _montgomery_set(tmp, kind):
+    base = tmp / "MontgomerySet"
+    for i in range(3):
+        _save(base / "CXR_png" / f"MCUCXR_000{i}_0.png", _img(seed=i))
+        for side in ("leftMask", "rightMask"):
+            _save(base / "ManualMask" / side / f"MCUCXR_000{i}_0.png", _mask())
+    _odd(base / "ManualMask" / "rightMask" / "MCUCXR_0001_0.png", kind)
+    return f"montgomery:{tmp}", ["MCUCXR_0000_0", "MCUCXR_0002_0"], "MCUCXR_0001_0.png"
+
+
+def _jsrt_set(tmp, kind):
+    raw = np.zeros((2048, 2048), ">u2")
+    for stem in ("JPCLN001", "JPCLN002", "JPCLN003"):
+        raw.tofile(tmp / f"{stem}.IMG")
+        for side in ("left lung", "right lung"):
+            _save(tmp / "masks" / side / f"{stem}.gif", _mask(1024, 1024, (100, 900, 80, 420)),
+                  fmt="GIF")
+    _odd(tmp / "masks" / "left lung" / "JPCLN002.gif", kind)
+    return f"jsrt_scr:{tmp}", ["JPCLN001", "JPCLN003"], "JPCLN002.gif"
+
+
+@pytest.mark.parametrize("make, kind", [
+    (_folder_set, "corrupt"), (_folder_set, "empty"), (_folder_set, "small"),
+    (_xpie_set, "empty"), (_udiat_set, "small"), (_busi_set, "corrupt"),
+    (_busbra_set, "small"), (_montgomery_set, "empty"), (_jsrt_set, "small"),
+])
+def test_a_few_odd_files_are_left_out_by_name_and_refused_with_strict(tmp_path, caplog, make,
+                                                                       kind):
+    spec, ids, odd = make(tmp_path, kind)
+    with caplog.at_level(logging.WARNING, logger="keras_unet_ft.data"):
+        ds = _load(spec)
+    assert ds.ids == ids
+    assert all(len(v) == len(ids) for v in ds.meta.values())    # class, size: still aligned
+    assert len(ds.warnings) == 1 and odd in ds.warnings[0] and odd in caplog.text
+    assert re.search(rf"1 of {len(ids) + 1} image/mask pair\(s\) cannot be read and are left "
+                     "out", ds.warnings[0])
+    with pytest.raises(ValueError, match=rf"strict=true refuses .*{re.escape(odd)}"):
+        _load(spec + "?strict=true")
+
+
+def test_more_than_half_the_files_odd_refuses_the_dataset(tmp_path):
+    for s in "abc":
+        _save(tmp_path / "images" / f"{s}.png", _img())
+        _save(tmp_path / "masks" / f"{s}.png", _mask(20, 20) if s != "a" else _mask())
+    with pytest.raises(ValueError, match=r"2 of 3 image/mask pair\(s\) cannot be read, more "
+                                         r"than 50%, so the dataset is refused .*b.png is 20x20"):
+        _load(f"folder:{tmp_path}")
+
+
+def test_the_warnings_of_a_dataset_survive_its_cache(tmp_path):
+    spec, ids, odd = _folder_set(tmp_path / "data", "empty")
+    first = load_dataset(spec, size=SIZE, cache_directory=tmp_path / "cache", progress=False)
+    assert list((tmp_path / "cache").glob("*.npz"))
+    hit = load_dataset(spec, size=SIZE, cache_directory=tmp_path / "cache", progress=False)
+    assert hit.ids == ids and hit.warnings == first.warnings and odd in hit.warnings[0]
+    assert hit.subset([0]).warnings == first.warnings
+
+
+def _unlisted_busbra(tmp):
+    root, ids = _busbra(tmp, n=4)
+    csv = root / "BUSBRA" / "bus_data.csv"
+    csv.write_text("".join(line + "\n" for line in csv.read_text().splitlines()
+                           if not line.startswith(ids[1])))
+    return f"busbra:{root}", ids[1]
+
+
+def _unlisted_udiat(tmp):
+    for i in (1, 2, 3):
+        _save(tmp / "original" / f"{i:06d}.png", _img(seed=i))
+        _save(tmp / "GT" / f"{i:06d}.png", _mask())
+    (tmp / "DatasetB.csv").write_text("Image,Type\n000001,Benign\n000003,Malignant\n")
+    return f"udiat_b:{tmp}", "000002"
+
+
+@pytest.mark.parametrize("make", [_unlisted_busbra, _unlisted_udiat])
+def test_an_image_missing_from_the_class_list_is_said_out_loud(tmp_path, make):
+    spec, stem = make(tmp_path)
+    ds = _load(spec)
+    assert ds.meta["class"][ds.ids.index(stem)] == "unknown"
+    assert len(ds.warnings) == 1 and "1 image(s) are not in" in ds.warnings[0]
+    assert stem in ds.warnings[0] and "their class is 'unknown'" in ds.warnings[0]

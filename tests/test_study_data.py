@@ -72,12 +72,15 @@ def test_inner_split_keeps_near_duplicates_together():
         assert ("i2" in s["test"]) == ("i3" in s["test"])
 
 
-@pytest.mark.parametrize("sizes, n_obj, folds, expected", [
-    (["40x40"] * 40, 40, 2, []),
-    (["40x40"] * 39 + ["80x40"], 40, 2, ["mixed aspect ratios (width / height from 1.00"]),
-    (["40x40"] * 40, 12, 3, ["12 images with an object over 3 folds, about 4 per test fold"]),
+@pytest.mark.parametrize("sizes, n_obj, folds, warnings, expected", [
+    (["40x40"] * 40, 40, 2, [], []),
+    (["40x40"] * 39 + ["80x40"], 40, 2, [], ["mixed aspect ratios (width / height from 1.00"]),
+    (["40x40"] * 40, 12, 3, [], ["12 images with an object over 3 folds, about 4 per test fold"]),
+    # the loader's own warnings come first, as the loader wrote them
+    (["40x40"] * 40, 40, 2, ["x: 1 of 41 image/mask pair(s) cannot be read and are left out"],
+     ["1 of 41 image/mask pair(s) cannot be read"]),
 ])
-def test_data_notes_say_what_the_report_must_warn_about(sizes, n_obj, folds, expected):
+def test_data_notes_say_what_the_report_must_warn_about(sizes, n_obj, folds, warnings, expected):
     import numpy as np
 
     from keras_unet_ft.data.dataset import Dataset
@@ -87,7 +90,7 @@ def test_data_notes_say_what_the_report_must_warn_about(sizes, n_obj, folds, exp
     masks = np.zeros((n, 8, 8, 1), np.uint8)
     masks[:n_obj, 2:4, 2:4] = 1
     ds = Dataset("x", np.zeros((n, 8, 8, 1), np.float32), masks, [f"i{k}" for k in range(n)],
-                 {"original_size": sizes})
+                 {"original_size": sizes}, warnings=warnings)
     notes = data_notes(ds, folds)
     assert len(notes) == len(expected)
     for note, want in zip(notes, expected):

@@ -23,6 +23,9 @@ class Dataset:
         meta: per-image metadata, each value a list of length N
             (e.g. ``{"class": ["benign", "malignant", ...]}``).
         source: where the data came from (a folder, or ``generated(seed=...)``).
+        warnings: what a reader of results on this data must know about how it was read
+            (files left out, outlines closed, 12-bit images rescaled), one sentence each;
+            the study prints them under "Data warnings" in REPORT.md.
     """
 
     name: str
@@ -31,6 +34,7 @@ class Dataset:
     ids: List[str]
     meta: Dict[str, list] = dataclasses.field(default_factory=dict)
     source: str = ""
+    warnings: List[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         n = len(self.images)
@@ -60,7 +64,8 @@ class Dataset:
         index = np.asarray(index, dtype=int)
         return Dataset(self.name, self.images[index], self.masks[index],
                        [self.ids[i] for i in index],
-                       {k: [v[i] for i in index] for k, v in self.meta.items()}, self.source)
+                       {k: [v[i] for i in index] for k, v in self.meta.items()}, self.source,
+                       list(self.warnings))
 
     def summary(self) -> str:
         empty = int((self.masks.reshape(len(self), -1).max(axis=1) == 0).sum()) if len(self) else 0

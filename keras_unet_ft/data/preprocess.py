@@ -1,7 +1,9 @@
 """Reading and preprocessing images and masks; the on-disk cache.
 
 * Grayscale: RGB(A) images become luminance (alpha dropped); 8- and 16-bit
-  integers are scaled to [0, 1] by their type's range, floats are kept.
+  integers are scaled to [0, 1] by their type's range, floats are kept. A dataset
+  whose 16-bit images all stay below 4096 holds 12-bit data (CT, X-ray): the
+  loaders scale it by 4095 instead of 65535 and say so (:func:`twelve_bit`).
 * Resize to the target size: images anti-aliased (bilinear), masks by nearest
   neighbour after binarisation, so they stay binary.
 * Masks in any common encoding (:func:`binarize_mask`): 0/255, label values,
@@ -28,8 +30,9 @@ from ..io import atomic_savez
 from .dataset import Dataset
 
 log = logging.getLogger("keras_unet_ft.data")
-CACHE_VERSION = 3  # bump when preprocessing changes: old caches are rebuilt
-#                   (3: real sets keep each image's size before resizing)
+CACHE_VERSION = 4  # bump when preprocessing changes: old caches are rebuilt
+#                   (3: real sets keep each image's size before resizing; 4: 12-bit data in
+#                   16-bit files scaled by 4095, files that cannot be read left out, warnings kept)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 
 
@@ -66,6 +69,38 @@ def _scale(a: np.ndarray) -> np.ndarray:
         return a.astype(np.float32) / float(np.iinfo(a.dtype).max)
     a = a.astype(np.float32)
     return a / a.max() if a.max() > 1.0 else a
+
+
+TWELVE_BIT = 4095   # the largest 12-bit value
+
+
+def largest_value(raw: np.ndarray):
+    """The largest value of a 16-bit unsigned image (alpha channel left out), else None."""
+    if raw.dtype != np.uint16:
+        return None
+    if raw.ndim == 3 and raw.shape[-1] in (2, 4):
+        raw = raw[..., :-1]
+    return int(raw.max())
+
+
+def twelve_bit(name: str, largest) -> tuple[float, str]:
+    """The factor a dataset's 16-bit images (already divided by 65535) are multiplied by, and
+    the sentence that says so (``""`` when nothing changes). ``largest``: each 16-bit image's
+    largest value. When all stay below 4096 the data is 12-bit: it is scaled by 4095, not
+    read at 1/16 of its range.
+
+    Examples:
+        >>> twelve_bit("x", [4000, 3000])[0] == 65535 / 4095
+        True
+        >>> twelve_bit("x", [4000, 60000])
+        (1.0, '')
+    """
+    largest = [v for v in largest if v is not None]
+    if not largest or max(largest) > TWELVE_BIT:
+        return 1.0, ""
+    return 65535.0 / TWELVE_BIT, (
+        f"{name}: the {len(largest)} 16-bit image(s) hold values up to {max(largest)} only "
+        f"(below 4096): read as 12-bit data, scaled to [0, 1] by {TWELVE_BIT} instead of 65535")
 
 
 def to_gray(a: np.ndarray) -> np.ndarray:
@@ -189,8 +224,9 @@ def resize_mask(m: np.ndarray, size) -> np.ndarray:
                             preserve_range=True).astype(np.uint8)
 
 
-def stack(name, pairs, size, ids, meta, source) -> Dataset:
-    """Resize ``(image, mask)`` float/bool pairs and assemble a Dataset."""
+def stack(name, pairs, size, ids, meta, source, warnings=None) -> Dataset:
+    """Resize ``(image, mask)`` float/bool pairs and assemble a Dataset (``warnings``: the
+    loader's sentences for :attr:`Dataset.warnings`)."""
     n = len(pairs)
     images = np.empty((n, size[0], size[1], 1), np.float32)
     masks = np.empty((n, size[0], size[1], 1), np.uint8)
@@ -199,9 +235,38 @@ def stack(name, pairs, size, ids, meta, source) -> Dataset:
         masks[i, ..., 0] = resize_mask(m, size)
     if pairs and "original_size" not in meta:   # the shapes before resizing (aspect check)
         meta = {**meta, "original_size": [f"{img.shape[1]}x{img.shape[0]}" for img, _ in pairs]}
-    ds = Dataset(name, images, masks, list(ids), meta, source)
+    ds = Dataset(name, images, masks, list(ids), meta, source, list(warnings or []))
+    check_lost_masks(ds, [bool(np.any(m)) for _, m in pairs], [img.shape[:2] for img, _ in pairs])
     check_empty_masks(ds, source)
     return ds
+
+
+def check_lost_masks(ds: Dataset, had_object, shapes) -> int:
+    """Masks with an object before resizing and none after: resizing an image of an extreme
+    aspect ratio (1000x10 to 32x32) samples past thin objects. An error when no mask keeps
+    its object (it names the cause, not the encoding), else a warning. Returns the number lost."""
+    n = len(ds)
+    if not n:
+        return 0
+    after = ds.masks.reshape(n, -1).max(axis=1) > 0
+    lost = [i for i in range(n) if had_object[i] and not after[i]]
+    if not lost:
+        return 0
+    ratios = [max(w / h, h / w) for h, w in (shapes[i] for i in lost)]
+    worst = lost[int(np.argmax(ratios))]
+    h, w = shapes[worst]
+    cause = (f"(e.g. {ds.ids[worst]}, {w}x{h} px, aspect ratio {max(ratios):.0f}:1): squashing "
+             "images of such an aspect ratio to that size erases thin objects; crop, pad or tile "
+             "the images to a squarer shape first, or give a larger size")
+    if not after.any():
+        raise UserError(f"{ds.name}: all {n} masks are empty after resizing to "
+                        f"{ds.size[1]}x{ds.size[0]}, though {sum(map(bool, had_object))} had an "
+                        f"object before {cause}")
+    msg = (f"{ds.name}: {len(lost)} of the {sum(map(bool, had_object))} masks with an object "
+           f"are empty after resizing to {ds.size[1]}x{ds.size[0]} {cause}")
+    log.warning("%s", msg)
+    ds.warnings.append(msg)
+    return len(lost)
 
 
 EMPTY_WARN_SHARE = 0.2  # more empty masks than this is said out loud
@@ -250,7 +315,7 @@ def load_cached(path: pathlib.Path, key: str):
                 return None
             info = json.loads(str(z["info"]))
             return Dataset(info["name"], z["images"], z["masks"], info["ids"], info["meta"],
-                           info["source"])
+                           info["source"], list(info.get("warnings", [])))
     except Exception as e:  # noqa: BLE001 - a corrupt cache is rebuilt, never trusted
         log.warning("cache %s is unreadable (%s); rebuilding", path, e)
         return None
@@ -259,7 +324,8 @@ def load_cached(path: pathlib.Path, key: str):
 def save_cached(path: pathlib.Path, key: str, ds: Dataset) -> None:
     """Write atomically (temporary file + rename). A cache that cannot be written (a
     read-only or full disk) is said once and skipped: the data is in memory all the same."""
-    info = json.dumps({"name": ds.name, "ids": ds.ids, "meta": ds.meta, "source": ds.source})
+    info = json.dumps({"name": ds.name, "ids": ds.ids, "meta": ds.meta, "source": ds.source,
+                       "warnings": ds.warnings})
     try:
         atomic_savez(path, compress=False, key=key, info=info, images=ds.images, masks=ds.masks)
     except OSError as e:

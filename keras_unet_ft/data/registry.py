@@ -23,6 +23,7 @@ import numpy as np
 from ..exitcodes import UserError
 from ..layout import SAFE_NAME
 from .dataset import Dataset
+from .loaders._common import OptionHint
 from .preprocess import cache_dir, cache_key, load_cached, save_cached
 
 log = logging.getLogger("keras_unet_ft.data")
@@ -190,6 +191,35 @@ def _unknown_dataset(name: str, spec: str) -> str:
             + f" Known: {', '.join(dataset_names())}")
 
 
+def spec_with(spec: str, root=None, options: Optional[Dict[str, object]] = None) -> str:
+    """``spec`` with ``options`` set, every other option kept in its place (a value of None
+    removes the option); ``root`` is written in when the spec names none.
+
+    Examples:
+        >>> spec_with("folder:/d?modality=ultrasound&mask_suffix=_seg", None,
+        ...           {"mask_suffix": "_mask"})
+        'folder:/d?modality=ultrasound&mask_suffix=_mask'
+        >>> spec_with("folder?name=x", "/d", {"skip_unpaired": "true"})
+        'folder:/d?name=x&skip_unpaired=true'
+    """
+    base, q, query = spec.strip().partition("?")
+    items = [i.strip() for i in query.split("&") if i.strip()] if q else []
+    keys = [i.partition("=")[0].strip() for i in items]
+    if ":" not in base and root is not None:
+        base = f"{base}:{root}"
+    for k, v in (options or {}).items():
+        if k in keys:
+            j = keys.index(k)
+            if v is None:
+                del items[j], keys[j]
+            else:
+                items[j] = f"{k}={v}"
+        elif v is not None:
+            items.append(f"{k}={v}")
+            keys.append(k)
+    return base + ("?" + "&".join(items) if items else "")
+
+
 def parse_spec(spec: str, root=None):
     """``"busi:/data/BUSI"`` -> ``("busi", "/data/BUSI")``; a plain name keeps ``root``."""
     name, path, _ = split_spec(spec)
@@ -327,6 +357,7 @@ def load_dataset(spec: str, root=None, size=256, cache: bool = True,
         (4, 64, 64, 1)
     """
     progress = options.pop("progress", True)
+    given_root = root
     _, _, spec_options = split_spec(spec)
     spec_options = {k: v for k, v in spec_options.items() if k not in TARGET_OPTIONS}
     name, root = parse_spec(spec, root)
@@ -353,10 +384,15 @@ def load_dataset(spec: str, root=None, size=256, cache: bool = True,
             if path not in _ANNOUNCED:   # each fact once per process (Fig. 3 reloads it)
                 _ANNOUNCED.add(path)
                 log.info("%s (from the cache %s)", hit.summary(), path)
+                for note in hit.warnings:   # said when the files were read, said again
+                    log.warning("%s", note)
             return hit
     if info.kind == "real":
         subset = {k: options.pop(k) for k in list(options) if k in SUBSET_OPTIONS}
-        ds = info.loader(root=root, size=size, progress=progress, **options)
+        try:
+            ds = info.loader(root=root, size=size, progress=progress, **options)
+        except OptionHint as e:   # the fix, written as the user's own spec
+            raise e.for_target(spec_with(spec, given_root, e.options)) from None
         if subset.get("n") is not None:
             ds = stratified_subset(ds, subset["n"], subset.get("seed") or 0)
     else:

@@ -67,11 +67,12 @@ ASPECT_TOLERANCE = 1.1
 
 def data_notes(ds, folds: int, name: Optional[str] = None) -> list:
     """What a reader of the results must know about a target's images, as sentences (each
-    is logged as a warning by the study and printed in REPORT.md): images of mixed aspect
-    ratios (each is resized to a square, which squashes some of them), and fewer than
-    :data:`MIN_OBJECTS_PER_FOLD` images with an object per test fold. ``name``: the target's
-    name in the results (default the dataset's)."""
-    notes, name = [], name or ds.name
+    is logged as a warning by the study and printed in REPORT.md): the loader's warnings
+    (files left out, outlines closed, 12-bit data rescaled; ``ds.warnings``), images of
+    mixed aspect ratios (each is resized to a square, which squashes some of them), and
+    fewer than :data:`MIN_OBJECTS_PER_FOLD` images with an object per test fold. ``name``:
+    the target's name in the results (default the dataset's)."""
+    notes, name = list(getattr(ds, "warnings", [])), name or ds.name
     sizes = ds.meta.get("original_size") or []
     if sizes:
         wh = [tuple(int(v) for v in s.split("x")) for s in sizes]

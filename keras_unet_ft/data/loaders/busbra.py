@@ -7,6 +7,7 @@ ones (copies of one patient never straddle training and test).
 """
 
 import csv
+import logging
 
 from ._common import LayoutError, check_unpaired, find_dir, image_files, read_pairs, require_dir
 from ...exitcodes import UserError
@@ -17,6 +18,7 @@ LAYOUT = ("  ROOT/Images/bus_0001-l.png ...\n"
           "  ROOT/5-fold-cv.csv       (ID, kFold: the official patient-level folds)\n"
           "  (ROOT may also be the folder above BUSBRA)")
 FOLDS_FILE = "5-fold-cv.csv"
+log = logging.getLogger("keras_unet_ft.data")
 
 
 def _read_csv(path):
@@ -30,7 +32,7 @@ def _stem(value: str) -> str:
 
 
 def load(root, size=(256, 256), folds="random", skip_unpaired=False, classes=None,
-         progress=True):
+         strict=False, progress=True):
     """Read BUS-BRA; ``folds="official"`` records the publishers' folds (meta ``fold``)."""
     if folds not in ("random", "official"):
         raise UserError(f"busbra: option folds={folds!r}; expected random or official")
@@ -46,12 +48,17 @@ def load(root, size=(256, 256), folds="random", skip_unpaired=False, classes=Non
         else:
             missing.append(p.name)
     check_unpaired("busbra", missing, skip_unpaired, len(items), "a mask", root)
-    meta = {}
+    meta, warnings = {}, []
     data = base / "bus_data.csv"
     if data.exists():
         rows = {_stem(r["ID"]): r for r in _read_csv(data) if r.get("ID")}
         meta["class"] = [str(rows.get(s, {}).get("Pathology", "unknown")).strip().lower()
                          for s, _, _ in items]
+        unlisted = [s for s, _, _ in items if s not in rows]
+        if unlisted:
+            warnings.append(f"busbra: {len(unlisted)} image(s) are not in {data}, e.g. "
+                            f"{unlisted[:5]}; their class is 'unknown'")
+            log.warning("%s", warnings[-1])
     if folds == "official":
         path = base / FOLDS_FILE
         if not path.exists():
@@ -66,4 +73,4 @@ def load(root, size=(256, 256), folds="random", skip_unpaired=False, classes=Non
         except (KeyError, ValueError) as e:
             raise UserError(f"busbra: {path} needs a whole-number kFold column ({e})") from None
     return read_pairs("busbra", items, size, str(base), meta=meta, classes=classes,
-                      progress=progress)
+                      progress=progress, strict=strict, warnings=warnings)

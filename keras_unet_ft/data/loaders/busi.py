@@ -22,7 +22,7 @@ def _class_root(root):
 
 
 def load(root, size=(256, 256), include_normal=True, skip_unpaired=False, classes=None,
-         progress=True):
+         strict=False, progress=True):
     """Read BUSI; a lesion's extra masks (``_mask_1``, ``_mask_2``) are united with the first."""
     root = _class_root(require_dir(root, "busi", LAYOUT))
     items, labels, missing = [], [], []
@@ -49,4 +49,4 @@ def load(root, size=(256, 256), include_normal=True, skip_unpaired=False, classe
                 missing.append(f"{cls}/{p.name}")
     check_unpaired("busi", missing, skip_unpaired, len(items), "a mask", root)
     return read_pairs("busi", items, size, str(root), meta={"class": labels}, classes=classes,
-                      progress=progress)
+                      progress=progress, strict=strict)

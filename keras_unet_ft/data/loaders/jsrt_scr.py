@@ -32,7 +32,7 @@ def read_jsrt(path, invert: bool = True) -> np.ndarray:
 
 
 def load(root, size=(256, 256), invert=True, skip_unpaired=False, classes=None,
-         progress=True):
+         strict=False, progress=True):
     root = require_dir(root, "jsrt_scr", LAYOUT)
     imgs = sorted(p for p in root.rglob("*") if p.suffix.upper() == ".IMG")
     if not imgs:
@@ -55,4 +55,5 @@ def load(root, size=(256, 256), invert=True, skip_unpaired=False, classes=None,
             missing.append(p.name)
     check_unpaired("jsrt_scr", missing, skip_unpaired, len(items), "both lung masks", root)
     return read_pairs("jsrt_scr", items, size, str(root),
-                      read=lambda p: read_jsrt(p, invert), classes=classes, progress=progress)
+                      read=lambda p: read_jsrt(p, invert), classes=classes, progress=progress,
+                      strict=strict)

@@ -6,7 +6,8 @@ LAYOUT = ("  ROOT/CXR_png/*.png\n  ROOT/ManualMask/leftMask/*.png\n"
           "  ROOT/ManualMask/rightMask/*.png     (ROOT may be MontgomerySet or the folder above)")
 
 
-def load(root, size=(256, 256), skip_unpaired=False, classes=None, progress=True):
+def load(root, size=(256, 256), skip_unpaired=False, classes=None, strict=False,
+         progress=True):
     root = require_dir(root, "montgomery", LAYOUT)
     cxr = find_dir(root, "CXR_png", "montgomery", LAYOUT)
     base = cxr.parent
@@ -19,4 +20,5 @@ def load(root, size=(256, 256), skip_unpaired=False, classes=None, progress=True
         else:
             missing.append(p.name)
     check_unpaired("montgomery", missing, skip_unpaired, len(items), "both lung masks", root)
-    return read_pairs("montgomery", items, size, str(root), classes=classes, progress=progress)
+    return read_pairs("montgomery", items, size, str(root), classes=classes, progress=progress,
+                      strict=strict)

@@ -43,12 +43,13 @@ def _read_classes(root):
     return out
 
 
-def load(root, size=(256, 256), skip_unpaired=False, classes=None, progress=True):
+def load(root, size=(256, 256), skip_unpaired=False, classes=None, strict=False,
+         progress=True):
     root = require_dir(root, "udiat_b", LAYOUT)
     imgs = image_files(find_dir(root, "original", "udiat_b", LAYOUT))
     masks = {p.stem: [p] for p in image_files(find_dir(root, "GT", "udiat_b", LAYOUT))}
     items = pair_by_stem("udiat_b", imgs, masks, skip_unpaired)
-    meta = {}
+    meta, warnings = {}, []
     labels = _read_classes(find_dir(root, "original", "udiat_b", LAYOUT).parent)
     if labels:
         def lookup(stem):
@@ -57,7 +58,12 @@ def load(root, size=(256, 256), skip_unpaired=False, classes=None, progress=True
                     return labels[key]
             return "unknown"
         meta["class"] = [lookup(s) for s, _, _ in items]
+        unlisted = [s for (s, _, _), c in zip(items, meta["class"]) if c == "unknown"]
+        if unlisted:
+            warnings.append(f"udiat_b: {len(unlisted)} image(s) are not in the class list, "
+                            f"e.g. {unlisted[:5]}; their class is 'unknown'")
+            log.warning("%s", warnings[-1])
     else:
         log.info("udiat_b: no DatasetB.xlsx / .csv in %s; no class metadata", root)
     return read_pairs("udiat_b", items, size, str(root), meta=meta, classes=classes,
-                      progress=progress)
+                      progress=progress, strict=strict, warnings=warnings)

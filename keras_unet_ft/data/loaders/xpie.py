@@ -5,7 +5,8 @@ from ._common import find_dir, image_files, pair_by_stem, read_pairs, require_di
 LAYOUT = "  ROOT/Images/*.jpg\n  ROOT/Grounds/*.png   (same stem as the image)"
 
 
-def load(root, size=(256, 256), skip_unpaired=False, limit=None, classes=None, progress=True):
+def load(root, size=(256, 256), skip_unpaired=False, limit=None, classes=None, strict=False,
+         progress=True):
     """Read XPIE; images become grayscale (as in the paper)."""
     root = require_dir(root, "xpie", LAYOUT)
     imgs = image_files(find_dir(root, "Images", "xpie", LAYOUT))
@@ -13,4 +14,5 @@ def load(root, size=(256, 256), skip_unpaired=False, limit=None, classes=None, p
     items = pair_by_stem("xpie", imgs, masks, skip_unpaired)
     if limit:
         items = items[: int(limit)]
-    return read_pairs("xpie", items, size, str(root), classes=classes, progress=progress)
+    return read_pairs("xpie", items, size, str(root), classes=classes, progress=progress,
+                      strict=strict)
