@@ -231,7 +231,7 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
         >>> advise(load_config("quick"), "busi:/data/Dataset_BUSI_with_GT", "advice/busi",
         ...        pretrained="results/quick")  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
+    from .runtime import progress_bar
 
     t_start = time.perf_counter()
     out = pathlib.Path(out)
@@ -297,9 +297,9 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
         rcfg.finetune.epochs = epochs
         t0 = time.perf_counter()
         added = 0.0
-        bar = tqdm(alive, desc=f"advise rung {i + 1}/{len(schedule)} "
-                               f"({rung['epochs']:g} epochs)", unit="plan",
-                   disable=not progress)
+        bar = progress_bar(alive, desc=f"advise rung {i + 1}/{len(schedule)} "
+                                      f"({rung['epochs']:g} epochs)", unit="plan",
+                           disable=not progress)
         for c in bar:
             bar.set_postfix_str(c.plan)
             session = FoldSession(rcfg, 0, precision, None, c.model)

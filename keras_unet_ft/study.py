@@ -406,7 +406,7 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
     Returns:
         The results folder. Tables, figures and REPORT.md: :func:`keras_unet_ft.pipeline.run`.
     """
-    from tqdm.auto import tqdm
+    from .runtime import progress_bar
 
     out = pathlib.Path(out)
     if cfg.study.tensorboard:
@@ -434,7 +434,7 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
 
     cache, sessions = {}, {}
     progress = progress and not os.environ.get(NO_PROGRESS_ENV)
-    bar = tqdm(todo, desc="fine-tuning runs", unit="run", disable=not progress)
+    bar = progress_bar(todo, desc="fine-tuning runs", unit="run", disable=not progress)
     longest = 0.0
     for done, r in enumerate(bar):
         if deadline is not None and time.time() + longest > deadline:
@@ -515,7 +515,7 @@ def run_study_parallel(cfg: Config, out, jobs: int, force: bool = False, verbose
     cores finish the grid sooner. Each process gets ``cores // jobs`` TensorFlow
     threads; the parent shows one progress bar (finished runs on disk).
     """
-    from tqdm.auto import tqdm
+    from .runtime import progress_bar
 
     out = pathlib.Path(out)
     start = time.time()
@@ -538,8 +538,9 @@ def run_study_parallel(cfg: Config, out, jobs: int, force: bool = False, verbose
         return sum((r.dir(out) / RUN_SUMMARY).exists() for r in runs)
 
     first = done() if not force else 0
-    bar = tqdm(total=len(runs), initial=first, desc=f"fine-tuning runs ({jobs} processes)",
-               unit="run", disable=not progress)
+    bar = progress_bar(total=len(runs), initial=first,
+                       desc=f"fine-tuning runs ({jobs} processes)", unit="run",
+                       disable=not progress)
     try:
         while any(p.poll() is None for p in procs):
             time.sleep(2)

@@ -167,11 +167,16 @@ def _scores(model, images, masks) -> np.ndarray:
     return np.array([dice(masks[i], pred[i] > 0.5) for i in range(len(images))])
 
 
-def _train(model, images, masks, seed: int, epochs: int, n_augmented: int):
+def _train(model, images, masks, seed: int, epochs: int, n_augmented: int,
+           desc: Optional[str] = None):
+    """Fine-tune every layer of ``model``; ``desc``: show its epochs under this name
+    (:func:`~keras_unet_ft.runtime.epoch_progress`: a bar on a terminal, lines elsewhere)."""
     from .data.augment import augment_to
+    from .runtime import epoch_progress
 
     x, y, _ = augment_to(images, masks, max(n_augmented, len(images)), seed=seed)
-    model.fit(x, y.astype("float32"), batch_size=BATCH_SIZE, epochs=epochs, verbose=0)
+    model.fit(x, y.astype("float32"), batch_size=BATCH_SIZE, epochs=epochs, verbose=0,
+              callbacks=[epoch_progress(epochs, len(x), desc=desc)] if desc else [])
     return model
 
 
@@ -188,7 +193,7 @@ def model_size(model_path: str) -> int:
 
 def measure_transfer(model_path: str, real, simulated: Sequence, *, epochs: int = EPOCHS,
                      seed: int = 0, n_augmented: int = N_AUGMENTED,
-                     folds: int = FOLDS) -> Transfer:
+                     folds: int = FOLDS, progress: bool = True) -> Transfer:
     """The three scores of :mod:`keras_unet_ft.transfer` on ``real`` (a Dataset).
 
     Args:
@@ -201,6 +206,8 @@ def measure_transfer(model_path: str, real, simulated: Sequence, *, epochs: int 
         seed: drives the weights' order of updates, the augmentation and the folds.
         n_augmented: training images of each net (the originals and augmented copies).
         folds: the ceiling's k-fold cross-validation on the real images.
+        progress: show each net's epochs (one bar or a few lines per net; also off with
+            ``UNET_FT_NO_PROGRESS``).
 
     Returns:
         A :class:`Transfer`.
@@ -225,18 +232,25 @@ def measure_transfer(model_path: str, real, simulated: Sequence, *, epochs: int 
     if len(x) < 2 * folds:
         raise UserError(f"{real.name}: {len(x)} real images with a lesion; the measure needs "
                         f">= {2 * folds} ({folds}-fold cross-validation)")
+    from .runtime import progress_wanted
+
+    show = progress_wanted(progress)
+    n_nets = len(simulated) + int(folds)
     nets = _Nets(model_path, seed)
     floor = _scores(nets.fresh(seed), x, y)
     runs, own = [], []
     for r, sim in enumerate(simulated):
         net = _train(nets.fresh(seed + r), sim.images, sim.masks, seed + r, epochs,
-                     n_augmented)
+                     n_augmented, show and f"realism net {r + 1}/{n_nets}: sim -> real "
+                                           f"({sim.name})")
         runs.append(_scores(net, x, y))
         own.append(float(_scores(net, sim.images, sim.masks).mean()))
     sim_to_real, sim_to_sim = np.mean(runs, axis=0), float(np.mean(own))
     ceiling = np.zeros(len(x))
     for k, (tr, te) in enumerate(KFold(int(folds), shuffle=True, random_state=seed).split(x)):
-        net = _train(nets.fresh(seed), x[tr], y[tr], seed + k, epochs, n_augmented)
+        net = _train(nets.fresh(seed), x[tr], y[tr], seed + k, epochs, n_augmented,
+                     show and f"realism net {len(simulated) + k + 1}/{n_nets}: ceiling, "
+                              f"real fold {k + 1}/{folds}")
         ceiling[te] = _scores(net, x[te], y[te])
     return Transfer(floor=floor, sim_to_real=sim_to_real, ceiling=ceiling,
                     sim_to_sim=sim_to_sim, names=[n for n, k in zip(names, keep) if k],

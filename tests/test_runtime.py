@@ -70,3 +70,56 @@ def test_pretraining_progress_bar_shows_epochs_losses_and_speed(capsys, monkeypa
     err = capsys.readouterr().err
     assert "pretraining" in err and "2/2" in err
     assert "loss=" in err and "val_loss=" in err and "images/s=" in err
+
+
+class _Stream:
+    """stderr as a log file (no terminal), or as a terminal."""
+
+    def __init__(self, tty):
+        import io
+
+        self.buf, self.tty = io.StringIO(), tty
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, s):
+        return self.buf.write(s)
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("total, steps, step, max_lines", [
+    # a 50-minute study's log once held ~1,500 bar redraws: a line per run or per 5 %
+    (36, 36, 1, 21),
+    (10, 10, 1, 10),          # a line per finished run
+    (1000, 1000, 1, 21),
+    (120, 60, 2, 21),         # updates of 2 (finished runs counted on disk)
+    (None, 500, 1, 12),       # no total: at 1, 2, 5, 10, 20, 50 ... items
+])
+def test_progress_off_a_terminal_writes_few_whole_lines(total, steps, step, max_lines):
+    from keras_unet_ft.runtime import progress_bar
+
+    stream = _Stream(tty=False)
+    bar = progress_bar(total=total, desc="fine-tuning runs", unit="run", stream=stream)
+    for _ in range(steps):
+        bar.update(0)   # the parallel study polls every 2 s: no line for no progress
+        bar.update(step)
+    bar.close()
+    text = stream.buf.getvalue()
+    lines = text.splitlines()
+    assert "\r" not in text and 1 <= len(lines) <= max_lines, text
+    assert lines[-1].startswith(f"fine-tuning runs: {steps * step}"), lines[-1]
+    assert all(line.startswith("fine-tuning runs: ") for line in lines)
+
+
+def test_progress_on_a_terminal_is_a_tqdm_bar():
+    from tqdm import tqdm
+
+    from keras_unet_ft.runtime import PlainProgress, progress_bar
+
+    assert isinstance(progress_bar(range(3), stream=_Stream(tty=True)), tqdm)
+    assert isinstance(progress_bar(range(3), stream=_Stream(tty=False)), PlainProgress)
+    assert not isinstance(progress_bar(range(3), disable=True, stream=_Stream(tty=False)),
+                          PlainProgress)

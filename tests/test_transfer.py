@@ -53,7 +53,8 @@ def test_too_small_a_gain_is_said_not_computed():
     assert "realism: not computed" in t.text()
 
 
-def test_measure_transfer_runs_the_three_nets_and_leaves_out_empty_masks(tmp_path):
+def test_measure_transfer_runs_the_three_nets_and_leaves_out_empty_masks(tmp_path, capsys,
+                                                                          monkeypatch):
     from keras_unet_ft import transfer
     from keras_unet_ft.data.registry import load_dataset
     from keras_unet_ft.model import build_unet
@@ -67,7 +68,15 @@ def test_measure_transfer_runs_the_three_nets_and_leaves_out_empty_masks(tmp_pat
     real.masks[0] = 0                                   # an empty mask: left out, said
     sims = [load_dataset("sim_bus", n=6, size=32, seed=s, cache=False, progress=False)
             for s in (1, 2)]
+    monkeypatch.delenv("UNET_FT_NO_PROGRESS", raising=False)
+    capsys.readouterr()
     t = transfer.measure_transfer(str(path), real, sims, epochs=1, n_augmented=8, folds=2)
+    # it once trained for 11 minutes in silence: a line per net (stderr is no terminal here)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert [line.split(":")[0] for line in err.splitlines() if line.startswith("realism")] \
+        == [f"realism net {k}/4" for k in range(1, 5)], err
+    assert "sim -> real (sim_bus)" in err and "ceiling, real fold 2/2: 1/1 epoch" in err
     assert len(t.sim_to_real_runs) == 2
     assert np.mean(t.sim_to_real_runs) == pytest.approx(t.sim_to_real.mean())
     assert t.excluded == [str(real.ids[0])] and len(t.floor) == 8
