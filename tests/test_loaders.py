@@ -585,3 +585,48 @@ def test_an_image_missing_from_the_class_list_is_said_out_loud(tmp_path, make):
     assert ds.meta["class"][ds.ids.index(stem)] == "unknown"
     assert len(ds.warnings) == 1 and "1 image(s) are not in" in ds.warnings[0]
     assert stem in ds.warnings[0] and "their class is 'unknown'" in ds.warnings[0]
+
+
+# ---------------------------------------------------------------------------
+# hints: the fix is the user's own spec with one option changed, never one that drops all
+def _named(tmp, masks):
+    for s in "abc":
+        _save(tmp / "images" / f"{s}.png", _img())
+    for m in masks:
+        _save(tmp / "masks" / f"{m}.png", _mask())
+
+
+@pytest.mark.parametrize("masks, given, hint", [
+    # masks named with a suffix: the hint adds it, keeping modality and name
+    ("a_mask b_mask c_mask", "?modality=ultrasound&name=mine",
+     "?modality=ultrasound&name=mine&mask_suffix=_mask"),
+    # a wrong suffix declared: the one that pairs replaces it, in its place
+    ("a_mask b_mask c_mask", "?mask_suffix=_seg&modality=ultrasound",
+     "?mask_suffix=_mask&modality=ultrasound"),
+    # a suffix declared for masks named like the images: the hint drops it
+    ("a b c", "?modality=xray&mask_suffix=_mask", "?modality=xray"),
+    # some images without a mask: skip_unpaired keeps the two that pair
+    ("a b", "?modality=ultrasound", "?modality=ultrasound&skip_unpaired=true"),
+])
+def test_a_hint_is_the_users_own_spec_with_the_fix(tmp_path, masks, given, hint):
+    _named(tmp_path, masks.split())
+    with pytest.raises(ValueError) as e:
+        _load(f"folder:{tmp_path}{given}")
+    assert f"give folder:{tmp_path}{hint}" in str(e.value)
+    assert len(_load(f"folder:{tmp_path}{hint}")) == len(masks.split())   # the hint works
+
+
+@pytest.mark.parametrize("masks, given", [
+    ("x y z", ""),                                   # no mask has an image's name
+    ("x y z", "?mask_suffix=_mask&modality=ultrasound"),
+    ("a_seg b_seg c_seg", "?mask_suffix=_mask"),     # declared wrong, nothing else pairs either
+])
+def test_no_option_that_would_drop_every_image_is_suggested(tmp_path, masks, given):
+    _named(tmp_path, masks.split())
+    with pytest.raises(ValueError) as e:
+        _load(f"folder:{tmp_path}{given}")
+    assert "skip_unpaired" not in str(e.value)
+    if "seg" in masks:
+        assert f"give folder:{tmp_path}?mask_suffix=_seg" in str(e.value)
+    else:
+        assert "none of the 3 image(s) has a mask" in str(e.value)
