@@ -25,7 +25,8 @@ from .exitcodes import UserError
 from .io import FileLock, atomic_write_text, read_csv, read_json, write_csv
 from .layout import ModelFolder, pretrained_folder
 from .model import build_from_config, model_config
-from .runtime import (EpochTimer, Diverged, epoch_progress, fresh_session, make_dataset,
+from .runtime import (EpochTimer, Diverged, epoch_ordered_dataset, epoch_progress,
+                      fresh_session, make_dataset,
                       progress_wanted, strategy_scope, tensorboard_callback)
 
 log = logging.getLogger("keras_unet_ft")
@@ -91,8 +92,9 @@ def _pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
     val, train = order[:n_val], order[n_val:]
     with strategy_scope(strategy):
         model = compile_model(build_from_config(cfg.model), pc.learning_rate)
-    tr = make_dataset(dataset.images[train], dataset.masks[train], pc.batch_size, True,
-                      cfg.study.seed)
+    # each epoch's order drawn from (seed, epoch): a resumed pretraining sees the same orders
+    tr, epoch_order = epoch_ordered_dataset(dataset.images[train], dataset.masks[train],
+                                            pc.batch_size, cfg.study.seed)
     va = make_dataset(dataset.images[val], dataset.masks[val], pc.batch_size)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp_model, backup, partial = folder.tmp_model, folder.backup, folder.partial_history
@@ -113,7 +115,8 @@ def _pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
                     else:
                         aside.unlink(missing_ok=True)
                     os.replace(q, aside)
-            log.warning("pretraining checkpoint %s is unreadable; it is set aside as %s.bad "
+            log.warning("pretraining checkpoint %s is unreadable (or from an older version, without "
+                        "the random state an exact resume needs); it is set aside as %s.bad "
                         "and pretraining starts again from its first epoch "
                         "(--force-pretrain starts over on purpose)", bad, bad)
         elif backup.exists():
@@ -124,6 +127,7 @@ def _pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
     # order matters for a kill between two of them: the history row first (a repeated epoch
     # is read once), then the best model, then the checkpoint that says the epoch is done
     callbacks = [timer,   # first: its per-epoch seconds go into history.csv
+                 epoch_order,
                  keras.callbacks.CSVLogger(str(partial), append=True),
                  best_model(tmp_model, best_so_far),
                  atomic_backup(backup),
@@ -196,6 +200,8 @@ def unreadable_checkpoint(backup: pathlib.Path, partial: pathlib.Path,
         if weights.exists():
             with h5py.File(weights, "r") as f:
                 f.visititems(lambda name, obj: obj[()] if isinstance(obj, h5py.Dataset) else None)
+                if EPOCH_ATTR not in f.attrs:   # an older version's: no random state to resume
+                    return weights
     except Exception:  # noqa: BLE001 - any reader error: the file is unusable
         return weights
     try:
@@ -249,13 +255,64 @@ def atomic_backup(backup: pathlib.Path):
     class _Atomic(keras.callbacks.BackupAndRestore):
         def _save_model(self):
             backup.mkdir(parents=True, exist_ok=True)
-            atomic_write(self._weights_path,
-                         lambda t: self.model.save_weights(t, overwrite=True),
-                         suffix=".weights.h5")
+
+            def write(tmp):   # one file: weights, optimizer, random state and its epoch
+                import h5py
+
+                self.model.save_weights(tmp, overwrite=True)
+                with h5py.File(tmp, "a") as f:
+                    f.attrs[EPOCH_ATTR] = int(self._current_epoch)
+                    for k, v in random_state(self.model).items():
+                        f.attrs[RANDOM_ATTR + k] = v
+
+            atomic_write(self._weights_path, write, suffix=".weights.h5")
             atomic_write_text(self._training_metadata_path, json.dumps(
                 {"epoch": self._current_epoch, "batch": self._last_batch_seen}))
 
+        def on_train_begin(self, logs=None):
+            import h5py
+
+            saved = {}
+            if pathlib.Path(self._weights_path).exists():
+                with h5py.File(self._weights_path, "r") as f:
+                    attrs = dict(f.attrs)
+                if EPOCH_ATTR in attrs:   # the weights' own epoch decides (a kill may have
+                    # come between the weights and the metadata file)
+                    atomic_write_text(self._training_metadata_path, json.dumps(
+                        {"epoch": int(attrs[EPOCH_ATTR]), "batch": 0}))
+                saved = {k[len(RANDOM_ATTR):]: v for k, v in attrs.items()
+                         if k.startswith(RANDOM_ATTR)}
+            super().on_train_begin(logs)   # weights, optimizer, epoch
+            if pathlib.Path(self._weights_path).exists():
+                restore_random_state(self.model, saved)
+
     return _Atomic(str(backup), save_freq="epoch", delete_checkpoint=False)
+
+
+#: attributes of a pretraining checkpoint's weights file (``backup/latest.weights.h5``): the
+#: epochs it holds, and the states of the model's seed generators (dropout), which Keras'
+#: ``save_weights`` leaves out
+EPOCH_ATTR, RANDOM_ATTR = "unet_ft_epoch", "unet_ft_random:"
+
+
+def _seed_variables(model) -> list:
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def random_state(model) -> dict:
+    """The model's variables that are not weights (its seed generators' states), by path."""
+    return {v.path.replace("/", "|"): np.asarray(v.numpy()) for v in _seed_variables(model)}
+
+
+def restore_random_state(model, saved) -> None:
+    """Assign :func:`random_state`'s values back (a mismatch is an error, never ignored)."""
+    mine = {v.path.replace("/", "|"): v for v in _seed_variables(model)}
+    if set(mine) != set(saved.keys()):
+        raise ValueError(f"the checkpoint's random state holds {sorted(saved.keys())}, the "
+                         f"model {sorted(mine)}")
+    for k, v in mine.items():
+        v.assign(saved[k])
 
 
 class TimeUp(RuntimeError):

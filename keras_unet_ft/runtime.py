@@ -380,6 +380,66 @@ def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, shuffle
     return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
 
 
+def epoch_ordered_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, seed: int,
+                          numpy: bool = False):
+    """Batches of (image, float mask) for ``model.fit`` whose order in epoch ``e`` is a
+    permutation drawn from ``(seed, e)`` alone, and the Keras callback that tells the
+    dataset which epoch is starting: a training resumed at epoch ``e`` (``BackupAndRestore``)
+    sees the order an uninterrupted one sees there. (``make_dataset``'s reshuffling draws
+    each epoch's order from how many epochs the dataset has served, which restarts at 0 in
+    a new process.)
+
+    Returns:
+        ``(dataset, callback)``: pass both to ``fit`` (``callbacks=[callback, ...]``).
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.arange(4, dtype="float32").reshape(4, 1, 1, 1)
+        >>> ds, cb = epoch_ordered_dataset(x, x > 1, 4, seed=0, numpy=True)
+        >>> cb.on_epoch_begin(3); a = ds[0][0].ravel()
+        >>> cb.on_epoch_begin(0); cb.on_epoch_begin(3); bool((ds[0][0].ravel() == a).all())
+        True
+    """
+    import keras
+
+    if len(images) != len(masks):
+        raise ValueError(f"{len(images)} images but {len(masks)} masks")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n, batch_size, seed = len(images), int(batch_size), int(seed)
+    if numpy or backend() != "tensorflow":
+        data = _array_batches(images, masks, batch_size, True, seed)
+
+        class _NumpyEpoch(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                data.order = np.random.default_rng([seed, int(epoch)]).permutation(n)
+
+        data.on_epoch_end = lambda: None   # the order is the callback's, per epoch
+        return data, _NumpyEpoch()
+    import tensorflow as tf
+
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    x = tf.constant(images.astype(np.float32, copy=False))
+    y = tf.constant(masks.astype(np.float32))
+
+    def order(_):
+        return tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+
+    ds = (tf.data.Dataset.from_tensors(0).map(order).unbatch().batch(batch_size)
+          .map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
+          .apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))
+          .prefetch(tf.data.AUTOTUNE))
+
+    class _TfEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, e, logs=None):
+            epoch.assign(int(e))
+
+    cb = _TfEpoch()
+    cb.epoch_variable = epoch   # kept alive with the callback
+    return ds, cb
+
+
 def _array_batches(images, masks, batch_size: int, shuffle: bool, seed: int):
     import keras
 
