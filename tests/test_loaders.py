@@ -630,3 +630,60 @@ def test_no_option_that_would_drop_every_image_is_suggested(tmp_path, masks, giv
         assert f"give folder:{tmp_path}?mask_suffix=_seg" in str(e.value)
     else:
         assert "none of the 3 image(s) has a mask" in str(e.value)
+
+
+# ---------------------------------------------------------------------------
+# 12-bit data in 16-bit files
+@pytest.mark.parametrize("largest, scale", [
+    ([4000, 2000], 4095),        # 12-bit: read by its own range, said once
+    ([4095], 4095),
+    ([4096], 65535),             # past 12 bits: the type's range
+    ([4000, 60000], 65535),      # one image uses the full range: all by the type's range
+    ([200], 255),                # 8-bit: untouched
+])
+def test_12_bit_data_in_16_bit_pngs_is_scaled_by_4095_and_said(tmp_path, caplog, largest, scale):
+    dtype = np.uint8 if scale == 255 else np.uint16
+    for k, top in enumerate(largest):
+        _save(tmp_path / "images" / f"{k}.png",
+              np.linspace(0, top, 40 * 48).reshape(40, 48).round().astype(dtype))
+        _save(tmp_path / "masks" / f"{k}.png", _mask())
+    with caplog.at_level(logging.WARNING, logger="keras_unet_ft.data"):
+        ds = load_dataset(f"folder:{tmp_path}", size=(40, 48), cache=False, progress=False)
+    for k, top in enumerate(largest):
+        assert ds.images[k].max() == pytest.approx(top / scale, abs=1e-4)
+    said = [w for w in ds.warnings if "12-bit" in w]
+    assert len(said) == (scale == 4095) and ("12-bit" in caplog.text) == (scale == 4095)
+    if said:
+        assert f"the {len(largest)} 16-bit image(s) hold values up to {max(largest)}" in said[0]
+
+
+# ---------------------------------------------------------------------------
+# masks emptied by the squash to the target size, not by the files
+def _strip(h=10, w=1000, cols=(490, 510)):
+    return _img(h, w), _mask(h, w, (0, h, *cols))
+
+
+@pytest.mark.parametrize("shapes, message", [
+    # both 1000x10 strips lose their 20 px wide object: refused, naming the squash
+    ({"a": "strip", "b": "strip"}, r"all 2 masks are empty after resizing to 32x32, though 2 had "
+                                   r"an object before \(e.g. a, 1000x10 px, aspect ratio 100:1\)"),
+    # one of two: loaded, said out loud
+    ({"a": "strip", "b": "plain"}, r"1 of the 2 masks with an object are empty after resizing "
+                                   r"to 32x32 \(e.g. a, 1000x10 px, aspect ratio 100:1\): "
+                                   r"squashing"),
+    # masks empty in the files: the encoding error, not the squash
+    ({"a": "empty", "b": "empty"}, r"all 2 masks are empty after reading"),
+])
+def test_masks_emptied_by_the_squash_name_the_aspect_ratio(tmp_path, shapes, message):
+    for stem, kind in shapes.items():
+        img, mask = _strip() if kind == "strip" else (_img(), _mask(value=0 if kind == "empty"
+                                                                     else 255))
+        _save(tmp_path / "images" / f"{stem}.png", img)
+        _save(tmp_path / "masks" / f"{stem}.png", mask)
+    if "plain" not in shapes.values():
+        with pytest.raises(ValueError, match=message):
+            _load(f"folder:{tmp_path}")
+        return
+    ds = _load(f"folder:{tmp_path}")
+    assert ds.ids == ["a", "b"] and ds.masks[0].max() == 0 and ds.masks[1].max() == 1
+    assert any(re.search(message, w) for w in ds.warnings), ds.warnings
