@@ -10,7 +10,9 @@
   palette and RGB(A) colour masks, class-coded colours; graded masks
   (JPEG-compressed) are thresholded at half their range and the loader says so.
   A dataset whose masks are all empty is an error; more than
-  ``EMPTY_WARN_SHARE`` empty masks is a warning.
+  ``EMPTY_WARN_SHARE`` empty masks is a warning. Masks that lose their object only
+  when resized (an image of an extreme aspect ratio squashed to a square) are said
+  apart, naming the aspect ratio (:func:`check_lost_masks`).
 """
 
 from __future__ import annotations

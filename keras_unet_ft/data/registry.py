@@ -349,7 +349,7 @@ def load_dataset(spec: str, root=None, size=256, cache: bool = True,
             ``~/.cache/keras-unet-ft``).
         **options: loader options (``n``, ``seed`` for built-in data and for a seeded,
             class-stratified subset of real data; ``include_normal``, ``mask_suffix``,
-            ``skip_unpaired``, ``classes`` ... for loaders).
+            ``skip_unpaired``, ``classes``, ``strict`` ... for loaders).
 
     Examples:
         >>> ds = load_dataset("sim_bus?n=4", size=64, cache=False)

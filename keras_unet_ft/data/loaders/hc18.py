@@ -25,8 +25,8 @@ from ..preprocess import binarize_mask, read_image
 log = logging.getLogger("keras_unet_ft.data")
 LAYOUT = ("  ROOT/training_set/000_HC.png, 000_HC_Annotation.png, 001_HC.png, ...\n"
           "  ROOT/training_set_pixel_size_and_HC.csv   (not needed)\n"
-          "  (ROOT may also be the folder above training_set; outlines cut by the border\n"
-          "  are closed by a fitted ellipse, strict=true refuses any that cannot be filled)")
+          "  (ROOT may also be the folder above training_set; an outline cut by the border\n"
+          "  is closed along it, one that cannot be filled is left out: strict=true refuses it)")
 SUFFIX = "_Annotation"
 #: an open outline is filled only when an ellipse fits its points (mean distance at most
 #: MAX_RESIDUAL px). An outline that meets the border is closed along the border: the parts
