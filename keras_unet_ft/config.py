@@ -45,6 +45,9 @@ EXPORT_FORMATS = ("savedmodel", "tflite")
 #: probability above which ``unet-ft predict`` marks a pixel foreground
 THRESHOLD = 0.5
 SECTIONS = ("model", "data", "pretrain", "finetune", "study", "sizes")
+#: seeds are 0 <= seed < MAX_SEED (NumPy's legacy seeding, which Keras' seeding calls, takes
+#: no more)
+MAX_SEED = 2 ** 32
 
 
 # -- what a ``--set`` string or a JSON value becomes -----------------------------------
@@ -159,7 +162,7 @@ class FinetuneConfig(Section):
 class StudyConfig(Section):
     plans: Str = "paper"          # paper | tuffc | cheng | comma-separated plan strings
     baselines: Bool = True        # add `none` (pretrained, not tuned) and `scratch`
-    seed: Int = 0
+    seed: Annotated[Int, Field(ge=0, lt=MAX_SEED)] = 0
     # repeats of the whole cross-validation, each with its own folds, augmentation and
     # initialisation (seed + REPEAT_SEED_STEP * r); intervals resample within folds and repeats
     seeds: PositiveInt = 1
@@ -365,10 +368,11 @@ def _bounds(key: str) -> Tuple[str, bool]:
     collect(info)
     collect(info.annotation)
     words = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    shown = {a: str(v) if isinstance(v, int) else f"{v:g}" for a, v in limits.items()}
     if "gt" in limits and "lt" in limits:
-        bound = f"in ({limits['gt']:g}, {limits['lt']:g})"
+        bound = f"in ({shown['gt']}, {shown['lt']})"
     else:
-        bound = " and ".join(f"{words[a]} {limits[a]:g}" for a in ("gt", "ge", "lt", "le")
+        bound = " and ".join(f"{words[a]} {shown[a]}" for a in ("gt", "ge", "lt", "le")
                              if a in limits)
     return bound, "int" in text
 
@@ -419,11 +423,30 @@ def set_value(cfg: "Config", key: str, value) -> None:
 
 def validate(cfg: "Config") -> "Config":
     """Check every field again (each assignment is checked already; this catches a section
-    replaced wholesale); errors name the key and repeat the bad value."""
+    replaced wholesale), then the fields that bound each other (:func:`check_together`);
+    errors name the key and repeat the bad value."""
     for section in SECTIONS:
         for name, value in getattr(cfg, section).model_dump().items():
             set_value(cfg, f"{section}.{name}", value)
+    check_together(cfg)
     return cfg
+
+
+def check_together(cfg: "Config") -> None:
+    """The rules between fields: the warm-up ends before the epochs of a stage do (a longer
+    one trains every epoch at a fraction of ``finetune.learning_rate``).
+
+    Examples:
+        >>> load_config("smoke", {"finetune.warmup_epochs": "5"})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        keras_unet_ft.exitcodes.UserError: finetune.warmup_epochs=5 must be below ...epochs=2...
+    """
+    ft = cfg.finetune
+    if ft.warmup_epochs and ft.warmup_epochs >= ft.epochs:
+        raise UserError(f"finetune.warmup_epochs={ft.warmup_epochs} must be below "
+                        f"finetune.epochs={ft.epochs}: a warm-up that long trains every epoch "
+                        "at a fraction of finetune.learning_rate")
 
 
 def apply_overrides(cfg: Config, overrides: Dict[str, Any]) -> Config:
@@ -431,6 +454,22 @@ def apply_overrides(cfg: Config, overrides: Dict[str, Any]) -> Config:
     for key, value in overrides.items():
         set_value(cfg, key, value)
     return validate(cfg)
+
+
+def check_profile(profile: str) -> None:
+    """An unknown profile is an error naming the closest and every profile.
+
+    Examples:
+        >>> check_profile("quik")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        keras_unet_ft.exitcodes.UserError: unknown profile 'quik'; did you mean 'quick'? (profiles: ...)
+    """
+    if profile in PROFILES:
+        return
+    close = difflib.get_close_matches(str(profile), list(PROFILES), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise UserError(f"unknown profile {profile!r}{hint} (profiles: {', '.join(PROFILES)})")
 
 
 def load_config(profile: str = "quick", overrides: Optional[Dict[str, Any]] = None) -> Config:
@@ -442,8 +481,7 @@ def load_config(profile: str = "quick", overrides: Optional[Dict[str, Any]] = No
         >>> load_config("quick", {"finetune.epochs": "3"}).finetune.epochs
         3
     """
-    if profile not in PROFILES:
-        raise UserError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
+    check_profile(profile)
     cfg = Config(profile=profile)
     apply_overrides(cfg, PROFILES[profile])
     if overrides:

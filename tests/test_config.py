@@ -41,11 +41,41 @@ def test_config_overrides_and_errors():
                                    "figures, all"),
     ("study.baselines", "maybe", "study.baselines: expected a boolean"),
     ("pretrain.val_fraction", "1.5", "pretrain.val_fraction: 1.5"),
+    ("study.seed", "-1", "study.seed: -1; expected a number >= 0 and < 4294967296"),
+    ("study.seed", str(2 ** 32), "study.seed: 4294967296; expected a number >= 0 and < "),
+    ("study.seed", "1.5", "study.seed: expected a whole number, got '1.5'"),
+    # tiny_config trains 1 epoch per stage
+    ("finetune.warmup_epochs", "1", "finetune.warmup_epochs=1 must be below finetune.epochs=1"),
+    ("finetune.warmup_epochs", "-1", "finetune.warmup_epochs: -1; expected a number >= 0"),
 ])
 def test_bad_values_fail_when_loaded_and_name_key_and_value(key, value, match):
     with pytest.raises(ValueError, match=match):
         tiny_config(**{"sizes.run": "yes", "study.plans": "all,expanding:blocks>all",
                        key: value})
+
+
+@pytest.mark.parametrize("profile, message", [
+    ("quik", "unknown profile 'quik'; did you mean 'quick'? (profiles: paper, quick, faithful, "
+             "shift, smoke)"),
+    ("Paper", "did you mean 'paper'?"),
+    ("huge", "unknown profile 'huge' (profiles: paper, quick, faithful, shift, smoke)"),
+])
+def test_an_unknown_profile_names_the_closest_and_every_profile(profile, message):
+    with pytest.raises(ValueError) as e:
+        load_config(profile)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"study.seed": "0"}, {"study.seed": str(2 ** 32 - 1)},
+    {"finetune.epochs": "3", "finetune.warmup_epochs": "2"},
+    # the order of --set does not matter: the rules between fields are checked at the end
+    {"finetune.warmup_epochs": "5", "finetune.epochs": "6"},
+])
+def test_values_at_the_bounds_are_taken(overrides):
+    cfg = load_config("smoke", overrides)
+    assert {k: str(getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]))
+            for k in overrides} == overrides
 
 
 def test_values_take_the_declared_type():
