@@ -22,17 +22,30 @@ from .io import atomic_write
 from .metrics import METRICS, batch_metrics
 from .model import build_from_config, model_config
 from .blocks import BlockMap
-from .plans import Plan, PlanError
+from .plans import Plan, PlanError, check_trainer
 from .runtime import Diverged, backend, peak_memory_bytes, reset_peak_memory
 from .trainable import mixed_weights
 from .trainers import (Trained, clear_shared, make_trainer, resolve_trainer,
                        stage_learning_rate, weights_by_layer)
 
-__all__ = ["Diverged", "FoldSession", "RunResult", "clear_shared", "divergence", "evaluate",
-           "images_per_second", "resolve_trainer", "run_one", "save_model",
-           "stage_learning_rate"]
+__all__ = ["Diverged", "FoldSession", "RunResult", "check_trainable", "clear_shared",
+           "divergence", "evaluate", "images_per_second", "resolve_trainer", "run_one",
+           "save_model", "stage_learning_rate"]
 
 log = logging.getLogger("keras_unet_ft")
+
+
+def check_trainable(cfg: Config, plans, precision: str, strategy=None,
+                    distribute: Optional[str] = None) -> None:
+    """Refuse before any training the plans that the trainer ``study.trainer`` resolves to
+    (:func:`~keras_unet_ft.trainers.resolve_trainer`) cannot train, e.g. ``autorgn`` with
+    ``study.trainer=keras``: every run of them would fail alike."""
+    trainer = resolve_trainer(cfg.study.trainer, precision, strategy)
+    setting = f"study.trainer={cfg.study.trainer}"
+    if trainer != cfg.study.trainer:
+        setting += f" with precision {precision}" + (f" and --distribute {distribute}"
+                                                     if distribute else "")
+    check_trainer(list(dict.fromkeys(str(p) for p in plans)), trainer, setting)
 
 
 class FoldSession:

@@ -19,7 +19,8 @@ from .exitcodes import (EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK,  #
 from .exitcodes import UserError
 from .figures import make_all_figures
 from .io import read_csv
-from .layout import ADVICE_DIR, REPORT, SUMMARY, load_config_of, read_manifest, target_slug
+from .layout import (ADVICE_DIR, REPORT, SUMMARY, load_config_of, read_manifest,
+                     read_run_summary, target_slug)
 from .report import write_report
 from .pretrain import TimeUp, pretrained_weights_by_kind
 from .results import recommendation, status_counts, write_tables
@@ -47,8 +48,46 @@ def outcome(out) -> tuple:
         what = ", ".join(f"{v} {k}" for k, v in sorted(bad.items()))
         return EXIT_RUNS_FAILED, (f"{what} run(s) of {sum(counts.values())}: listed in "
                                   f"{pathlib.Path(out) / REPORT} and kept out of the "
-                                  "results; --retry-failed redoes them")
+                                  f"results; {_retry_hint(out, sum(bad.values()))}")
     return EXIT_OK, f"all {sum(counts.values())} runs done ({_listing(counts)})"
+
+
+def retry_helps(summary: dict) -> bool:
+    """Whether ``--retry-failed`` can change the outcome of a run that failed or diverged: not
+    for a bad input (its ``UserError`` fails again) nor for a divergence (the same seed and
+    settings diverge again); a fault of the moment (memory, a killed process) it can.
+
+    Examples:
+        >>> retry_helps({"status": "failed", "reason": "ResourceExhaustedError: OOM"})
+        True
+        >>> retry_helps({"status": "failed", "reason": "PlanError: plan 'autorgn' needs ..."})
+        False
+        >>> retry_helps({"status": "diverged", "reason": "diverged: loss is nan"})
+        False
+    """
+    if summary.get("status") == "diverged":
+        return False
+    if "retry" in summary:   # recorded by the study
+        return bool(summary["retry"])
+    kind = str(summary.get("reason", "")).split(":", 1)[0]   # a folder of an earlier version
+    return kind not in ("UserError", "PlanError")
+
+
+def _retry_hint(out, n_bad: int) -> str:
+    """What to do about the failed and diverged runs: ``--retry-failed`` only for those a
+    retry can fix (:func:`retry_helps`)."""
+    fixable = sum(1 for r in read_manifest(out).runs
+                  for s in [read_run_summary(r.dir(out))]
+                  if s is not None and s.get("status") in ("failed", "diverged")
+                  and retry_helps(s))
+    if fixable == n_bad:
+        return "--retry-failed redoes them"
+    again = ("a retry with the same settings repeats them (a bad input, or a divergence: "
+             "change the settings, with another --out or --force)")
+    if not fixable:
+        return again
+    return (f"--retry-failed redoes the {fixable} that failed by a fault of the moment; for the "
+            f"other {n_bad - fixable}, {again}")
 
 
 def _listing(counts) -> str:

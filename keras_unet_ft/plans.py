@@ -708,6 +708,45 @@ class Plan:
         return self.spec.epoch_layers(self, block_map, epoch)
 
 
+def check_trainer(plans: Sequence, trainer: str, setting: Optional[str] = None) -> None:
+    """Refuse, before any training, plans that ``trainer`` (a resolved ``study.trainer``)
+    cannot train: every run of such a plan would fail, and a retry would fail again.
+
+    Args:
+        plans: plan strings (or :class:`Plan`).
+        trainer: ``selective``, ``masked``, ``keras`` or ``multiworker``.
+        setting: what chose the trainer, for the message (default ``study.trainer=TRAINER``).
+
+    Examples:
+        >>> check_trainer(["contracting", "autorgn"], "selective")
+        >>> check_trainer(["contracting", "autorgn"], "keras")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        keras_unet_ft.plans.PlanError: the keras trainer (study.trainer=keras) cannot train \
+the plan 'autorgn', which needs the selective or masked trainer: ...
+    """
+    needs: Dict[Tuple[str, ...], List[str]] = {}
+    for p in plans:
+        plan = Plan.parse(p)
+        if trainer not in plan.trainers:
+            needs.setdefault(plan.trainers, []).append(str(p))
+    if not needs:
+        return
+    parts = []
+    for can, names in needs.items():
+        which = " or ".join(can) if can else "no"
+        listed = ", ".join(repr(n) for n in names)
+        parts.append(f"the plan {listed}, which needs the {which} trainer" if len(names) == 1
+                     else f"the plans {listed}, which need the {which} trainer")
+    n = sum(len(v) for v in needs.values())
+    it = "it" if n == 1 else "them"
+    other = next((can[0] for can in needs if can), None)
+    fix = (f"train {it} without --distribute multiworker, or " if trainer == "multiworker"
+           else f"set study.trainer={other}, or " if other else "")
+    raise PlanError(f"the {trainer} trainer ({setting or f'study.trainer={trainer}'}) cannot "
+                    f"train {'; '.join(parts)}: {fix}leave {it} out of the plans")
+
+
 def all_layers_plan(units: int) -> str:
     """The block plan that trains every block (``shallow_to_deep:N``)."""
     return f"shallow_to_deep:{int(units)}"

@@ -140,3 +140,42 @@ def test_closing_lines_name_a_targets_data_warnings(tmp_path):
     write_tables(out)
     assert closing_lines(out)[0] == ("sim_bus: 1 data warning(s), in REPORT.md: 12 images with "
                                      "an object over 3 folds, about 4 per test fold")
+
+
+#: failed / diverged runs (plan, fold, status, what the study recorded) -> whether the closing
+#: message offers --retry-failed, and a piece of it
+RETRY_HINTS = [
+    ([("expanding", 0, "failed", {"reason": "ResourceExhaustedError: OOM", "retry": True})],
+     True, "1 failed run(s) of 6"),
+    ([("expanding", 0, "failed", {"reason": "FloatingPointError: x"})],  # an earlier version
+     True, "--retry-failed redoes them"),
+    ([("expanding", 0, "failed", {"reason": "PlanError: plan 'autorgn' needs ...",
+                                  "retry": False})],
+     False, "a retry with the same settings repeats them"),
+    ([("expanding", 0, "failed", {"reason": "PlanError: plan 'autorgn' needs ..."})],
+     False, "a retry with the same settings repeats them"),
+    ([("expanding", 0, "diverged", {"reason": "diverged: loss became NaN/inf at epoch 1"})],
+     False, "1 diverged run(s) of 6"),
+    ([("expanding", 0, "diverged", {"reason": "diverged: loss became NaN"}),
+      ("expanding", 1, "failed", {"reason": "OSError: cut", "retry": True})],
+     True, "--retry-failed redoes the 1 that failed by a fault of the moment; for the other 1"),
+]
+
+
+@pytest.mark.parametrize("bad, offered, words", RETRY_HINTS)
+def test_retry_failed_is_offered_only_where_a_retry_can_help(bad, offered, words, tmp_path):
+    import json
+
+    from conftest import make_handmade_results
+    from keras_unet_ft.pipeline import EXIT_RUNS_FAILED, outcome
+
+    out = make_handmade_results(tmp_path / "r", failed=[(p, f) for p, f, *_ in bad])
+    for plan, fold, status, extra in bad:
+        path = out / "runs" / "sim_bus" / plan / f"fold_{fold}" / "summary.json"
+        s = json.loads(path.read_text())
+        s.update(status=status, **extra)
+        path.write_text(json.dumps(s))
+    code, message = outcome(out)
+    assert code == EXIT_RUNS_FAILED
+    assert ("--retry-failed" in message) == offered, message
+    assert words in message
