@@ -187,3 +187,17 @@ def release(path) -> None:
     held = _HELD.pop(str(pathlib.Path(path).resolve()), None)
     if held is not None:
         held[0].close()
+
+
+def discard_shared(path, remove: bool = True) -> None:
+    """Give up a lock taken with :func:`hold_shared` and, with ``remove``, delete its file
+    when no other live process holds it (a study that failed before writing anything leaves
+    no lock behind); a file another process holds stays."""
+    path = pathlib.Path(path)
+    release(path)
+    if not remove or not path.exists():
+        return
+    with open(path, "a+") as f:
+        if _flock(f, _EX | _NB):   # nobody else holds it: the file is ours to delete
+            path.unlink(missing_ok=True)
+

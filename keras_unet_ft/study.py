@@ -42,8 +42,9 @@ from .data.registry import modality
 from .data.study_data import (check_targets, data_notes, fold_arrays, inner_fold, load_target,
                               target_folds)
 from .exitcodes import UserError
-from .finetune import Diverged, FoldSession, run_one, save_model, stage_learning_rate
-from .io import hold_shared, write_csv
+from .finetune import (Diverged, FoldSession, check_trainable, run_one, save_model,
+                       stage_learning_rate)
+from .io import discard_shared, hold_shared, write_csv
 from .layout import (CONFIG, HISTORY, PER_IMAGE, RUN_SUMMARY, RUNS, STUDY_LOCK, Manifest, ModelEntry,
                      RunSpec, TargetEntry, read_run_summary, save_predictions, save_target_images,
                      splits_path,
@@ -304,6 +305,31 @@ def claim_folder(cfg: Config, out) -> None:
                     f"({'; '.join(diff[:6])}); wait for it to end or give another --out")
 
 
+def missing_folders(out) -> List[pathlib.Path]:
+    """The folders of ``out`` and its parents that do not exist yet, outermost first (what
+    claiming ``out`` creates)."""
+    missing = []
+    p = pathlib.Path(out).absolute()
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    return missing[::-1]
+
+
+def unclaim_folder(out, made: Sequence[pathlib.Path], lock_there: bool) -> None:
+    """Undo :func:`claim_folder` for a study that fails before writing anything: give up the
+    lock, remove its file unless it was there before (or another process of this config holds
+    it) and remove the empty folders ``made`` for it, so a folder the user had stays as it
+    was and a new one does not stay behind."""
+    lock = pathlib.Path(out) / STUDY_LOCK
+    discard_shared(lock, remove=not lock_there)
+    for d in reversed(list(made)):
+        try:
+            d.rmdir()
+        except OSError:   # not empty: another process writes there
+            break
+
+
 def flatten(d: dict, prefix: str = "") -> Dict[str, object]:
     """``{"finetune": {"epochs": 2}}`` -> ``{"finetune.epochs": 2}``."""
     out: Dict[str, object] = {}
@@ -356,25 +382,35 @@ def prepare(cfg: Config, out, *, distribute: Optional[str] = None, verbose: int 
     runs, plans, maps = list_runs(cfg, cfg.data.targets)
     for i in range(max(len(Plan.parse(r.plan).steps) for r in runs)):
         stage_learning_rate(cfg, i)  # bad values fail before any training
+    check_trainable(cfg, [r.plan for r in runs], precision, strategy, distribute)
     if any(r.model == "vunet" for r in runs):  # fail before any training, with a clear message
         resolve_encoder_weights(cfg.model.encoder_weights)
+    made = missing_folders(out)
+    lock_there = (out / STUDY_LOCK).exists()
     claim_folder(cfg, out)   # after the quick checks, before anything slow: another config
     # writing this folder now is refused at once
-    datasets = {t: load_target(cfg, t) for t in cfg.data.targets}  # read and checked first
-    for t, ds in datasets.items():
-        if cfg.study.seeds > 1 and "fold" in ds.meta:
-            log.warning("%s comes with official folds: its %d repeats (study.seeds) share them; "
-                        "only augmentation and initialisation differ", t, cfg.study.seeds)
-    for t, ds in datasets.items():   # before pretraining, not after it
-        if cfg.finetune.folds > len(ds):
-            raise UserError(f"finetune.folds={cfg.finetune.folds} but {t} has only {len(ds)} "
-                            "images; give fewer folds or more images")
-    notes = {t: data_notes(ds, cfg.finetune.folds, target_slug(t)) for t, ds in datasets.items()}
-    for note in (n for ns in notes.values() for n in ns):
-        log.warning("%s", note)
-    prints = {t: fingerprint(cfg, precision, t, data_signature(ds)) for t, ds in datasets.items()}
-    if not force:
-        check_finished_runs(out, runs, prints)
+    try:
+        datasets = {t: load_target(cfg, t) for t in cfg.data.targets}  # read and checked first
+        for t, ds in datasets.items():
+            if cfg.study.seeds > 1 and "fold" in ds.meta:
+                log.warning("%s comes with official folds: its %d repeats (study.seeds) share "
+                            "them; only augmentation and initialisation differ", t,
+                            cfg.study.seeds)
+        for t, ds in datasets.items():   # before pretraining, not after it
+            if cfg.finetune.folds > len(ds):
+                raise UserError(f"finetune.folds={cfg.finetune.folds} but {t} has only "
+                                f"{len(ds)} images; give fewer folds or more images")
+        notes = {t: data_notes(ds, cfg.finetune.folds, target_slug(t))
+                 for t, ds in datasets.items()}
+        for note in (n for ns in notes.values() for n in ns):
+            log.warning("%s", note)
+        prints = {t: fingerprint(cfg, precision, t, data_signature(ds))
+                  for t, ds in datasets.items()}
+        if not force:
+            check_finished_runs(out, runs, prints)
+    except BaseException:   # nothing written yet: leave no folder or lock of this call behind
+        unclaim_folder(out, made, lock_there)
+        raise
     out.mkdir(parents=True, exist_ok=True)
     write_provenance(cfg, out, precision)
     write_manifest(out, manifest(cfg, runs, plans, maps, notes))
@@ -488,7 +524,9 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
             _record(out, r, "diverged", reason=f"diverged: {e}", fingerprint=prints[r.target])
         except Exception as e:  # noqa: BLE001 - recorded, the study goes on
             log.warning("run %s / fold %d / %s failed: %s", r.target, r.fold, r.plan, e)
+            # a bad input fails again on a retry (--retry-failed); anything else may not
             _record(out, r, "failed", reason=f"{e.__class__.__name__}: {e}",
+                    retry=not isinstance(e, UserError),
                     traceback=traceback.format_exc(limit=5), fingerprint=prints[r.target])
         longest = max(longest, time.time() - started)
     return out
