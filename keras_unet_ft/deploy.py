@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import pathlib
 import time
 from typing import List, Optional, Sequence
@@ -36,7 +37,7 @@ from .config import EXPORT_FORMATS, THRESHOLD, Config
 from .data.preprocess import IMAGE_EXTENSIONS, read_image, resize_image, to_gray
 from .data.study_data import fold_arrays, load_target
 from .exitcodes import UserError
-from .finetune import FoldSession, evaluate, save_model
+from .finetune import FoldSession, check_trainable, evaluate, save_model
 from .io import atomic_write, write_csv, write_json
 from .layout import (MANIFEST, PREDICT_RECORD, PREDICTIONS_TABLE, RUNS, ModelFolder,
                      predicted_image, pretrained_folder, weights_path)
@@ -207,6 +208,7 @@ def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
     parsed = Plan.parse(plan)
     kind = parsed.model_or(cfg.model.kind)
     precision = resolve_precision(cfg.study.precision)
+    check_trainable(cfg, [parsed], precision, strategy, distribute)   # before any training
     if cfg.study.tensorboard:
         from .runtime import require_tensorboard
 
@@ -375,16 +377,17 @@ def predict_images(model, inputs: Sequence, out, threshold: float = THRESHOLD,
 def export_model(model, fmt: str, out=None, force: bool = False) -> pathlib.Path:
     """Export a saved model as a TensorFlow SavedModel folder or a TFLite file.
 
+    The export is written beside its place and then swapped in, so an interrupted export
+    leaves the earlier one (or nothing) there, never half of one.
+
     Args:
         model: a ``.keras`` file, finetune output folder or study run folder.
         fmt: ``savedmodel`` or ``tflite``.
         out: the folder (SavedModel) or file (TFLite); default next to the model
             (``savedmodel/``, ``model.tflite``).
-        force: replace an existing TFLite file (a non-empty SavedModel folder is never
-            replaced).
+        force: replace an earlier export there (a SavedModel folder, a TFLite file); any
+            other file or non-empty folder is never replaced.
     """
-    import tempfile
-
     if fmt not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {fmt!r}; expected one of "
                         f"{', '.join(EXPORT_FORMATS)}")
@@ -393,27 +396,84 @@ def export_model(model, fmt: str, out=None, force: bool = False) -> pathlib.Path
                         "TensorFlow formats): pip install tensorflow-cpu, or keep the .keras "
                         "file, which every Keras backend loads")
     path = resolve_model(model)
+    default = "savedmodel" if fmt == "savedmodel" else "model.tflite"
+    target = pathlib.Path(out) if out else path.parent / default
+    check_export_target(target, fmt, force)
     net = as_float32(load_model(path))
     if fmt == "savedmodel":
-        target = pathlib.Path(out) if out else path.parent / "savedmodel"
-        if target.exists() and any(target.iterdir()):
-            raise FileExistsError(f"{target} exists and is not empty; remove it or give "
-                                  "another --out")
-        net.export(str(target), format="tf_saved_model", verbose=False)
+        _swap_in(target, lambda tmp: net.export(tmp, format="tf_saved_model", verbose=False))
         return target
+    import tempfile
+
     import tensorflow as tf
 
-    target = pathlib.Path(out) if out else path.parent / "model.tflite"
-    if target.is_dir():
-        raise IsADirectoryError(f"{target} is a folder; --format tflite writes a file, e.g. "
-                                f"{target / 'model.tflite'}")
-    if target.exists() and not force:
-        raise FileExistsError(f"{target} exists; give another --out, or --force to replace it")
     with tempfile.TemporaryDirectory() as tmp:
         net.export(tmp, format="tf_saved_model", verbose=False)
         data = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
     atomic_write(target, lambda t: pathlib.Path(t).write_bytes(data), suffix=".tflite")
     return target
+
+
+#: a TFLite file holds this at bytes 4..8 (its FlatBuffer identifier)
+TFLITE_MAGIC = b"TFL3"
+
+
+def check_export_target(target: pathlib.Path, fmt: str, force: bool) -> None:
+    """Refuse to write an export over anything but an earlier export, and over that
+    without ``force``: errors name the path and the fix."""
+    if fmt == "savedmodel":
+        if target.is_file():
+            raise FileExistsError(f"{target} is a file; --format savedmodel writes a folder: "
+                                  "give another --out")
+        if not target.exists() or not any(target.iterdir()):
+            return
+        if not (target / "saved_model.pb").exists():
+            raise FileExistsError(f"{target} exists and is not empty, and is no SavedModel "
+                                  "(no saved_model.pb): give another --out")
+        if not force:
+            raise FileExistsError(f"{target} exists and is not empty (a SavedModel); give "
+                                  "another --out, or --force to replace it")
+        return
+    if target.is_dir():
+        raise IsADirectoryError(f"{target} is a folder; --format tflite writes a file, e.g. "
+                                f"{target / 'model.tflite'}")
+    if not target.exists():
+        return
+    if not force:
+        raise FileExistsError(f"{target} exists; give another --out, or --force to replace it")
+    with open(target, "rb") as f:
+        head = f.read(8)
+    if head[4:8] != TFLITE_MAGIC:
+        raise FileExistsError(f"{target} exists and is no TFLite file; --force replaces only "
+                              "an earlier export: give another --out")
+
+
+def _swap_in(target: pathlib.Path, write) -> None:
+    """``write(folder)`` into a new folder beside ``target``, then put it in ``target``'s
+    place (an earlier ``target`` is moved aside first and removed last); on an error the
+    new folder is removed and ``target`` is as it was."""
+    import shutil
+    import tempfile
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
+    old = None
+    try:
+        write(str(tmp))
+        if target.exists():
+            old = pathlib.Path(tempfile.mkdtemp(dir=target.parent,
+                                                prefix=f".{target.name}.old-"))
+            os.replace(target, old / target.name)
+        os.replace(tmp, target)
+    except BaseException:
+        if old is not None and not target.exists():   # put the earlier export back
+            os.replace(old / target.name, target)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def as_float32(net):

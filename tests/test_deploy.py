@@ -391,3 +391,61 @@ def test_sigterm_ends_a_multiworker_run_waiting_for_peers(tmp_path):
     out, err = p.communicate(timeout=30)
     assert p.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in err
     assert time.time() - t0 < 10
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny U-Net as model.keras, with its SavedModel (sm/) and TFLite (m.tflite) exports."""
+    from keras_unet_ft.model import build_unet
+
+    d = tmp_path_factory.mktemp("export")
+    build_unet((32, 32, 1), base_filters=4, depth=2).save(d / "model.keras")
+    deploy.export_model(d / "model.keras", "savedmodel", d / "sm")
+    deploy.export_model(d / "model.keras", "tflite", d / "m.tflite")
+    return d
+
+
+#: an export onto what --out holds (an earlier export, another file or folder), with or without
+#: --force -> exit code and a piece of the message; a refused export changes nothing
+EXPORT_ONTO = [
+    ("savedmodel", "export", ["--force"], 0, "exported savedmodel"),
+    ("tflite", "export", ["--force"], 0, "exported tflite"),
+    ("savedmodel", "export", [], 2, "is not empty (a SavedModel); give another --out, or --force"),
+    ("tflite", "export", [], 2, "exists; give another --out, or --force to replace it"),
+    ("savedmodel", "folder", ["--force"], 2, "is no SavedModel (no saved_model.pb)"),
+    ("tflite", "file", ["--force"], 2, "exists and is no TFLite file"),
+    ("savedmodel", "file", ["--force"], 2, "is a file; --format savedmodel writes a folder"),
+]
+
+
+@pytest.mark.parametrize("fmt, there, force, code, message", EXPORT_ONTO)
+def test_export_force_replaces_an_earlier_export_and_nothing_else(fmt, there, force, code,
+                                                                  message, exported, tmp_path,
+                                                                  capsys):
+    import shutil
+
+    out = tmp_path / ("sm" if fmt == "savedmodel" else "m.tflite")
+    if there == "export" and fmt == "savedmodel":
+        shutil.copytree(exported / "sm", out)
+        (out / "earlier.txt").write_text("the earlier export")
+    elif there == "export":
+        shutil.copy2(exported / "m.tflite", out)
+        os.utime(out, (0, 0))
+    elif there == "folder":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    else:
+        out.write_text("mine")
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    assert main(["export", str(exported / "model.keras"), "--format", fmt, "--out", str(out)]
+                + force) == code
+    captured = capsys.readouterr()
+    assert message in (captured.out if code == 0 else captured.err)
+    if code:
+        assert before == {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+        return
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]   # swapped in, nothing beside
+    if fmt == "savedmodel":
+        assert (out / "saved_model.pb").exists() and not (out / "earlier.txt").exists()
+    else:
+        assert out.stat().st_mtime > 0 and out.read_bytes()[4:8] == b"TFL3"
