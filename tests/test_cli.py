@@ -165,3 +165,106 @@ def test_an_internal_value_error_is_a_bug_not_a_bad_input(monkeypatch, capsys):
     monkeypatch.setattr(plans, "cmd_plans", bug)
     assert cli.main(["plans"]) == 1
     assert "internal error" in capsys.readouterr().err
+
+
+#: bad inputs found before the backend is imported: command -> a piece of its one-line message
+#: (exit 2, TensorFlow not imported, nothing written)
+BEFORE_BACKEND = [
+    (["study", "--profile", "quik"],
+     "unknown profile 'quik'; did you mean 'quick'? (profiles: paper, quick, faithful"),
+    (["run", "--profile", "smokey"], "did you mean 'smoke'?"),
+    (["study", "--profile", "smoke", "--seed", "-1"],
+     "bad value for study.seed: -1; expected a number >= 0 and < 4294967296"),
+    (["study", "--profile", "smoke", "--seed", "4294967296"], "study.seed: 4294967296"),
+    (["study", "--profile", "smoke", "--set", "finetune.warmup_epochs=100"],
+     "finetune.warmup_epochs=100 must be below finetune.epochs=2"),
+    (["study", "--profile", "smoke", "--set", "finetune.epochs=x"],
+     "finetune.epochs: expected a whole number, got 'x'"),
+    (["study", "--profile", "smoke", "--target", "sim_bsu"], "did you mean sim_bus"),
+    (["study", "--profile", "smoke", "--target", "sim_bus?nn=3"],
+     "sim_bus: unknown option(s) ['nn']"),
+    (["study", "--profile", "smoke", "--target", "sim_bus", "--target", "sim_bus"],
+     "give each target once"),
+    (["study", "--profile", "smoke", "--plans", "sideways"], "unknown plan 'sideways'"),
+    (["study", "--profile", "smoke", "--plans", "contracting,autorgn", "--set",
+      "study.trainer=keras"],
+     "the keras trainer (study.trainer=keras) cannot train the plan 'autorgn', which needs "
+     "the selective or masked trainer"),
+    (["pretrain", "--profile", "smoke", "--dataset", "synth_salient?n=x"],
+     "option n='x': expected a whole number"),
+    (["finetune", "--profile", "smoke", "--target", "folder:/data?mask_sufix=_m", "--plan",
+      "all", "--out", "m"], "folder: unknown option(s) ['mask_sufix']"),
+    (["finetune", "--profile", "smoke", "--target", "sim_bus", "--plan", "bitfit", "--set",
+      "study.trainer=keras", "--out", "m"], "cannot train the plan 'bitfit'"),
+    (["advise", "--profile", "smoke", "--target", "sim_bus", "--plans", "llrd:2",
+      "--out", "a"], "0 < GAMMA <= 1"),
+    (["advise", "--profile", "smoke", "--target", "sim_bus", "--set", "finetune.folds=1",
+      "--out", "a"], "finetune.folds: 1"),
+]
+
+
+@pytest.fixture(scope="module")
+def before_backend(tmp_path_factory):
+    """Every command of :data:`BEFORE_BACKEND` in one fresh process, in an empty folder:
+    its exit code, its error output and whether TensorFlow was imported by then."""
+    import json
+
+    cwd = tmp_path_factory.mktemp("cwd")
+    code = ("import contextlib, io, json, sys\nfrom keras_unet_ft.cli import main\nout = []\n"
+            f"for argv in {[a for a, _ in BEFORE_BACKEND]!r}:\n"
+            "    err = io.StringIO()\n"
+            "    with contextlib.redirect_stderr(err):\n"
+            "        try:\n            code = main(argv)\n"
+            "        except SystemExit as e:\n            code = e.code\n"
+            "    out.append([code, err.getvalue(), 'tensorflow' in sys.modules])\n"
+            "print(json.dumps(out))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV,
+                       timeout=300, cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    return cwd, json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("i", range(len(BEFORE_BACKEND)),
+                         ids=[" ".join(a[:3]) for a, _ in BEFORE_BACKEND])
+def test_bad_inputs_fail_before_the_backend_is_imported(i, before_backend):
+    cwd, results = before_backend
+    code, err, tensorflow = results[i]
+    assert code == 2, err
+    assert BEFORE_BACKEND[i][1] in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not tensorflow
+    assert not any(cwd.iterdir())   # nothing written
+
+
+#: a study (or a fine-tuning) that fails before writing anything: command, what --out holds
+#: before, a piece of the message; afterwards the folder is as it was (none when there was none)
+FAILS_EARLY = [
+    (["study", "--target", "folder:{tmp}/missing"], None, "does not exist"),
+    (["study", "--target", "folder:{tmp}/missing"], {"notes.txt": "mine"}, "does not exist"),
+    (["study", "--target", "folder:{tmp}/missing"], {".study.lock": ""}, "does not exist"),
+    # a plan the trainer auto resolves to (Keras' own, for fp16) cannot train
+    (["study", "--plans", "contracting,autorgn", "--precision", "fp16"], None,
+     "the keras trainer (study.trainer=auto with precision fp16) cannot train the plan "
+     "'autorgn'"),
+    (["finetune", "--target", "sim_bus", "--plan", "bitfit", "--precision", "fp16"], None,
+     "the keras trainer (study.trainer=auto with precision fp16) cannot train the plan "
+     "'bitfit'"),
+]
+
+
+@pytest.mark.parametrize("argv, had, message", FAILS_EARLY)
+def test_a_study_that_fails_early_leaves_no_folder_it_made(argv, had, message, tmp_path,
+                                                         capsys):
+    from keras_unet_ft.cli import main
+
+    out = tmp_path / "new" / "r" if had is None else tmp_path / "r"
+    for name, text in (had or {}).items():
+        out.mkdir(exist_ok=True)
+        (out / name).write_text(text)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    sets = ["--profile", "smoke", "--set", "data.target_n=8", "--set", "data.cache=false"]
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]
+                + ["--out", str(out)] + sets) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

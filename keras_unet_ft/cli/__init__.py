@@ -10,7 +10,9 @@
 
 Only the standard library, ``config`` and ``exitcodes`` are imported here, so that
 ``unet-ft --help`` and ``--version`` answer at once; each command imports what it needs
-(Keras, TensorFlow, the pipeline) when it runs, after :func:`~.common.start_backend`.
+(Keras, TensorFlow, the pipeline) when it runs, after :func:`~.common.start_backend`. A
+command's ``check`` (:func:`~.common.check_inputs`: the config, the dataset specs, the plans)
+runs before that, so a bad input is refused in a moment and before anything is written.
 """
 
 from __future__ import annotations
@@ -56,5 +58,10 @@ def main(argv=None, prog: str = "unet-ft") -> int:
         except ValueError as e:
             print(f"{prog}: error: {e}", file=sys.stderr)
             return EXIT_BAD_INPUT
+    check = getattr(args, "check", None)
+    if check is not None:   # bad inputs fail at once, before the backend's seconds of import
+        code = run_command(check, args, prog)
+        if code:
+            return code
     start_backend(prog, verbose=bool(getattr(args, "verbose", False)))
     return run_command(args.func, args, prog)

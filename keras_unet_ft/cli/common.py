@@ -82,8 +82,9 @@ def _build_from_args(args):
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="quick", choices=list(PROFILES),
-                   help="settings profile (default quick)")
+    # no argparse choices: a typo gets one line with the closest profile (config.check_profile)
+    p.add_argument("--profile", default="quick", metavar="PROFILE",
+                   help=f"settings profile: {', '.join(PROFILES)} (default quick)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set finetune.epochs=10 (repeatable)")
     p.add_argument("--precision", choices=list(PRECISIONS),
@@ -125,6 +126,43 @@ def overrides_from_args(args) -> dict:
     if getattr(args, "no_cache", False):
         overrides["data.cache"] = "false"
     return overrides
+
+
+def check_dataset(spec: str) -> None:
+    """A dataset spec's syntax before anything is read: a known loader, its options and their
+    values (:mod:`keras_unet_ft.data.registry`); a missing folder is found when it is read."""
+    from ..data.registry import TARGET_OPTIONS, resolve_options, split_spec
+
+    name, _, options = split_spec(spec)
+    resolve_options(name, {k: v for k, v in options.items() if k not in TARGET_OPTIONS}, {})
+
+
+def sizes_plans(cfg) -> list:
+    """The dataset-size study's plans when it runs (``sizes.run``; auto = with the ``cheng``
+    plan set, as :func:`keras_unet_ft.study.sizes_enabled` decides), else none."""
+    on = cfg.sizes.run == "yes" or (cfg.sizes.run == "auto" and cfg.study.plans == "cheng")
+    return [cfg.sizes.plans] if on else []
+
+
+def check_inputs(cfg, plans=(), plan_sets=(), targets=None, pretrain: bool = True,
+                 distribute=None) -> None:
+    """What a command can check before Keras' backend is imported (seconds), so that a bad
+    input fails at once and before anything is written: the dataset specs (``targets``,
+    default the config's, and ``data.pretrain`` when ``pretrain``), the plans (``plans``
+    and the plan sets ``plan_sets``) and, for an explicit ``study.trainer``, that it can
+    train every plan. The config itself (profile, ``--set``, the rules between fields) is
+    checked when it is made."""
+    from ..data.study_data import check_targets
+    from ..plans import Plan, check_trainer, plan_set
+
+    targets = list(cfg.data.targets if targets is None else targets)
+    for spec in targets + ([cfg.data.pretrain] if pretrain else []):
+        check_dataset(spec)
+    check_targets(targets)
+    names = [str(Plan.parse(p)) for p in plans]
+    names += [p for s in plan_sets for p in plan_set(s)]
+    if cfg.study.trainer != "auto" and not distribute:   # auto: settled with the backend
+        check_trainer(names, cfg.study.trainer)
 
 
 def start_backend(prog: str, verbose: bool = False) -> None:

@@ -11,7 +11,32 @@ import time
 
 from ..config import MODEL_KINDS, config_from_dict
 from ..exitcodes import EXIT_INCOMPLETE, EXIT_OK, UserError
-from .common import _positive, add_config_args, config_from_args
+from .common import _positive, add_config_args, check_inputs, config_from_args, sizes_plans
+
+
+def study_config(args):
+    """The config of ``study``: ``--config FILE`` (a results folder's config.json) or
+    ``--profile`` and ``--set``."""
+    if getattr(args, "config", None):
+        from ..io import read_json
+
+        data = read_json(args.config)
+        return config_from_dict(data.get("config", data) if isinstance(data, dict) else data)
+    return config_from_args(args)
+
+
+def check_study(args) -> int:
+    """``run`` and ``study`` before the backend: the config, the dataset specs, the plans."""
+    cfg = study_config(args)
+    check_inputs(cfg, plan_sets=[cfg.study.plans] + sizes_plans(cfg),
+                 distribute=getattr(args, "distribute", None))
+    return EXIT_OK
+
+
+def check_pretrain(args) -> int:
+    """``pretrain`` before the backend: the config and the pretraining dataset's spec."""
+    check_inputs(config_from_args(args), targets=[])
+    return EXIT_OK
 
 
 def cmd_pretrain(args) -> int:
@@ -40,7 +65,6 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from ..io import read_json
     from ..pipeline import closing_lines, outcome, run
     from ..runtime import set_threads
     from ..study import run_study, slurm_shard
@@ -48,11 +72,7 @@ def cmd_study(args) -> int:
     set_threads(args.threads)
     if args.quiet:   # a shard process: its parent has said what it loads and reuses
         logging.getLogger("keras_unet_ft").setLevel(logging.WARNING)
-    if args.config:
-        data = read_json(args.config)
-        cfg = config_from_dict(data.get("config", data))
-    else:
-        cfg = config_from_args(args)
+    cfg = study_config(args)
     if args.prepare_only:
         run_study(cfg, args.out, force_pretrain=args.force_pretrain, prepare_only=True,
                   verbose=1 if args.verbose else 0, progress=not args.quiet)
@@ -167,7 +187,7 @@ def register(sub) -> None:
                         "(OUT/advice/<target>/ADVICE.md)")
     p.add_argument("--budget", type=_positive(float), metavar="MINUTES",
                    help="with --advise: a time budget per target")
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, check=check_study)
     p = sub.add_parser("pretrain", help="pretrain the U-Net on salient-object images")
     add_config_args(p)
     p.add_argument("--dataset", dest="pretrain", help="synth_salient (default) or xpie:ROOT")
@@ -175,7 +195,7 @@ def register(sub) -> None:
     p.add_argument("--out", default="results", help="results folder (default results/)")
     p.add_argument("--force-pretrain", action="store_true", help="retrain even if a model exists")
     p.add_argument("--distribute", choices=["mirrored"], help="tf.distribute strategy")
-    p.set_defaults(func=cmd_pretrain)
+    p.set_defaults(func=cmd_pretrain, check=check_pretrain)
 
     p = sub.add_parser("study", help="the fine-tuning study: targets x folds x plans")
     add_config_args(p)
@@ -203,7 +223,7 @@ def register(sub) -> None:
                    help="tables and REPORT.md without the figures (`unet-ft report` draws them)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar and no notices: warnings and errors only")
-    p.set_defaults(func=cmd_study)
+    p.set_defaults(func=cmd_study, check=check_study)
 
     p = sub.add_parser("report", help="(re)write results tables, figures and REPORT.md")
     p.add_argument("out", help="results folder")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pathlib
 import sys
 
-from ..config import EXPORT_FORMATS, THRESHOLD, set_value, validate
+from ..config import EXPORT_FORMATS, THRESHOLD, load_config, set_value, validate
 from ..exitcodes import EXIT_OK, EXIT_RUNS_FAILED
 from ..layout import ADVICE_JSON, ADVICE_MD, PREDICTIONS_TABLE, ModelFolder
-from .common import _positive, add_config_args, config_from_args, overrides_from_args
+from .common import _positive, add_config_args, check_inputs, overrides_from_args
 
 
 def finetune_config(args):
@@ -22,8 +22,24 @@ def finetune_config(args):
         for key, value in overrides_from_args(args).items():
             set_value(cfg, key, value)
         return validate(cfg)
-    args.profile = args.profile or "quick"
-    return config_from_args(args)
+    return load_config(args.profile or "quick", overrides_from_args(args))
+
+
+def check_finetune(args) -> int:
+    """``finetune`` before the backend: the config, the target's spec (and the pretraining
+    set's when it pretrains first), the plan and whether ``study.trainer`` can train it."""
+    check_inputs(finetune_config(args), plans=[args.plan], targets=[args.target],
+                 pretrain=args.pretrained is None, distribute=args.distribute)
+    return EXIT_OK
+
+
+def check_advise(args) -> int:
+    """``advise`` before the backend: the config, the target's spec (and the pretraining
+    set's when it pretrains first) and the plans."""
+    cfg = finetune_config(args)
+    check_inputs(cfg, plan_sets=[args.plans or cfg.study.plans], targets=[args.target],
+                 pretrain=args.pretrained is None)
+    return EXIT_OK
 
 
 def cmd_finetune(args) -> int:
@@ -119,7 +135,7 @@ def register(sub) -> None:
     p.add_argument("--distribute", choices=["mirrored", "multiworker"],
                    help="mirrored: the GPUs of this machine; multiworker: one run over the "
                         "machines of TF_CONFIG (run the same command on each; worker 0 writes)")
-    p.set_defaults(func=cmd_finetune)
+    p.set_defaults(func=cmd_finetune, check=check_finetune)
 
     p = sub.add_parser("advise", help="which layers to fine-tune on a target, in minutes: "
                        "gradient probe + successive halving on an inner split")
@@ -135,7 +151,7 @@ def register(sub) -> None:
                    "(its pretrained model and, without --profile, its config); default: "
                    "pretrain first, into OUT/pretrained")
     p.add_argument("--threads", type=_positive(int), help="TensorFlow intra-op threads")
-    p.set_defaults(func=cmd_advise)
+    p.set_defaults(func=cmd_advise, check=check_advise)
 
     p = sub.add_parser("predict", help="segment images with a saved model")
     p.add_argument("model", help="model.keras, a finetune output folder or a study run folder")
@@ -151,5 +167,6 @@ def register(sub) -> None:
     p.add_argument("model", help="model.keras, a finetune output folder or a study run folder")
     p.add_argument("--format", required=True, choices=list(EXPORT_FORMATS))
     p.add_argument("--out", help="output folder / file (default: next to the model)")
-    p.add_argument("--force", action="store_true", help="replace an existing TFLite file")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier export there (SavedModel folder or TFLite file)")
     p.set_defaults(func=cmd_export)
