@@ -12,7 +12,7 @@
   :func:`fig_param_share`, :func:`fig_weight_change`.
 
 Each function saves ``<out>/figures/<name>.png`` and ``.pdf`` and returns the
-PNG path. :func:`make_all_figures` draws every figure the folder has data for.
+PNG path (Fig. 3, 4 and 5 into ``folder`` when given: the notebooks' own). :func:`make_all_figures` draws every figure the folder has data for.
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ def _plt():
     return plt
 
 
-def _save(fig, out, name) -> pathlib.Path:
-    d = _figures_dir(out)
+def _save(fig, out, name, folder=None) -> pathlib.Path:
+    """Save ``fig`` as ``<folder>/<name>.png`` and ``.pdf``; ``folder`` defaults to the
+    results folder's ``figures/`` (the notebooks name their own)."""
+    d = pathlib.Path(folder) if folder is not None else _figures_dir(out)
     d.mkdir(parents=True, exist_ok=True)
     png = d / f"{name}.png"
     fig.savefig(png, dpi=120, bbox_inches="tight")
@@ -102,8 +104,9 @@ def _f(x) -> float:
 
 
 # ---------------------------------------------------------------------------
-def fig4_dice_vs_blocks(out, scheme: str = "path") -> Optional[pathlib.Path]:
-    """Average Dice vs number of blocks fine-tuned, both directions, one panel per target."""
+def fig4_dice_vs_blocks(out, scheme: str = "path", folder=None) -> Optional[pathlib.Path]:
+    """Average Dice vs number of blocks fine-tuned, both directions, one panel per target
+    (saved into ``folder``, default the results folder's ``figures/``)."""
     plt = _plt()
     S = _summary(out)
     targets = [t for t in _targets(S)
@@ -145,7 +148,8 @@ def fig4_dice_vs_blocks(out, scheme: str = "path") -> Optional[pathlib.Path]:
                   frameon=False)
     fig.suptitle("Fig. 4 — Dice vs blocks fine-tuned; error bars: std over folds"
                  + (" (level scheme)" if scheme == "level" else ""), fontsize=10)
-    return _save(fig, out, "fig4_dice_vs_blocks" + ("_level" if scheme == "level" else ""))
+    return _save(fig, out, "fig4_dice_vs_blocks" + ("_level" if scheme == "level" else ""),
+                 folder)
 
 
 # ---------------------------------------------------------------------------
@@ -168,8 +172,8 @@ CHENG_FIG3 = (("xunet/none", "X-Unet pretrained"), ("xunet/all", "X-Unet all lay
 
 
 def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]] = None,
-                  n_rows: int = 3, plans=PAPER_FIG3, name: str = "fig3_examples"
-                  ) -> Optional[pathlib.Path]:
+                  n_rows: int = 3, plans=PAPER_FIG3, name: str = "fig3_examples",
+                  folder=None) -> Optional[pathlib.Path]:
     """Image, ground truth and the predictions of three plans (Dice in the titles).
 
     The paper's columns (default): pretrained, expanding-tuned, contracting-tuned.
@@ -247,7 +251,7 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
             ax.set_title(t, fontsize=8)
     fig.suptitle(f"Fig. 3 — {target}: held-out examples ({caption})", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out, f"{name}_{target}")
+    return _save(fig, out, f"{name}_{target}", folder)
 
 
 # ---------------------------------------------------------------------------
@@ -365,8 +369,8 @@ def am_layers(model) -> List[str]:
 
 
 def fig5_activation_maximization(out, target: Optional[str] = None, n_filters: int = 8,
-                                 steps: int = 100, plan: Optional[str] = None
-                                 ) -> Optional[pathlib.Path]:
+                                 steps: int = 100, plan: Optional[str] = None,
+                                 folder=None) -> Optional[pathlib.Path]:
     """Activation maximization of the 4th and the deepest conv layer (net tuned on ultrasound).
 
     ``plan`` defaults to the all-layers plan of the study (``shallow_to_deep:9``,
@@ -413,7 +417,7 @@ def fig5_activation_maximization(out, target: Optional[str] = None, n_filters: i
                  f"({plan}); top: shallow, bottom: deep.\n{am_steps(steps)} Adam steps, TV + L2 "
                  "regularised, jitter + rotation; each stretched to its 1-99th percentile",
                  fontsize=9)
-    return _save(fig, out, "fig5_activation_maximization")
+    return _save(fig, out, "fig5_activation_maximization", folder)
 
 
 # ---------------------------------------------------------------------------

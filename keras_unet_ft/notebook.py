@@ -1,5 +1,7 @@
-"""Helpers for the notebooks: find a results folder and describe it in words (they read a
-results folder; nothing here trains)."""
+"""Helpers for the notebooks: find a results folder, describe it in words, say what a smoke
+study's numbers are worth, and pick where a notebook writes its figures: beside itself (or a
+folder the user names), never into the results folder, whose figures the study drew. They
+read a results folder; nothing here trains."""
 
 from __future__ import annotations
 
@@ -7,9 +9,9 @@ import logging
 import pathlib
 from typing import List, Optional
 
-from .io import read_csv
-from .layout import REPORT, RESULTS, STATS, SUMMARY, read_manifest
-from .report import findings, trainer_of
+from .io import read_csv, read_json
+from .layout import CONFIG, REPORT, RESULTS, STATS, SUMMARY, read_manifest
+from .report import findings, top_notes, trainer_of
 
 log = logging.getLogger("keras_unet_ft")
 
@@ -59,3 +61,37 @@ def findings_text(out, modality: Optional[str] = None) -> str:
         trainer = trainer_of(r.get("trainer") for r in results if r["target"] == target)
         lines += [f"- {s}" for s in findings(target, mod, S, stats, trainer, units)]
     return "\n".join(lines) if lines else "(no findings: the study lacks the plans they need)"
+
+
+def quiet_backend() -> str:
+    """Import Keras and its backend without TensorFlow's start-up notices (absl, oneDNN,
+    CUDA probing), which would otherwise land in the notebook's saved output; returns the
+    backend's name (:func:`keras_unet_ft.runtime.import_backend`)."""
+    from .runtime import import_backend
+
+    return import_backend()
+
+
+def figure_folder(out, path: Optional[str] = None) -> pathlib.Path:
+    """Where a notebook writes its figures: ``path`` if given, else ``figures/`` in the
+    notebook's working folder (Jupyter starts a kernel beside its notebook). A folder inside
+    the results folder ``out`` is refused: the study's own figures there (drawn with its
+    settings, e.g. Fig. 5's activation-maximization steps) must stay as the study drew them.
+    """
+    folder = pathlib.Path(path).expanduser() if path else pathlib.Path.cwd() / "figures"
+    inside = pathlib.Path(out).resolve()
+    if folder.resolve() == inside or inside in folder.resolve().parents:
+        raise ValueError(f"{folder} is inside the results folder {out}: a notebook writes its "
+                         "figures elsewhere (the study's figures stay as it drew them); name "
+                         "another folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def caveats(out) -> str:
+    """What a reader must know before the numbers, as REPORT.md says it at its top (a smoke
+    study's nets are too small to learn; targets with no plan recommended); '' if nothing."""
+    out = pathlib.Path(out)
+    cfg = read_json(out / CONFIG)["config"] if (out / CONFIG).exists() else {}
+    summary = read_csv(out / SUMMARY) if (out / SUMMARY).exists() else []
+    return "\n\n".join(line for line in top_notes(cfg, summary) if line) if cfg else ""
