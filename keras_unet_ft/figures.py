@@ -12,7 +12,8 @@
   :func:`fig_param_share`, :func:`fig_weight_change`.
 
 Each function saves ``<out>/figures/<name>.png`` and ``.pdf`` and returns the
-PNG path (Fig. 3, 4 and 5 into ``folder`` when given: the notebooks' own). :func:`make_all_figures` draws every figure the folder has data for.
+PNG path (Fig. 3, 4 and 5 into ``folder`` when given: the notebooks' own).
+:func:`make_all_figures` draws every figure the folder has data for.
 """
 
 from __future__ import annotations
