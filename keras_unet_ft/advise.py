@@ -36,7 +36,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .config import Config
+from .config import TOO_SMALL_TO_LEARN, Config
 from .data.study_data import fold_arrays, inner_fold, load_target, target_folds
 from .deploy import pretrained_weights
 from .exitcodes import UserError
@@ -343,6 +343,22 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
         raise RuntimeError("every plan diverged or failed on the last rung; see advice.json")
     best = finalists[0]
     ids = sorted(best.per_image)
+    # the pretrained net untouched (the study's baseline ``none``): no training; the best
+    # plan is recommended only when the paired interval of best - none lies above 0, the
+    # study's rule (results.recommendation)
+    session = FoldSession(cfg, 0, precision, None, kind)
+    res = run_one(cfg, target, 0, "none", kind, train, val, weights, session)
+    untouched = {r["id"]: r["dice"] for r in res.per_image if not r["empty_mask"]}
+    common = [i for i in ids if i in untouched]
+    diff = [best.per_image[i] - untouched[i] for i in common]
+    lo, hi = bootstrap_ci(diff) if diff else (math.nan, math.nan)
+    nlo, nhi = bootstrap_ci([untouched[i] for i in common]) if common else (math.nan, math.nan)
+    verdict = ci_verdict(lo, hi)
+    baseline = {"plan": "none", "dice": float(np.mean([untouched[i] for i in common]))
+                if common else math.nan, "dice_ci_low": nlo, "dice_ci_high": nhi,
+                "best_minus_none": float(np.mean(diff)) if diff else math.nan,
+                "ci_low": lo, "ci_high": hi, "verdict": verdict,
+                "best_shown_better": verdict == "yes"}
     ranking = []
     for c in finalists:
         common = [i for i in ids if i in c.per_image]
@@ -368,8 +384,12 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
         "target": target, "target_slug": target_slug(target), "n_images": len(ds),
         "n_train": len(split["train"]), "n_val": len(split["test"]),
         "n_val_with_object": len(best.per_image),
-        "pretrained": source, "plans": [c.plan for c in cands],
-        "recommendation": best.plan, "recommendation_blocks": _blocks_of(best.plan, bm),
+        "pretrained": source, "plans": [c.plan for c in cands], "profile": cfg.profile,
+        "too_small_to_learn": cfg.profile in TOO_SMALL_TO_LEARN,
+        # None when the best is not shown better than the pretrained net untouched
+        "recommendation": best.plan if baseline["best_shown_better"] else None,
+        "best": best.plan, "baseline": baseline,
+        "recommendation_blocks": _blocks_of(best.plan, bm),
         "recommendation_trainable_params": best.trainable_params,
         "tied_with_best": tied, "fewest_params_tied": cheapest["plan"],
         "ranking": ranking,
@@ -406,16 +426,53 @@ def _blocks(blocks: Sequence[int]) -> str:
     return ", ".join(runs)
 
 
+def profile_note(a: dict) -> List[str]:
+    """The note a reader needs first when the config's profile is too small to learn."""
+    if not a.get("too_small_to_learn"):
+        return []
+    m, f = a["config"]["model"], a["config"]["finetune"]
+    return [f"**The {a['profile']} profile checks that the pipeline runs; its nets are too small "
+            f"to learn** ({m['size']}×{m['size']} px, base {m['base_filters']} filters, "
+            f"{f['epochs']} fine-tuning epochs): this advice says nothing about which layers to "
+            "fine-tune. Use the `quick` profile (or larger) for an answer.", ""]
+
+
+def advice_sentence(a: dict, markdown: bool = True) -> str:
+    """The advice in one sentence: the plan to fine-tune, or why none is recommended (the
+    best finalist not shown better than the pretrained net untouched: the study's rule)."""
+    best = a.get("best", a["recommendation"])
+    r = next(x for x in a["ranking"] if x["plan"] == best)
+    bold = (lambda t: f"**{t}**") if markdown else (lambda t: t)
+    code = (lambda t: f"`{t}`") if markdown else (lambda t: t)
+    dice = (f"validation Dice {_f(r['dice'])} [{_f(r['dice_ci_low'])}, "
+            f"{_f(r['dice_ci_high'])}]")
+    if a["recommendation"] is not None:
+        return (f"{bold('Fine-tune ' + code(best))}: blocks {_blocks(r['blocks'])} of "
+                f"{len(a['probe'])} ({r['trainable_params']:,} trainable parameters), {dice}.")
+    b = a["baseline"]
+    if b["verdict"] == "unknown":
+        why = "no validation image was scored by both"
+    else:
+        why = (f"best − none {_f(b['best_minus_none'])}, 95 % interval "
+               f"[{_f(b['ci_low'])}, {_f(b['ci_high'])}]")
+    return (f"{bold('No plan is recommended')}: the best finalist, {code(best)} ({dice}), is "
+            f"not shown better than the pretrained net untouched (none: validation Dice "
+            f"{_f(b['dice'])}; {why}). The fine-tuned nets learned nothing the pretrained net "
+            "lacks on these images, so their ranking says nothing about which layers to "
+            "fine-tune.")
+
+
 def advice_markdown(a: dict) -> str:
     """``ADVICE.md`` from the content of ``advice.json``."""
     cfg = a["config"]
-    rec = next(r for r in a["ranking"] if r["plan"] == a["recommendation"])
-    L = [f"# Which layers to fine-tune on {a['target_slug']}? — advice", "",
-         f"**Fine-tune `{a['recommendation']}`**: blocks {_blocks(rec['blocks'])} of "
-         f"{len(a['probe'])} ({rec['trainable_params']:,} trainable parameters), validation "
-         f"Dice {_f(rec['dice'])} [{_f(rec['dice_ci_low'])}, {_f(rec['dice_ci_high'])}].", ""]
-    others = [p for p in a["tied_with_best"] if p != a["recommendation"]]
-    if others:
+    best = a.get("best", a["recommendation"])
+    L = [f"# Which layers to fine-tune on {a['target_slug']}? — advice", ""]
+    L += profile_note(a)
+    L += [advice_sentence(a), ""]
+    others = [p for p in a["tied_with_best"] if p != best]
+    if a["recommendation"] is None:
+        pass   # the sentence above says why there is no recommendation
+    elif others:
         L += [f"Tied with it (the 95 % interval of the difference holds 0): "
               f"{', '.join(others)}; the one with the fewest trainable parameters is "
               f"`{a['fewest_params_tied']}`.", ""]
@@ -448,6 +505,12 @@ def advice_markdown(a: dict) -> str:
                  f"{_f(r['dice'])} | [{_f(r['dice_ci_low'])}, {_f(r['dice_ci_high'])}] | "
                  f"{_f(r['best_minus_this'])} | [{_f(r['ci_low'])}, {_f(r['ci_high'])}] | "
                  f"{'yes' if r['tied_with_best'] else 'no'} |")
+    b = a.get("baseline")
+    if b:
+        L.append(f"| none (pretrained net untouched, not trained) | none | 0 | {_f(b['dice'])} | "
+                 f"[{_f(b['dice_ci_low'])}, {_f(b['dice_ci_high'])}] | "
+                 f"{_f(b['best_minus_none'])} | [{_f(b['ci_low'])}, {_f(b['ci_high'])}] | "
+                 f"{'yes' if b['verdict'] == 'tied' else 'no' if b['verdict'] != 'unknown' else '-'} |")
     L += ["", "## Successive halving", "",
           "| rung | epochs (in all) | image-steps per plan | plans | plan-epochs trained "
           "| seconds | validation Dice (kept plans first) |", "|---|---|---|---|---|---|---|"]

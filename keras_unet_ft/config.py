@@ -258,6 +258,10 @@ SHIFTS = {
 }
 SHIFT_KINDS = tuple(SHIFTS)
 
+#: profiles whose nets are too small to learn: their reports and advice check the pipeline,
+#: nothing more (REPORT.md and ADVICE.md say so at their top)
+TOO_SMALL_TO_LEARN = ("smoke",)
+
 PROFILES: Dict[str, Dict[str, Any]] = {
     "paper": {"study.seeds": 3},
     "quick": {

@@ -16,7 +16,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from .config import SHIFTS
+from .config import SHIFTS, TOO_SMALL_TO_LEARN
 from .io import atomic_write_text, read_csv, read_json
 from .layout import (BUDGETS, CONFIG, NESTED_SUMMARY, REPORT, RESULTS, SIZES_SUMMARY, STATS,
                      SUMMARY, figures_dir, pretrained_folder, read_manifest, spec_options,
@@ -664,10 +664,6 @@ def choice_section(S: Dict[str, dict], nested: List[dict], target: str) -> List[
         L += ["", "The best plan is chosen on the test folds themselves, so its Dice is "
                   "optimistic; `--set study.nested=true` adds the nested (honest) estimate."]
     return L + [""]
-
-
-#: a profile whose nets are too small to learn: its report checks the pipeline, nothing more
-TOO_SMALL_TO_LEARN = ("smoke",)
 
 
 def top_notes(cfg: dict, summary: List[dict]) -> List[str]:

@@ -184,3 +184,82 @@ def test_a_diverged_plan_is_dropped_and_named(tmp_path, monkeypatch):
     assert [(o["plan"], o["last_score"]) for o in bad] == [("expanding", None)]
     assert "Left out (diverged or failed): expanding: loss became non-finite" in \
         (tmp_path / "a" / "ADVICE.md").read_text()
+
+
+@pytest.mark.parametrize("none_dice, recommended", [
+    (0.1, "contracting"),   # every plan far above the pretrained net untouched
+    (0.5, None),            # the best equals it on every image: interval [0, 0], a tie
+    (0.7, None),            # the untouched net is better
+])
+def test_advise_recommends_only_a_plan_shown_better_than_the_untouched_net(
+        tmp_path, monkeypatch, none_dice, recommended):
+    """advise once dropped the baselines and opened ADVICE.md with "Fine-tune X" where the
+    study, on the same data and net, recommended no plan (X not shown better than none)."""
+    import keras
+
+    import keras_unet_ft.advise as adv
+    from keras_unet_ft.config import load_config
+    from keras_unet_ft.finetune import RunResult
+    from keras_unet_ft.model import build_from_config, model_config
+
+    cfg = load_config("smoke", {"data.cache_dir": str(tmp_path / "cache")})
+    pre = tmp_path / "pre.keras"
+    build_from_config(model_config(cfg, "unet")).save(pre)
+    given = {"contracting": 0.5, "expanding": 0.3}
+
+    def fake_go_on(c, cfg_, session, weights, train, val, epochs, seed):
+        c.trained += epochs
+        ids = [i for j, i in enumerate(val[2]) if val[1][j].max() > 0]
+        return {i: given[c.plan] + 0.01 * (k % 3) for k, i in enumerate(ids)}, 100
+
+    def fake_run_one(cfg_, target, fold, plan, kind, train, val, weights, session):
+        assert plan == "none" and weights is not None
+        rows = [{"id": i, "dice": (none_dice + 0.01 * (k % 3)) if val[1][k].max() > 0 else 1.0,
+                 "empty_mask": not val[1][k].max() > 0} for k, i in enumerate(val[2])]
+        return RunResult({"status": "ok"}, rows, [], list(val[2]), None, None)
+
+    monkeypatch.setattr(adv, "_go_on", fake_go_on)
+    monkeypatch.setattr(adv, "run_one", fake_run_one)
+    keras.utils.set_random_seed(0)
+    a = adv.advise(cfg, "sim_bus", tmp_path / "a", progress=False, pretrained=pre,
+                   plans="contracting,expanding")
+    text = (tmp_path / "a" / "ADVICE.md").read_text()
+    assert a["recommendation"] == recommended and a["best"] == "contracting"
+    assert a["baseline"]["plan"] == "none"
+    assert a["baseline"]["best_minus_none"] == pytest.approx(0.5 - none_dice)
+    assert "profile checks that the pipeline runs" in text        # smoke: said at the top
+    assert json.loads((tmp_path / "a" / "advice.json").read_text())["profile"] == "smoke"
+    if recommended:
+        assert "**Fine-tune `contracting`**" in text and "No plan is recommended" not in text
+    else:
+        assert "**No plan is recommended**: the best finalist, `contracting`" in text
+        assert "Fine-tune `" not in text
+    assert "| none (pretrained net untouched, not trained) |" in text
+
+
+@pytest.mark.slow
+def test_advise_and_the_study_agree_where_nothing_learns(tiny_study, tmp_path, capsys):
+    """At a learning rate too small to move any prediction, neither recommends a plan."""
+    from conftest import reuse_pretrained, tiny_config
+    from keras_unet_ft.cli import main
+    from keras_unet_ft.pipeline import run
+    from keras_unet_ft.results import recommendation
+
+    over = {"data.targets": "sim_bus", "study.plans": "contracting,expanding",
+            "finetune.learning_rate": "1e-12", "data.cache_dir": str(tmp_path / "c")}
+    cfg = tiny_config(**over)
+    out = run(cfg, reuse_pretrained(tiny_study, tmp_path / "study"), progress=False,
+              figures=False)
+    from keras_unet_ft.io import read_csv
+
+    rec = recommendation(read_csv(out / "summary.csv"), "sim_bus")
+    assert rec["not_better_than"] and "No plan is recommended" in (out / "REPORT.md").read_text()
+    sets = [a for k, v in {**__import__("conftest").TINY, **over}.items()
+            for a in ("--set", f"{k}={v}")]
+    code = main(["advise", "--profile", "smoke", "--target", "sim_bus", "--plans",
+                 "contracting,expanding", "--pretrained", str(out), "--out",
+                 str(tmp_path / "advice")] + sets)
+    said = capsys.readouterr()
+    a = json.loads((tmp_path / "advice" / "advice.json").read_text())
+    assert code == 0 and a["recommendation"] is None
+    assert "No plan is recommended" in said.out and "too small to learn" in said.err

@@ -144,8 +144,12 @@ def cmd_run(args) -> int:
     if args.advise:
         advice = advise_all(cfg, out, args.budget, verbose=1 if args.verbose else 0)
         for a in advice:
-            print(f"{a['target']}: fine-tune {a['recommendation']} (tied: "
-                  f"{', '.join(a['tied_with_best'])}); {a['seconds']['total']:.0f} s")
+            print(f"{a['target']}: " + (f"fine-tune {a['recommendation']} (tied: "
+                                        f"{', '.join(a['tied_with_best'])})"
+                                        if a["recommendation"] is not None else
+                                        f"no plan recommended - the best, {a['best']}, is not "
+                                        "shown better than the pretrained net untouched")
+                  + f"; {a['seconds']['total']:.0f} s")
         print(f"done in {time.time() - t0:.0f} s: {out / 'advice'}")
         return EXIT_OK
     jobs = resolve_jobs(args.jobs, args.shard or args.distribute or args.retry_failed)

@@ -72,20 +72,20 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_advise(args) -> int:
-    from ..advise import advise
+    from ..advise import advice_sentence, advise
     from ..runtime import set_threads
 
     set_threads(args.threads)
     cfg = finetune_config(args)
     a = advise(cfg, args.target, args.out, plans=args.plans, budget_minutes=args.budget,
                pretrained=args.pretrained, verbose=1 if args.verbose else 0)
-    rec = next(r for r in a["ranking"] if r["plan"] == a["recommendation"])
-    print(f"advice for {a['target']} in {a['seconds']['total']:.0f} s: fine-tune "
-          f"{a['recommendation']} (blocks {rec['blocks'] or 'none'}, "
-          f"{rec['trainable_params']:,} trainable parameters), validation Dice "
-          f"{rec['dice']:.3f} [{rec['dice_ci_low']:.3f}, {rec['dice_ci_high']:.3f}]")
+    if a["too_small_to_learn"]:
+        print(f"the {a['profile']} profile's nets are too small to learn: this advice checks "
+              "the pipeline and says nothing about which layers to fine-tune", file=sys.stderr)
+    print(f"advice for {a['target']} ({a['profile']} profile) in {a['seconds']['total']:.0f} s: "
+          + advice_sentence(a, markdown=False))
     others = [p for p in a["tied_with_best"] if p != a["recommendation"]]
-    if others:
+    if others and a["recommendation"] is not None:
         print(f"tied with it: {', '.join(others)} (fewest parameters: "
               f"{a['fewest_params_tied']})")
     if a["stopped"]:
