@@ -34,7 +34,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from .config import EXPORT_FORMATS, THRESHOLD, Config
-from .data.preprocess import IMAGE_EXTENSIONS, read_image, resize_image, to_gray
+from .data.preprocess import (IMAGE_EXTENSIONS, largest_value, read_image, resize_image, to_gray,
+                              twelve_bit)
 from .data.study_data import fold_arrays, load_target
 from .exitcodes import UserError
 from .finetune import FoldSession, check_trainable, evaluate, save_model
@@ -307,7 +308,16 @@ def segment(model, paths: Sequence, threshold: float = THRESHOLD,
     if not 0 < threshold < 1:
         raise UserError(f"threshold must be in (0, 1), got {threshold!r}")
     h, w = (int(d) for d in model.input_shape[1:3])
-    grays = [to_gray(read_image(p)) for p in paths]
+    raws = [read_image(p) for p in paths]
+    # the loaders' rule: 16-bit images that all stay below 4096 are 12-bit data (scaled by
+    # 4095, as the training images were), said once
+    factor, note = twelve_bit(f"the {len(paths)} image(s) to segment",
+                              [largest_value(r) for r in raws])
+    if note:
+        log.warning(note)
+    grays = [np.clip(to_gray(r) * (factor if largest_value(r) is not None else 1.0), 0, 1)
+             for r in raws]
+    del raws
     x = np.stack([np.clip(resize_image(g, (h, w)), 0, 1) for g in grays])[..., None]
     probs = predict(model, x.astype(np.float32), batch_size)[..., 0]
     out = []

@@ -449,3 +449,23 @@ def test_export_force_replaces_an_earlier_export_and_nothing_else(fmt, there, fo
         assert (out / "saved_model.pb").exists() and not (out / "earlier.txt").exists()
     else:
         assert out.stat().st_mtime > 0 and out.read_bytes()[4:8] == b"TFL3"
+
+
+@pytest.mark.parametrize("largest, expected", [(4000, 4000 / 4095), (60000, 60000 / 65535)])
+def test_predict_scales_12_bit_images_as_the_loaders_do(tmp_path, caplog, largest, expected):
+    """The loaders read 16-bit images that stay below 4096 as 12-bit data; segment once
+    read them at 1/16 of that range, so a model saw other inputs than in training."""
+    import keras
+    from skimage import io as skio
+
+    from keras_unet_ft.deploy import segment
+
+    img = np.zeros((32, 32), np.uint16)
+    img[8:24, 8:24] = largest
+    path = tmp_path / "a.png"
+    skio.imsave(path, img, check_contrast=False)
+    x = keras.Input((32, 32, 1))
+    identity = keras.Model(x, keras.layers.Activation("linear")(x))   # the input, as given
+    (p,) = segment(identity, [path])
+    assert float(p.probability.max()) == pytest.approx(expected, rel=1e-4)
+    assert ("12-bit" in caplog.text) == (largest < 4096)
