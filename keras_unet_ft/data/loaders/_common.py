@@ -7,9 +7,9 @@ import pathlib
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ...exitcodes import UserError
+from ...progress import progress_bar
 from ..dataset import Dataset
 from ..preprocess import (IMAGE_EXTENSIONS, binarize_mask, largest_value, parse_classes,
                           read_image, stack, to_gray, twelve_bit)
@@ -155,8 +155,9 @@ def read_pairs(name: str, items: Sequence[tuple], size, source: str,
     warnings = list(warnings or [])
     meta = meta or {}
     pairs, kept, thresholded, bad, largest = [], [], [], [], []
-    for k, (stem, ip, mps) in enumerate(tqdm(items, desc=f"reading {name}", leave=False,
-                                             disable=not progress or len(items) < 50)):
+    for k, (stem, ip, mps) in enumerate(progress_bar(items, desc=f"reading {name}",
+                                                     leave=False, unit="file",
+                                                     disable=not progress or len(items) < 50)):
         graded = []
         try:
             raw = read(ip)

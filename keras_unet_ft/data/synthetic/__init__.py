@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ...exitcodes import UserError
+from ...progress import progress_bar
 from ..dataset import Dataset
 
 
@@ -44,8 +44,8 @@ def generate_images(name: str, n: int, size: int, seed: int,
 
     with ThreadPoolExecutor(workers) as pool, threadpool_limits(1 if workers > 1 else None):
         results = pool.map(run, range(n))
-        bar = tqdm(results, total=n, desc=desc or f"generating {name}", disable=disable,
-                   leave=False)
+        bar = progress_bar(results, total=n, desc=desc or f"generating {name}",
+                           disable=disable, leave=False, unit="image")
         for i, (img, mask, m) in enumerate(bar):
             images[i, ..., 0] = np.clip(img, 0, 1)
             masks[i, ..., 0] = mask > 0
