@@ -45,9 +45,10 @@ EXPORT_FORMATS = ("savedmodel", "tflite")
 #: probability above which ``unet-ft predict`` marks a pixel foreground
 THRESHOLD = 0.5
 SECTIONS = ("model", "data", "pretrain", "finetune", "study", "sizes")
-#: seeds are 0 <= seed < MAX_SEED (NumPy's legacy seeding, which Keras' seeding calls, takes
-#: no more)
-MAX_SEED = 2 ** 32
+#: seeds are 0 <= seed < MAX_SEED: NumPy's legacy seeding, which Keras' seeding calls, takes
+#: no more than 2**32 - 1, and the seeds derived from ``study.seed`` (+ fold, + 7919 x repeat,
+#: + 1000 x advise's rung, + stage) must stay below that too
+MAX_SEED = 2 ** 31
 
 
 # -- what a ``--set`` string or a JSON value becomes -----------------------------------

@@ -41,8 +41,8 @@ def test_config_overrides_and_errors():
                                    "figures, all"),
     ("study.baselines", "maybe", "study.baselines: expected a boolean"),
     ("pretrain.val_fraction", "1.5", "pretrain.val_fraction: 1.5"),
-    ("study.seed", "-1", "study.seed: -1; expected a number >= 0 and < 4294967296"),
-    ("study.seed", str(2 ** 32), "study.seed: 4294967296; expected a number >= 0 and < "),
+    ("study.seed", "-1", "study.seed: -1; expected a number >= 0 and < 2147483648"),
+    ("study.seed", str(2 ** 31), "study.seed: 2147483648; expected a number >= 0 and < "),
     ("study.seed", "1.5", "study.seed: expected a whole number, got '1.5'"),
     # tiny_config trains 1 epoch per stage
     ("finetune.warmup_epochs", "1", "finetune.warmup_epochs=1 must be below finetune.epochs=1"),
@@ -67,7 +67,7 @@ def test_an_unknown_profile_names_the_closest_and_every_profile(profile, message
 
 
 @pytest.mark.parametrize("overrides", [
-    {"study.seed": "0"}, {"study.seed": str(2 ** 32 - 1)},
+    {"study.seed": "0"}, {"study.seed": str(2 ** 31 - 1)},
     {"finetune.epochs": "3", "finetune.warmup_epochs": "2"},
     # the order of --set does not matter: the rules between fields are checked at the end
     {"finetune.warmup_epochs": "5", "finetune.epochs": "6"},
