@@ -116,8 +116,11 @@ def closing_lines(out) -> list:
             lines.append(f"{target}: no plan recommended - the best, {rec['best']} (Dice "
                          f"{rec['mean']:.3f}), is not shown better than {base}")
         else:
+            n_other = rec["candidates"] - 1 - len(rec["same"])
             tied = (f"; not shown worse: {', '.join(rec['tied'])}" if rec["tied"]
-                    else "; every other plan is worse")
+                    else "; the only plan compared: it says nothing about which layers"
+                    if n_other == 0 else "; the other plan is shown worse" if n_other == 1
+                    else f"; the {n_other} other plans are shown worse")
             lines.append(f"{target}: fine-tune {rec['best']} (Dice {rec['mean']:.3f} "
                          f"[{rec['ci_low']:.3f}, {rec['ci_high']:.3f}]){tied}")
     return lines + [f"report: {out / REPORT}"]

@@ -122,8 +122,25 @@ def test_closing_lines_recommend_as_the_report_does(tmp_path):
     write_tables(out)
     lines = closing_lines(out)
     assert lines[0].startswith("sim_bus: fine-tune contracting (Dice 0.825 [")
-    assert lines[0].endswith("; every other plan is worse")
+    # contracting:blocks trains the same layers as contracting: expanding is the other plan
+    assert lines[0].endswith("; the other plan is shown worse")
     assert lines[-1] == f"report: {out / 'REPORT.md'}"
+
+
+def test_closing_lines_of_a_one_plan_study_say_it_was_the_only_one(tmp_path):
+    """"every other plan is worse" was said where there was no other plan."""
+    from conftest import make_handmade_results
+    from keras_unet_ft.io import read_csv
+    from keras_unet_ft.io import write_csv
+    from keras_unet_ft.pipeline import closing_lines
+    from keras_unet_ft.results import write_tables
+
+    out = make_handmade_results(tmp_path / "r")
+    write_tables(out)
+    rows = [r for r in read_csv(out / "summary.csv") if r["plan"] == "contracting"]
+    write_csv(out / "summary.csv", rows)
+    assert closing_lines(out)[0].endswith("; the only plan compared: it says nothing about "
+                                          "which layers")
 
 
 def test_closing_lines_name_a_targets_data_warnings(tmp_path):
