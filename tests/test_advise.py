@@ -70,10 +70,13 @@ def test_advise_on_the_smoke_profile_writes_its_files_and_picks_a_plan(tmp_path)
     a = advise(cfg, "sim_bus", out, plans=plans, progress=False)
     saved = json.loads((out / "advice.json").read_text())
     text = (out / "ADVICE.md").read_text()
-    assert saved["recommendation"] == a["recommendation"]
-    assert a["recommendation"] in plan_set(plans)
-    assert a["recommendation"] in a["tied_with_best"]
-    assert f"**Fine-tune `{a['recommendation']}`**" in text and "## Probe" in text
+    assert saved["recommendation"] == a["recommendation"] and saved["best"] == a["best"]
+    assert a["best"] in plan_set(plans) and a["best"] in a["tied_with_best"]
+    # recommended only when shown better than the pretrained net untouched
+    assert a["recommendation"] == (a["best"] if a["baseline"]["ci_low"] > 0 else None)
+    opening = (f"**Fine-tune `{a['best']}`**" if a["recommendation"] else
+               f"**No plan is recommended**: the best finalist, `{a['best']}`")
+    assert opening in text and "## Probe" in text
     assert [r["plans"] for r in a["rungs"]] == [5, 3, 2] and a["stopped"] is None
     # survivors go on (0.5 + 0.5 + 1 epochs), except gradual:top, trained again each rung
     g = int("gradual:top" in a["rungs"][1]["scores"])   # retrained: the whole 1 epoch
