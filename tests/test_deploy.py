@@ -465,7 +465,8 @@ def test_predict_scales_12_bit_images_as_the_loaders_do(tmp_path, caplog, larges
     path = tmp_path / "a.png"
     skio.imsave(path, img, check_contrast=False)
     x = keras.Input((32, 32, 1))
-    identity = keras.Model(x, keras.layers.Activation("linear")(x))   # the input, as given
+    # the input, as given (float32 whatever the global dtype policy an earlier test left)
+    identity = keras.Model(x, keras.layers.Activation("linear", dtype="float32")(x))
     (p,) = segment(identity, [path])
     assert float(p.probability.max()) == pytest.approx(expected, rel=1e-4)
     assert ("12-bit" in caplog.text) == (largest < 4096)
