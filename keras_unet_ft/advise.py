@@ -18,6 +18,10 @@ holdout of about ``1 / finetune.folds``, near-duplicates kept on one side):
    on a seeded share of the augmented images (the same image-steps). The survivors
    are ranked on the validation images with paired 95 % bootstrap intervals against
    the best: the plans whose interval holds 0 are tied with it.
+3. **The study's rule** - the best is recommended only when the paired interval of
+   best − none (the pretrained net untouched, evaluated on the same validation images,
+   no training) lies above 0, as ``unet-ft study`` decides; otherwise the advice says
+   that no plan is recommended. A profile too small to learn (``smoke``) is said first.
 
 Writes ``advice.json`` and ``ADVICE.md`` to the output folder (and ``pretrained/`` when
 it pretrains). The advice rests on one split: it is a fast first answer, the study's
