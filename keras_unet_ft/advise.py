@@ -352,7 +352,9 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
     # study's rule (results.recommendation)
     session = FoldSession(cfg, 0, precision, None, kind)
     res = run_one(cfg, target, 0, "none", kind, train, val, weights, session)
-    untouched = {r["id"]: r["dice"] for r in res.per_image if not r["empty_mask"]}
+    # a pretrained net whose predictions are not finite has no Dice to compare with
+    ok = res.summary["status"] == "ok"
+    untouched = {r["id"]: r["dice"] for r in res.per_image if not r["empty_mask"]} if ok else {}
     common = [i for i in ids if i in untouched]
     diff = [best.per_image[i] - untouched[i] for i in common]
     lo, hi = bootstrap_ci(diff) if diff else (math.nan, math.nan)
@@ -362,7 +364,8 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
                 if common else math.nan, "dice_ci_low": nlo, "dice_ci_high": nhi,
                 "best_minus_none": float(np.mean(diff)) if diff else math.nan,
                 "ci_low": lo, "ci_high": hi, "verdict": verdict,
-                "best_shown_better": verdict == "yes"}
+                "best_shown_better": verdict == "yes",
+                "reason": "" if ok else str(res.summary.get("reason", res.summary["status"]))}
     ranking = []
     for c in finalists:
         common = [i for i in ids if i in c.per_image]
@@ -454,7 +457,9 @@ def advice_sentence(a: dict, markdown: bool = True) -> str:
         return (f"{bold('Fine-tune ' + code(best))}: blocks {_blocks(r['blocks'])} of "
                 f"{len(a['probe'])} ({r['trainable_params']:,} trainable parameters), {dice}.")
     b = a["baseline"]
-    if b["verdict"] == "unknown":
+    if b.get("reason"):
+        why = f"the untouched net has no Dice: {b['reason']}"
+    elif b["verdict"] == "unknown":
         why = "no validation image was scored by both"
     else:
         why = (f"best − none {_f(b['best_minus_none'])}, 95 % interval "

@@ -477,6 +477,13 @@ def check_profile(profile: str) -> None:
     raise UserError(f"unknown profile {profile!r}{hint} (profiles: {', '.join(PROFILES)})")
 
 
+def sizes_enabled(cfg: Config) -> bool:
+    """Whether the dataset-size study runs (``sizes.run``: auto = with the ``cheng`` plans)."""
+    if cfg.sizes.run == "auto":
+        return cfg.study.plans == "cheng"
+    return cfg.sizes.run == "yes"
+
+
 def load_config(profile: str = "quick", overrides: Optional[Dict[str, Any]] = None) -> Config:
     """The config of a profile with ``overrides`` applied.
 

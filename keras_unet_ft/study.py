@@ -37,7 +37,7 @@ import numpy as np
 
 from . import __version__
 from .blocks import BlockMap
-from .config import Config, repeat_config
+from .config import Config, repeat_config, sizes_enabled
 from .data.registry import modality
 from .data.study_data import (check_targets, data_notes, fold_arrays, inner_fold, load_target,
                               target_folds)
@@ -85,13 +85,6 @@ def study_plans(cfg: Config, units: Dict[str, int]) -> List[str]:
         plans = [p for p in plans if not Plan.parse(p).is_baseline] + \
             [prefix + b for b in BASELINES]
     return plans
-
-
-def sizes_enabled(cfg: Config) -> bool:
-    """Whether the dataset-size study runs (``sizes.run``: auto = with the ``cheng`` plans)."""
-    if cfg.sizes.run == "auto":
-        return cfg.study.plans == "cheng"
-    return cfg.sizes.run == "yes"
 
 
 def size_counts(cfg: Config) -> List[int]:

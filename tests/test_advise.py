@@ -193,6 +193,7 @@ def test_a_diverged_plan_is_dropped_and_named(tmp_path, monkeypatch):
     (0.1, "contracting"),   # every plan far above the pretrained net untouched
     (0.5, None),            # the best equals it on every image: interval [0, 0], a tie
     (0.7, None),            # the untouched net is better
+    (None, None),           # the untouched net predicts non-finite values: nothing to compare
 ])
 def test_advise_recommends_only_a_plan_shown_better_than_the_untouched_net(
         tmp_path, monkeypatch, none_dice, recommended):
@@ -217,6 +218,9 @@ def test_advise_recommends_only_a_plan_shown_better_than_the_untouched_net(
 
     def fake_run_one(cfg_, target, fold, plan, kind, train, val, weights, session):
         assert plan == "none" and weights is not None
+        if none_dice is None:
+            return RunResult({"status": "diverged", "reason": "diverged: non-finite predictions"},
+                             [], [], list(val[2]), None, None)
         rows = [{"id": i, "dice": (none_dice + 0.01 * (k % 3)) if val[1][k].max() > 0 else 1.0,
                  "empty_mask": not val[1][k].max() > 0} for k, i in enumerate(val[2])]
         return RunResult({"status": "ok"}, rows, [], list(val[2]), None, None)
@@ -229,7 +233,11 @@ def test_advise_recommends_only_a_plan_shown_better_than_the_untouched_net(
     text = (tmp_path / "a" / "ADVICE.md").read_text()
     assert a["recommendation"] == recommended and a["best"] == "contracting"
     assert a["baseline"]["plan"] == "none"
-    assert a["baseline"]["best_minus_none"] == pytest.approx(0.5 - none_dice)
+    if none_dice is None:
+        assert a["baseline"]["verdict"] == "unknown"
+        assert "the untouched net has no Dice: diverged: non-finite predictions" in text
+    else:
+        assert a["baseline"]["best_minus_none"] == pytest.approx(0.5 - none_dice)
     assert "profile checks that the pipeline runs" in text        # smoke: said at the top
     assert json.loads((tmp_path / "a" / "advice.json").read_text())["profile"] == "smoke"
     if recommended:

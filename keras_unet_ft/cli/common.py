@@ -137,13 +137,6 @@ def check_dataset(spec: str) -> None:
     resolve_options(name, {k: v for k, v in options.items() if k not in TARGET_OPTIONS}, {})
 
 
-def sizes_plans(cfg) -> list:
-    """The dataset-size study's plans when it runs (``sizes.run``; auto = with the ``cheng``
-    plan set, as :func:`keras_unet_ft.study.sizes_enabled` decides), else none."""
-    on = cfg.sizes.run == "yes" or (cfg.sizes.run == "auto" and cfg.study.plans == "cheng")
-    return [cfg.sizes.plans] if on else []
-
-
 def check_inputs(cfg, plans=(), plan_sets=(), targets=None, pretrain: bool = True,
                  distribute=None) -> None:
     """What a command can check before Keras' backend is imported (seconds), so that a bad

@@ -9,9 +9,9 @@ import pathlib
 import sys
 import time
 
-from ..config import MODEL_KINDS, config_from_dict
+from ..config import MODEL_KINDS, config_from_dict, sizes_enabled
 from ..exitcodes import EXIT_INCOMPLETE, EXIT_OK, UserError
-from .common import _positive, add_config_args, check_inputs, config_from_args, sizes_plans
+from .common import _positive, add_config_args, check_inputs, config_from_args
 
 
 def study_config(args):
@@ -28,7 +28,8 @@ def study_config(args):
 def check_study(args) -> int:
     """``run`` and ``study`` before the backend: the config, the dataset specs, the plans."""
     cfg = study_config(args)
-    check_inputs(cfg, plan_sets=[cfg.study.plans] + sizes_plans(cfg),
+    sizes = [cfg.sizes.plans] if sizes_enabled(cfg) else []   # the dataset-size study's
+    check_inputs(cfg, plan_sets=[cfg.study.plans] + sizes,
                  distribute=getattr(args, "distribute", None))
     return EXIT_OK
 
