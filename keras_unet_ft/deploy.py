@@ -309,14 +309,14 @@ def segment(model, paths: Sequence, threshold: float = THRESHOLD,
         raise UserError(f"threshold must be in (0, 1), got {threshold!r}")
     h, w = (int(d) for d in model.input_shape[1:3])
     raws = [read_image(p) for p in paths]
+    largest = [largest_value(r) for r in raws]
     # the loaders' rule: 16-bit images that all stay below 4096 are 12-bit data (scaled by
     # 4095, as the training images were), said once
-    factor, note = twelve_bit(f"the {len(paths)} image(s) to segment",
-                              [largest_value(r) for r in raws])
+    factor, note = twelve_bit(f"the {len(paths)} image(s) to segment", largest)
     if note:
         log.warning(note)
-    grays = [np.clip(to_gray(r) * (factor if largest_value(r) is not None else 1.0), 0, 1)
-             for r in raws]
+    grays = [np.clip(to_gray(r) * (factor if v is not None else 1.0), 0, 1)
+             for r, v in zip(raws, largest)]
     del raws
     x = np.stack([np.clip(resize_image(g, (h, w)), 0, 1) for g in grays])[..., None]
     probs = predict(model, x.astype(np.float32), batch_size)[..., 0]
