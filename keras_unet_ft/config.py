@@ -35,7 +35,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from .exitcodes import UserError
 
+#: the networks the package builds itself (a plan may name one: ``xunet/all``)
 MODEL_KINDS = ("unet", "xunet", "vunet")
+#: ``model.kind=encoder:NAME``: a U-Net decoder on this ``keras.applications`` backbone
+ENCODER_NAMES = ("resnet50", "efficientnetb0", "mobilenetv2", "vgg16", "densenet121",
+                 "convnext_tiny")
+#: ``finetune.batchnorm``: the BatchNorm layers of the blocks a plan trains
+BATCHNORM_MODES = ("auto", "train", "frozen")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRAINERS = ("auto", "selective", "masked", "keras")
 SAVE_WEIGHTS = ("none", "figures", "all")
@@ -95,6 +101,34 @@ def _text(value):
     return str(value)
 
 
+def _model_kind(value):
+    """``unet``, ``xunet``, ``vunet``, ``file:PATH`` (made absolute) or ``encoder:NAME``."""
+    import os
+
+    text = _text(value).strip()
+    if text in MODEL_KINDS:
+        return text
+    head, sep, rest = text.partition(":")
+    rest = rest.strip()
+    if sep and head == "file" and rest:
+        return "file:" + os.path.abspath(os.path.expanduser(rest))
+    if sep and head == "encoder":
+        name = rest.lower().replace("-", "_")
+        if name in ENCODER_NAMES:
+            return "encoder:" + name
+        near = difflib.get_close_matches(name, ENCODER_NAMES, n=1)
+        hint = f"did you mean encoder:{near[0]}? " if near else ""
+        raise ValueError(f"unknown encoder {rest!r}; {hint}expected one of "
+                         f"{', '.join(ENCODER_NAMES)}")
+    raise ValueError(f"expected one of {', '.join(MODEL_KINDS)}, file:PATH (a .keras model) "
+                     f"or encoder:NAME ({', '.join(ENCODER_NAMES)})")
+
+
+def model_family(kind: str) -> str:
+    """``builtin`` (unet, xunet, vunet), ``file`` or ``encoder``."""
+    return kind.partition(":")[0] if ":" in kind else "builtin"
+
+
 Int = Annotated[int, BeforeValidator(_whole)]
 Float = Annotated[float, BeforeValidator(_number)]
 Bool = Annotated[bool, BeforeValidator(_bool_word)]
@@ -113,13 +147,24 @@ class Section(BaseModel):
                               validate_default=True)
 
 
+ModelKind = Annotated[str, BeforeValidator(_model_kind)]
+
+
 class ModelConfig(Section):
-    kind: Literal["unet", "xunet", "vunet"] = "unet"
+    # unet | xunet | vunet | file:PATH (your own .keras network: it is the pretrained net)
+    # | encoder:NAME (a U-Net decoder on a keras.applications backbone, ENCODER_NAMES)
+    kind: ModelKind = "unet"
     size: PositiveInt = 256
-    base_filters: PositiveInt = 64
+    base_filters: PositiveInt = 64     # unet / xunet; encoder:NAME: the decoder's first level
     depth: PositiveInt = 4
     dropout: Float = 0.5
-    encoder_weights: OptionalStr = "imagenet"  # vunet only: "imagenet" (Keras cache), PATH or None
+    # vunet and encoder:NAME: "imagenet" (the no-top file in Keras' cache; nothing is
+    # downloaded), PATH to a weights file, or None (random: not transfer learning)
+    encoder_weights: OptionalStr = "imagenet"
+    # encoder:NAME: pretrain the whole network on data.pretrain (salient objects, as the
+    # paper's U-Net), starting from encoder_weights; false = encoder weights + a seeded
+    # random decoder, no pretraining (as V-Unet)
+    pretrain_on_salient: Bool = True
 
 
 class DataConfig(Section):
@@ -158,6 +203,11 @@ class FinetuneConfig(Section):
     # a linear learning-rate warm-up: epoch e <= W of each stage at rate * e / (W + 1)
     # (nnU-Net warms its fine-tuning up); 0 = none
     warmup_epochs: Annotated[Int, Field(ge=0)] = 0
+    # the BatchNorm layers of the blocks a plan trains: auto (what Keras does for a trainable
+    # layer: batch statistics, moving statistics updated), train (the same, said explicitly)
+    # or frozen (inference mode, moving statistics and gamma/beta kept). A block a plan
+    # freezes always runs its BatchNorm in inference mode, its statistics kept bit for bit.
+    batchnorm: Literal["auto", "train", "frozen"] = "auto"
 
 
 class StudyConfig(Section):
@@ -407,7 +457,7 @@ def _worded(key: str, value, error: ValidationError) -> str:
         return f"bad value for {key}: {_as_number(got, whole)!r}; expected a number {bound}"
     if kind == "finite_number":
         return f"{key}: expected {_TYPE_WORDS['finite']}, got {value!r}"
-    words = str(e.get("msg", ""))
+    words = str(e.get("msg", "")).removeprefix("Value error, ")
     for name, text in (("boolean", "bool"), ("whole", "int"), ("integer", "int"),
                        ("int", "int"), ("number", "float"), ("float", "float"),
                        ("string", "str"), ("list", "list")):

@@ -8,7 +8,7 @@ import sys
 import traceback
 
 from .. import __version__
-from ..config import MODEL_KINDS, PRECISIONS, PROFILES, load_config, parse_set
+from ..config import ENCODER_NAMES, MODEL_KINDS, PRECISIONS, PROFILES, load_config, parse_set
 from ..exitcodes import EXIT_BAD_INPUT, EXIT_ERROR, UserError
 
 #: what a bad input raises, beside :class:`~keras_unet_ft.exitcodes.UserError`: a missing or
@@ -61,9 +61,25 @@ def _positive(kind):
     return parse
 
 
+def model_kind(text: str) -> str:
+    """``--model``: unet, xunet, vunet, file:PATH or encoder:NAME (checked as the config
+    checks ``model.kind``; a file's contents are checked later, before anything is written)."""
+    from ..config import _model_kind
+
+    try:
+        return _model_kind(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+MODEL_HELP = (f"network: {', '.join(MODEL_KINDS)} (the paper's U-Net, Cheng & Lam's X-Unet and "
+              "V-Unet), file:PATH (your own .keras network) or encoder:NAME (a U-Net on a "
+              f"keras.applications backbone: {', '.join(ENCODER_NAMES)})")
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="unet", choices=list(MODEL_KINDS),
-                   help="network (default: the paper's U-Net)")
+    p.add_argument("--model", default="unet", type=model_kind, metavar="MODEL",
+                   help=MODEL_HELP + " (default: unet)")
     p.add_argument("--size", type=_positive(int), default=256,
                    help="input height and width (default 256)")
     p.add_argument("--base-filters", type=int, default=64, help="filters of the first block")

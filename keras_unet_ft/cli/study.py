@@ -9,9 +9,10 @@ import pathlib
 import sys
 import time
 
-from ..config import MODEL_KINDS, config_from_dict, sizes_enabled
+from ..config import config_from_dict, sizes_enabled
 from ..exitcodes import EXIT_INCOMPLETE, EXIT_OK, UserError
-from .common import _positive, add_config_args, check_inputs, config_from_args
+from .common import (MODEL_HELP, _positive, add_config_args, check_inputs, config_from_args,
+                     model_kind)
 
 
 def study_config(args):
@@ -196,7 +197,7 @@ def register(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain the U-Net on salient-object images")
     add_config_args(p)
     p.add_argument("--dataset", dest="pretrain", help="synth_salient (default) or xpie:ROOT")
-    p.add_argument("--model", choices=list(MODEL_KINDS))
+    p.add_argument("--model", type=model_kind, metavar="MODEL", help=MODEL_HELP)
     p.add_argument("--out", default="results", help="results folder (default results/)")
     p.add_argument("--force-pretrain", action="store_true", help="retrain even if a model exists")
     p.add_argument("--distribute", choices=["mirrored"], help="tf.distribute strategy")
@@ -208,7 +209,7 @@ def register(sub) -> None:
                    help="target dataset (repeatable): sim_bus, synth_cxr, busi:ROOT, ...")
     p.add_argument("--pretrain", help="pretraining dataset (synth_salient or xpie:ROOT)")
     p.add_argument("--plans", help="plan set (paper, tuffc, cheng) or comma-separated plans")
-    p.add_argument("--model", choices=list(MODEL_KINDS))
+    p.add_argument("--model", type=model_kind, metavar="MODEL", help=MODEL_HELP)
     p.add_argument("--out", default="results", help="results folder (default results/)")
     p.add_argument("--force", action="store_true", help="recompute finished runs")
     p.add_argument("--retry-failed", action="store_true", help="redo runs that failed")
