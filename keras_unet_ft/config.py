@@ -129,6 +129,16 @@ def model_family(kind: str) -> str:
     return kind.partition(":")[0] if ":" in kind else "builtin"
 
 
+def pretrained_by_package(mcfg) -> bool:
+    """Whether the package pretrains this network on ``data.pretrain`` (salient objects):
+    the paper's U-Net and X-Unet, and ``encoder:NAME`` with ``model.pretrain_on_salient``.
+    A ``file:`` network *is* the pretrained net; V-Unet starts from its encoder's weights."""
+    family = model_family(mcfg.kind)
+    if family == "file" or mcfg.kind == "vunet":
+        return False
+    return bool(mcfg.pretrain_on_salient) if family == "encoder" else True
+
+
 Int = Annotated[int, BeforeValidator(_whole)]
 Float = Annotated[float, BeforeValidator(_number)]
 Bool = Annotated[bool, BeforeValidator(_bool_word)]

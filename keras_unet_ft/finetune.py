@@ -303,7 +303,9 @@ def run_one(cfg: Config, target: str, fold: int, plan: str, model_kind: str, tra
     summary = {
         "status": "ok" if ev.diverged is None else "diverged", "target": target,
         "fold": fold, "plan": plan, "model": model_kind,
-        "encoder_weights": (session.mcfg.encoder_weights if model_kind == "vunet" else None),
+        "encoder_weights": (session.mcfg.encoder_weights
+                            if model_kind == "vunet" or model_kind.startswith("encoder:")
+                            else None),
         "n_train": int(len(train[0])), "n_test": len(ev.ids), "n_empty": int(ev.empty.sum()),
         "empty_predicted_empty": ev.empty_predicted_empty(),
         **{f"{k}_mean": ev.mean(k) for k in METRICS},

@@ -298,12 +298,15 @@ class TargetEntry:
 @dataclasses.dataclass
 class ModelEntry:
     """A network of the study in ``runs.json``: units per depth scheme, parameters, the
-    plan that trains every block, and its block table (:meth:`BlockMap.table`)."""
+    plan that trains every block, its block table (:meth:`BlockMap.table`), what it is in
+    words and what identifies it (a ``file:`` network's sha256, an encoder's weights)."""
 
     units: Dict[str, int]
     total_params: int
     all_layers_plan: str
     blocks: List[dict]
+    description: str = ""
+    identity: Dict[str, object] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

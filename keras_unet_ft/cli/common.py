@@ -4,6 +4,7 @@ exception becomes an exit code (:func:`run_command`)."""
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 import traceback
 
@@ -153,6 +154,23 @@ def check_dataset(spec: str) -> None:
     resolve_options(name, {k: v for k, v in options.items() if k not in TARGET_OPTIONS}, {})
 
 
+def check_model_file(kind: str) -> None:
+    """``file:PATH``: the file is there and a ``.keras`` file (what it holds is checked when
+    the network is built, still before anything is written)."""
+    from ..config import model_family
+
+    if model_family(kind) != "file":
+        return
+    path = pathlib.Path(kind.partition(":")[2])
+    if not path.is_file():
+        raise UserError(f"model.kind={kind}: {path} is not a file; expected a Keras 3 model "
+                        "saved with model.save('net.keras')")
+    if path.suffix != ".keras":
+        raise UserError(f"model.kind={kind}: {path.name} is not a .keras file; expected a "
+                        "Keras 3 model saved with model.save('net.keras') (convert an .h5 or "
+                        "SavedModel by loading it in Keras and saving it as .keras)")
+
+
 def check_inputs(cfg, plans=(), plan_sets=(), targets=None, pretrain: bool = True,
                  distribute=None) -> None:
     """What a command can check before Keras' backend is imported (seconds), so that a bad
@@ -164,6 +182,7 @@ def check_inputs(cfg, plans=(), plan_sets=(), targets=None, pretrain: bool = Tru
     from ..data.study_data import check_targets
     from ..plans import Plan, check_trainer, plan_set
 
+    check_model_file(cfg.model.kind)
     targets = list(cfg.data.targets if targets is None else targets)
     for spec in targets + ([cfg.data.pretrain] if pretrain else []):
         check_dataset(spec)

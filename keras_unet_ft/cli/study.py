@@ -36,8 +36,17 @@ def check_study(args) -> int:
 
 
 def check_pretrain(args) -> int:
-    """``pretrain`` before the backend: the config and the pretraining dataset's spec."""
-    check_inputs(config_from_args(args), targets=[])
+    """``pretrain`` before the backend: the config, a network the package pretrains, and the
+    pretraining dataset's spec."""
+    from ..config import pretrained_by_package
+
+    cfg = config_from_args(args)
+    if not pretrained_by_package(cfg.model):
+        raise UserError(f"model.kind={cfg.model.kind} is not pretrained by the package (a "
+                        "file: network is the pretrained net; V-Unet and encoder:NAME with "
+                        "model.pretrain_on_salient=false start from their encoder's weights): "
+                        "nothing to pretrain; run `unet-ft study` directly")
+    check_inputs(cfg, targets=[])
     return EXIT_OK
 
 
