@@ -363,10 +363,13 @@ def for_display(pattern: np.ndarray):
 
 
 def am_layers(model) -> List[str]:
-    """The 4th conv layer and the deepest conv layer with more than 2 filters."""
-    convs = BlockMap(model).conv_layers()
-    deep = [c for c in convs if model.get_layer(c).filters > 2]
-    return [convs[3], deep[-1]]
+    """The 4th conv layer (the paper's; the last one of a net with fewer) and the deepest
+    conv layer with more than 2 filters, in data-flow order; convolutions that have filters
+    of their own (not depthwise ones)."""
+    convs = [c for c in BlockMap(model).conv_layers()
+             if getattr(model.get_layer(c), "filters", None)]
+    deep = [c for c in convs if model.get_layer(c).filters > 2] or convs
+    return [convs[min(3, len(convs) - 1)], deep[-1]]
 
 
 def fig5_activation_maximization(out, target: Optional[str] = None, n_filters: int = 8,

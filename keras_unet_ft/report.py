@@ -16,7 +16,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from .config import SHIFTS, TOO_SMALL_TO_LEARN
+from .config import SHIFTS, TOO_SMALL_TO_LEARN, ModelConfig, model_family, pretrained_by_package
 from .io import atomic_write_text, read_csv, read_json
 from .layout import (BUDGETS, CONFIG, NESTED_SUMMARY, REPORT, RESULTS, SIZES_SUMMARY, STATS,
                      SUMMARY, figures_dir, pretrained_folder, read_manifest, spec_options,
@@ -683,6 +683,45 @@ def top_notes(cfg: dict, summary: List[dict]) -> List[str]:
     return L
 
 
+def _pretraining_words(cfg: dict) -> str:
+    """Where the study's starting weights come from, in words."""
+    mc = ModelConfig(**cfg["model"])
+    if pretrained_by_package(mc):
+        start = ("" if model_family(mc.kind) != "encoder" else
+                 f", starting from encoder weights {mc.encoder_weights or 'none (random)'}")
+        return f"pretraining on {cfg['data']['pretrain']}{start}"
+    if model_family(mc.kind) == "file":
+        return "the network's own weights (not pretrained by the package)"
+    return (f"encoder weights {mc.encoder_weights or 'none (random: not transfer learning)'}"
+            " and a seeded random decoder (no pretraining)")
+
+
+def network_section(manifest) -> List[str]:
+    """The study's network: what it is, what identifies it (a ``file:`` network's sha256,
+    its encoder's weights) and its blocks with their parameter shares, from ``runs.json``."""
+    entry = manifest.study_model
+    name = entry.description or manifest.model
+    L = ["## The network", "", f"{name}: {entry.total_params:,} parameters in "
+         f"{len(entry.blocks)} blocks (a change of spatial resolution is a block boundary; "
+         f"the plans' block numbers are these).", ""]
+    ident = {k: v for k, v in (entry.identity or {}).items() if v not in (None, "")}
+    if ident:
+        L += ["Identity (part of every run's resume fingerprint): "
+              + "; ".join(f"{k} {v}" for k, v in ident.items()) + ".", ""]
+    if entry.blocks:
+        L += ["| block | part | level | params | share | layers with weights |",
+              "|---|---|---|---|---|---|"]
+        for b in entry.blocks:
+            layers = str(b.get("layers", ""))
+            names = [n for n in layers.split(", ") if n]
+            shown = ", ".join(names[:6]) + (f", … ({len(names)} layers)" if len(names) > 6
+                                            else "")
+            L.append(f"| {b['block']} | {b['part']} | {b['level']} | {int(b['params']):,} | "
+                     f"{float(b['share_percent']):.2f} % | {shown or '-'} |")
+        L.append("")
+    return L
+
+
 def plans_table(S: Dict[str, dict]) -> List[str]:
     """The "All plans" table of one target. "trained as" appears only when some plan was
     trained as another (the same layers); seconds per epoch are the ones training_time.png
@@ -724,9 +763,10 @@ def write_report(out) -> pathlib.Path:
     units = manifest.units()
     cfg = prov["config"]
     L = ["# Which layers to fine-tune? — results", ""]
-    L += [f"Profile **{cfg['profile']}**; model {cfg['model']['kind']} "
+    L += [f"Profile **{cfg['profile']}**; model "
+          f"{manifest.study_model.description or cfg['model']['kind']} "
           f"{cfg['model']['size']}×{cfg['model']['size']}, base {cfg['model']['base_filters']} "
-          f"filters; pretraining on {cfg['data']['pretrain']}; {cfg['finetune']['folds']}-fold "
+          f"filters; {_pretraining_words(cfg)}; {cfg['finetune']['folds']}-fold "
           f"cross-validation{_repeats(cfg)}, {cfg['finetune']['augment_total']} augmented "
           f"training images per fold, {cfg['finetune']['epochs']} fine-tuning epochs; precision "
           f"{prov.get('precision')}; git {prov.get('git_revision') or 'unknown'}; written "
@@ -747,6 +787,7 @@ def write_report(out) -> pathlib.Path:
               f"of {p['dataset']}, {p['epochs']} epochs, best validation loss "
               f"{_f(p['best_val_loss'], 4)} at epoch {p['best_epoch']}, {_f(p['seconds'], 0)} s.",
               ""]
+    L += network_section(manifest)
     L += shift_section(manifest.targets, summary, stats, units)
     targets = list(dict.fromkeys(r["target"] for r in summary))
     all_findings = []
