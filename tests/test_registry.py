@@ -2,8 +2,10 @@
 
 import pytest
 
-from keras_unet_ft.data.registry import (REGISTRY, load_dataset, loader_options, modality,
-                                         split_spec)
+import dataclasses
+
+from keras_unet_ft.data.registry import (MODALITIES, REGISTRY, DatasetInfo, load_dataset,
+                                         loader_options, modality, resolve_options, split_spec)
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -55,3 +57,67 @@ def test_built_in_data_takes_no_folder_and_unknown_options_are_named(tmp_path):
         load_dataset("sim_bus?colour=red", size=32, cache=False)
     ds = load_dataset("sim_bus?n=4", size=32, cache=False)
     assert ds.images.shape == (4, 32, 32, 1) and ds.masks.shape == ds.images.shape
+
+
+def test_every_dataset_record_names_its_modality():
+    """The modality is a field of the record (no second table to forget a loader in)."""
+    for name, info in REGISTRY.items():
+        assert info.modality in MODALITIES, name
+        assert modality(name if info.kind == "builtin" else f"{name}:/d") == info.modality
+    fields = {f.name: f for f in dataclasses.fields(DatasetInfo)}
+    assert fields["modality"].default is dataclasses.MISSING   # required
+    with pytest.raises(ValueError, match="modality 'mri'; expected one of ultrasound"):
+        DatasetInfo("scans", "real", "mri", "d", "layout", "folder")
+
+
+@pytest.mark.parametrize("name, spec_options, given, expected", [
+    ("sim_bus", {"n": "12", "seed": " 3 "}, {}, {"n": 12, "seed": 3}),              # int
+    ("sim_bus", {"malignant_fraction": "0.25"}, {}, {"malignant_fraction": 0.25}),  # float
+    ("sim_bus", {}, {"malignant_fraction": 1}, {"malignant_fraction": 1.0}),
+    ("busi", {"include_normal": "no", "skip_unpaired": "On"}, {},                   # bool words
+     {"include_normal": False, "skip_unpaired": True}),
+    ("busi", {"strict": "1"}, {"include_normal": False}, {"include_normal": False, "strict": True}),
+    ("folder", {"mask_suffix": "_seg", "images_dir": "img"}, {},                     # strings
+     {"mask_suffix": "_seg", "images_dir": "img"}),
+    ("sim_bus", {"shift": "none"}, {}, {"shift": "none"}),     # a str option keeps the word
+    ("xpie", {"limit": "50", "n": "null"}, {}, {"limit": 50, "n": None}),  # None where allowed
+    ("folder", {"classes": "red,green"}, {}, {"classes": "red,green"}),
+    ("busbra", {}, {"classes": ("red",), "n": None}, {"classes": ("red",), "n": None}),
+    ("busi", {"n": "4"}, {"n": 4}, {"n": 4}),                  # the same value twice
+])
+def test_options_are_converted_to_the_loaders_types(name, spec_options, given, expected):
+    assert resolve_options(name, spec_options, given) == expected
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("busi", {"include_normal": "maybe"}, "busi: option include_normal='maybe': expected true "
+                                          "or false"),
+    ("sim_bus", {"n": "x"}, "sim_bus: option n='x': expected a whole number"),
+    ("sim_bus", {"n": "1.5"}, "option n='1.5': expected a whole number"),
+    ("sim_bus", {"n": True}, "option n=True: expected a whole number"),
+    ("sim_bus", {"malignant_fraction": "lots"}, "option malignant_fraction='lots': expected a "
+                                                "number"),
+    ("xpie", {"limit": "all"}, "xpie: option limit='all': expected a whole number"),
+    ("sim_bus", {"n": "0"}, "option n=0: expected a positive number of images"),
+    ("synth_cxr", {"seed": "none"}, "option seed='none': expected a whole number"),
+    ("folder", {"mask_suffix": 3}, "option mask_suffix=3: expected text"),
+    ("sim_bus", {"n": "x", "seed": "y"}, "option n='x': expected a whole number; "
+                                         "option seed='y': expected a whole number"),
+    ("folder", {"mask_sufix": "_m"}, "folder: unknown option(s) ['mask_sufix']; folder takes: "
+                                     "mask_suffix=''"),
+    ("folder", {"mask_sufix": "_m"}, "Did you mean mask_suffix?"),
+    ("sim_bus", {"sede": "1", "colour": "red"}, "unknown option(s) ['colour', 'sede']; "),
+    ("sim_bus", {"sede": "1", "colour": "red"}, "Did you mean seed for sede?"),
+    ("sim_bus", {"progress": "false"}, "unknown option(s) ['progress']"),
+])
+def test_bad_options_name_the_option_its_value_and_what_is_expected(name, options, message):
+    spec = {k: v for k, v in options.items() if isinstance(v, str)}
+    given = {k: v for k, v in options.items() if not isinstance(v, str)}
+    with pytest.raises(ValueError) as e:
+        resolve_options(name, spec, given)
+    assert message in str(e.value)
+
+
+def test_an_option_given_twice_differently_is_an_error():
+    with pytest.raises(ValueError, match="option seed is '3' in the spec and 4 elsewhere"):
+        resolve_options("sim_bus", {"seed": "3"}, {"seed": 4})

@@ -10,6 +10,7 @@ preprocessing version) so a second load is fast.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import inspect
@@ -31,14 +32,32 @@ log = logging.getLogger("keras_unet_ft.data")
 _ANNOUNCED: set = set()
 
 
+#: imaging modalities a dataset may be (the report compares a target with the paper's finding
+#: for its modality); a ``folder`` of your own is ``other`` unless its spec says
+#: ``?modality=``
+MODALITIES = ("ultrasound", "xray", "other")
+#: options of every target spec that label it and are no loader's: ``name`` (its name in
+#: results and REPORT.md) and ``modality`` (which of the paper's findings it is checked on)
+TARGET_OPTIONS = ("name", "modality")
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
+    """One dataset's record: every fact about it beside its loader's own code."""
     name: str
     kind: str           # "real" or "builtin"
+    modality: str       # one of MODALITIES (required: no dataset is silently "other")
     description: str
     layout: str         # what the loader expects on disk (real) or the defaults (builtin)
     module_name: str    # loaders.<module> (real) or synthetic.<module> (builtin)
     func: str = "load"  # the loader / generator function in that module
+
+    def __post_init__(self):
+        if self.kind not in ("real", "builtin"):
+            raise ValueError(f"dataset {self.name}: kind {self.kind!r}; expected real or builtin")
+        if self.modality not in MODALITIES:
+            raise ValueError(f"dataset {self.name}: modality {self.modality!r}; expected one "
+                             f"of {', '.join(MODALITIES)}")
 
     def module(self):
         """The loader's (or generator's) module, imported on first use (optional extras)."""
@@ -59,66 +78,60 @@ class DatasetInfo:
         return self.generator()(size=size[0], **kw)
 
 
-def _real(name, module, description):
+def _real(name, modality, module, description):
     layout = importlib.import_module(f".loaders.{module}", __package__).LAYOUT
-    return DatasetInfo(name, "real", description, layout, module)
+    return DatasetInfo(name, "real", modality, description, layout, module)
 
 
-def _builtin(name, module, func, description, layout):
-    return DatasetInfo(name, "builtin", description, layout, module, func)
+def _builtin(name, modality, module, func, description, layout):
+    return DatasetInfo(name, "builtin", modality, description, layout, module, func)
 
 
 def _registry() -> Dict[str, DatasetInfo]:
+    """The table: one row a dataset (adding one is a row here, its module and its test)."""
     entries = [
-        _builtin("sim_bus", "ultrasound", "sim_bus",
+        # built in:  name, modality, module in synthetic/, its function, description, layout
+        _builtin("sim_bus", "ultrasound", "ultrasound", "sim_bus",
                  "simulated breast ultrasound as real images look (fat lobules, shadows, "
                  "scanner borders), lesion masks (default ultrasound target)",
                  "built in: n=163 images, 110/53 benign/malignant-like"),
-        _builtin("sim_bus_simple", "ultrasound", "sim_bus_simple",
+        _builtin("sim_bus_simple", "ultrasound", "ultrasound", "sim_bus_simple",
                  "the first sim_bus: the lesion is the only dark region (comparison)",
                  "built in: n=163 images, 110/53 benign/malignant-like"),
-        _builtin("synth_salient", "salient", "synth_salient",
+        _builtin("synth_salient", "other", "salient", "synth_salient",
                  "synthetic grayscale natural scenes with one salient object (pretraining)",
                  "built in: n=10000 images"),
-        _builtin("synth_cxr", "cxr", "synth_cxr",
+        _builtin("synth_cxr", "xray", "cxr", "synth_cxr",
                  "synthetic chest X-ray, both lungs as the mask (default X-ray target)",
                  "built in: n=240 images"),
-        _real("xpie", "xpie", "XPIE natural images with salient-object masks (pretraining)"),
-        _real("udiat_b", "udiat_b", "UDIAT breast ultrasound Dataset B (163 images)"),
-        _real("busi", "busi", "BUSI breast ultrasound (benign/malignant/normal)"),
-        _real("busbra", "busbra", "BUS-BRA breast ultrasound, 1,875 images, official "
-                                  "patient-level folds (folds=official)"),
-        _real("hc18", "hc18", "HC18 fetal head ultrasound (outlines filled to head masks)"),
-        _real("jsrt_scr", "jsrt_scr", "JSRT chest X-ray with SCR lung masks (247 images)"),
-        _real("montgomery", "montgomery", "Montgomery County chest X-ray with lung masks"),
-        _real("folder", "folder", "any images/ + masks/ folder pair (your own modality)"),
+        _builtin("sim_lus", "ultrasound", "lung", "sim_lus",
+                 "simulated lung ultrasound, rib masks (Cheng & Lam)",
+                 "built in: n=500 images (5 folds leave 400 to train)"),
+        _builtin("sim_bus_must", "ultrasound", "must", "sim_bus_must",
+                 "sim_bus phantoms imaged by pymust (simus + DAS); optional [sim] "
+                 "extra, minutes per image",
+                 "built in (needs pymust): n=8 images"),
+        # real:  name, modality, module in loaders/ (its LAYOUT and load()), description
+        _real("xpie", "other", "xpie", "XPIE natural images with salient-object masks "
+                                       "(pretraining)"),
+        _real("udiat_b", "ultrasound", "udiat_b", "UDIAT breast ultrasound Dataset B "
+                                                  "(163 images)"),
+        _real("busi", "ultrasound", "busi", "BUSI breast ultrasound (benign/malignant/normal)"),
+        _real("busbra", "ultrasound", "busbra", "BUS-BRA breast ultrasound, 1,875 images, "
+                                                "official patient-level folds (folds=official)"),
+        _real("hc18", "ultrasound", "hc18", "HC18 fetal head ultrasound (outlines filled to "
+                                            "head masks)"),
+        _real("jsrt_scr", "xray", "jsrt_scr", "JSRT chest X-ray with SCR lung masks "
+                                              "(247 images)"),
+        _real("montgomery", "xray", "montgomery", "Montgomery County chest X-ray with lung "
+                                                  "masks"),
+        _real("folder", "other", "folder", "any images/ + masks/ folder pair (your own "
+                                           "modality: ?modality=)"),
     ]
-    entries.append(_builtin("sim_lus", "lung", "sim_lus",
-                            "simulated lung ultrasound, rib masks (Cheng & Lam)",
-                            "built in: n=500 images (5 folds leave 400 to train)"))
-    entries.append(_builtin("sim_bus_must", "must", "sim_bus_must",
-                            "sim_bus phantoms imaged by pymust (simus + DAS); optional [sim] "
-                            "extra, minutes per image",
-                            "built in (needs pymust): n=8 images"))
     return {e.name: e for e in entries}
 
 
 REGISTRY = _registry()
-
-
-#: imaging modality of each dataset (the report compares a target with the paper's
-#: finding for its modality); a ``folder`` of your own is ``other``
-MODALITY = {"sim_bus": "ultrasound", "sim_bus_simple": "ultrasound",
-            "sim_bus_must": "ultrasound", "udiat_b": "ultrasound",
-            "busi": "ultrasound", "busbra": "ultrasound", "hc18": "ultrasound",
-            "sim_lus": "ultrasound", "synth_cxr": "xray",
-            "jsrt_scr": "xray", "montgomery": "xray"}
-
-
-#: options of every target spec that label it and are no loader's: ``name`` (its name in
-#: results and REPORT.md) and ``modality`` (which of the paper's findings it is checked on)
-TARGET_OPTIONS = ("name", "modality")
-MODALITIES = ("ultrasound", "xray", "other")
 
 
 def modality(spec: str) -> str:
@@ -132,7 +145,7 @@ def modality(spec: str) -> str:
         'xray'
     """
     name, _, options = split_spec(spec)
-    return options.get("modality") or MODALITY.get(name, "other")
+    return options.get("modality") or REGISTRY[name].modality
 
 
 def dataset_names():
@@ -144,7 +157,7 @@ def split_spec(spec: str) -> Tuple[str, Optional[str], Dict[str, str]]:
 
     A dataset spec is ``NAME``, ``NAME:ROOT`` or either followed by ``?KEY=VALUE&KEY=VALUE``
     with loader options (``unet-ft data list`` shows each loader's). Option values stay
-    strings here; :func:`load_dataset` converts them to the loader's types.
+    strings here; :func:`resolve_options` converts them to the loader's types.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise UserError(f"a dataset is given as NAME, NAME:ROOT or NAME:ROOT?KEY=VALUE, "
@@ -230,65 +243,126 @@ def parse_spec(spec: str, root=None):
     return name, root
 
 
-SUBSET_OPTIONS = {"n": None, "seed": 0}  # every real dataset: a seeded, stratified subset
+def _subset_options(n: Optional[int] = None, seed: int = 0):
+    """The options every real dataset takes beside its loader's own: ``n`` images drawn with
+    ``seed``, classes kept in proportion (:func:`stratified_subset`)."""
+
+
+#: the subset options and their defaults
+SUBSET_OPTIONS = {k: p.default for k, p in inspect.signature(_subset_options).parameters.items()}
+#: words a spec gives for "no value" to an option whose type admits None
+NONE_WORDS = ("none", "null")
+
+
+def _option_parameters(name: str) -> Dict[str, inspect.Parameter]:
+    """The loader's (or generator's) parameters a spec may set: its signature is the schema."""
+    info = REGISTRY[name]
+    fn = info.generator() if info.kind == "builtin" else info.module().load
+    params = dict(inspect.signature(fn, eval_str=True).parameters)
+    for k in ("root", "size", "progress"):
+        params.pop(k, None)
+    if info.kind == "real":
+        params.update(inspect.signature(_subset_options, eval_str=True).parameters)
+    return params
 
 
 def loader_options(name: str) -> Dict[str, object]:
     """The options (and their defaults) the loader of ``name`` takes."""
-    info = REGISTRY[name]
-    if info.kind == "builtin":
-        fn = info.generator()
-        params = dict(inspect.signature(fn).parameters)
-        params.pop("size", None)
-    else:
-        params = dict(inspect.signature(info.module().load).parameters)
-        for k in ("root", "size"):
-            params.pop(k, None)
-    out = {k: p.default for k, p in params.items() if k != "progress"}
-    if info.kind == "real":
-        out.update(SUBSET_OPTIONS)
-    return out
+    return {k: p.default for k, p in _option_parameters(name).items()}
 
 
-def _convert_option(name: str, key: str, value, default):
-    if not isinstance(value, str):
+def _option_type(p: inspect.Parameter):
+    """The type an option's value is validated as: its annotation, else its default's type
+    (an unannotated option whose default is None takes any value); ``none`` / ``null`` are
+    None where the type admits None, and true / false are no numbers."""
+    import typing
+
+    from pydantic import BeforeValidator
+
+    t = p.annotation
+    if t is p.empty:
+        t = typing.Any if p.default is None or p.default is p.empty else type(p.default)
+    args = typing.get_args(t)
+    admits_none = t is typing.Any or type(None) in args
+    numeric = t in (int, float) or any(a in (int, float) for a in args)
+    expected = "a whole number" if int in (t, *args) else "a number"
+
+    def prepare(value):
+        if isinstance(value, str):
+            value = value.strip()
+            if admits_none and value.lower() in NONE_WORDS:
+                return None
+        if numeric and isinstance(value, bool):
+            raise ValueError(expected)
         return value
-    v = value.strip()
-    if isinstance(default, bool):
-        if v.lower() in ("1", "true", "yes", "on"):
-            return True
-        if v.lower() in ("0", "false", "no", "off"):
-            return False
-        raise UserError(f"{name}: option {key}={value!r}: expected true or false")
-    if v.lower() in ("none", "null"):
-        return None
-    if isinstance(default, int) or (default is None and key in ("n", "limit", "seed")):
-        try:
-            return int(v)
-        except ValueError:
-            raise UserError(f"{name}: option {key}={value!r}: expected a whole number") from None
-    if isinstance(default, float):
-        try:
-            return float(v)
-        except ValueError:
-            raise UserError(f"{name}: option {key}={value!r}: expected a number") from None
-    return v
+
+    return typing.Annotated[t, BeforeValidator(prepare)]
+
+
+@functools.lru_cache(maxsize=None)
+def _options_model(name: str):
+    """A pydantic model of ``name``'s options, built from its loader's signature."""
+    from pydantic import ConfigDict, create_model
+
+    fields = {k: (_option_type(p), ... if p.default is p.empty else p.default)
+              for k, p in _option_parameters(name).items()}
+    return create_model(f"{name}_options", __config__=ConfigDict(extra="forbid",
+                                                                  protected_namespaces=()),
+                        **fields)
+
+
+def _expected(error: dict) -> str:
+    """What pydantic's error says was expected, in the words of the rest of the package."""
+    kind = error["type"]
+    if kind == "value_error":   # raised by _option_type's prepare
+        return str(error.get("msg", "")).removeprefix("Value error, ")
+    if kind == "literal_error":
+        return f"one of {error.get('ctx', {}).get('expected', '')}".replace("'", "")
+    for prefix, words in (("bool", "true or false"), ("int", "a whole number"),
+                          ("float", "a number"), ("finite", "a finite number"),
+                          ("string", "text"), ("missing", "a value (it has no default)")):
+        if kind.startswith(prefix):
+            return words
+    return str(error.get("msg", kind)).lower()
 
 
 def resolve_options(name: str, spec_options: Dict[str, str], given: Dict[str, object]) -> dict:
-    """Spec options and keyword options merged, checked against the loader's and typed."""
-    allowed = loader_options(name)
+    """Spec options and keyword options merged, checked against the loader's signature and
+    converted to its types (pydantic); errors name the option, its value and what is expected.
+
+    Examples:
+        >>> resolve_options("busi", {"include_normal": "no", "n": "40"}, {})
+        {'include_normal': False, 'n': 40}
+        >>> resolve_options("sim_bus", {"malignant_fraction": "0.5"}, {"seed": 3})
+        {'seed': 3, 'malignant_fraction': 0.5}
+    """
+    import difflib
+
+    from pydantic import ValidationError
+
     merged = dict(given)
     for k, v in spec_options.items():
         if k in merged and str(merged[k]) != v:
             raise UserError(f"{name}: option {k} is {v!r} in the spec and {merged[k]!r} "
                             "elsewhere")
         merged.setdefault(k, v)
+    allowed = loader_options(name)
     bad = sorted(k for k in merged if k not in allowed)
     if bad:
+        close = {k: difflib.get_close_matches(k, list(allowed), n=1, cutoff=0.6) for k in bad}
+        hints = [c[0] if len(bad) == 1 else f"{c[0]} for {k}" for k, c in close.items() if c]
         raise UserError(f"{name}: unknown option(s) {bad}; {name} takes: "
-                        f"{', '.join(f'{k}={v!r}' for k, v in allowed.items()) or 'none'}")
-    out = {k: _convert_option(name, k, v, allowed[k]) for k, v in merged.items()}
+                        f"{', '.join(f'{k}={v!r}' for k, v in allowed.items()) or 'none'}"
+                        + (f". Did you mean {', '.join(hints)}?" if hints else ""))
+    # a None from a caller leaves the option to its default, as if it were not given
+    values = {k: v for k, v in merged.items() if v is not None}
+    try:
+        model = _options_model(name).model_validate(values)
+    except ValidationError as e:
+        raise UserError(f"{name}: " + "; ".join(
+            f"option {err['loc'][0]}={merged.get(err['loc'][0], err.get('input'))!r}: "
+            f"expected {_expected(err)}" for err in e.errors())) from None
+    out = {k: (getattr(model, k) if k in values else None) for k in merged}
     if out.get("n") is not None and out["n"] < 1:
         raise UserError(f"{name}: option n={out['n']!r}: expected a positive number of images")
     return out
