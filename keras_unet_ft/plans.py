@@ -225,10 +225,30 @@ def _all_but_bottleneck(p, bm) -> FrozenSet[str]:
     return frozenset(n for n in _weighted(bm) if n not in bott)
 
 
+def _feeding_conv(layer, convs: set) -> Optional[str]:
+    """The convolution (of ``convs``) whose output reaches ``layer`` through layers without
+    convolutions (a BatchNormalization layer: the convolution it normalises), or None."""
+    from .blocks import _parents
+
+    seen, todo = set(), list(_parents(layer))
+    while todo:
+        op = todo.pop(0)
+        if op.name in convs:
+            return op.name
+        if op.name not in seen:
+            seen.add(op.name)
+            todo += _parents(op)
+    return None
+
+
 def _split_layers(p, bm) -> FrozenSet[str]:
     if p.split == "conv":
         cut = 2 * bm.n_pools + 1  # the paper: conv 1..9 contracting at depth 4
-        contracting = set(bm.conv_layers()[:cut])
+        convs = bm.conv_layers()
+        contracting = set(convs[:cut])
+        for n in _weighted(bm):   # a normalisation layer goes with the conv it follows
+            if n not in convs and _feeding_conv(bm.model.get_layer(n), set(convs)) in contracting:
+                contracting.add(n)
     else:
         contracting = {n for b in bm.blocks if b.part != "expanding" for n in b.weighted_layers}
     want = p.kind == "contracting"
@@ -288,7 +308,9 @@ def _decayed_rates(p, bm) -> Dict[str, float]:
 
 
 def _kernel_shape(bm, name: str) -> Tuple[int, ...]:
-    return tuple(int(d) for d in bm.model.get_layer(name).kernel.shape)
+    """The shape of the layer's kernel; ``()`` for a layer without one (a normalisation)."""
+    kernel = getattr(bm.model.get_layer(name), "kernel", None)
+    return () if kernel is None else tuple(int(d) for d in kernel.shape)
 
 
 def _conv_layers(p, bm) -> FrozenSet[str]:

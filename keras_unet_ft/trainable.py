@@ -2,6 +2,15 @@
 parameters that is (:func:`plan_matrix`, :func:`plan_report`), and :func:`apply_plan`,
 which sets Keras' ``trainable`` flags for a plan that is a set of layers.
 
+Normalisation layers (``finetune.batchnorm``, :func:`trained_layers`): a BatchNormalization
+layer is trained with its block (gamma and beta learned, batch statistics in training, its
+moving statistics updated) unless ``finetune.batchnorm=frozen``, which keeps it out of
+every plan's trained layers (inference mode, nothing of it changes). A layer a plan does not
+train - BatchNormalization included - runs in inference mode and keeps its moving statistics
+bit for bit. LayerNormalization and GroupNormalization hold no statistics: their gamma and
+beta are trained or frozen with their block. Moving statistics are never trainable
+parameters: every count here leaves them out.
+
 Keras 3 reads ``trainable`` flags only when a model is compiled, so :func:`apply_plan`
 always recompiles (Keras does not warn otherwise). The grammar itself
 (:mod:`keras_unet_ft.plans`) imports no Keras.
@@ -14,6 +23,46 @@ from typing import List, Sequence, Tuple
 
 from .blocks import BlockMap
 from .plans import Plan, PlanError
+
+
+def is_batchnorm(layer) -> bool:
+    """Whether ``layer`` is a BatchNormalization layer (moving statistics, a training and an
+    inference mode)."""
+    import keras
+
+    return isinstance(layer, keras.layers.BatchNormalization)
+
+
+def trained_layers(model, layers, batchnorm: str = "auto") -> frozenset:
+    """The layers of ``layers`` (names) a plan trains on ``model`` under
+    ``finetune.batchnorm``: all of them for ``auto`` and ``train``; without the
+    BatchNormalization layers for ``frozen`` (those run in inference mode, their moving
+    statistics, gamma and beta kept).
+
+    Examples:
+        >>> import keras
+        >>> x = keras.Input((8, 8, 1))
+        >>> y = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(2, 3, name="c")(x))
+        >>> sorted(trained_layers(keras.Model(x, y), {"c", "bn"}, "frozen"))
+        ['c']
+    """
+    if batchnorm not in ("auto", "train", "frozen"):
+        raise PlanError(f"finetune.batchnorm must be auto, train or frozen, got {batchnorm!r}")
+    layers = frozenset(layers)
+    if batchnorm != "frozen":
+        return layers
+    return frozenset(l.name for l in model.layers if l.name in layers and not is_batchnorm(l))
+
+
+def learnable_weights(layer) -> list:
+    """The weights of ``layer`` that training can change by gradient (whatever its current
+    ``trainable`` flag): a BatchNormalization layer's gamma and beta, never its moving
+    statistics."""
+    own = getattr(layer, "_trainable_variables", None)   # as created, flags aside
+    if own is None:
+        return [w for w in layer.weights if w.trainable]
+    ids = {id(v) for v in own}
+    return [w for w in layer.weights if id(w) in ids]
 
 
 # -- the answer to "which layers": one table ---------------------------------------
@@ -32,12 +81,15 @@ class PlanRow:
         return 100.0 * self.trainable_params / self.total_params if self.total_params else 0.0
 
 
-def plan_matrix(plans: Sequence[str], block_map) -> List[PlanRow]:
-    """Which blocks and layers each plan trains, and how many parameters.
+def plan_matrix(plans: Sequence[str], block_map, batchnorm: str = "auto") -> List[PlanRow]:
+    """Which blocks and layers each plan trains, and how many parameters: the weights the
+    plan learns (a trained BatchNormalization layer's gamma and beta, never its moving
+    statistics; none of a BatchNormalization layer with ``batchnorm="frozen"``).
 
     Args:
         plans: plan strings (model prefixes are ignored: the block map decides).
         block_map: the :class:`~keras_unet_ft.blocks.BlockMap` of the model.
+        batchnorm: ``finetune.batchnorm`` (:func:`trained_layers`).
     """
     params = {}
     for b in block_map.blocks:
@@ -47,11 +99,12 @@ def plan_matrix(plans: Sequence[str], block_map) -> List[PlanRow]:
     rows = []
     for p in plans:
         plan = Plan.parse(p)
-        chosen = plan.trainable_layers(block_map)
+        chosen = trained_layers(block_map.model, plan.trainable_layers(block_map), batchnorm)
         cells = []
         for b in block_map.blocks:
             hit = [n for n in b.weighted_layers if n in chosen]
-            whole = len(hit) == len(b.weighted_layers)
+            whole = len(hit) == len(trained_layers(block_map.model, b.weighted_layers,
+                                                   batchnorm))
             cells.append("." if not hit else ("P" if whole else "p") if plan.reparam
                          else "b" if not plan.spec.every_variable else "X" if whole else "x")
         n_params = trained_params(block_map.model, plan, chosen)
@@ -114,22 +167,26 @@ def count_params(weights) -> int:
 
 
 def trained_params(model, plan, layers) -> int:
-    """The parameters ``plan`` learns in ``layers`` (names) of ``model``: their weights (the
-    biases only for ``bitfit``), or the learned tensors beside frozen kernels for the
-    ``ssf`` and ``lora`` kinds (:meth:`~keras_unet_ft.plans.Plan.params_of_layer`)."""
+    """The parameters ``plan`` learns in ``layers`` (names) of ``model``: their learnable
+    weights (:func:`learnable_weights`: moving statistics never count; the biases only for
+    ``bitfit``), or the learned tensors beside frozen kernels for the ``ssf`` and ``lora``
+    kinds (:meth:`~keras_unet_ft.plans.Plan.params_of_layer`)."""
     plan = Plan.parse(plan)
     n = 0
     for layer in model.layers:
         if layer.name not in layers:
             continue
-        own = count_params([w for w in layer.weights if plan.trains_variable(w.path)])
+        own = count_params([w for w in learnable_weights(layer)
+                            if plan.trains_variable(w.path)])
         n += (plan.params_of_layer(layer.kernel.shape, own) if plan.reparam else own)
     return n
 
 
 def plan_report(model, plan, layers) -> PlanReport:
-    """A :class:`PlanReport` for ``layers`` (names) trained on ``model``. The frozen
-    parameters are the model's others (for ``ssf`` / ``lora``: all of the model's own)."""
+    """A :class:`PlanReport` for ``layers`` (names) trained on ``model`` (already without
+    the BatchNormalization layers ``finetune.batchnorm=frozen`` keeps: :func:`trained_layers`).
+    The frozen parameters are the model's others, moving statistics included (for ``ssf`` /
+    ``lora``: all of the model's own)."""
     chosen = set(layers)
     plan = Plan.parse(plan)
     ordered = tuple(layer.name for layer in model.layers if layer.name in chosen)
@@ -171,8 +228,9 @@ def default_optimizer(learning_rate: float = 1e-4):
 
 
 def apply_plan(model, plan, *, block_map=None, optimizer=None, loss=None, metrics=None,
-               compile: bool = True) -> PlanReport:
-    """Set ``trainable`` flags for ``plan`` and recompile the model.
+               compile: bool = True, batchnorm: str = "auto") -> PlanReport:
+    """Set ``trainable`` flags for ``plan`` and recompile the model. A layer left frozen
+    runs in inference mode (a BatchNormalization layer: its moving statistics kept).
 
     Args:
         model: a U-Net built by :mod:`keras_unet_ft.model`.
@@ -183,6 +241,8 @@ def apply_plan(model, plan, *, block_map=None, optimizer=None, loss=None, metric
             fresh copy of the model's current optimizer (same config, new state)
             or Adam(1e-4); ``loss`` to the model's loss or binary cross-entropy.
         compile: recompile (required for the flags to take effect in Keras 3).
+        batchnorm: ``finetune.batchnorm``; ``frozen`` leaves every BatchNormalization
+            layer frozen (:func:`trained_layers`).
 
     Returns:
         A :class:`PlanReport` with the trainable and frozen parameter counts.
@@ -202,7 +262,7 @@ def apply_plan(model, plan, *, block_map=None, optimizer=None, loss=None, metric
         raise PlanError(f"apply_plan takes one stage at a time; got the staged plan "
                          f"{str(plan)!r} (apply {', then '.join(map(str, plan.stages))})")
     bm = block_map if block_map is not None else BlockMap(model)
-    chosen = plan.trainable_layers(bm) if plan.trains else frozenset()
+    chosen = trained_layers(model, plan.trainable_layers(bm) if plan.trains else (), batchnorm)
     model.trainable = True
     for layer in model.layers:
         layer.trainable = layer.name in chosen if layer.weights else True

@@ -10,6 +10,12 @@ train a plan, chosen by ``study.trainer`` through :data:`BUILDERS` (no if/elif):
 - ``multiworker`` (:class:`~.multiworker.MultiworkerTrainer`): data-parallel over
   ``TF_CONFIG``'s workers.
 
+Every trainer reads ``finetune.batchnorm`` and treats normalisation layers alike
+(:mod:`keras_unet_ft.trainable`): a layer a plan does not train - a BatchNormalization
+layer included - stays bit for bit and runs in inference mode; a trained block's
+BatchNormalization layers train (``auto``, ``train``) or stay in inference mode, untouched
+(``frozen``).
+
 Adding a trainer: a class with ``name``, ``resolved`` and ``train(...)`` (see
 :class:`~.base.Trainer`), one row in :data:`BUILDERS`, its name in
 ``plans.TRAINERS`` (and in the ``trainers`` of the plan kinds it can train).
@@ -34,14 +40,15 @@ __all__ = ["BUILDERS", "KerasFitTrainer", "KerasRuns", "MaskedTrainer", "Multiwo
 BUILDERS: Dict[str, Callable[..., Trainer]] = {
     "selective": lambda cfg, mcfg, seed, precision, strategy: shared_trainer(
         SelectiveTrainer, mcfg, precision, cfg.study.deterministic, cfg.finetune.learning_rate,
-        cfg.finetune.loss),
+        cfg.finetune.loss, cfg.finetune.batchnorm),
     "masked": lambda cfg, mcfg, seed, precision, strategy: masked_trainer(
         mcfg, seed, precision, cfg.study.deterministic, cfg.finetune.learning_rate,
-        cfg.finetune.loss),
+        cfg.finetune.loss, cfg.finetune.batchnorm),
     "keras": lambda cfg, mcfg, seed, precision, strategy: KerasFitTrainer(
-        mcfg, precision, cfg.study.deterministic, cfg.finetune.loss, strategy),
+        mcfg, precision, cfg.study.deterministic, cfg.finetune.loss, strategy,
+        cfg.finetune.batchnorm),
     "multiworker": lambda cfg, mcfg, seed, precision, strategy: MultiworkerTrainer(
-        mcfg, seed, precision, cfg.finetune.loss, strategy),
+        mcfg, seed, precision, cfg.finetune.loss, strategy, cfg.finetune.batchnorm),
 }
 
 

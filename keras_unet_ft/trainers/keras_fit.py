@@ -1,7 +1,11 @@
 """Keras' own trainer (``study.trainer=keras``): trainable flags and ``model.fit``, for fp16
 loss scaling, ``tf.distribute`` (mirrored) and the JAX / PyTorch backends (frozen layers
 cost less). Plans Keras' flags cannot express (BitFit, LLRD, gradual unfreezing) need the
-selective trainer (:attr:`keras_unet_ft.plans.KindSpec.trainers`)."""
+selective trainer (:attr:`keras_unet_ft.plans.KindSpec.trainers`).
+
+A layer outside the trained set is ``trainable = False``: Keras runs a frozen
+BatchNormalization layer in inference mode and leaves its moving statistics alone;
+``finetune.batchnorm=frozen`` keeps every BatchNormalization layer out of the trained set."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from ..model import build_from_config
 from ..plans import Plan
 from ..runtime import (Diverged, EpochTimer, fresh_session, history_rows, make_dataset,
                        make_loss, predict, strategy_scope, tensorboard_callback)
-from ..trainable import apply_plan, plan_report
+from ..trainable import apply_plan, plan_report, trained_layers
 from .base import Trained, stage_layers, warmup_factor, weights_by_layer
 from .selective import _SHARED
 
@@ -88,9 +92,10 @@ class KerasFitTrainer:
 
     name = "keras"
 
-    def __init__(self, mcfg, precision: str, deterministic: bool, loss: str, strategy=None):
+    def __init__(self, mcfg, precision: str, deterministic: bool, loss: str, strategy=None,
+                 batchnorm: str = "auto"):
         self.mcfg, self.precision, self.deterministic = mcfg, precision, deterministic
-        self.loss, self.strategy = loss, strategy
+        self.loss, self.strategy, self.batchnorm = loss, strategy, batchnorm
         self.resolved = precision
         self.bm: Optional[BlockMap] = None
 
@@ -102,7 +107,8 @@ class KerasFitTrainer:
         if self.strategy is None and len(steps) == 1:
             runs = shared_keras_runs(self.mcfg, self.precision, self.deterministic, self.loss)
             self.resolved = runs.resolved
-            chosen = stage_layers(plan, steps[0], runs.block_map())
+            bm = runs.block_map()
+            chosen = trained_layers(bm.model, stage_layers(plan, steps[0], bm), self.batchnorm)
             model, bm = runs.start(chosen, init if init is not None else scratch(), rates[0])
             keras.utils.set_random_seed(seed)
             before = weights_by_layer(model)
@@ -127,7 +133,7 @@ class KerasFitTrainer:
             with strategy_scope(self.strategy):
                 report = apply_plan(model, st if plan.trains else Plan("none"), block_map=bm,
                                     optimizer=keras.optimizers.Adam(rates[i]),
-                                    loss=make_loss(self.loss))
+                                    loss=make_loss(self.loss), batchnorm=self.batchnorm)
             chosen_all |= set(report.trainable_layers)
             if epochs:
                 r, t = _fit(model, data, batch_size, seed + i, epochs, verbose,

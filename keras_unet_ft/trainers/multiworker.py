@@ -14,7 +14,7 @@ from ..exitcodes import UserError
 from ..model import build_from_config
 from ..plans import Plan
 from ..runtime import Diverged, make_dataset, make_loss, predict, resolve_precision
-from ..trainable import plan_report
+from ..trainable import is_batchnorm, plan_report, trained_layers
 from .base import Trained, stage_layers, warmup_factor, weights_by_layer
 
 
@@ -22,11 +22,15 @@ class MultiworkerTrainer:
     """The :class:`~.base.Trainer` protocol over ``tf.distribute.MultiWorkerMirroredStrategy``:
     every worker runs it with the same data and seed; each step's global batch
     (``finetune.batch_size``) is split across the replicas and the gradients summed, so
-    the result equals one process training on the same batches (a test checks it)."""
+    the result equals one process training on the same batches (a test checks it).
+    A BatchNormalization layer a stage does not train (every one with
+    ``finetune.batchnorm=frozen``) is ``trainable = False``: inference mode, its moving
+    statistics kept."""
 
     name = "multiworker"
 
-    def __init__(self, mcfg, seed: int, precision: str, loss: str, strategy):
+    def __init__(self, mcfg, seed: int, precision: str, loss: str, strategy,
+                 batchnorm: str = "auto"):
         import keras
 
         keras.utils.set_random_seed(seed)
@@ -36,7 +40,7 @@ class MultiworkerTrainer:
         with strategy.scope():
             self.model = build_from_config(mcfg)
         self.bm = BlockMap(self.model)
-        self.loss, self.strategy = loss, strategy
+        self.loss, self.strategy, self.batchnorm = loss, strategy, batchnorm
 
     def train(self, plan: Plan, steps: Sequence[Plan], rates: Sequence[float], epochs: int,
               data, init, scratch: Callable[[], list], *, seed: int, batch_size: int,
@@ -58,8 +62,11 @@ class MultiworkerTrainer:
             tf.data.experimental.AutoShardPolicy.DATA
         rows, times, chosen_all = [], [], set()
         for i, st in enumerate(steps):
-            chosen = stage_layers(plan, st, self.bm)
+            chosen = trained_layers(model, stage_layers(plan, st, self.bm), self.batchnorm)
             chosen_all |= chosen
+            for layer in model.layers:   # a frozen BatchNormalization: inference mode
+                if is_batchnorm(layer):
+                    layer.trainable = layer.name in chosen
             variables = [v for layer in model.layers if layer.name in chosen
                          for v in layer.trainable_weights]
             if not epochs or not variables:

@@ -47,7 +47,8 @@ class Reparam:
         self.layers = list(layers)
         self.base_k = [tf.Variable(np.array(l.kernel.numpy()), trainable=False,
                                    name=f"{l.name}_base_kernel") for l in self.layers]
-        self.base_b = [tf.Variable(np.array(l.bias.numpy()), trainable=False,
+        self.base_b = [None if l.bias is None else   # lora: a convolution without bias
+                       tf.Variable(np.array(l.bias.numpy()), trainable=False,
                                    name=f"{l.name}_base_bias") for l in self.layers]
         self.variables: List = self._make_variables()
         self.n_params = int(sum(np.prod(v.shape) for v in self.variables))
@@ -67,7 +68,8 @@ class Reparam:
         learned tensors their starting values (seeded), the optimizer state zero."""
         for l, bk, bb in zip(self.layers, self.base_k, self.base_b):
             bk.assign(l.kernel.value)
-            bb.assign(l.bias.value)
+            if bb is not None:
+                bb.assign(l.bias.value)
         for v, value in zip(self.variables, self._initial(seed)):
             v.assign(value)
         for v, value in zip(self.optimizer.variables, self._opt_state):
@@ -184,10 +186,40 @@ class LoRA(Reparam):
             l.kernel.assign(w0 + tf.reshape(tf.matmul(u, v), w0.shape))
 
 
+def check_layers(plan, layers: Sequence) -> None:
+    """Refuse (:class:`~keras_unet_ft.plans.PlanError`) a layer ``plan`` cannot update:
+    ``ssf`` needs plain ``Conv2D`` layers with a bias (its shift is folded into the bias,
+    its scale into the output channels of the kernel), ``lora`` a ``Conv2D`` or
+    ``Conv2DTranspose`` kernel (a depthwise kernel has no input-by-output matrix to
+    update)."""
+    import keras
+
+    from ..plans import PlanError
+
+    for l in layers:
+        kind = type(l).__name__
+        if plan.reparam == "ssf" and not isinstance(l, keras.layers.Conv2D):
+            raise PlanError(f"plan {str(plan)!r} cannot train layer {l.name!r} ({kind}): ssf "
+                            "scales and shifts the output channels of Conv2D layers only; "
+                            "choose another plan for this network")
+        if plan.reparam == "ssf" and l.bias is None:
+            raise PlanError(f"plan {str(plan)!r} cannot train layer {l.name!r} (Conv2D without "
+                            "a bias): ssf folds its shift into the convolution's bias; choose "
+                            "another plan for this network")
+        if plan.reparam == "lora" and not isinstance(
+                l, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+            raise PlanError(f"plan {str(plan)!r} cannot train layer {l.name!r} ({kind}): lora "
+                            "updates the kernels of Conv2D and Conv2DTranspose layers only, "
+                            "not a depthwise or other kernel; choose another plan for this "
+                            "network")
+
+
 def make_reparam(plan, model, layers, learning_rate: float) -> Reparam:
     """The :class:`Reparam` of ``plan``'s kind (``ssf`` or ``lora``) on the named ``layers``
-    of ``model`` (in model order)."""
+    of ``model`` (in model order); a layer the kind cannot update is refused
+    (:func:`check_layers`)."""
     chosen = [l for l in model.layers if l.name in set(layers)]
+    check_layers(plan, chosen)
     if plan.reparam == "ssf":
         return SSF(chosen, learning_rate)
     if plan.reparam == "lora":

@@ -1,7 +1,12 @@
 """The trainers whose state the package holds: one traced train step per fold
 (:class:`MaskedTrainer`) or per set of trainable layers (:class:`SelectiveTrainer`, the
 default), a plan switch being only an assignment of weights, optimizer state and trained
-variables. Both train any plan kind (per-variable masks, per-layer rates, per-epoch sets)."""
+variables. Both train any plan kind (per-variable masks, per-layer rates, per-epoch sets).
+
+BatchNormalization: every layer stays trainable for the masks, except the BatchNormalization
+layers a plan does not train (and all of them with ``finetune.batchnorm=frozen``): those are
+set ``trainable = False``, so Keras runs them in inference mode and their moving statistics
+stay bit for bit. Which of them run in training mode is part of every traced step's key."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from ..config import section_key
 from ..model import build_from_config
 from ..plans import Plan
 from ..runtime import Diverged, fresh_session, make_dataset, make_loss
-from ..trainable import plan_report
+from ..trainable import is_batchnorm, plan_report, trained_layers
 from .base import Trained, optional_log, shifted, stage_layers, warmup_factor, weights_by_layer
 
 
@@ -33,13 +38,21 @@ class MaskedTrainer:
     ``benchmarks/`` for the step time per plan). Kept for comparison
     (``study.trainer=masked``); the default is :class:`SelectiveTrainer`.
 
+    A BatchNormalization layer of a frozen block runs in inference mode (its moving
+    statistics are not a gradient a mask could zero): :meth:`select` sets it
+    ``trainable = False``, and the traced step of that set of training-mode layers is
+    cached apart.
+
     Args:
         model: a built model; all its layers are set trainable.
         learning_rate: Adam learning rate.
+        batchnorm: ``finetune.batchnorm``: ``auto`` / ``train`` (a trained block's
+            BatchNormalization layers train: batch statistics, moving statistics updated,
+            gamma and beta learned) or ``frozen`` (inference mode, nothing of them changes).
     """
 
     def __init__(self, model, learning_rate: float = 1e-4, loss: str = "bce",
-                 resolved: str = "fp32"):
+                 resolved: str = "fp32", batchnorm: str = "auto"):
         import keras
         import tensorflow as tf
 
@@ -49,6 +62,10 @@ class MaskedTrainer:
         model.trainable = True
         for layer in model.layers:
             layer.trainable = True
+        trained_layers(model, (), batchnorm)   # a bad mode fails here
+        self.batchnorm = batchnorm
+        self._bn = tuple(l.name for l in model.layers if is_batchnorm(l))
+        self._bn_train: frozenset = frozenset(self._bn)   # in training mode
         owner = {}
         for layer in model.layers:
             for w in layer.trainable_weights:
@@ -87,7 +104,8 @@ class MaskedTrainer:
         rows, times, chosen_all, trace = [], [], set(), 0.0
         try:
             for i, st in enumerate(steps):
-                chosen_all |= stage_layers(plan, st, self.bm)
+                chosen_all |= trained_layers(self.model, stage_layers(plan, st, self.bm),
+                                             self.batchnorm)
                 first = st.epoch_layers(self.bm, 1) if plan.trains else frozenset()
                 if i == 0:
                     self.reset(init, first, rates[i], st, self.bm, seed=seed)
@@ -197,14 +215,15 @@ class MaskedTrainer:
                 pred = self.model(x, training=True)
                 loss = self.loss_fn(y, pred)
             grads = tape.gradient(loss, self.vars)
-            grads = [g * tf.cast(m, g.dtype) for g, m in zip(grads, self.masks)]
+            grads = [tf.zeros_like(v.value) if g is None else g * tf.cast(m, g.dtype)
+                     for g, v, m in zip(grads, self.vars, self.masks)]
             self._update(grads, self.vars, scales)
             return loss
 
         return tf.function(step)
 
     def _step_for(self, x, y):
-        key = ("masked", self._scaled, id(self._reparam))
+        key = ("masked", self._scaled, id(self._reparam), self._bn_train)
         if key not in self._steps:
             self._steps[key] = self._make_step(self._scaled)
         return self._steps[key]
@@ -231,8 +250,10 @@ class MaskedTrainer:
         """Train the variables of ``trainable_layers`` from now on (weights and optimizer
         state kept: gradual unfreezing). ``plan`` narrows them to the variables it trains
         (``bitfit``: biases) and sets per-layer update factors (``llrd``; needs
-        ``block_map``)."""
-        layers = set(trainable_layers)
+        ``block_map``). A BatchNormalization layer runs in training mode only when it is
+        trained (among ``trainable_layers``, ``finetune.batchnorm`` not ``frozen``, an update
+        factor above 0, no ``ssf`` / ``lora``); every other one in inference mode."""
+        layers = set(trained_layers(self.model, trainable_layers, self.batchnorm))
         keep = (lambda v: True) if plan is None else (lambda v: plan.trains_variable(v.path))
         chosen = frozenset(i for i, (v, name) in enumerate(zip(self.vars, self.var_layer))
                            if name in layers and keep(v))
@@ -241,6 +262,9 @@ class MaskedTrainer:
             m.assign(1.0 if i in chosen else 0.0)
             s.assign(1.0 if factors is None else factors.get(name, 1.0))
         self._chosen, self._scaled = chosen, factors is not None
+        self._set_batchnorm(frozenset(
+            n for n in self._bn if n in layers and not (plan is not None and plan.reparam)
+            and (factors is None or factors.get(n, 1.0) > 0)))
         self._reparam = None
         if plan is not None and plan.reparam and layers:
             key = (str(plan.bare), frozenset(layers))
@@ -249,6 +273,13 @@ class MaskedTrainer:
 
                 self._reparams[key] = make_reparam(plan, self.model, layers, 1e-3)
             self._reparam = self._reparams[key]
+
+    def _set_batchnorm(self, training: frozenset) -> None:
+        """The BatchNormalization layers ``training`` run in training mode, the others
+        (``trainable = False``) in inference mode, in every step traced from now on."""
+        for name in self._bn:
+            self.model.get_layer(name).trainable = name in training
+        self._bn_train = training
 
     def fit(self, dataset, epochs: int, log=None):
         """Train; returns ``(history rows, seconds per epoch)``; NaN loss raises.
@@ -294,14 +325,14 @@ class SelectiveTrainer(MaskedTrainer):
     name = "selective"
 
     def __init__(self, model, learning_rate: float = 1e-4, loss: str = "bce",
-                 resolved: str = "fp32"):
-        super().__init__(model, learning_rate, loss, resolved)
+                 resolved: str = "fp32", batchnorm: str = "auto"):
+        super().__init__(model, learning_rate, loss, resolved, batchnorm)
         self.trace_seconds: Dict[tuple, float] = {}
 
     def _step_for(self, x, y):
         import tensorflow as tf
 
-        key = (self._chosen, self._scaled, id(self._reparam))
+        key = (self._chosen, self._scaled, id(self._reparam), self._bn_train)
         if key not in self._steps:
             sub = [self.vars[i] for i in sorted(self._chosen)]
             scales = [self.scales[i] for i in sorted(self._chosen)] if self._scaled else None
@@ -342,20 +373,21 @@ _SHARED: Dict[tuple, object] = {}
 
 
 def shared_trainer(cls, mcfg, precision: str, deterministic: bool, learning_rate: float,
-                   loss: str = "bce"):
-    """The process's :class:`SelectiveTrainer` (with its model) for a network config: built
-    once, reused by every fold and target. (The masked trainer is built per fold: see
-    :func:`masked_trainer`.)"""
-    key = (section_key(mcfg), precision, bool(deterministic), loss)
+                   loss: str = "bce", batchnorm: str = "auto"):
+    """The process's :class:`SelectiveTrainer` (with its model) for a network config and
+    ``finetune.batchnorm``: built once, reused by every fold and target. (The masked trainer
+    is built per fold: see :func:`masked_trainer`.)"""
+    key = (section_key(mcfg), precision, bool(deterministic), loss, batchnorm)
     if key not in _SHARED:
         # the first shared model starts a clean session; later ones keep the others alive
         resolved = fresh_session(0, precision, deterministic, clear=not _SHARED)
-        _SHARED[key] = cls(build_from_config(mcfg), learning_rate, loss, resolved)
+        _SHARED[key] = cls(build_from_config(mcfg), learning_rate, loss, resolved, batchnorm)
     return _SHARED[key]
 
 
 def masked_trainer(mcfg, seed: int, precision: str, deterministic: bool,
-                   learning_rate: float, loss: str = "bce") -> MaskedTrainer:
+                   learning_rate: float, loss: str = "bce",
+                   batchnorm: str = "auto") -> MaskedTrainer:
     """A :class:`MaskedTrainer` on a model built for one fold (a fresh, seeded session)."""
     resolved = fresh_session(seed, precision, deterministic)
-    return MaskedTrainer(build_from_config(mcfg), learning_rate, loss, resolved)
+    return MaskedTrainer(build_from_config(mcfg), learning_rate, loss, resolved, batchnorm)
