@@ -1,5 +1,11 @@
 """The networks of the study: the paper's U-Net (and Cheng & Lam's X-Unet variant).
 
+:func:`build_from_config` builds any ``model.kind``: these, V-Unet
+(:mod:`keras_unet_ft.vunet`), a U-Net on a ``keras.applications`` encoder
+(``encoder:NAME``, :mod:`keras_unet_ft.encoders`) and your own network (``file:PATH``,
+:mod:`keras_unet_ft.usermodel`); :func:`describe_model` names it in one line and
+:func:`model_identity` says what makes it (for resume fingerprints).
+
 The layout follows zhixuhao/unet, the Keras U-Net that Amiri et al. describe
 (docs/paper.md A): blocks of two 3x3 conv + ReLU, ``base_filters`` in the first block,
 doubling after every max-pool and halving after every up-sampling, dropout
@@ -22,7 +28,10 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from .config import model_family
+from .encoders import ENCODERS, build_encoder_unet, resolve_weights
 from .exitcodes import UserError
+from .usermodel import file_digest, load_user_model
 from .vunet import build_vunet
 
 DEFAULT_INPUT_SHAPE = (256, 256, 1)
@@ -156,15 +165,35 @@ MODEL_BUILDERS = {"unet": build_unet, "xunet": build_xunet, "vunet": build_vunet
 
 
 def build_model(kind: str = "unet", **kwargs) -> keras.Model:
-    """Build a model by name: ``unet``, ``xunet`` or ``vunet``."""
+    """Build a model by name: ``unet``, ``xunet`` or ``vunet`` (``encoder:NAME`` and
+    ``file:PATH``: :func:`build_from_config`)."""
     if kind not in MODEL_BUILDERS:
         raise UserError(f"unknown model {kind!r}; expected one of {sorted(MODEL_BUILDERS)}")
     return MODEL_BUILDERS[kind](**kwargs)
 
 
 def build_from_config(mcfg) -> keras.Model:
-    """The network a :class:`~keras_unet_ft.config.ModelConfig` describes."""
-    kw = dict(input_shape=(mcfg.size, mcfg.size, 1))
+    """The network a :class:`~keras_unet_ft.config.ModelConfig` describes.
+
+    ``unet``, ``xunet``, ``vunet``: built here; ``encoder:NAME``: a U-Net decoder on that
+    ``keras.applications`` backbone (:func:`~keras_unet_ft.encoders.build_encoder_unet`,
+    ``base_filters`` at the decoder's full-resolution level, ``encoder_weights``);
+    ``file:PATH``: your network rebuilt at ``(size, size, 1)`` *with the file's weights*
+    (:func:`~keras_unet_ft.usermodel.load_user_model`: it is the pretrained net).
+
+    Examples:
+        >>> from keras_unet_ft.config import ModelConfig
+        >>> build_from_config(ModelConfig(kind="xunet", size=32, base_filters=4, depth=2)).name
+        'xunet'
+    """
+    family = model_family(mcfg.kind)
+    shape = (mcfg.size, mcfg.size, 1)
+    if family == "encoder":
+        return build_encoder_unet(mcfg.kind.partition(":")[2], shape, mcfg.base_filters,
+                                  mcfg.encoder_weights)
+    if family == "file":
+        return load_user_model(mcfg.kind.partition(":")[2], mcfg.size)
+    kw = dict(input_shape=shape)
     if mcfg.kind == "unet":
         kw.update(base_filters=mcfg.base_filters, depth=mcfg.depth, dropout=mcfg.dropout)
     elif mcfg.kind == "xunet":
@@ -174,10 +203,65 @@ def build_from_config(mcfg) -> keras.Model:
     return build_model(mcfg.kind, **kw)
 
 
+def _weights_words(encoder_weights) -> str:
+    return "none (random)" if encoder_weights is None else str(encoder_weights)
+
+
+def describe_model(mcfg) -> str:
+    """One line a report prints for the network of ``mcfg`` (reads a ``file:`` network's
+    bytes for its SHA-256; builds nothing).
+
+    Examples:
+        >>> from keras_unet_ft.config import ModelConfig
+        >>> describe_model(ModelConfig(kind="encoder:resnet50", encoder_weights=None))
+        'U-Net on a ResNet50 encoder (encoder weights: none (random))'
+        >>> describe_model(ModelConfig(kind="unet"))
+        "the paper's U-Net"
+    """
+    family = model_family(mcfg.kind)
+    rest = mcfg.kind.partition(":")[2]
+    if family == "encoder":
+        return (f"U-Net on a {ENCODERS[rest].constructor} encoder (encoder weights: "
+                f"{_weights_words(mcfg.encoder_weights)})")
+    if family == "file":
+        import os
+
+        return f"{os.path.basename(rest)} (your network, sha256 {file_digest(rest)[:8]}…)"
+    return {"unet": "the paper's U-Net", "xunet": "X-Unet",
+            "vunet": "V-Unet (VGG16 encoder)"}[mcfg.kind]
+
+
+def model_identity(mcfg) -> dict:
+    """What makes the network of ``mcfg``, for resume fingerprints: ``file:`` -> its path
+    and SHA-256; ``encoder:`` -> the backbone and the SHA-256 of its weights file (None:
+    random); ``vunet`` -> the SHA-256 of the VGG16 weights file (None: random); the
+    paper's U-Net and X-Unet -> their kind (their shape is in ``cfg.model`` already).
+
+    Examples:
+        >>> from keras_unet_ft.config import ModelConfig
+        >>> model_identity(ModelConfig(kind="encoder:vgg16", encoder_weights=None))
+        {'kind': 'encoder:vgg16', 'encoder': 'vgg16', 'weights_sha256': None}
+    """
+    family = model_family(mcfg.kind)
+    rest = mcfg.kind.partition(":")[2]
+    if family == "file":
+        return {"kind": "file", "path": rest, "sha256": file_digest(rest)}
+    if family == "encoder":
+        path = resolve_weights(rest, mcfg.encoder_weights)
+        return {"kind": mcfg.kind, "encoder": rest,
+                "weights_sha256": file_digest(path) if path else None}
+    if mcfg.kind == "vunet":
+        from .vunet import resolve_encoder_weights
+
+        path = resolve_encoder_weights(mcfg.encoder_weights)
+        return {"kind": "vunet", "weights_sha256": file_digest(path) if path else None}
+    return {"kind": mcfg.kind}
+
+
 def model_config(cfg, kind: str, structure_only: bool = False):
-    """``cfg.model`` for the model ``kind`` (V-Unet without encoder weights when
-    ``structure_only``: for block maps and parameter counts)."""
+    """``cfg.model`` for the model ``kind`` (V-Unet and ``encoder:NAME`` without encoder
+    weights when ``structure_only``: for block maps and parameter counts)."""
     mc = cfg.model.model_copy(update={"kind": kind})
-    if structure_only and kind == "vunet":
+    if structure_only and (kind == "vunet" or model_family(kind) == "encoder"):
         mc = mc.model_copy(update={"encoder_weights": None})
     return mc
