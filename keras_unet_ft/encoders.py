@@ -39,9 +39,11 @@ names: ``dec{level}_up``, ``dec{level}_concat``, ``dec{level}_conv1``,
 ImageNet weights are never downloaded. ``encoder_weights`` is ``"imagenet"`` (the
 no-top file of :data:`ENCODERS` in Keras' cache, ``$KERAS_HOME/models`` or
 ``~/.keras/models``, which must already be there), a path to a weights file of the
-backbone (loaded by topology, as Keras does), or ``None`` (random: not transfer
-learning). EfficientNet: Keras' ImageNet model scales its ``Normalization`` output by
-``1/sqrt(std)`` with one more ``Rescaling`` layer; that factor is folded into the
+backbone, or ``None`` (random: not transfer learning). The file is loaded into the
+backbone alone, as Keras does (by topology for Keras' ``.h5`` files, by structure for
+``.weights.h5``), then copied into the U-Net layer by layer; a file that does not fit is
+one sentence. EfficientNet: Keras' ImageNet model scales its ``Normalization`` output
+by ``1/sqrt(std)`` with one more ``Rescaling`` layer; that factor is folded into the
 ``Normalization`` variance when a weights file is loaded.
 """
 
@@ -51,6 +53,7 @@ import dataclasses
 import math
 import os
 import pathlib
+import warnings
 from typing import Dict, List, Optional, Tuple
 
 from .exitcodes import UserError
@@ -236,8 +239,16 @@ def _load_backbone_weights(name: str, backbone, path: str) -> None:
     import keras
 
     spec = ENCODERS[name]
-    try:
-        backbone.load_weights(path)
+    shape = tuple(int(d) for d in backbone.inputs[0].shape[1:3]) + (3,)
+    try:   # Keras' own way (either format), into the backbone alone; then copied by name
+        alone = getattr(keras.applications, spec.constructor)(
+            include_top=False, weights=None, input_shape=shape)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)   # "Skipping ...": it does not fit
+            alone.load_weights(path)
+        for layer in alone.layers:
+            if layer.weights:
+                backbone.get_layer(layer.name).set_weights(layer.get_weights())
     except Exception as e:  # noqa: BLE001 - any failure: the file does not fit
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(
