@@ -40,3 +40,24 @@ def test_a_trainer_that_cannot_run_is_a_bad_input():
 
     with pytest.raises(UserError, match="use study.trainer=keras"):
         trainers.resolve_trainer("selective", "fp16")
+
+
+@pytest.mark.parametrize("trainer", ["selective", "masked", "keras", "multiworker"])
+def test_every_trainer_reads_finetune_batchnorm(trainer):
+    """``finetune.batchnorm`` reaches every trainer of the table; the process's shared
+    selective trainer is one per mode (its traced steps differ)."""
+    import tensorflow as tf
+
+    from conftest import tiny_config
+
+    trainers.clear_shared()
+    try:
+        got = {}
+        for mode in ("auto", "frozen"):
+            cfg = tiny_config(**{"finetune.batchnorm": mode})
+            got[mode] = trainers.BUILDERS[trainer](cfg, cfg.model, 0, "fp32",
+                                                   tf.distribute.get_strategy())
+            assert got[mode].batchnorm == mode
+        assert got["auto"] is not got["frozen"]
+    finally:
+        trainers.clear_shared()
