@@ -281,7 +281,7 @@ class BlockMap:
         for r in self.table():
             lines.append(
                 f"{r['block']:>5}  {r['part']:<11} {r['level']:>5} {r['params']:>12,} "
-                f"{r['share_percent']:>7.2f}%  {r['layers']}"
+                f"{r['share_percent']:>7.2f}%  {r['layers']}".rstrip()
             )
         lines.append(f"{'':>5}  {'total':<11} {'':>5} {self.total_params:>12,} {100:>7.2f}%")
         return "\n".join(lines)
