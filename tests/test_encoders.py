@@ -164,3 +164,15 @@ def test_structure_only_drops_encoder_weights():
     assert model_config(Cfg, "encoder:resnet50", structure_only=True).encoder_weights is None
     assert model_config(Cfg, "encoder:resnet50").encoder_weights == "imagenet"
     assert model_config(Cfg, "unet", structure_only=True).encoder_weights == "imagenet"
+
+
+def test_unet_ft_plans_prints_an_encoder_unet_without_its_weights(capsys, monkeypatch,
+                                                                   tmp_path):
+    from keras_unet_ft.cli import main
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))   # no ImageNet file: none is read
+    assert main(["plans", "--model", "encoder:vgg16", "--size", "32", "--base-filters",
+                 "4"]) == 0
+    out = capsys.readouterr().out
+    assert "model unet_vgg16: input 32x32x1" in out and "9 blocks, 5 levels" in out
+    assert main(["plans", "--model", "encoder:vgg16", "--size", "40"]) == 2

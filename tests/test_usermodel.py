@@ -165,3 +165,16 @@ def test_a_sequential_net_is_accepted(tmp_path):
     path = save(m, tmp_path)
     got = load_user_model(path, 32)
     assert got.get_layer("act").dtype_policy.name == "float32"
+
+
+def test_unet_ft_plans_prints_the_block_map_of_your_network(tmp_path, capsys):
+    from keras_unet_ft.cli import main
+
+    path = save(tiny_unet(), tmp_path)
+    assert main(["plans", "--model", f"file:{path}", "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "input 64x64x1" in out and "3 blocks, 2 levels" in out
+    assert main(["plans", "--model", f"file:{path}", "--size", "32", "--matrix",
+                 "--plans", "all,only_block:1..N"]) == 0
+    assert "only_block:3" in capsys.readouterr().out
+    assert main(["plans", "--model", f"file:{tmp_path / 'none.keras'}"]) == 2

@@ -88,8 +88,22 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _build_from_args(args):
+    """The network of ``--model``, ``--size``, ``--base-filters``, ``--depth``, for its
+    structure: V-Unet and ``encoder:NAME`` without encoder weights (nothing is read or
+    downloaded), ``file:PATH`` rebuilt at ``--size`` (with its weights)."""
+    from ..config import model_family
     from ..model import build_model
 
+    family = model_family(args.model)
+    if family == "encoder":
+        from ..encoders import build_encoder_unet
+
+        return build_encoder_unet(args.model.partition(":")[2], (args.size, args.size, 1),
+                                  args.base_filters, encoder_weights=None)
+    if family == "file":
+        from ..usermodel import load_user_model
+
+        return load_user_model(args.model.partition(":")[2], args.size)
     kwargs = {"input_shape": (args.size, args.size, 1)}
     if args.model in ("unet", "xunet"):
         kwargs.update(base_filters=args.base_filters, depth=args.depth)
