@@ -224,7 +224,7 @@ def load_user_model(path, size: Optional[int] = None):
     p = _check_file(path)
     cfg, weights, size = _rebuilt_config(p, size)
     try:
-        model = keras.Model.from_config(cfg)
+        model = keras.Model.from_config(copy.deepcopy(cfg))   # Keras consumes the dict
         model.set_weights(weights)
     except Exception as e:  # noqa: BLE001 - a fixed-size layer: Flatten + Dense, Reshape
         config, _ = _load(p)
