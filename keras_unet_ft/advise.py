@@ -49,7 +49,7 @@ from .io import atomic_write_text, write_json
 from .layout import ADVICE_JSON, ADVICE_MD, splits_path, target_slug
 from .model import build_from_config, model_config
 from .plans import PER_VARIABLE_TRAINERS, Plan, group_plans, plan_set
-from .trainable import plan_report
+from .trainable import plan_report, trained_layers
 from .provenance import write_provenance
 from .runtime import Diverged, backend, make_dataset, make_loss, resolve_precision
 from .stats import bootstrap_ci, ci_verdict
@@ -204,7 +204,8 @@ def _go_on(c: Candidate, cfg: Config, session: FoldSession, weights, train, val,
         raise Diverged(ev.diverged)
     c.state = tr.state()
     c.trained += epochs
-    report = plan_report(tr.model, plan, st.trainable_layers(session.bm))
+    report = plan_report(tr.model, plan, trained_layers(tr.model, st.trainable_layers(session.bm),
+                                                        cfg.finetune.batchnorm))
     return ev.object_scores("dice"), int(report.trainable_params)
 
 

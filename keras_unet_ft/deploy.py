@@ -33,7 +33,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .config import EXPORT_FORMATS, THRESHOLD, Config
+from .config import EXPORT_FORMATS, THRESHOLD, Config, model_family, pretrained_by_package
 from .data.preprocess import (IMAGE_EXTENSIONS, largest_value, read_image, resize_image, to_gray,
                               twelve_bit)
 from .data.study_data import fold_arrays, load_target
@@ -150,6 +150,10 @@ def pretrained_weights(cfg: Config, kind: str, out, pretrained=None, precision="
     mcfg = model_config(cfg, kind)
     if pretrained is None:
         weights = pretrained_weights_by_kind(cfg, out, [kind], precision, verbose)[kind]
+        if model_family(kind) == "file":      # the file is the pretrained network
+            return weights, kind.partition(":")[2]
+        if not pretrained_by_package(mcfg):   # encoder weights + a seeded random decoder
+            return weights, f"{kind} (encoder weights {mcfg.encoder_weights or 'none'})"
         return weights, str(pretrained_folder(out, kind, cfg.model.kind).model)
     p = pathlib.Path(pretrained)
     if p.is_dir():

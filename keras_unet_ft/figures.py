@@ -648,9 +648,11 @@ def fig_param_share(out) -> pathlib.Path:
     for r in rows:
         ax.text(r["block"], r["share_percent"], f"{r['share_percent']:.2f}%", ha="center",
                 va="bottom", fontsize=7)
+    ax.set_xticks([r["block"] for r in rows])
     ax.set_xlabel("block (1 = shallowest, path scheme)")
     ax.set_ylabel("% of parameters")
-    ax.set_title(f"Parameter share per block ({total:,} parameters; blue: contracting, "
+    name = f"{table.description}\n" if table.description else ""
+    ax.set_title(f"{name}Parameter share per block ({total:,} parameters; blue: contracting, "
                  "purple: bottleneck, red: expanding)", fontsize=9)
     fig.tight_layout()
     return _save(fig, out, "param_share")

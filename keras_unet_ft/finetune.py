@@ -340,5 +340,7 @@ def save_model(model, path) -> None:
     # rebuilt from its config: uncompiled, so no loss or optimizer is saved (clone_model
     # would compile the copy from the original's compile config)
     bare = type(model).from_config(model.get_config())
+    for layer in bare.layers:   # a plan's frozen flags (BatchNorm in inference mode) are the
+        layer.trainable = True  # trainer's business, not the saved network's
     bare.set_weights(model.get_weights())
     atomic_write(path, bare.save, suffix=".keras")

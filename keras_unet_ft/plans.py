@@ -5,8 +5,9 @@ block map, to the set of layers whose weights are trained; every other layer is
 frozen. Plans print as strings and parse back (``str(Plan.parse(s)) == s``)::
 
     all | none | scratch | freeze_bottleneck
-    contracting | expanding                 the paper's split: conv layers 1..2P+1
-                                            vs the rest (docs/paper.md: conv 1-9 vs 10-24)
+    contracting | expanding                 the paper's split: the contracting blocks and
+                                            the bottleneck's first conv vs the rest (the
+                                            paper's U-Net: conv 1-9 vs 10-24, docs/paper.md)
     contracting:blocks | expanding:blocks   split at block boundaries: contracting
                                             blocks + bottleneck vs the expanding blocks
                                             (= Cheng & Lam's "decoder only")
@@ -243,9 +244,13 @@ def _feeding_conv(layer, convs: set) -> Optional[str]:
 
 def _split_layers(p, bm) -> FrozenSet[str]:
     if p.split == "conv":
-        cut = 2 * bm.n_pools + 1  # the paper: conv 1..9 contracting at depth 4
+        # the paper: conv 1..9 contracting at depth 4 = the convolutions of the contracting
+        # blocks and the first one of the bottleneck; the same rule on any network
         convs = bm.conv_layers()
-        contracting = set(convs[:cut])
+        contracting = {n for b in bm.blocks if b.part == "contracting" for n in b.weighted_layers}
+        bott = [n for n in convs for b in bm.blocks if b.part == "bottleneck"
+                and n in b.weighted_layers]
+        contracting |= set(bott[:1])
         for n in _weighted(bm):   # a normalisation layer goes with the conv it follows
             if n not in convs and _feeding_conv(bm.model.get_layer(n), set(convs)) in contracting:
                 contracting.add(n)

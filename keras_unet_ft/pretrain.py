@@ -19,12 +19,12 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from .config import Config
+from .config import Config, model_family, pretrained_by_package
 from .data.study_data import load_pretrain_data
 from .exitcodes import UserError
 from .io import FileLock, atomic_write_text, read_csv, read_json, write_csv
 from .layout import ModelFolder, pretrained_folder
-from .model import build_from_config, model_config
+from .model import build_from_config, model_config, model_identity
 from .runtime import (EpochTimer, Diverged, epoch_ordered_dataset, epoch_progress,
                       fresh_session, make_dataset,
                       progress_wanted, strategy_scope, tensorboard_callback)
@@ -68,9 +68,14 @@ def _pretrain(cfg, dataset, out_dir, precision: str = "fp32", verbose: int = 0,
 
     folder = ModelFolder(out_dir)
     out_dir, model_path = folder.path, folder.model
+    if not pretrained_by_package(cfg.model):
+        raise UserError(f"model.kind={cfg.model.kind} is not pretrained by the package "
+                        f"({_not_pretrained_why(cfg.model)}); nothing to pretrain")
     key = {"model": cfg.model.model_dump(), "pretrain": cfg.pretrain.model_dump(),
            "data": {"pretrain": cfg.data.pretrain, "pretrain_n": cfg.data.pretrain_n},
            "seed": cfg.study.seed}
+    if model_family(cfg.model.kind) != "builtin":   # the encoder's starting weights
+        key["identity"] = model_identity(cfg.model)
     key_path = folder.config
     if model_path.exists() and key_path.exists() and not force:
         old = json.loads(key_path.read_text())
@@ -319,6 +324,14 @@ class TimeUp(RuntimeError):
     """A time budget (``--max-minutes``) ran out; what is done is kept, a rerun continues."""
 
 
+def _not_pretrained_why(mcfg) -> str:
+    if model_family(mcfg.kind) == "file":
+        return "a file: network is the pretrained net"
+    if mcfg.kind == "vunet":
+        return "V-Unet starts from its VGG16 encoder's weights"
+    return "model.pretrain_on_salient=false: the encoder's weights and a random decoder"
+
+
 def stop_before(deadline: float):
     """A Keras callback stopping training after the epoch that would end past ``deadline``
     (``time.time()`` seconds), judged by the longest epoch so far."""
@@ -342,14 +355,16 @@ def stop_before(deadline: float):
 def pretrained_weights_by_kind(cfg: Config, out, kinds, precision, verbose=0, force=False,
                                strategy=None, deadline: Optional[float] = None
                                ) -> Dict[str, list]:
-    """Starting weights per model kind: U-Net / X-Unet pretrained on the salient-object set
-    (reused when present); V-Unet = its VGG16 encoder weights + a seeded random decoder."""
+    """Starting weights per model kind: U-Net / X-Unet (and ``encoder:NAME`` with
+    ``model.pretrain_on_salient``) pretrained on the salient-object set (reused when
+    present); V-Unet and ``encoder:NAME`` otherwise = the encoder's weights + a seeded
+    random decoder; a ``file:`` network = the file's weights (it is the pretrained net)."""
     import keras
 
     result, pre_data = {}, None
     for kind in dict.fromkeys(kinds):
         sub = cfg.model_copy(update={"model": model_config(cfg, kind)})
-        if kind == "vunet":
+        if not pretrained_by_package(sub.model):
             fresh_session(cfg.study.seed, precision)
             result[kind] = build_from_config(sub.model).get_weights()
             continue

@@ -714,8 +714,8 @@ def network_section(manifest) -> List[str]:
         for b in entry.blocks:
             layers = str(b.get("layers", ""))
             names = [n for n in layers.split(", ") if n]
-            shown = ", ".join(names[:6]) + (f", … ({len(names)} layers)" if len(names) > 6
-                                            else "")
+            shown = (", ".join(names) if len(names) <= 4 else   # where the block starts and ends
+                     f"{', '.join(names[:2])} … {', '.join(names[-2:])} ({len(names)} layers)")
             L.append(f"| {b['block']} | {b['part']} | {b['level']} | {int(b['params']):,} | "
                      f"{float(b['share_percent']):.2f} % | {shown or '-'} |")
         L.append("")

@@ -37,7 +37,7 @@ import numpy as np
 
 from . import __version__
 from .blocks import BlockMap
-from .config import Config, repeat_config, sizes_enabled
+from .config import Config, model_family, repeat_config, sizes_enabled
 from .data.registry import modality
 from .data.study_data import (check_targets, data_notes, fold_arrays, inner_fold, load_target,
                               target_folds)
@@ -49,12 +49,13 @@ from .layout import (CONFIG, HISTORY, PER_IMAGE, RUN_SUMMARY, RUNS, STUDY_LOCK, 
                      RunSpec, TargetEntry, read_run_summary, save_predictions, save_target_images,
                      splits_path,
                      target_slug, weights_path, write_manifest, write_run_summary)
-from .model import build_from_config, model_config
+from .model import build_from_config, describe_model, model_config, model_identity
 from .plans import BASELINES, Plan, all_layers_plan, group_plans, plan_set
 from .pretrain import pretrained_weights_by_kind
 from .provenance import write_provenance
 from .runtime import (NO_PROGRESS_ENV, configure_cpu_threads, get_strategy, require_tensorboard,
                       resolve_precision)
+from .encoders import resolve_weights
 from .vunet import resolve_encoder_weights
 
 log = logging.getLogger("keras_unet_ft")
@@ -143,7 +144,9 @@ def manifest(cfg: Config, runs: Sequence[RunSpec], plans: Sequence[str],
                  for t in cfg.data.targets],
         plans=list(plans),
         models={kind: ModelEntry(_units(bm), bm.total_params,
-                                 all_layers_plan(bm.units("path")), bm.table())
+                                 all_layers_plan(bm.units("path")), bm.table(),
+                                 describe_model(model_config(cfg, kind)),
+                                 model_identity(model_config(cfg, kind)))
                 for kind, bm in maps.items()},
         runs=list(runs))
 
@@ -264,6 +267,8 @@ def fingerprint(cfg: Config, precision: str, target: str, signature: str) -> Dic
         out[key] = d[section][k]
     out.update({"study.precision": precision, "target": target, "data": signature,
                 "version": __version__})
+    if model_family(cfg.model.kind) != "builtin":   # a file: network's sha256, an encoder's
+        out["model.identity"] = model_identity(cfg.model)   # weights: not just their names
     return json.loads(json.dumps(out))  # as it reads back from JSON
 
 
@@ -376,8 +381,11 @@ def prepare(cfg: Config, out, *, distribute: Optional[str] = None, verbose: int 
     for i in range(max(len(Plan.parse(r.plan).steps) for r in runs)):
         stage_learning_rate(cfg, i)  # bad values fail before any training
     check_trainable(cfg, [r.plan for r in runs], precision, strategy, distribute)
-    if any(r.model == "vunet" for r in runs):  # fail before any training, with a clear message
-        resolve_encoder_weights(cfg.model.encoder_weights)
+    for kind in dict.fromkeys(r.model for r in runs):   # encoder weights that are not there
+        if kind == "vunet":                   # fail before anything is written, in one sentence
+            resolve_encoder_weights(cfg.model.encoder_weights)
+        elif model_family(kind) == "encoder":
+            resolve_weights(kind.partition(":")[2], cfg.model.encoder_weights)
     made = missing_folders(out)
     lock_there = (out / STUDY_LOCK).exists()
     claim_folder(cfg, out)   # after the quick checks, before anything slow: another config

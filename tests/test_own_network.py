@@ -1,0 +1,144 @@
+"""Your own network: ``file:PATH`` and ``encoder:NAME`` through the whole pipeline, and a bad
+``file:`` refused in one sentence before anything is written."""
+
+import json
+import pathlib
+
+import pytest
+
+from conftest import TINY
+
+
+def _tiny_user_unet(path, size=32, inputs=1, out_channels=1, activation="sigmoid",
+                    down=True):
+    """A small U-Net of the kind users bring: conv + BatchNorm, a strided convolution down,
+    a transposed convolution up, a skip concatenation; saved as ``.keras``."""
+    import keras
+    from keras import layers
+
+    ins = [keras.Input((size, size, 1), name=f"image{i}") for i in range(inputs)]
+    x = ins[0] if inputs == 1 else layers.Concatenate()(ins)
+    x = layers.Conv2D(4, 3, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    s1 = layers.ReLU(name="stem_relu")(x)
+    if down:
+        x = layers.Conv2D(8, 3, strides=2, padding="same", name="down_conv")(s1)
+        x = layers.BatchNormalization(name="down_bn")(x)
+        x = layers.ReLU(name="down_relu")(x)
+        x = layers.Conv2D(8, 3, padding="same", name="mid_conv")(x)
+        x = layers.Conv2DTranspose(4, 2, strides=2, padding="same", name="up_conv")(x)
+        x = layers.Concatenate(name="skip_concat")([s1, x])
+    x = layers.Conv2D(4, 3, padding="same", activation="relu", name="out_conv")(x)
+    out = layers.Conv2D(out_channels, 1, activation=activation, name="head")(x)
+    model = keras.Model(ins, out, name="my_unet")
+    model.save(path)
+    return path
+
+
+def _no_files(out: pathlib.Path) -> bool:
+    return not out.exists() or not any(out.iterdir())
+
+
+BAD_FILES = [
+    ("not a model", "not_a_model", "is not a Keras model"),
+    ("two inputs", "two_inputs", "input"),
+    ("softmax, 3 channels", "softmax3", "channel"),
+    ("no resolution change", "flat", "resolution"),
+]
+
+
+@pytest.mark.parametrize("label,kind,words", BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def test_bad_file_network_is_one_sentence_and_exit_2(tmp_path, capsys, label, kind, words):
+    from keras_unet_ft.cli import main
+
+    path = tmp_path / "net.keras"
+    if kind == "not_a_model":
+        path.write_text("this is not a zip archive")
+    elif kind == "two_inputs":
+        _tiny_user_unet(path, inputs=2)
+    elif kind == "softmax3":
+        _tiny_user_unet(path, out_channels=3, activation="softmax")
+    else:
+        _tiny_user_unet(path, down=False)
+    out = tmp_path / "out"
+    code = main(["study", "--profile", "smoke", "--model", f"file:{path}", "--out", str(out),
+                 "--target", "sim_bus"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert any(words.lower() in line.lower() and "net.keras" in line for line in err), err
+    assert _no_files(out)
+
+
+def test_missing_file_network_refused_before_the_backend(tmp_path, capsys):
+    from keras_unet_ft.cli import main
+
+    code = main(["study", "--profile", "smoke", "--model", f"file:{tmp_path}/nope.keras",
+                 "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "nope.keras is not a file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_pretrain_refuses_a_file_network(tmp_path, capsys):
+    from keras_unet_ft.cli import main
+
+    path = _tiny_user_unet(tmp_path / "net.keras")
+    code = main(["pretrain", "--profile", "smoke", "--model", f"file:{path}",
+                 "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "nothing to pretrain" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def _study_args(out, *extra):
+    sets = {**TINY, "data.targets": "sim_bus", "study.plans": "contracting,expanding",
+            "study.baselines": "false"}
+    args = ["study", "--profile", "smoke", "--out", str(out)]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    return args + list(extra)
+
+
+def _check_report(out: pathlib.Path, description: str, layer: str):
+    report = (out / "REPORT.md").read_text()
+    assert "## The network" in report
+    assert description in report
+    assert layer in report                       # its blocks name its own layers
+    figures = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert figures, "no figures"
+    manifest = json.loads((out / "runs.json").read_text())
+    assert manifest["models"][manifest["model"]]["description"] == description or \
+        description in manifest["models"][manifest["model"]]["description"]
+    return report
+
+
+@pytest.mark.slow
+def test_study_on_a_file_network_end_to_end(tmp_path):
+    """``--model file:NET.keras``: no pretraining, its sha256 in every run's fingerprint,
+    REPORT.md and the figures name its blocks."""
+    from keras_unet_ft.cli import main
+    from keras_unet_ft.usermodel import file_digest
+
+    path = _tiny_user_unet(tmp_path / "net.keras")
+    out = tmp_path / "out"
+    assert main(_study_args(out, "--model", f"file:{path}")) == 0
+    assert not (out / "pretrained" / "history.csv").exists()   # the file is the pretrained net
+    report = _check_report(out, "net.keras", "down_conv")
+    assert file_digest(path)[:8] in report
+    summary = next((out / "runs").rglob("summary.json"))
+    assert json.loads(summary.read_text())["fingerprint"]["model.identity"]["sha256"] \
+        == file_digest(path)
+
+
+@pytest.mark.slow
+def test_study_on_an_encoder_unet_end_to_end(tmp_path):
+    """``--model encoder:mobilenetv2`` with a random encoder, pretrained by the package on
+    salient objects: REPORT.md names MobileNetV2's blocks and says the encoder is random."""
+    from keras_unet_ft.cli import main
+
+    out = tmp_path / "out"
+    assert main(_study_args(out, "--model", "encoder:mobilenetv2",
+                            "--set", "model.encoder_weights=none")) == 0
+    report = _check_report(out, "MobileNetV2", "block_1_expand_BN")
+    assert "random" in report
+    assert (out / "pretrained" / "history.csv").exists()
