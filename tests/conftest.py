@@ -9,10 +9,18 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 
 
+E2E = pathlib.Path(__file__).parent / "e2e"
+
+
 def pytest_collection_modifyitems(items):
-    """Tests that run the real pipeline (the shared tiny study or their own) are ``slow``."""
+    """Tests that run the real pipeline (the shared tiny study or their own) are ``slow``;
+    those under ``tests/e2e/`` (studies of their own) are ``e2e`` too, left out by default
+    (setup.cfg's ``addopts``; ``-m e2e`` runs them)."""
     for item in items:
         if "tiny_study" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+        if E2E in pathlib.Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
             item.add_marker(pytest.mark.slow)
 
 #: pretrain_n 18: 2 validation + 16 training images, two full batches of 8, so Keras traces

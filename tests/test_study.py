@@ -3,12 +3,11 @@
 import csv
 import json
 import os
-import re
 
 import numpy as np
 import pytest
 
-from conftest import TINY, reuse_pretrained, tiny_config
+from conftest import tiny_config
 from keras_unet_ft import finetune
 from keras_unet_ft import study as study_mod
 from keras_unet_ft.pipeline import run
@@ -77,50 +76,6 @@ def test_second_invocation_trains_nothing(tiny_study, monkeypatch):
     assert calls == []
 
 
-def _study_with_a_fault(tiny_study, tmp_path, monkeypatch, fold, error):
-    """A 4-run study on sim_bus whose ``expanding`` run of ``fold`` raises ``error``."""
-    cfg = tiny_config(**{"data.targets": "sim_bus", "study.plans": "contracting,expanding",
-                         "study.baselines": "false"})
-    real = finetune.FoldSession.train
-
-    def faulty(self, plan, *a, **k):
-        if str(plan) == "expanding" and self.fold == fold:
-            raise error
-        return real(self, plan, *a, **k)
-
-    monkeypatch.setattr(finetune.FoldSession, "train", faulty)
-    return run(cfg, reuse_pretrained(tiny_study, tmp_path / "r"), progress=False,
-               figures=False)
-
-
-@pytest.mark.slow
-def test_failed_run_is_recorded_and_others_finish(tiny_study, tmp_path, monkeypatch):
-    out = _study_with_a_fault(tiny_study, tmp_path, monkeypatch, 1,
-                              FloatingPointError("simulated divergence"))
-    rows = _rows(out / "results.csv")
-    failed = [r for r in rows if r["status"] == "failed"]
-    assert len(rows) == 4 and len(failed) == 1
-    assert "simulated divergence" in failed[0]["reason"]
-    report = (out / "REPORT.md").read_text()
-    assert re.search(r"sim_bus / expanding / fold 1: FloatingPointError: simulated divergence",
-                     report)
-    summary = _rows(out / "summary.csv")
-    assert [r["folds_failed"] for r in summary if r["plan"] == "expanding"] == ["1"]
-
-
-def test_same_seed_gives_identical_metrics(tiny_study, tmp_path):
-    out, cfg = tiny_study
-    again = tmp_path / "again"
-    cfg2 = tiny_config(**{"data.targets": "sim_bus", "data.cache_dir": cfg.data.cache_dir,
-                          "study.plans": "contracting,shallow_to_deep:1",
-                          "study.baselines": "false"})
-    run(cfg2, again, progress=False, figures=False)
-    a = {(r["plan"], r["fold"]): r["dice_mean"] for r in _rows(out / "results.csv")
-         if r["target"] == "sim_bus"}
-    b = {(r["plan"], r["fold"]): r["dice_mean"] for r in _rows(again / "results.csv")}
-    assert len(b) == 4 and all(a[k] == v for k, v in b.items())
-
-
 def test_shards_partition_the_runs():
     cfg = tiny_config()
     runs, _, _ = study_mod.list_runs(cfg, cfg.data.targets)
@@ -147,45 +102,6 @@ def test_seeds_repeat_the_grid_and_nested_adds_inner_runs_without_baselines():
     from keras_unet_ft.config import repeat_config, repeat_seed
     assert repeat_seed(cfg, 0) == cfg.study.seed != repeat_seed(cfg, 1)
     assert repeat_config(cfg, 1).study.seed == repeat_seed(cfg, 1) and repeat_config(cfg, 0) is cfg
-
-
-@pytest.mark.slow
-def test_repeats_and_nested_selection_end_to_end(tiny_study, tmp_path):
-    """study.seeds=2 + study.nested: each repeat has its own folds and seeds; the report
-    gives the best plan, the plans tied with it and the nested estimate."""
-    out = tmp_path / "r"
-    cfg = tiny_config(**{"study.seeds": "2", "study.nested": "true", "data.targets": "sim_bus",
-                         "study.plans": "contracting,expanding", "study.baselines": "false",
-                         "data.cache_dir": str(tmp_path / "cache")})
-    run(cfg, reuse_pretrained(tiny_study, out), progress=False, figures=False)
-    folds0 = json.loads((out / "splits/sim_bus.json").read_text())["folds"]
-    folds1 = json.loads((out / "splits/sim_bus_repeat_1.json").read_text())["folds"]
-    assert folds0 != folds1
-    s0 = json.loads((out / "runs/sim_bus/expanding/fold_0/summary.json").read_text())
-    s1 = json.loads((out / "runs/sim_bus/expanding/fold_0_repeat_1/summary.json").read_text())
-    assert (s0["repeat"], s1["repeat"]) == (0, 1) and s0["seed"] != s1["seed"]
-    inner = json.loads((out / "runs/sim_bus/expanding/fold_0_inner/summary.json").read_text())
-    assert inner["inner"] is True and inner["n_test"] < s0["n_test"] + s0["n_train"]
-    nested = _rows(out / "nested.csv")
-    assert [(r["repeat"], r["fold"]) for r in nested] == [("0", "0"), ("0", "1"), ("1", "0"),
-                                                        ("1", "1")]
-    assert {r["picked"] for r in nested} <= {"contracting", "expanding"}
-    report = (out / "REPORT.md").read_text()
-    assert "repeated 2 times" in report and "### Which plan?" in report
-    assert "Nested selection" in report
-    assert "_inner" not in (out / "results.csv").read_text()
-
-
-@pytest.mark.slow
-def test_parallel_shard_processes_share_one_folder(tiny_study, tmp_path):
-    cfg = tiny_config(**{"data.targets": "sim_bus", "study.plans": "contracting,expanding",
-                         "study.baselines": "false",
-                         "data.cache_dir": str(tmp_path / "cache")})
-    out = run(cfg, reuse_pretrained(tiny_study, tmp_path / "r"), jobs=2, progress=False,
-              figures=False)
-    rows = _rows(out / "results.csv")
-    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
-    assert (out / "REPORT.md").exists()
 
 
 @pytest.mark.slow
@@ -221,24 +137,6 @@ def test_the_same_target_twice_is_an_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_diverged_runs_are_listed_kept_out_and_fail_the_exit_code(tiny_study, tmp_path,
-                                                                  monkeypatch):
-    from keras_unet_ft.pipeline import EXIT_RUNS_FAILED, outcome
-    from keras_unet_ft.runtime import Diverged
-
-    out = _study_with_a_fault(tiny_study, tmp_path, monkeypatch, 0,
-                              Diverged("loss became NaN/inf at epoch 1"))
-    rows = {(r["plan"], r["fold"]): r for r in _rows(out / "results.csv")}
-    assert rows[("expanding", "0")]["status"] == "diverged"
-    summary = {r["plan"]: r for r in _rows(out / "summary.csv")}
-    assert summary["expanding"]["folds_ok"] == "1"       # kept out of the mean
-    report = (out / "REPORT.md").read_text()
-    assert "sim_bus / expanding / fold 0: diverged: loss became NaN/inf" in report
-    code, message = outcome(out)
-    assert code == EXIT_RUNS_FAILED and "1 diverged" in message
-
-
-@pytest.mark.slow
 def test_a_truncated_pretrained_model_says_how_to_recover(tiny_study, tmp_path):
     import shutil
 
@@ -267,42 +165,6 @@ def test_slurm_shard_from_the_array_variables(env, expected):
             slurm_shard(env)
     else:
         assert slurm_shard(env) == expected
-
-
-@pytest.mark.slow
-def test_a_slurm_job_array_shares_one_results_folder(tiny_study, tmp_path, monkeypatch, capsys):
-    """prepare -> two array tasks (shards from the Slurm variables) -> report, as the
-    examples/slurm scripts run them; the report refuses a partial grid."""
-    from keras_unet_ft.cli import main
-
-    for k in list(os.environ):
-        if k.startswith("SLURM_"):
-            monkeypatch.delenv(k)
-    out = tmp_path / "r"
-    sets = []
-    for k, v in {**TINY, "data.targets": "sim_bus", "study.plans": "contracting,expanding",
-                 "study.baselines": "false", "data.cache_dir": str(tmp_path / "c")}.items():
-        sets += ["--set", f"{k}={v}"]
-    reuse_pretrained(tiny_study, out)      # prepare reuses it (pretraining: tested elsewhere)
-    assert main(["study", "--profile", "smoke", "--out", str(out), "--prepare-only",
-                 "--quiet"] + sets) == 0
-    assert (out / "config.json").exists() and list(out.glob("pretrained/**/model.keras"))
-    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
-    assert main(["study", "--config", str(out / "config.json"), "--out", str(out),
-                 "--quiet"]) == 0
-    assert "shard 0/2" in capsys.readouterr().err
-    assert not (out / "REPORT.md").exists()
-    assert main(["report", str(out), "--no-figures"]) == 4     # task 1 has not run yet
-    assert not (out / "REPORT.md").exists()
-    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
-    assert main(["study", "--config", str(out / "config.json"), "--out", str(out),
-                 "--quiet"]) == 0
-    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
-    monkeypatch.delenv("SLURM_ARRAY_TASK_COUNT")
-    assert main(["report", str(out), "--no-figures"]) == 0
-    assert len(list(out.glob("runs/*/*/fold_*/summary.json"))) == 4
-    assert (out / "REPORT.md").exists()
 
 
 def _hold_in_another_process(path, content):
@@ -344,35 +206,6 @@ def test_a_second_study_with_another_config_is_refused_at_once(tmp_path):
     release(out / ".study.lock")
     claim_folder(b, out)                # the holder is gone: the folder is free again
     release(out / ".study.lock")
-
-
-@pytest.mark.slow
-def test_two_shards_into_a_fresh_folder_pretrain_once(tmp_path):
-    """Two shard processes (a Slurm array without --prepare-only) once raced over the
-    pretraining checkpoint and both failed on every rerun."""
-    import os
-    import subprocess
-    import sys
-
-    from conftest import TINY
-
-    sets = [a for k, v in {**TINY, "data.targets": "sim_bus", "study.plans": "contracting",
-                           "study.baselines": "false", "pretrain.epochs": "2",
-                           "data.cache_dir": str(tmp_path / "cache")}.items()
-            for a in ("--set", f"{k}={v}")]
-    cmd = [sys.executable, "-m", "keras_unet_ft.cli", "study", "--profile", "smoke",
-           "--out", str(tmp_path / "r"), "--no-aggregate", "--quiet"] + sets
-    env = {**os.environ, "UNET_FT_CACHE": str(tmp_path / "cache")}
-    procs = [subprocess.Popen(cmd + ["--shard", f"{i}/2"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
-    logs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], logs
-    from keras_unet_ft.io import read_csv
-
-    assert [int(r["epoch"]) for r in read_csv(tmp_path / "r" / "pretrained" / "history.csv")] \
-        == [1, 2]
-    assert sorted(p.name for p in (tmp_path / "r" / "runs" / "sim_bus" / "contracting").iterdir()) \
-        == ["fold_0", "fold_1"]
 
 
 def test_one_process_moving_to_another_config_takes_the_lock_anew(tmp_path):
