@@ -47,7 +47,7 @@ from .exitcodes import UserError
 from .finetune import FoldSession, evaluate, run_one
 from .io import atomic_write_text, write_json
 from .layout import ADVICE_JSON, ADVICE_MD, splits_path, target_slug
-from .model import build_from_config, model_config
+from .model import build_from_config, describe_model, model_config
 from .plans import PER_VARIABLE_TRAINERS, Plan, group_plans, plan_set
 from .trainable import plan_report, trained_layers
 from .provenance import write_provenance
@@ -392,7 +392,8 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
         "target": target, "target_slug": target_slug(target), "n_images": len(ds),
         "n_train": len(split["train"]), "n_val": len(split["test"]),
         "n_val_with_object": len(best.per_image),
-        "pretrained": source, "plans": [c.plan for c in cands], "profile": cfg.profile,
+        "pretrained": source, "network": describe_model(cfg.model),
+        "plans": [c.plan for c in cands], "profile": cfg.profile,
         "too_small_to_learn": cfg.profile in TOO_SMALL_TO_LEARN,
         # None when the best is not shown better than the pretrained net untouched
         "recommendation": best.plan if baseline["best_shown_better"] else None,
@@ -498,8 +499,8 @@ def advice_markdown(a: dict) -> str:
     s = a["seconds"]
     L += [f"{a['n_images']} images of {a['target']}: {a['n_train']} for training (augmented to "
           f"{a['steps_per_epoch_images']} per epoch), {a['n_val']} for validation "
-          f"({a['n_val_with_object']} with an object, which the Dice is over). Model "
-          f"{cfg['model']['kind']} {cfg['model']['size']} px, base "
+          f"({a['n_val_with_object']} with an object, which the Dice is over). Network: "
+          f"{a.get('network') or cfg['model']['kind']}, {cfg['model']['size']} px, base "
           f"{cfg['model']['base_filters']}; pretrained: {a['pretrained']}. Time: "
           f"{s['total']:.0f} s (pretrained model {s['pretrained']:.0f} s, probe "
           f"{s['probe']:.0f} s, successive halving {s['halving']:.0f} s); "

@@ -233,6 +233,9 @@ def load_user_model(path, size: Optional[int] = None):
         raise UserError(f"model file {p}: the model's input size is fixed at {h}x{w} and it "
                         f"cannot be rebuilt at {size}x{size} ({_first_line(e)}); save it at "
                         f"{size}x{size} or fully convolutional") from None
+    if isinstance(model.input, (list, tuple)) or isinstance(model.output, (list, tuple)):
+        # saved as Model([x], [y]): one tensor in, one out (a SavedModel's signature, predict)
+        model = keras.Model(model.inputs[0], model.outputs[0], name=model.name)
     out = tuple(model.outputs[0].shape)
     if out[1:] != (size, size, 1):
         raise UserError(f"model file {p}: its output at input {size}x{size} is {out[1:]}; "

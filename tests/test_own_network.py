@@ -90,9 +90,8 @@ def test_pretrain_refuses_a_file_network(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def _study_args(out, *extra):
-    sets = {**TINY, "data.targets": "sim_bus", "study.plans": "contracting,expanding",
-            "study.baselines": "false"}
+def _study_args(out, *extra, plans="contracting,expanding"):
+    sets = {**TINY, "data.targets": "sim_bus", "study.plans": plans, "study.baselines": "false"}
     args = ["study", "--profile", "smoke", "--out", str(out)]
     for k, v in sets.items():
         args += ["--set", f"{k}={v}"]
@@ -121,9 +120,13 @@ def test_study_on_a_file_network_end_to_end(tmp_path):
 
     path = _tiny_user_unet(tmp_path / "net.keras")
     out = tmp_path / "out"
-    assert main(_study_args(out, "--model", f"file:{path}")) == 0
+    assert main(_study_args(out, "--model", f"file:{path}",
+                            plans="contracting,expanding,all,shallow_to_deep:2,"
+                                  "deep_to_shallow:2")) == 0
     assert not (out / "pretrained" / "history.csv").exists()   # the file is the pretrained net
     report = _check_report(out, "net.keras", "down_conv")
+    figures = {p.stem for p in (out / "figures").glob("*.png")}
+    assert {"fig4_dice_vs_blocks", "fig5_activation_maximization", "param_share"} <= figures
     assert file_digest(path)[:8] in report
     summary = next((out / "runs").rglob("summary.json"))
     assert json.loads(summary.read_text())["fingerprint"]["model.identity"]["sha256"] \
@@ -142,3 +145,54 @@ def test_study_on_an_encoder_unet_end_to_end(tmp_path):
     report = _check_report(out, "MobileNetV2", "block_1_expand_BN")
     assert "random" in report
     assert (out / "pretrained" / "history.csv").exists()
+
+
+@pytest.mark.slow
+def test_finetune_predict_export_and_advise_on_a_file_network(tmp_path):
+    """The rest of the pipeline on your own network (BatchNorm included): ``finetune`` keeps
+    the file as its source and the frozen BatchNorm statistics bit for bit, ``predict`` and
+    ``export`` (SavedModel, TFLite) take the result, ``advise`` ranks plans on it."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from skimage import io as skio
+
+    from keras_unet_ft.cli import main
+    from keras_unet_ft.deploy import export_model
+
+    path = _tiny_user_unet(tmp_path / "net.keras")
+    before = keras.saving.load_model(path, compile=False)
+    sets = []
+    for k, v in {**TINY, "data.targets": "sim_bus"}.items():
+        sets += ["--set", f"{k}={v}"]
+    tuned = tmp_path / "tuned"
+    assert main(["finetune", "--profile", "smoke", "--model", f"file:{path}", *sets,
+                 "--target", "sim_bus", "--plan", "expanding:blocks", "--out", str(tuned)]) == 0
+    summary = json.loads((tuned / "summary.json").read_text())
+    assert summary["pretrained"] == str(path)
+    after = keras.saving.load_model(tuned / "model.keras", compile=False)
+    for name in ("stem_conv", "stem_bn", "down_bn"):   # contracting blocks: frozen
+        for a, b in zip(before.get_layer(name).get_weights(), after.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(before.get_layer("out_conv").get_weights()[0],
+                              after.get_layer("out_conv").get_weights()[0])
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    skio.imsave(scans / "a.png", (np.random.default_rng(0).random((40, 50)) * 255)
+                .astype(np.uint8))
+    assert main(["predict", str(tuned), str(scans), "--out", str(tmp_path / "pred")]) == 0
+    assert skio.imread(tmp_path / "pred" / "a_mask.png").shape == (40, 50)
+    saved = export_model(tuned, "savedmodel", tmp_path / "sm")
+    loaded = tf.saved_model.load(str(saved))   # kept: its variables live as long as it does
+    y = loaded.serve(tf.zeros((1, 32, 32, 1)))
+    assert tuple(y.shape) == (1, 32, 32, 1)
+    lite = export_model(tuned, "tflite", tmp_path / "m.tflite")
+    assert lite.read_bytes()[4:8] == b"TFL3"
+    advice = tmp_path / "advice"
+    assert main(["advise", "--profile", "smoke", "--model", f"file:{path}", *sets,
+                 "--target", "sim_bus", "--plans", "contracting:blocks,expanding:blocks,all",
+                 "--out", str(advice)]) == 0
+    a = json.loads((advice / "advice.json").read_text())
+    assert set(a["rungs"][0]["scores"]) == {"contracting:blocks", "expanding:blocks", "all"}
+    assert a["network"].startswith("net.keras (your network")
+    assert "Network: net.keras (your network" in (advice / "ADVICE.md").read_text()

@@ -8,7 +8,8 @@ import sys
 from ..config import EXPORT_FORMATS, THRESHOLD, load_config, set_value, validate
 from ..exitcodes import EXIT_OK, EXIT_RUNS_FAILED
 from ..layout import ADVICE_JSON, ADVICE_MD, PREDICTIONS_TABLE, ModelFolder
-from .common import _positive, add_config_args, check_inputs, overrides_from_args
+from .common import (MODEL_HELP, _positive, add_config_args, check_inputs, model_kind,
+                     overrides_from_args)
 
 
 def finetune_config(args):
@@ -122,6 +123,7 @@ def register(sub) -> None:
     add_config_args(p)
     p.set_defaults(profile=None)
     p.add_argument("--target", required=True, help="dataset spec, e.g. busi:ROOT or sim_bus")
+    p.add_argument("--model", type=model_kind, metavar="MODEL", help=MODEL_HELP)
     p.add_argument("--plan", required=True,
                    help="the plan, e.g. deep_to_shallow:3, xunet/all, llrd:0.5")
     p.add_argument("--out", required=True, help="output folder (model.keras, history, summary)")
@@ -142,6 +144,7 @@ def register(sub) -> None:
     add_config_args(p)
     p.set_defaults(profile=None)
     p.add_argument("--target", required=True, help="dataset spec, e.g. busi:ROOT or sim_bus")
+    p.add_argument("--model", type=model_kind, metavar="MODEL", help=MODEL_HELP)
     p.add_argument("--plans", help="plan set or comma-separated plans (default: the "
                    "profile's study.plans, paper = the 9 + 9 block plans and the split)")
     p.add_argument("--budget", type=float, metavar="MINUTES",
