@@ -134,20 +134,6 @@ def test_study_on_a_file_network_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_study_on_an_encoder_unet_end_to_end(tmp_path):
-    """``--model encoder:mobilenetv2`` with a random encoder, pretrained by the package on
-    salient objects: REPORT.md names MobileNetV2's blocks and says the encoder is random."""
-    from keras_unet_ft.cli import main
-
-    out = tmp_path / "out"
-    assert main(_study_args(out, "--model", "encoder:mobilenetv2",
-                            "--set", "model.encoder_weights=none")) == 0
-    report = _check_report(out, "MobileNetV2", "block_1_expand_BN")
-    assert "random" in report
-    assert (out / "pretrained" / "history.csv").exists()
-
-
-@pytest.mark.slow
 def test_finetune_predict_export_and_advise_on_a_file_network(tmp_path):
     """The rest of the pipeline on your own network (BatchNorm included): ``finetune`` keeps
     the file as its source and the frozen BatchNorm statistics bit for bit, ``predict`` and
