@@ -15,6 +15,9 @@ Sections:
   pipeline  augmentation + batching + prefetch alone, images/s, vs the training rate
   data      built-in data generation, images/s per generator
   torch     the package's training path vs the same U-Net in PyTorch (if torch is installed)
+  encoders  seconds per fine-tuning epoch (all layers, the selective trainer) of every network
+            kind at the quick size (64 px, base 8, batch 8, 200 images), the paper's U-Net
+            beside the encoder U-Nets (random encoder weights: speed does not depend on them)
 """
 
 from __future__ import annotations
@@ -334,11 +337,51 @@ def bench_torch(precisions=tuple(os.environ.get("BENCH_PRECISIONS", "fp32,bf16")
                   f"{theirs:.2f} | {ours / theirs:.2f} |", flush=True)
 
 
+def bench_encoders(precision=os.environ.get("BENCH_PRECISIONS", "auto").split(",")[0]):
+    """Seconds per epoch of each network at the quick size, one after the other in one run."""
+    from keras_unet_ft.config import ENCODER_NAMES, load_config
+    from keras_unet_ft.plans import Plan
+    from keras_unet_ft.runtime import configure_cpu_threads, make_dataset, resolve_precision
+    from keras_unet_ft.trainers import SelectiveTrainer, clear_shared
+    from keras_unet_ft.model import build_from_config
+
+    size, base, batch = CONFIGS["quick"]
+    n = 200   # the quick profile's augmented training images per fold
+    resolved = resolve_precision(precision)
+    configure_cpu_threads(base)
+    rng = np.random.default_rng(0)
+    x = rng.random((n, size, size, 1)).astype("float32")
+    y = (x > 0.5).astype("float32")
+    kinds = ["unet", "xunet", "vunet"] + [f"encoder:{e}" for e in ENCODER_NAMES]
+    print(f"\nencoders: seconds per fine-tuning epoch, all layers, {n} images of {size} px, "
+          f"batch {batch}, precision {resolved} (median of 3 epochs after a traced one)")
+    print(f"{'network':<24} {'params':>12} {'s / epoch':>10} {'x U-Net':>8}")
+    ref = None
+    for kind in kinds:
+        cfg = load_config("quick", {"model.kind": kind, "model.encoder_weights": "none"})
+        clear_shared()
+        _session(resolved)
+        model = build_from_config(cfg.model)
+        tr = SelectiveTrainer(model, 3e-4, "bce", resolved)
+        plan = Plan.parse("all")
+        tr.select(plan.bare.trainable_layers(tr.bm), plan, tr.bm)
+        ds = make_dataset(x, y, batch, shuffle=True, seed=0)
+        tr.fit(make_dataset(x[:batch * 2], y[:batch * 2], batch), 1)   # trace
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            tr.fit(ds, 1)
+            times.append(time.perf_counter() - t)
+        sec = float(np.median(times))
+        ref = ref or sec
+        print(f"{kind:<24} {model.count_params():>12,} {sec:>10.2f} {sec / ref:>8.1f}")
+
+
 SECTIONS = {"peak": lambda: print(f"\npeak matmul GFLOP/s: fp32 {peak('float32'):.0f}, "
                                    f"bf16 {peak('bfloat16'):.0f}"),
             "train": bench_train, "plans": bench_plans, "grid": bench_grid,
             "pipeline": bench_pipeline,
-            "data": bench_data, "torch": bench_torch}
+            "data": bench_data, "torch": bench_torch, "encoders": bench_encoders}
 
 
 if __name__ == "__main__":
