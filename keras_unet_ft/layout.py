@@ -34,7 +34,7 @@ import dataclasses
 import hashlib
 import pathlib
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple, get_args
 
 import numpy as np
 
@@ -85,7 +85,8 @@ STUDY_LOCK = ".study.lock"
 #: statuses a run's summary.json can have: ``ok`` counts; ``diverged`` (non-finite or rising
 #: loss, constant predictions) and ``failed`` (an error) are listed and kept out of every
 #: mean and verdict; ``skipped`` (dataset-size runs larger than the fold) are listed
-STATUSES = ("ok", "diverged", "failed", "skipped")
+RunStatus = Literal["ok", "diverged", "failed", "skipped"]
+STATUSES: Tuple[str, ...] = get_args(RunStatus)
 #: keys every ``summary.json`` with status ``ok`` holds (metric keys are added per metric)
 RUN_SUMMARY_KEYS = ("status", "target", "fold", "plan", "model", "aliases", "n_train", "n_test",
                     "trainable_params", "frozen_params", "trainable_layers", "train_seconds",
@@ -416,8 +417,82 @@ def read_run_summary(run_dir) -> Optional[dict]:
     return data
 
 
-def write_run_summary(run_dir, summary: dict) -> None:
-    write_json(pathlib.Path(run_dir) / RUN_SUMMARY, summary)
+@dataclasses.dataclass
+class RunSummary:
+    """A run's ``summary.json``, typed: its status, one of :data:`STATUSES`, and every other
+    key as written (``reason`` says why a run is not ok). Writers build it with :meth:`of` or
+    :meth:`judged`; :meth:`to_dict` gives the keys of ``summary.json`` in the order given.
+
+    Examples:
+        >>> s = RunSummary.judged("loss is nan", target="sim_bus", plan="all")
+        >>> s.status, s.reason, s.ok
+        ('diverged', 'diverged: loss is nan', False)
+        >>> s.to_dict()
+        {'status': 'diverged', 'target': 'sim_bus', 'plan': 'all', 'reason': 'diverged: loss is nan'}
+        >>> RunSummary.from_dict(s.to_dict()) == s
+        True
+        >>> RunSummary.of("lost")
+        Traceback (most recent call last):
+        ...
+        ValueError: a run's status is one of ('ok', 'diverged', 'failed', 'skipped'), not 'lost'
+    """
+
+    status: RunStatus
+    fields: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: where ``status`` stands among the keys of :meth:`to_dict` (0: first)
+    status_at: int = 0
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"a run's status is one of {STATUSES}, not {self.status!r}")
+        self.fields.pop("status", None)
+
+    @classmethod
+    def of(cls, status: RunStatus, **fields) -> "RunSummary":
+        """A summary with ``status`` first, then ``fields`` in the order given."""
+        return cls(status, dict(fields))
+
+    @classmethod
+    def judged(cls, diverged: Optional[str], status_last: bool = False,
+               **fields) -> "RunSummary":
+        """The summary of a run that trained to its end: ``ok``, or ``diverged`` with the
+        reason ``diverged: <what>`` after ``fields`` when ``diverged`` says what happened
+        (:func:`keras_unet_ft.finetune.divergence`). ``status_last`` puts the status after
+        ``fields`` (a fine-tuned model folder's summary)."""
+        fields = dict(fields)
+        at = len(fields) if status_last else 0
+        if diverged is not None:
+            fields["reason"] = f"diverged: {diverged}"
+        return cls("ok" if diverged is None else "diverged", fields, at)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunSummary":
+        """A summary as read from ``summary.json`` (the status's place kept)."""
+        keys = list(data)
+        at = keys.index("status") if "status" in keys else 0
+        return cls(data.get("status"), {k: v for k, v in data.items() if k != "status"}, at)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def reason(self) -> str:
+        """Why the run is not ok ('' when it is)."""
+        return str(self.fields.get("reason", ""))
+
+    def to_dict(self) -> dict:
+        """The keys and values of ``summary.json``."""
+        items = list(self.fields.items())
+        items.insert(min(self.status_at, len(items)), ("status", self.status))
+        return dict(items)
+
+
+def write_run_summary(run_dir, summary) -> None:
+    """Write ``summary.json`` of a run folder (a :class:`RunSummary`, or its dict)."""
+    if not isinstance(summary, RunSummary):
+        summary = RunSummary.from_dict(summary)
+    write_json(pathlib.Path(run_dir) / RUN_SUMMARY, summary.to_dict())
 
 
 def save_predictions(run_dir, ids, pred: np.ndarray) -> None:
