@@ -46,7 +46,7 @@ from .deploy import pretrained_weights
 from .exitcodes import UserError
 from .finetune import FoldSession, evaluate, run_one
 from .io import atomic_write_text, write_json
-from .layout import ADVICE_JSON, ADVICE_MD, splits_path, target_slug
+from .layout import ADVICE_JSON, ADVICE_MD, RunSummary, splits_path, target_slug
 from .model import build_from_config, describe_model, model_config
 from .plans import PER_VARIABLE_TRAINERS, Plan, group_plans, plan_set
 from .trainable import plan_report, trained_layers
@@ -318,8 +318,9 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
                     res = run_one(rcfg, target, 0, c.plan, c.model, arrays, val, weights,
                                   session)
                     added += rung["epochs"]
-                    if res.summary["status"] != "ok":
-                        raise Diverged(res.summary.get("reason", res.summary["status"]))
+                    run = RunSummary.from_dict(res.summary)
+                    if not run.ok:
+                        raise Diverged(run.reason or run.status)
                     c.trainable_params = int(res.summary["trainable_params"])
                     c.per_image = {r["id"]: r["dice"] for r in res.per_image
                                    if not r["empty_mask"]}
@@ -354,7 +355,8 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
     session = FoldSession(cfg, 0, precision, None, kind)
     res = run_one(cfg, target, 0, "none", kind, train, val, weights, session)
     # a pretrained net whose predictions are not finite has no Dice to compare with
-    ok = res.summary["status"] == "ok"
+    run = RunSummary.from_dict(res.summary)
+    ok = run.ok
     untouched = {r["id"]: r["dice"] for r in res.per_image if not r["empty_mask"]} if ok else {}
     common = [i for i in ids if i in untouched]
     diff = [best.per_image[i] - untouched[i] for i in common]
@@ -366,7 +368,7 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
                 "best_minus_none": float(np.mean(diff)) if diff else math.nan,
                 "ci_low": lo, "ci_high": hi, "verdict": verdict,
                 "best_shown_better": verdict == "yes",
-                "reason": "" if ok else str(res.summary.get("reason", res.summary["status"]))}
+                "reason": "" if ok else run.reason or run.status}
     ranking = []
     for c in finalists:
         common = [i for i in ids if i in c.per_image]

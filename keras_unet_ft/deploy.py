@@ -41,7 +41,7 @@ from .exitcodes import UserError
 from .finetune import FoldSession, check_trainable, evaluate, save_model
 from .io import atomic_write, write_csv, write_json
 from .layout import (MANIFEST, PREDICT_RECORD, PREDICTIONS_TABLE, RUNS, ModelFolder,
-                     predicted_image, pretrained_folder, weights_path)
+                     RunSummary, predicted_image, pretrained_folder, weights_path)
 from .metrics import METRICS
 from .model import build_from_config, model_config
 from .plans import Plan
@@ -230,8 +230,8 @@ def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
     try:
         tr = session.train(parsed, train, weights, verbose, log_dir)
     except Diverged as e:   # nothing worth keeping: say so, keep no model
-        summary = {"target": target, "plan": str(parsed), "status": "diverged",
-                   "reason": f"diverged: {e}"}
+        summary = RunSummary.judged(str(e), status_last=True, target=target,
+                                    plan=str(parsed)).to_dict()
         if chief:
             write_json(ModelFolder(out).summary, summary)
         return summary
@@ -253,10 +253,8 @@ def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
     held = test if va_ids else (train[0][:16], train[1][:16], tr_ids[:16])
     ev = evaluate(tr.predict, held[0], held[1], held[2], tr.history, tr.model.get_weights(),
                   cfg.finetune.batch_size)
-    summary["status"] = "ok" if ev.diverged is None else "diverged"
-    if ev.diverged is not None:   # a diverged net is no model to use: none is written
-        summary["reason"] = f"diverged: {ev.diverged}"
-    elif chief:
+    summary = RunSummary.judged(ev.diverged, status_last=True, **summary).to_dict()
+    if ev.diverged is None and chief:   # a diverged net is no model to use: none is written
         save_model(tr.model, weights_path(out))
     if va_ids:
         summary["n_val_empty"] = int(ev.empty.sum())

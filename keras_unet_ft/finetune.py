@@ -19,6 +19,7 @@ import numpy as np
 
 from .config import Config
 from .io import atomic_write
+from .layout import RunSummary
 from .metrics import METRICS, batch_metrics
 from .model import build_from_config, model_config
 from .blocks import BlockMap
@@ -300,9 +301,8 @@ def run_one(cfg: Config, target: str, fold: int, plan: str, model_kind: str, tra
     none = not parsed.trains
     report = tr.report
     total = report.trainable_params + report.frozen_params
-    summary = {
-        "status": "ok" if ev.diverged is None else "diverged", "target": target,
-        "fold": fold, "plan": plan, "model": model_kind,
+    summary = RunSummary.judged(
+        ev.diverged, target=target, fold=fold, plan=plan, model=model_kind, **{
         "encoder_weights": (session.mcfg.encoder_weights
                             if model_kind == "vunet" or model_kind.startswith("encoder:")
                             else None),
@@ -324,9 +324,7 @@ def run_one(cfg: Config, target: str, fold: int, plan: str, model_kind: str, tra
         "peak_gpu_memory_gib": peak / 2**30 if peak is not None and per_run else None,
         "process_peak_gpu_memory_gib": None if peak is None else peak / 2**30,
         "weight_change": change,
-    }
-    if ev.diverged is not None:
-        summary["reason"] = f"diverged: {ev.diverged}"
+    }).to_dict()
     history = tr.history
     if len(tr.epoch_seconds) == len(history):
         history = [{**r, "seconds": float(t)} for r, t in zip(history, tr.epoch_seconds)]

@@ -46,8 +46,8 @@ from .finetune import (Diverged, FoldSession, check_trainable, run_one, save_mod
                        stage_learning_rate)
 from .io import discard_shared, hold_shared, write_csv
 from .layout import (CONFIG, HISTORY, PER_IMAGE, RUN_SUMMARY, RUNS, STUDY_LOCK, Manifest, ModelEntry,
-                     RunSpec, TargetEntry, read_run_summary, save_predictions, save_target_images,
-                     splits_path,
+                     RunSpec, RunStatus, RunSummary, TargetEntry, read_run_summary,
+                     save_predictions, save_target_images, splits_path,
                      target_slug, weights_path, write_manifest, write_run_summary)
 from .model import build_from_config, describe_model, model_config, model_identity
 from .plans import BASELINES, Plan, all_layers_plan, group_plans, plan_set
@@ -231,10 +231,10 @@ def write_run(out, spec: RunSpec, result, keep_weights: bool, save_predictions_:
     return summary
 
 
-def _record(out, r: RunSpec, status: str, **extra) -> None:
-    write_run_summary(r.dir(out), {"status": status, "target": r.target, "fold": r.fold,
-                                   "repeat": r.repeat, "inner": r.inner,
-                                   "plan": r.plan, "aliases": r.aliases, **extra})
+def _record(out, r: RunSpec, status: RunStatus, **extra) -> None:
+    write_run_summary(r.dir(out), RunSummary.of(status, target=r.target, fold=r.fold,
+                                                repeat=r.repeat, inner=r.inner, plan=r.plan,
+                                                aliases=r.aliases, **extra))
 
 
 # ---------------------------------------------------------------------------
@@ -514,7 +514,7 @@ def run_study(cfg: Config, out, *, force: bool = False, retry_failed: bool = Fal
             result = run_one(rcfg, r.target, r.fold, r.plan, r.model, train, test,
                              pretrained[r.model], sessions[r.model], verbose, log_dir=tb)
             result.summary["fingerprint"] = prints[r.target]
-            if result.summary["status"] != "ok":
+            if not RunSummary.from_dict(result.summary).ok:
                 log.warning("run %s / fold %d / %s %s", r.target, r.fold, r.plan,
                             result.summary["reason"])
             write_run(out, r, result, keeps_weights(cfg, r, maps), cfg.study.save_predictions)
