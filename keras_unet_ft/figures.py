@@ -11,9 +11,11 @@
 * Beyond the paper: :func:`fig_dice_boxplots`, :func:`fig_training_time`,
   :func:`fig_param_share`, :func:`fig_weight_change`.
 
-Each function saves ``<out>/figures/<name>.png`` and ``.pdf`` and returns the
-PNG path (Fig. 3, 4 and 5 into ``folder`` when given: the notebooks' own).
-:func:`make_all_figures` draws every figure the folder has data for.
+Each function takes the results folder, loaded once
+(:class:`~keras_unet_ft.results.LoadedFolder`) or as a path (then loaded for that figure),
+saves ``<out>/figures/<name>.png`` and ``.pdf`` and returns the PNG path (Fig. 3, 4 and 5
+into ``folder`` when given: the notebooks' own). :func:`make_all_figures` draws every figure
+the folder has data for, from one loaded folder.
 """
 
 from __future__ import annotations
@@ -28,13 +30,12 @@ import numpy as np
 
 from .blocks import BlockMap
 from .exitcodes import UserError
-from .io import read_csv
-from .layout import (EXAMPLES, RESULTS, SIZES_SUMMARY, SUMMARY, folds_of, load_predictions,
-                     load_target_images, read_manifest, read_run_summary, weights_path)
+from .layout import (EXAMPLES, folds_of, load_predictions, load_target_images,
+                     weights_path)
 from .layout import figures_dir as _figures_dir
 from .metrics import dice as dice_score
 from .plans import Plan, all_layers_plan
-from .results import epoch_seconds_key, per_image
+from .results import LoadedFolder, epoch_seconds_key
 
 log = logging.getLogger("keras_unet_ft")
 MAX_AM_STEPS_ENV = "UNET_FT_MAX_AM_STEPS"   # caps activation-maximization steps (tests)
@@ -63,14 +64,6 @@ def _save(fig, out, name, folder=None) -> pathlib.Path:
     return png
 
 
-def _summary(out) -> List[dict]:
-    return read_csv(pathlib.Path(out) / SUMMARY)
-
-
-def _results(out) -> List[dict]:
-    return read_csv(pathlib.Path(out) / RESULTS)
-
-
 def _unit_plans(rows, kind: str, scheme: str) -> Dict[int, str]:
     """``{K: plan}`` of the ``kind:K`` plans (no model prefix) of ``scheme`` in ``rows``."""
     out = {}
@@ -92,8 +85,8 @@ def _runs_by_plan(rows, target) -> Dict[str, List[dict]]:
     """Result rows of ``target`` grouped by plan, plans in study order."""
     groups: Dict[str, List[dict]] = {}
     for r in rows:
-        if r["target"] == target:
-            groups.setdefault(r["plan"], []).append(r)
+        if r.target == target:
+            groups.setdefault(r.plan, []).append(r)
     return groups
 
 
@@ -109,16 +102,17 @@ def fig4_dice_vs_blocks(out, scheme: str = "path", folder=None) -> Optional[path
     """Average Dice vs number of blocks fine-tuned, both directions, one panel per target
     (saved into ``folder``, default the results folder's ``figures/``)."""
     plt = _plt()
-    S = _summary(out)
+    F = LoadedFolder.load(out)
+    S = F.summary
     targets = [t for t in _targets(S)
-               if _unit_plans([r["plan"] for r in S if r["target"] == t], "shallow_to_deep",
+               if _unit_plans([r.plan for r in S if r.target == t], "shallow_to_deep",
                               scheme)]
     if not targets:
         return None
     fig, axes = plt.subplots(1, len(targets), figsize=(5.2 * len(targets), 5.0), squeeze=False,
                              layout="constrained")
     for ax, t in zip(axes[0], targets):
-        rows = {r["plan"]: r for r in S if r["target"] == t}
+        rows = {r.plan: r for r in S if r.target == t}
         for kind, color, label in (("shallow_to_deep", SHALLOW_COLOR, "shallow → deep"),
                                    ("deep_to_shallow", DEEP_COLOR, "deep → shallow")):
             by_k = _unit_plans(rows, kind, scheme)
@@ -142,28 +136,28 @@ def fig4_dice_vs_blocks(out, scheme: str = "path", folder=None) -> Optional[path
         unit = "levels" if scheme == "level" else "blocks"
         ax.set_xlabel(f"number of {unit} fine-tuned")
         ax.set_ylabel("average Dice (held-out folds)")
-        ax.set_title(f"{t} ({rows[next(iter(rows))]['modality']})")
+        ax.set_title(f"{t} ({rows[next(iter(rows))].modality})")
         ax.grid(alpha=0.3)
         # below the panel, never over a point (it once hid the K = 9 points)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
                   frameon=False)
     fig.suptitle("Fig. 4 — Dice vs blocks fine-tuned; error bars: std over folds"
                  + (" (level scheme)" if scheme == "level" else ""), fontsize=10)
-    return _save(fig, out, "fig4_dice_vs_blocks" + ("_level" if scheme == "level" else ""),
+    return _save(fig, F.out, "fig4_dice_vs_blocks" + ("_level" if scheme == "level" else ""),
                  folder)
 
 
 # ---------------------------------------------------------------------------
 def _ultrasound_target(rows) -> Optional[str]:
     for r in rows:
-        if r["modality"] == "ultrasound":
-            return r["target"]
-    return rows[0]["target"] if rows else None
+        if r.modality == "ultrasound":
+            return r.target
+    return rows[0].target if rows else None
 
 
 def ultrasound_target(out) -> Optional[str]:
     """The study's first ultrasound target (else its first target), as a slug."""
-    return _ultrasound_target(_results(out))
+    return _ultrasound_target(LoadedFolder.load(out).results)
 
 
 PAPER_FIG3 = (("none", "pretrained (not tuned)"), ("expanding", "expanding tuned"),
@@ -183,14 +177,14 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
     Dice) - or given by ``ids``. The title says what was found (whether both work).
     """
     plt = _plt()
-    out = pathlib.Path(out)
-    R = _results(out)
+    F = LoadedFolder.load(out)
+    out = F.out
+    R = F.results
     target = target or _ultrasound_target(R)
     if target is None:
         return None
-    rows = [r for r in R if r["target"] == target and r["status"] == "ok"
-            and str(r.get("repeat") or 0) == "0"]
-    by = {(r["plan"], int(r["fold"])): r for r in rows}
+    rows = [r for r in R if r.target == target and r.ok and r.repeat == 0]
+    by = {(r.plan, r.fold): r for r in rows}
     labels = [t for _, t in plans]
     plans = [p for p, _ in plans]
     if not all(any(p == q for q, _ in by) for p in plans):
@@ -208,7 +202,7 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
     for p in plans:
         for (q, k), r in by.items():
             if q == p:
-                for i, m in load_predictions(out / r["run_dir"]).items():
+                for i, m in load_predictions(out / r.run_dir).items():
                     preds[(p, i)] = m
     index = {i: j for j, i in enumerate(ds_ids)}
     common = [i for i in ds_ids if all((p, i) in preds for p in plans)]
@@ -258,7 +252,7 @@ def fig3_examples(out, target: Optional[str] = None, ids: Optional[Sequence[str]
 # ---------------------------------------------------------------------------
 def all_layers_plans(out) -> List[str]:
     """Labels the all-layers plan can have in this study, most specific first."""
-    return [all_layers_plan(read_manifest(out).units()), "all", "xunet/all"]
+    return [all_layers_plan(LoadedFolder.load(out).manifest.units()), "all", "xunet/all"]
 
 
 def finetuned_model(out, target: Optional[str] = None, plan: Optional[str] = None,
@@ -275,18 +269,18 @@ def finetuned_model(out, target: Optional[str] = None, plan: Optional[str] = Non
     """
     import keras
 
-    out = pathlib.Path(out)
-    R = _results(out)
+    F = LoadedFolder.load(out)
+    R = F.results
     target = target or _ultrasound_target(R)
-    rows = [r for r in R if r["target"] == target and r["status"] == "ok"
-            and int(r["fold"]) == int(fold) and str(r.get("repeat") or 0) == "0"]
-    have = {r["plan"]: r for r in rows}
+    rows = [r for r in R if r.target == target and r.ok and r.fold == int(fold)
+            and r.repeat == 0]
+    have = {r.plan: r for r in rows}
     if plan is None:
-        plan = next((p for p in all_layers_plans(out) if p in have), None)
+        plan = next((p for p in all_layers_plans(F) if p in have), None)
     if plan not in have:
         raise UserError(f"no finished run of plan {plan!r} on {target!r}, fold {fold}; "
                         f"plans with finished runs: {sorted(have)[:8]}")
-    path = weights_path(out / have[plan]["run_dir"])
+    path = weights_path(F.out / have[plan].run_dir)
     if not path.exists():
         raise FileNotFoundError(
             f"{path} not found: the study did not keep this run's weights; rerun the study "
@@ -387,16 +381,17 @@ def fig5_activation_maximization(out, target: Optional[str] = None, n_filters: i
                     "TensorFlow backend; KERAS_BACKEND is %r", keras.backend.backend())
         return None
     plt = _plt()
-    R = _results(out)
+    F = LoadedFolder.load(out)
+    R = F.results
     target = target or _ultrasound_target(R)
     if target is None:
         return None
-    have = {r["plan"] for r in R if r["target"] == target}
-    plan = plan or next((p for p in all_layers_plans(out) if p in have), None)
+    have = {r.plan for r in R if r.target == target}
+    plan = plan or next((p for p in all_layers_plans(F) if p in have), None)
     if plan is None:
         return None
     try:
-        model = finetuned_model(out, target, plan)
+        model = finetuned_model(F, target, plan)
     except FileNotFoundError as e:
         log.warning("Fig. 5 not drawn: %s", e)
         return None
@@ -421,14 +416,15 @@ def fig5_activation_maximization(out, target: Optional[str] = None, n_filters: i
                  f"({plan}); top: shallow, bottom: deep.\n{am_steps(steps)} Adam steps, TV + L2 "
                  "regularised, jitter + rotation; each stretched to its 1-99th percentile",
                  fontsize=9)
-    return _save(fig, out, "fig5_activation_maximization", folder)
+    return _save(fig, F.out, "fig5_activation_maximization", folder)
 
 
 # ---------------------------------------------------------------------------
 def fig_dice_boxplots(out) -> Optional[pathlib.Path]:
     """Per-image Dice of every plan (pooled over folds), one panel per target."""
     plt = _plt()
-    R = [r for r in _results(out) if r["status"] == "ok"]
+    F = LoadedFolder.load(out)
+    R = [r for r in F.results if r.ok]
     targets = _targets(R)
     if not targets:
         return None
@@ -437,7 +433,7 @@ def fig_dice_boxplots(out) -> Optional[pathlib.Path]:
     for ax, t in zip(axes[:, 0], targets):
         groups = _runs_by_plan(R, t)
         plans = list(groups)
-        data = [[x["dice"] for r in rs for x in per_image(out, r).values()]
+        data = [[x["dice"] for r in rs for x in F.per_image[r.run_dir].values()]
                 for rs in groups.values()]
         ax.boxplot(data, showfliers=False)
         ax.set_xticks(range(1, len(plans) + 1), plans, rotation=60, ha="right", fontsize=7)
@@ -445,7 +441,7 @@ def fig_dice_boxplots(out) -> Optional[pathlib.Path]:
         ax.set_title(t)
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    return _save(fig, out, "dice_boxplots")
+    return _save(fig, F.out, "dice_boxplots")
 
 
 def pareto_front(points: Sequence[tuple]) -> List[str]:
@@ -470,8 +466,9 @@ def fig_dice_vs_params(out, target: str) -> Optional[pathlib.Path]:
     buys. Blue: block plans; orange: other ways to fine-tune; grey: other networks or
     staged plans. Each point carries a number, placed where no other number or point is;
     the list beside the axes maps numbers to plans (:func:`dice_vs_params_figure`)."""
-    fig = dice_vs_params_figure([r for r in _summary(out) if r["target"] == target], target)
-    return None if fig is None else _save(fig, out, f"dice_vs_params_{target}")
+    F = LoadedFolder.load(out)
+    fig = dice_vs_params_figure([r for r in F.summary if r.target == target], target)
+    return None if fig is None else _save(fig, F.out, f"dice_vs_params_{target}")
 
 
 #: the numbers on the points of dice_vs_params_*.png (``Text.get_gid``)
@@ -617,29 +614,31 @@ def _num(v) -> float:
 def fig_training_time(out) -> Optional[pathlib.Path]:
     """Mean training seconds per epoch of each plan (over folds)."""
     plt = _plt()
-    S = [r for r in _summary(out) if r["plan"] != "none"]
+    F = LoadedFolder.load(out)
+    S = [r for r in F.summary if r.plan != "none"]
     targets = _targets(S)
     if not targets:
         return None
     fig, axes = plt.subplots(len(targets), 1, figsize=(11, 3.2 * len(targets)), squeeze=False)
     for ax, t in zip(axes[:, 0], targets):
-        rows = [r for r in S if r["target"] == t]
+        rows = [r for r in S if r.target == t]
         # the same seconds as REPORT.md's table: the steady state where runs recorded it
         key = epoch_seconds_key(rows)
         steady = key == "steady_seconds_per_epoch"
         ax.bar(range(len(rows)), [_f(r[key]) for r in rows], color="tab:gray")
-        ax.set_xticks(range(len(rows)), [r["plan"] for r in rows], rotation=60, ha="right",
+        ax.set_xticks(range(len(rows)), [r.plan for r in rows], rotation=60, ha="right",
                       fontsize=7)
         ax.set_ylabel("s / epoch (median after the 1st)" if steady else "s / epoch")
         ax.set_title(f"{t}: training time per plan")
     fig.tight_layout()
-    return _save(fig, out, "training_time")
+    return _save(fig, F.out, "training_time")
 
 
 def fig_param_share(out) -> pathlib.Path:
     """Share of the parameters per block (the block table of the study's model, runs.json)."""
     plt = _plt()
-    table = read_manifest(out).study_model
+    F = LoadedFolder.load(out)
+    table = F.manifest.study_model
     rows, total = table.blocks, table.total_params
     colors = {"contracting": SHALLOW_COLOR, "bottleneck": "tab:purple", "expanding": DEEP_COLOR}
     fig, ax = plt.subplots(figsize=(7, 3.4))
@@ -655,14 +654,14 @@ def fig_param_share(out) -> pathlib.Path:
     ax.set_title(f"{name}Parameter share per block ({total:,} parameters; blue: contracting, "
                  "purple: bottleneck, red: expanding)", fontsize=9)
     fig.tight_layout()
-    return _save(fig, out, "param_share")
+    return _save(fig, F.out, "param_share")
 
 
 def fig_weight_change(out, target: Optional[str] = None) -> Optional[pathlib.Path]:
     """Relative weight change ||W_ft - W_pre|| / ||W_pre|| per block and plan (mean over folds)."""
     plt = _plt()
-    out = pathlib.Path(out)
-    R = [r for r in _results(out) if r["status"] == "ok" and r["plan"] not in ("none", "scratch")]
+    F = LoadedFolder.load(out)
+    R = [r for r in F.results if r.ok and r.plan not in ("none", "scratch")]
     target = target or _ultrasound_target(R)
     if target is None:
         return None
@@ -672,7 +671,7 @@ def fig_weight_change(out, target: Optional[str] = None) -> Optional[pathlib.Pat
     for rs in groups.values():
         vals = []
         for r in rs:
-            wc = (read_run_summary(out / r["run_dir"]) or {}).get("weight_change")
+            wc = (F.run_summaries[r.run_dir] or {}).get("weight_change")
             if wc:
                 vals.append([wc[k] for k in sorted(wc, key=int)])
         mats.append(np.mean(vals, axis=0) if vals else None)
@@ -688,7 +687,7 @@ def fig_weight_change(out, target: Optional[str] = None) -> Optional[pathlib.Pat
     fig.colorbar(im, ax=ax, label="||W_ft − W_pre|| / ||W_pre||")
     ax.set_title(f"{target}: which blocks moved during fine-tuning", fontsize=9)
     fig.tight_layout()
-    return _save(fig, out, f"weight_change_{target}")
+    return _save(fig, F.out, f"weight_change_{target}")
 
 
 SIZE_LABELS = {"xunet/all": "X-Unet, all layers",
@@ -702,11 +701,11 @@ def fig_dice_vs_size(out) -> Optional[pathlib.Path]:
     the originals only; error bars: std over folds. Sizes skipped in every fold
     (a fold with fewer training images) are not drawn.
     """
-    path = pathlib.Path(out) / SIZES_SUMMARY
-    if not path.exists():
+    F = LoadedFolder.load(out)
+    if not F.sizes_summary:
         return None
     plt = _plt()
-    S = [r for r in read_csv(path) if int(r["folds_ok"]) > 0]
+    S = [r for r in F.sizes_summary if int(r["folds_ok"]) > 0]
     targets = _targets(S)
     if not targets:
         return None
@@ -738,18 +737,20 @@ def fig_dice_vs_size(out) -> Optional[pathlib.Path]:
     fig.suptitle("Dice vs training-set size (Cheng & Lam's data-size study); "
                  "error bars: std over folds", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out, "dice_vs_training_size")
+    return _save(fig, F.out, "dice_vs_training_size")
 
 
 def make_all_figures(out, steps: int = 100) -> List[pathlib.Path]:
-    """Every figure the results folder has data for; returns the PNG paths."""
-    S = _summary(out)
-    made = [fig4_dice_vs_blocks(out, "path"), fig4_dice_vs_blocks(out, "level"),
-            fig_dice_boxplots(out), fig_training_time(out), fig_param_share(out),
-            fig_weight_change(out), fig_dice_vs_size(out)]
-    made += [fig3_examples(out, t) for t in _targets(S)]
-    made += [fig_dice_vs_params(out, t) for t in _targets(S)]
-    made += [fig3_examples(out, t, plans=CHENG_FIG3, name="examples_vunet_vs_xunet")
-             for t in _targets(S)]
-    made.append(fig5_activation_maximization(out, steps=steps))
+    """Every figure the results folder (loaded, or a path: loaded once here) has data for;
+    returns the PNG paths."""
+    F = LoadedFolder.load(out)
+    targets = _targets(F.summary)
+    made = [fig4_dice_vs_blocks(F, "path"), fig4_dice_vs_blocks(F, "level"),
+            fig_dice_boxplots(F), fig_training_time(F), fig_param_share(F),
+            fig_weight_change(F), fig_dice_vs_size(F)]
+    made += [fig3_examples(F, t) for t in targets]
+    made += [fig_dice_vs_params(F, t) for t in targets]
+    made += [fig3_examples(F, t, plans=CHENG_FIG3, name="examples_vunet_vs_xunet")
+             for t in targets]
+    made.append(fig5_activation_maximization(F, steps=steps))
     return [p for p in made if p]

@@ -9,9 +9,9 @@ import logging
 import pathlib
 from typing import List, Optional
 
-from .io import read_csv, read_json
-from .layout import CONFIG, REPORT, RESULTS, STATS, SUMMARY, read_manifest
+from .layout import CONFIG, REPORT, RESULTS, SUMMARY
 from .report import findings, top_notes, trainer_of
+from .results import LoadedFolder
 
 log = logging.getLogger("keras_unet_ft")
 
@@ -45,21 +45,19 @@ def find_results(path: Optional[str] = None) -> pathlib.Path:
 
 
 def findings_text(out, modality: Optional[str] = None) -> str:
-    """The report's computed finding sentences for every target (optionally one modality)."""
-    out = pathlib.Path(out)
-    summary = read_csv(out / SUMMARY)
-    stats = [s for s in read_csv(out / STATS) if s.get("plan_a")] \
-        if (out / STATS).exists() else []
-    results = read_csv(out / RESULTS)
-    units = read_manifest(out).units()
+    """The report's computed finding sentences for every target (optionally one modality);
+    ``out`` is a results folder's path or the folder loaded
+    (:class:`~keras_unet_ft.results.LoadedFolder`)."""
+    F = LoadedFolder.load(out)
+    units = F.manifest.units()
     lines = []
-    for target in dict.fromkeys(r["target"] for r in summary):
-        S = {r["plan"]: r for r in summary if r["target"] == target}
-        mod = next(iter(S.values()))["modality"]
+    for target in dict.fromkeys(r.target for r in F.summary):
+        S = {r.plan: r for r in F.summary if r.target == target}
+        mod = next(iter(S.values())).modality
         if modality and mod != modality:
             continue
-        trainer = trainer_of(r.get("trainer") for r in results if r["target"] == target)
-        lines += [f"- {s}" for s in findings(target, mod, S, stats, trainer, units)]
+        trainer = trainer_of(r.trainer for r in F.results if r.target == target)
+        lines += [f"- {s}" for s in findings(target, mod, S, F.stats, trainer, units)]
     return "\n".join(lines) if lines else "(no findings: the study lacks the plans they need)"
 
 
@@ -91,7 +89,8 @@ def figure_folder(out, path: Optional[str] = None) -> pathlib.Path:
 def caveats(out) -> str:
     """What a reader must know before the numbers, as REPORT.md says it at its top (a smoke
     study's nets are too small to learn; targets with no plan recommended); '' if nothing."""
-    out = pathlib.Path(out)
-    cfg = read_json(out / CONFIG)["config"] if (out / CONFIG).exists() else {}
-    summary = read_csv(out / SUMMARY) if (out / SUMMARY).exists() else []
-    return "\n\n".join(line for line in top_notes(cfg, summary) if line) if cfg else ""
+    F = LoadedFolder.load(out)
+    if not (F.out / CONFIG).exists():
+        return ""
+    summary = F.summary if (F.out / SUMMARY).exists() else []
+    return "\n\n".join(line for line in top_notes(F.config, summary) if line) if F.config else ""

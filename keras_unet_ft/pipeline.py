@@ -19,11 +19,11 @@ from .exitcodes import (EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK,  #
 from .exitcodes import UserError
 from .figures import make_all_figures
 from .io import read_csv
-from .layout import (ADVICE_DIR, REPORT, SUMMARY, load_config_of, read_manifest,
+from .layout import (ADVICE_DIR, REPORT, SUMMARY, Manifest, load_config_of, read_manifest,
                      read_run_summary, target_slug)
 from .report import write_report
 from .pretrain import TimeUp, pretrained_weights_by_kind
-from .results import recommendation, status_counts, write_tables
+from .results import LoadedFolder, recommendation, status_counts, write_tables
 from .runtime import resolve_precision
 from .study import run_study, run_study_parallel
 
@@ -34,9 +34,11 @@ def unfinished(out) -> int:
     return status_counts(out).get("missing", 0)
 
 
-def outcome(out) -> tuple:
-    """``(exit code, message)`` of a study from its run files (dataset-size runs included)."""
-    counts = status_counts(out)
+def outcome(out, manifest: Optional[Manifest] = None) -> tuple:
+    """``(exit code, message)`` of a study from its run files (dataset-size runs included);
+    ``manifest``: its runs.json when already read."""
+    manifest = manifest or read_manifest(out)
+    counts = status_counts(out, manifest)
     left = counts.pop("missing", 0)
     if left:
         return EXIT_INCOMPLETE, (f"{left} run(s) not done yet (time budget, other shards still "
@@ -48,7 +50,7 @@ def outcome(out) -> tuple:
         what = ", ".join(f"{v} {k}" for k, v in sorted(bad.items()))
         return EXIT_RUNS_FAILED, (f"{what} run(s) of {sum(counts.values())}: listed in "
                                   f"{pathlib.Path(out) / REPORT} and kept out of the "
-                                  f"results; {_retry_hint(out, sum(bad.values()))}")
+                                  f"results; {_retry_hint(out, sum(bad.values()), manifest)}")
     return EXIT_OK, f"all {sum(counts.values())} runs done ({_listing(counts)})"
 
 
@@ -73,10 +75,10 @@ def retry_helps(summary: dict) -> bool:
     return kind not in ("UserError", "PlanError")
 
 
-def _retry_hint(out, n_bad: int) -> str:
+def _retry_hint(out, n_bad: int, manifest: Manifest) -> str:
     """What to do about the failed and diverged runs: ``--retry-failed`` only for those a
     retry can fix (:func:`retry_helps`)."""
-    fixable = sum(1 for r in read_manifest(out).runs
+    fixable = sum(1 for r in manifest.runs
                   for s in [read_run_summary(r.dir(out))]
                   if s is not None and s.get("status") in ("failed", "diverged")
                   and retry_helps(s))
@@ -127,24 +129,29 @@ def closing_lines(out) -> list:
 
 
 def aggregate(out, report: bool = True, figures: bool = True,
-              am_steps: Optional[int] = None) -> pathlib.Path:
-    """Write results.csv, summary.csv, stats.csv and (optionally) figures and REPORT.md.
+              am_steps: Optional[int] = None,
+              manifest: Optional[Manifest] = None) -> pathlib.Path:
+    """Write results.csv, summary.csv, stats.csv and (optionally) figures and REPORT.md; the
+    figures and the report draw on the tables written, the folder read once
+    (:class:`~keras_unet_ft.results.LoadedFolder`).
 
     Args:
         out: a results folder written by the study.
         report, figures: write REPORT.md / the figures.
         am_steps: activation-maximization steps of Fig. 5 (default: ``study.am_steps``).
+        manifest: the folder's runs.json when already read.
     """
     out = pathlib.Path(out)
-    write_tables(out)
+    manifest = manifest or read_manifest(out)
+    folder = LoadedFolder.from_tables(out, write_tables(out, manifest), manifest)
     if figures:
         steps = am_steps if am_steps is not None else load_config_of(out).study.am_steps
         try:
-            make_all_figures(out, steps=steps)
+            make_all_figures(folder, steps=steps)
         except Exception as e:  # noqa: BLE001 - figures must not lose the results
             log.warning("figures failed: %s", e)
     if report:
-        write_report(out)
+        write_report(folder)
     return out
 
 

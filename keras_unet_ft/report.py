@@ -17,12 +17,10 @@ from typing import Dict, List
 import numpy as np
 
 from .config import SHIFTS, TOO_SMALL_TO_LEARN, ModelConfig, model_family, pretrained_by_package
-from .io import atomic_write_text, read_csv, read_json
-from .layout import (BUDGETS, CONFIG, NESTED_SUMMARY, REPORT, RESULTS, SIZES_SUMMARY, STATS,
-                     SUMMARY, figures_dir, pretrained_folder, read_manifest, spec_options,
-                     splits_file)
+from .io import atomic_write_text, read_json
+from .layout import REPORT, figures_dir, pretrained_folder, spec_options, splits_file
 from .plans import Plan, all_layers_plan
-from .results import epoch_seconds_key, recommendation
+from .results import LoadedFolder, epoch_seconds_key, recommendation
 from .stats import LAST_BLOCK, is_path_block_plan, worst_block_partner
 from .references import CHENG, CHENG_TEST, PAPER, PAPER_CONTRACTING_RATIO, PAPER_DATA
 
@@ -749,19 +747,17 @@ def plans_table(S: Dict[str, dict]) -> List[str]:
 
 
 def write_report(out) -> pathlib.Path:
-    """Write ``<out>/REPORT.md`` from the folder's tables (see :mod:`keras_unet_ft.results`)."""
-    out = pathlib.Path(out)
-    results = read_csv(out / RESULTS)
-    summary = read_csv(out / SUMMARY)
-    stats = read_csv(out / STATS) if (out / STATS).exists() else []
-    stats = [s for s in stats if s.get("plan_a")]
-    sizes = (read_csv(out / SIZES_SUMMARY) if (out / SIZES_SUMMARY).exists() else [])
-    nested = read_csv(out / NESTED_SUMMARY) if (out / NESTED_SUMMARY).exists() else []
-    budgets = read_csv(out / BUDGETS) if (out / BUDGETS).exists() else []
-    prov = read_json(out / CONFIG)
-    manifest = read_manifest(out)
+    """Write ``<out>/REPORT.md`` from the folder's tables (see :mod:`keras_unet_ft.results`):
+    ``out`` is the folder loaded once (:class:`~keras_unet_ft.results.LoadedFolder`) or its
+    path."""
+    F = LoadedFolder.load(out)
+    out = F.out
+    results, summary, stats = F.results, F.summary, F.stats
+    sizes, nested, budgets = F.sizes_summary, F.nested_summary, F.budgets
+    prov = F.provenance
+    manifest = F.manifest
     units = manifest.units()
-    cfg = prov["config"]
+    cfg = F.config
     L = ["# Which layers to fine-tune? — results", ""]
     L += [f"Profile **{cfg['profile']}**; model "
           f"{manifest.study_model.description or cfg['model']['kind']} "
@@ -789,11 +785,11 @@ def write_report(out) -> pathlib.Path:
               ""]
     L += network_section(manifest)
     L += shift_section(manifest.targets, summary, stats, units)
-    targets = list(dict.fromkeys(r["target"] for r in summary))
+    targets = list(dict.fromkeys(r.target for r in summary))
     all_findings = []
     for target in targets:
-        S = {r["plan"]: r for r in summary if r["target"] == target}
-        modality = next(iter(S.values()))["modality"]
+        S = {r.plan: r for r in summary if r.target == target}
+        modality = next(iter(S.values())).modality
         L += [f"## {target} ({modality})", ""]
         notes = next((t.notes for t in manifest.targets if t.slug == target), [])
         if notes:
@@ -816,7 +812,7 @@ def write_report(out) -> pathlib.Path:
                          f"{_paper_pm(P['pixel_error'], 1, ' %')} | {_pm(O, 'pixel_error', 2)} % | "
                          f"{_paper_pm(P['adjusted_rand'])} | {_pm(O, 'adjusted_rand')} |")
             L.append("")
-        trainers = {r.get("trainer") for r in results if r["target"] == target}
+        trainers = {r.trainer for r in results if r.target == target}
         cheng = [p for p in S if p.startswith(("xunet/", "vunet/"))]
         if cheng:
             L += cheng_section(S, results, target)
@@ -833,9 +829,8 @@ def write_report(out) -> pathlib.Path:
                    if r.get("n_empty") not in ("", None) and int(float(r["n_empty"])) > 0]
         if empties:
             n_e = int(float(empties[0][1]["n_empty"]))
-            n_all = sum(int(float(r["n_test"])) for r in results
-                        if r["target"] == target and r["plan"] == empties[0][0]
-                        and r["status"] == "ok")
+            n_all = sum(int(r.num("n_test")) for r in results
+                        if r.target == target and r.plan == empties[0][0] and r.ok)
             share = f" of {n_all} ({100.0 * n_e / n_all:.0f} %)" if n_all else ""
             L += [f"Held-out images with an empty mask (kept out of the means above): "
                   f"{n_e}{share}. "
@@ -855,7 +850,7 @@ def write_report(out) -> pathlib.Path:
                 b = S.get(f"deep_to_shallow:{k}{scheme}")
                 L.append(f"| {k} | {_pm(a, 'dice') if a else '-'} | {_pm(b, 'dice') if b else '-'} |")
             L.append("")
-        tst = [s for s in stats if s["target"] == target]
+        tst = [s for s in stats if s.target == target]
         if tst:
             L += ["### Paired statistics (Dice)", "",
                   "A − B with its 95 % bootstrap interval over held-out images (resampled within "
@@ -867,18 +862,18 @@ def write_report(out) -> pathlib.Path:
                   "| folds: Wilcoxon p | images n | images: t p | images: Wilcoxon p | Holm p |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for s in tst:
-                L.append(f"| {s['plan_a']} | {s['plan_b']} | {s['why']} | {_f(s['mean_a'])} | "
+                L.append(f"| {s.plan_a} | {s.plan_b} | {s.why} | {_f(s['mean_a'])} | "
                          f"{_f(s['mean_b'])} | {_f(s['diff'])} | {_ci(s)} | "
-                         f"{s.get('verdict') or '-'} | {_p(s['folds_t_p'])} | "
+                         f"{s.verdict or '-'} | {_p(s['folds_t_p'])} | "
                          f"{_p(s['folds_wilcoxon_p'])} | {s['images_n']} | {_p(s['images_t_p'])} | "
                          f"{_p(s['images_wilcoxon_p'])} | {_p(s.get('images_wilcoxon_p_holm'))} |")
             L.append("")
-    failed = [r for r in results if r["status"] != "ok"]
+    failed = [r for r in results if not r.ok]
     L += ["## Failed or diverged runs", ""]
     if failed:
-        L += [f"- {r['target']} / {r['plan']} / fold {r['fold']}"
-              f"{'' if str(r.get('repeat') or 0) == '0' else ' / repeat ' + str(r['repeat'])}: "
-              f"{r['reason']}" for r in failed]
+        L += [f"- {r.target} / {r.plan} / fold {r.fold}"
+              f"{'' if r.repeat == 0 else f' / repeat {r.repeat}'}: {r['reason']}"
+              for r in failed]
     else:
         L.append("None.")
     L.append("")

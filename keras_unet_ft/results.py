@@ -7,16 +7,21 @@ imports neither Keras nor TensorFlow, so ``unet-ft report`` is cheap.
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import functools
 import logging
 import math
 import pathlib
-from typing import Dict, List, Optional
+from collections.abc import Mapping
+from io import StringIO
+from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
-from .io import read_csv, write_csv
-from .layout import (BUDGETS, NESTED, NESTED_SUMMARY, RESULTS, SIZES, SIZES_SUMMARY, STATS, SUMMARY,
-                     PER_IMAGE, Manifest, read_manifest, read_run_summary)
+from .io import read_csv, read_json, write_csv
+from .layout import (BUDGETS, CONFIG, NESTED, NESTED_SUMMARY, RESULTS, SIZES, SIZES_SUMMARY, STATS,
+                     SUMMARY, PER_IMAGE, Manifest, read_manifest, read_run_summary)
 from .metrics import METRICS
 from .plans import BASELINES
 from .stats import bootstrap_ci, ci_verdict, comparison_pairs, holm, paired_tests
@@ -493,10 +498,232 @@ def compute_tables(out, manifest: Optional[Manifest] = None) -> Dict[str, List[d
     return tables
 
 
+def table_fields(name: str, rows: List[dict]) -> List[str]:
+    """The columns of the table ``name`` as written: :data:`TABLE_FIELDS`, else the first
+    row's keys."""
+    return TABLE_FIELDS.get(name) or (list(rows[0].keys()) if rows else ["target"])
+
+
 def write_tables(out, manifest: Optional[Manifest] = None) -> Dict[str, List[dict]]:
     """Compute the tables (:func:`compute_tables`), then write each one; returns them."""
     tables = compute_tables(out, manifest)
     for name, rows in tables.items():
-        fields = TABLE_FIELDS.get(name) or (list(rows[0].keys()) if rows else ["target"])
-        write_csv(pathlib.Path(out) / name, rows, fields)
+        write_csv(pathlib.Path(out) / name, rows, table_fields(name, rows))
     return tables
+
+
+def as_read(rows: List[dict], fields: List[str]) -> List[dict]:
+    """``rows`` as :func:`~keras_unet_ft.io.read_csv` gives them back once
+    :func:`~keras_unet_ft.io.write_csv` wrote them with the columns ``fields``: every cell a
+    string, an absent or None cell ``''``, other columns left out.
+
+    Examples:
+        >>> as_read([{"plan": "all", "dice_mean": 0.5, "best": 1, "note": None}],
+        ...         ["plan", "dice_mean", "best", "note", "tied"])
+        [{'plan': 'all', 'dice_mean': '0.5', 'best': '1', 'note': '', 'tied': ''}]
+    """
+    buf = StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return list(csv.DictReader(StringIO(buf.getvalue(), newline="")))
+
+
+# -- the readers' view: a results folder read once, its rows typed --------------------------
+@dataclasses.dataclass(eq=False)
+class TableRow(Mapping):
+    """A row of a results table as read from its CSV file: every cell by its column name
+    (strings, as in the file: ``row["dice_mean"]``), and the columns readers select rows by
+    as typed attributes (``row.target``, ``row.plan``)."""
+
+    cells: Dict[str, str] = dataclasses.field(repr=False)
+
+    def __getitem__(self, column: str) -> str:
+        return self.cells[column]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.cells)
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def num(self, column: str) -> float:
+        """The cell as a number; NaN when empty, absent or not a number."""
+        try:
+            return float(self.cells.get(column))
+        except (TypeError, ValueError):
+            return math.nan
+
+
+def _int(cell) -> int:
+    return int(cell) if cell not in ("", None) else 0
+
+
+@dataclasses.dataclass(eq=False)
+class SummaryRow(TableRow):
+    """A row of summary.csv: one plan on one target.
+
+    Examples:
+        >>> r = SummaryRow.from_csv({"target": "sim_bus", "plan": "none", "dice_mean": ""})
+        >>> r.plan, r.is_baseline, r.num("dice_mean"), r["dice_mean"]
+        ('none', True, nan, '')
+    """
+
+    target: str = ""
+    plan: str = ""
+    modality: str = ""
+    trained_as: str = ""
+
+    @classmethod
+    def from_csv(cls, cells: dict) -> "SummaryRow":
+        return cls(dict(cells), cells.get("target", ""), cells.get("plan", ""),
+                   cells.get("modality", ""), cells.get("trained_as", ""))
+
+    @property
+    def is_baseline(self) -> bool:
+        """Whether the plan is a baseline (``none``, ``scratch``) of any network."""
+        return self.plan.split("/")[-1] in BASELINES
+
+
+@dataclasses.dataclass(eq=False)
+class ResultRow(TableRow):
+    """A row of results.csv: one run (a plan on a target, a fold of a repeat)."""
+
+    target: str = ""
+    plan: str = ""
+    modality: str = ""
+    status: str = ""
+    fold: int = 0
+    repeat: int = 0
+    run_dir: str = ""
+    trainer: str = ""
+
+    @classmethod
+    def from_csv(cls, cells: dict) -> "ResultRow":
+        return cls(dict(cells), cells.get("target", ""), cells.get("plan", ""),
+                   cells.get("modality", ""), cells.get("status", ""),
+                   _int(cells.get("fold")), _int(cells.get("repeat")),
+                   cells.get("run_dir", ""), cells.get("trainer", ""))
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclasses.dataclass(eq=False)
+class StatsRow(TableRow):
+    """A row of stats.csv: plan A against plan B on a target (A − B, its interval, tests)."""
+
+    target: str = ""
+    plan_a: str = ""
+    plan_b: str = ""
+    why: str = ""
+    verdict: str = ""
+
+    @classmethod
+    def from_csv(cls, cells: dict) -> "StatsRow":
+        return cls(dict(cells), cells.get("target", ""), cells.get("plan_a", ""),
+                   cells.get("plan_b", ""), cells.get("why", ""), cells.get("verdict", ""))
+
+
+class LoadedFolder:
+    """A results folder read once, for its readers (the figures, REPORT.md, the notebooks):
+    ``runs.json`` as a :class:`~keras_unet_ft.layout.Manifest`, ``config.json``, and its
+    tables, summary.csv, results.csv and stats.csv as typed rows. Each file is read at most
+    once, when first asked for; ``out`` is where the folder is (the figures are saved there).
+
+    :func:`keras_unet_ft.pipeline.aggregate` builds it from the tables it has just written
+    (:meth:`from_tables`); ``unet-ft report`` and the notebooks :meth:`load` it.
+
+    Examples:
+        >>> F = LoadedFolder.from_tables("/tmp/r", {SUMMARY: [{"target": "t", "plan": "all"}]})
+        >>> [(r.target, r.plan) for r in F.summary], F.stats
+        ([('t', 'all')], [])
+    """
+
+    def __init__(self, out, tables: Optional[Dict[str, List[dict]]] = None,
+                 manifest: Optional[Manifest] = None):
+        self.out = pathlib.Path(out)
+        self._tables: Dict[str, List[dict]] = dict(tables or {})
+        if manifest is not None:
+            self.manifest = manifest
+        #: ``{run folder (results.csv's run_dir): per_image.csv of the run}`` (the images
+        #: with an object, :func:`per_image`), each read once, when first asked for
+        self.per_image: Dict[str, Dict[str, dict]] = _ReadOnce(
+            lambda run_dir: per_image(self.out, {"run_dir": run_dir}))
+        #: ``{run folder: summary.json of the run, None when absent}``, each read once
+        self.run_summaries: Dict[str, Optional[dict]] = _ReadOnce(
+            lambda run_dir: read_run_summary(self.out / run_dir))
+
+    @classmethod
+    def load(cls, out) -> "LoadedFolder":
+        """The folder at ``out`` (read as each part is asked for); a LoadedFolder as it is."""
+        return out if isinstance(out, LoadedFolder) else cls(out)
+
+    @classmethod
+    def from_tables(cls, out, tables: Dict[str, List[dict]],
+                    manifest: Optional[Manifest] = None) -> "LoadedFolder":
+        """The folder with the tables just computed (:func:`compute_tables`), each row as
+        its CSV file gives it back; tables not among them are read from their files."""
+        return cls(out, {name: as_read(rows, table_fields(name, rows))
+                         for name, rows in tables.items()}, manifest)
+
+    def table(self, name: str) -> List[dict]:
+        """The rows of the table ``name`` (a file name, ``summary.csv``), as read from its
+        file; none when an optional table (all but results.csv and summary.csv) is absent."""
+        if name not in self._tables:
+            path = self.out / name
+            self._tables[name] = (read_csv(path) if path.exists() or name in (RESULTS, SUMMARY)
+                                  else [])
+        return self._tables[name]
+
+    @functools.cached_property
+    def manifest(self) -> Manifest:
+        return read_manifest(self.out)
+
+    @functools.cached_property
+    def provenance(self) -> dict:
+        """``config.json``: the config, package versions, git revision, precision."""
+        return read_json(self.out / CONFIG)
+
+    @property
+    def config(self) -> dict:
+        """The study's config, as written in ``config.json``."""
+        return self.provenance["config"]
+
+    @functools.cached_property
+    def results(self) -> List[ResultRow]:
+        return [ResultRow.from_csv(r) for r in self.table(RESULTS)]
+
+    @functools.cached_property
+    def summary(self) -> List[SummaryRow]:
+        return [SummaryRow.from_csv(r) for r in self.table(SUMMARY)]
+
+    @functools.cached_property
+    def stats(self) -> List[StatsRow]:
+        """The comparisons of stats.csv (rows that compare two plans)."""
+        return [StatsRow.from_csv(r) for r in self.table(STATS) if r.get("plan_a")]
+
+    @property
+    def sizes_summary(self) -> List[dict]:
+        return self.table(SIZES_SUMMARY)
+
+    @property
+    def nested_summary(self) -> List[dict]:
+        return self.table(NESTED_SUMMARY)
+
+    @property
+    def budgets(self) -> List[dict]:
+        return self.table(BUDGETS)
+
+
+class _ReadOnce(dict):
+    """``{key: loader(key)}``, each value loaded when its key is first asked for."""
+
+    def __init__(self, loader):
+        super().__init__()
+        self._loader = loader
+
+    def __missing__(self, key):
+        value = self[key] = self._loader(key)
+        return value

@@ -157,3 +157,71 @@ def test_dice_vs_params_labels_never_overlap(n_points, spread):
             assert f" {row['plan']}" in named
     finally:
         figures._plt().close(fig)
+
+
+# -- fast: the hand-made results folder of the report tests (no study, no model) ------------
+@pytest.fixture
+def handmade(tmp_path):
+    from conftest import make_handmade_results
+    from keras_unet_ft.results import write_tables
+
+    out = make_handmade_results(tmp_path / "r")
+    write_tables(out)
+    return out
+
+
+@pytest.mark.parametrize("fn, name", [
+    (figures.fig_dice_boxplots, "dice_boxplots"),
+    (figures.fig_training_time, "training_time"),
+    (figures.fig_param_share, "param_share"),
+    (lambda o: figures.fig_dice_vs_params(o, "sim_bus"), "dice_vs_params_sim_bus"),
+])
+def test_figures_of_the_handmade_folder(handmade, fn, name):
+    png = fn(handmade)
+    assert png == handmade / "figures" / f"{name}.png"
+    assert png.stat().st_size > 2000 and png.with_suffix(".pdf").exists()
+
+
+def test_figures_without_their_data_are_left_out(handmade):
+    """No block-curve plans, no weight changes, no dataset-size study, no kept images and no
+    kept model in the hand-made folder: those figures are None, never an error."""
+    assert figures.fig4_dice_vs_blocks(handmade, "path") is None
+    assert figures.fig4_dice_vs_blocks(handmade, "level") is None
+    assert figures.fig_weight_change(handmade) is None
+    assert figures.fig_dice_vs_size(handmade) is None
+    assert figures.fig3_examples(handmade, "sim_bus") is None
+    assert figures.fig5_activation_maximization(handmade, steps=1) is None
+
+
+def test_all_figures_read_the_folder_once(handmade, monkeypatch):
+    """make_all_figures loads the folder once: each table and runs.json read at most once,
+    each run's per-image scores at most once (they were read 12 times, once per figure)."""
+    from collections import Counter
+
+    from keras_unet_ft import results
+
+    reads = Counter()
+    read_csv, read_manifest = results.read_csv, results.read_manifest
+    monkeypatch.setattr(results, "read_csv",
+                        lambda p: reads.update([str(p)]) or read_csv(p))
+    monkeypatch.setattr(results, "read_manifest",
+                        lambda o: reads.update(["runs.json"]) or read_manifest(o))
+    made = figures.make_all_figures(handmade, steps=1)
+    assert sorted(p.name for p in made) == ["dice_boxplots.png", "dice_vs_params_sim_bus.png",
+                                            "param_share.png", "training_time.png"]
+    assert reads and max(reads.values()) == 1, reads
+
+
+def test_a_loaded_folder_draws_what_its_path_draws(handmade, tmp_path):
+    """The figures drawn from the tables pipeline.aggregate computed (LoadedFolder.from_tables)
+    are those drawn from the files."""
+    import shutil
+
+    from keras_unet_ft.results import LoadedFolder, compute_tables
+
+    copy = tmp_path / "copy"
+    shutil.copytree(handmade, copy)
+    a = figures.make_all_figures(handmade, steps=1)
+    b = figures.make_all_figures(LoadedFolder.from_tables(copy, compute_tables(copy)), steps=1)
+    assert [p.name for p in a] == [p.name for p in b]
+    assert all(p.read_bytes() == q.read_bytes() for p, q in zip(a, b))

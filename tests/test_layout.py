@@ -93,3 +93,26 @@ def test_a_damaged_runs_json_is_a_bad_input_naming_the_file(tmp_path, damage, me
     with pytest.raises(UserError, match=re.escape(message)):
         read_manifest(out)
     assert read_manifest(make_handmade_results(tmp_path / "ok")).units() == 9
+
+
+def test_run_summaries_are_built_in_one_place_with_a_closed_status(tmp_path):
+    """RunSummary: the status is one of STATUSES (a typo is an error where the summary is
+    built, not a file the readers refuse later); summary.json keeps its keys and their order
+    (the study's runs: status first; a fine-tuned model folder's: status after its facts)."""
+    from keras_unet_ft.layout import STATUSES, RunSummary, write_run_summary
+
+    assert STATUSES == ("ok", "diverged", "failed", "skipped")
+    with pytest.raises(ValueError, match="not 'done'"):
+        RunSummary.of("done", target="t")
+    with pytest.raises(ValueError, match="not 'weird'"):
+        write_run_summary(tmp_path, {"status": "weird"})
+    ok = RunSummary.judged(None, target="t", fold=0)
+    assert ok.ok and ok.reason == "" and list(ok.to_dict()) == ["status", "target", "fold"]
+    bad = RunSummary.judged("loss is nan", status_last=True, target="t", plan="all")
+    assert bad.to_dict() == {"target": "t", "plan": "all", "status": "diverged",
+                             "reason": "diverged: loss is nan"}
+    assert list(bad.to_dict()) == ["target", "plan", "status", "reason"]
+    failed = RunSummary.of("failed", target="t", reason="OSError: disk", retry=True)
+    write_run_summary(tmp_path, failed)
+    assert list(read_json(tmp_path / "summary.json")) == ["status", "target", "reason", "retry"]
+    assert RunSummary.from_dict(read_json(tmp_path / "summary.json")) == failed

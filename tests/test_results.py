@@ -269,3 +269,27 @@ def test_summary_gives_the_spread_of_seconds_per_epoch(runs, spread, steady_spre
     for key, want in (("seconds_per_epoch_spread", spread),
                       ("steady_seconds_per_epoch_spread", steady_spread)):
         assert math.isnan(row[key]) if want is None else row[key] == pytest.approx(want), row
+
+
+def test_a_loaded_folder_holds_the_tables_as_their_files_give_them(tmp_path):
+    """LoadedFolder.from_tables (what pipeline.aggregate hands the figures and the report)
+    holds every table as read back from the CSV just written: the same cells as
+    LoadedFolder.load of the folder, typed rows for the readers."""
+    from keras_unet_ft.layout import RESULTS, STATS, SUMMARY
+    from keras_unet_ft.results import LoadedFolder, ResultRow, SummaryRow
+
+    out = make_handmade_results(tmp_path / "r", failed=[("expanding", 1)])
+    computed = LoadedFolder.from_tables(out, write_tables(out))
+    loaded = LoadedFolder.load(out)
+    for name in (RESULTS, SUMMARY, STATS):
+        assert computed.table(name) == loaded.table(name) == read_csv(out / name)
+    assert all(isinstance(r, SummaryRow) for r in computed.summary)
+    assert all(isinstance(r, ResultRow) for r in computed.results)
+    row = next(r for r in computed.results if not r.ok)
+    assert (row.target, row.plan, row.fold, row.repeat, row.status) == (
+        "sim_bus", "expanding", 1, 0, "failed")
+    assert row["reason"] == "FloatingPointError: diverged" and dict(row) == row.cells
+    assert [(s.plan_a, s.plan_b) for s in computed.stats] == [
+        (s["plan_a"], s["plan_b"]) for s in read_csv(out / STATS)]
+    assert LoadedFolder.load(computed) is computed
+    assert computed.config == loaded.config and computed.manifest == loaded.manifest

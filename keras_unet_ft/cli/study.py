@@ -113,13 +113,15 @@ def cmd_study(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from ..layout import read_manifest
     from ..pipeline import aggregate, outcome
 
-    code, message = outcome(args.out)
+    manifest = read_manifest(args.out)   # read once: the outcome, the tables, the readers
+    code, message = outcome(args.out, manifest)
     if code == EXIT_INCOMPLETE:   # tables of a partial grid would mislead
         print(f"unet-ft: {message}", file=sys.stderr)
         return code
-    aggregate(args.out, figures=not args.no_figures)
+    aggregate(args.out, figures=not args.no_figures, manifest=manifest)
     print(f"wrote {args.out}/REPORT.md; {message}", file=sys.stderr if code else sys.stdout)
     return code
 
