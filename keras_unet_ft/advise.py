@@ -544,3 +544,150 @@ def advice_markdown(a: dict) -> str:
         L.append(f"| {p['rank']} | {p['block']} | {p['part']} | {p['level']} | "
                  f"{p['params']:,} | {p['rgn']:.3g} |")
     return "\n".join(L) + "\n"
+
+
+# -- the probe alone (``unet-ft advise --probe-only``, issue 36) ---------------------------
+#: the measured agreement of the probes with full grids (``benchmarks/probe_vs_grid.py``)
+PROBE_AGREEMENT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / \
+    "probe_agreement.json"
+#: the predictor used when no measured agreement is at hand
+DEFAULT_PREDICTOR = "gps/share"
+
+
+def probe_agreement(path=None) -> Optional[dict]:
+    """The measured agreement of the probes with full grids, or None when not found."""
+    import json
+
+    p = pathlib.Path(path) if path else PROBE_AGREEMENT
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def probe_only(cfg: Config, target: str, out, plans: Optional[str] = None, pretrained=None,
+               verbose: int = 0, predictor: Optional[str] = None) -> dict:
+    """The plans ranked by a zero-training probe (:mod:`keras_unet_ft.probes`), no training.
+
+    The probes look at up to 64 training images of ``advise``'s inner split (the validation
+    images are not used) at the pretrained weights. The ranking is that of ``predictor``
+    (default: the best predictor of the measured agreement, ``benchmarks/probe_agreement.json``);
+    every probe's block scores are written beside it. Writes ``advice.json`` and ``ADVICE.md``
+    (the ranking, the probe and its measured agreement with full grids).
+    """
+    from .data.study_data import load_pretrain_data
+    from .probes import MAX_IMAGES, plan_blocks, probe_report, rank_plans, run_probes
+
+    t_start = time.perf_counter()
+    out = pathlib.Path(out)
+    if backend() != "tensorflow":
+        raise UserError(f"unet-ft advise --probe-only needs the TensorFlow backend; "
+                        f"KERAS_BACKEND is {backend()!r}")
+    precision = resolve_precision(cfg.study.precision)
+    kind = cfg.model.kind
+    bm = block_map(cfg, kind)
+    units = {"path": bm.units("path"), "level": bm.units("level")}
+    names = [p for p in plan_set(plans or cfg.study.plans, units)
+             if not Plan.parse(p).is_baseline]
+    if not names:
+        raise UserError("no plans to rank: give --plans with at least one fine-tuning plan")
+    groups = group_plans(names, {kind: bm}, kind)
+    ds = load_target(cfg, target)
+    write_provenance(cfg, out, precision)
+    weights, source = pretrained_weights(cfg, kind, out, pretrained, precision, verbose)
+    t_pre = time.perf_counter()
+    path = splits_path(out, target)
+    target_folds(cfg, ds, path)
+    split = inner_fold(cfg, ds, {"train": list(ds.ids), "test": []}, 0, path)
+    index = {i: j for j, i in enumerate(ds.ids)}
+    tr = np.array([index[i] for i in split["train"]], dtype=int)
+    try:
+        pre_images = load_pretrain_data(cfg).images
+    except Exception as e:  # noqa: BLE001 - a net not pretrained here: no shift probe
+        log.info("advise --probe-only: no pretraining images (%s); the shift probe is left out",
+                 e)
+        pre_images = None
+    model = build_from_config(model_config(cfg, kind))
+    model.set_weights(weights)
+    pbm = type(bm)(model)
+    res = run_probes(model, pbm, ds.images[tr], ds.masks[tr], pre_images=pre_images,
+                     loss=cfg.finetune.loss, batch_size=cfg.finetune.batch_size,
+                     seed=cfg.study.seed)
+    del model
+    t_probe = time.perf_counter()
+    measured = probe_agreement()
+    chosen = predictor or (measured or {}).get("best") or DEFAULT_PREDICTOR
+    blocks = {c: plan_blocks(c, bm) for c, _, _ in groups}
+    from .trainable import plan_matrix
+    params = {r.plan: int(r.trainable_params) for r in
+              plan_matrix([c for c, _, _ in groups], bm, cfg.finetune.batchnorm)}
+    scores = {k: v["scores"] for k, v in res.items()}
+    order = rank_plans(chosen, scores, blocks, params, seed=cfg.study.seed)
+    if order is None:
+        raise UserError(f"the probe of predictor {chosen!r} could not run on this network")
+    row = next((r for r in (measured or {}).get("predictors", [])
+                if r["predictor"] == chosen), None)
+    a = {"target": target, "target_slug": target_slug(target), "n_images": len(ds),
+         "n_probe_images": int(min(len(tr), MAX_IMAGES)), "pretrained": source,
+         "network": describe_model(cfg.model), "profile": cfg.profile,
+         "too_small_to_learn": cfg.profile in TOO_SMALL_TO_LEARN, "probe_only": True,
+         "predictor": chosen,
+         "ranking": [{"plan": p, "aliases": next(a for c, a, _ in groups if c == p),
+                      "blocks": blocks[p], "trainable_params": params[p]} for p in order],
+         "probes": probe_report(scores, bm),
+         "probe_seconds": {k: v["seconds"] for k, v in res.items()},
+         "agreement": row, "agreement_targets": (measured or {}).get("targets"),
+         "agreement_scale": (measured or {}).get("scale"),
+         "seconds": {"pretrained": t_pre - t_start, "probe": t_probe - t_pre,
+                     "total": time.perf_counter() - t_start},
+         "config": cfg.to_dict()}
+    write_json(out / ADVICE_JSON, a)
+    atomic_write_text(out / ADVICE_MD, probe_markdown(a))
+    return a
+
+
+def agreement_sentence(a: dict) -> str:
+    """How far the probe's ranking agreed with full grids, in one sentence."""
+    r = a.get("agreement")
+    if not r:
+        return (f"the agreement of {a['predictor']} with full grids has not been measured "
+                "(benchmarks/probe_vs_grid.py): treat the ranking as a hint")
+    return (f"measured on {r['targets']} full grids (benchmarks/probe_corpus.csv, a reduced "
+            f"scale): {a['predictor']}'s best partial plan lay in the grid's tied-best group "
+            f"on {100 * r['partial_top1']:.0f} % of targets (wrong on "
+            f"{100 * (1 - r['partial_top1']):.0f} %), Kendall tau {r['partial_tau']:+.2f}, "
+            f"median regret {r['partial_regret_median']:.3f} Dice; whole ranking: top-1 "
+            f"{100 * r['ranking_top1']:.0f} %, tau {r['ranking_tau']:+.2f}")
+
+
+def probe_markdown(a: dict) -> str:
+    """``ADVICE.md`` of ``--probe-only``."""
+    cfg = a["config"]
+    L = [f"# Which layers to fine-tune on {a['target_slug']}? — probe only (no training)", ""]
+    L += profile_note(a)
+    top = a["ranking"][0]
+    L += [f"**Predicted: `{top['plan']}`** (blocks {_blocks(top['blocks'])}, "
+          f"{top['trainable_params']:,} trainable parameters), ranked by the zero-training "
+          f"probe `{a['predictor']}` on {a['n_probe_images']} training images in "
+          f"{a['seconds']['probe']:.1f} s.", "",
+          "How far to trust it: " + agreement_sentence(a) + ". A prediction, not a "
+          "measurement: `unet-ft advise` (successive halving) and `unet-ft study` (the grid) "
+          "train the plans.", "",
+          f"Network: {a.get('network') or cfg['model']['kind']}, {cfg['model']['size']} px, "
+          f"base {cfg['model']['base_filters']}; pretrained: {a['pretrained']}.", "",
+          "## Predicted ranking", "", "| rank | plan | blocks | trainable params |",
+          "|---|---|---|---|"]
+    for i, r in enumerate(a["ranking"], 1):
+        L.append(f"| {i} | {r['plan']} | {_blocks(r['blocks'])} | {r['trainable_params']:,} |")
+    probes = [k for k in a["probes"][0] if k not in ("block", "part", "level", "params")]
+    L += ["", "## Every probe's block scores", "",
+          "rgn: relative gradient norm; fisher: mean squared gradient per parameter; gps: share "
+          "of the largest per-filter gradients; feature: held-out AUC of a ridge probe "
+          "(object vs background) on the block's features; shift: 1 − CKA of the pretraining "
+          "and target features (keras_unet_ft/probes.py).", "",
+          "| block | part | level | params | " + " | ".join(probes) + " |",
+          "|---|---|---|---|" + "---|" * len(probes)]
+    for p in a["probes"]:
+        L.append(f"| {p['block']} | {p['part']} | {p['level']} | {p['params']:,} | "
+                 + " | ".join(f"{p[k]:.3g}" for k in probes) + " |")
+    return "\n".join(L) + "\n"

@@ -78,6 +78,8 @@ def cmd_advise(args) -> int:
 
     set_threads(args.threads)
     cfg = finetune_config(args)
+    if args.probe_only:
+        return _probe_only(cfg, args)
     a = advise(cfg, args.target, args.out, plans=args.plans, budget_minutes=args.budget,
                pretrained=args.pretrained, verbose=1 if args.verbose else 0)
     if a["too_small_to_learn"]:
@@ -93,6 +95,26 @@ def cmd_advise(args) -> int:
         print(f"the budget ended the search early: {a['stopped']}", file=sys.stderr)
     top = ", ".join(f"{p['block']} ({p['part']})" for p in a["probe"][:3])
     print(f"probe (relative gradient norm), top blocks: {top}")
+    print(f"written: {pathlib.Path(args.out) / ADVICE_MD}, {ADVICE_JSON}")
+    return EXIT_OK
+
+
+def _probe_only(cfg, args) -> int:
+    """``advise --probe-only``: the plans ranked by a zero-training probe, in seconds, with
+    its measured agreement with full grids."""
+    from ..advise import agreement_sentence, probe_only
+
+    a = probe_only(cfg, args.target, args.out, plans=args.plans, pretrained=args.pretrained,
+                   verbose=1 if args.verbose else 0, predictor=args.probe)
+    if a["too_small_to_learn"]:
+        print(f"the {a['profile']} profile's nets are too small to learn: this ranking checks "
+              "the pipeline and says nothing about which layers to fine-tune", file=sys.stderr)
+    print(f"predicted ranking for {a['target']} ({a['profile']} profile) by the probe "
+          f"{a['predictor']} on {a['n_probe_images']} training images, no training, in "
+          f"{a['seconds']['probe']:.1f} s (total {a['seconds']['total']:.0f} s):")
+    for i, r in enumerate(a["ranking"], 1):
+        print(f"  {i}. {r['plan']} ({r['trainable_params']:,} trainable parameters)")
+    print("how far to trust it: " + agreement_sentence(a))
     print(f"written: {pathlib.Path(args.out) / ADVICE_MD}, {ADVICE_JSON}")
     return EXIT_OK
 
@@ -154,6 +176,12 @@ def register(sub) -> None:
                    "(its pretrained model and, without --profile, its config); default: "
                    "pretrain first, into OUT/pretrained")
     p.add_argument("--threads", type=_positive(int), help="TensorFlow intra-op threads")
+    p.add_argument("--probe-only", action="store_true",
+                   help="no training: the plans ranked by a zero-training probe in seconds, "
+                        "with its measured agreement with full grids (issue 36)")
+    p.add_argument("--probe", metavar="PREDICTOR",
+                   help="with --probe-only: the probe and rule, e.g. fisher/mean, gps/share "
+                        "(default: the best measured on the corpus)")
     p.set_defaults(func=cmd_advise, check=check_advise)
 
     p = sub.add_parser("predict", help="segment images with a saved model")

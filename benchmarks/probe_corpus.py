@@ -1,0 +1,211 @@
+#!/usr/bin/env python
+"""The corpus of ground truths for the zero-training probes (issue 36): full grids of a small
+plan set on many targets, at a reduced scale that fits a 2-vCPU CPU in about 40 minutes.
+
+    nice -n 10 python benchmarks/probe_corpus.py run --root /tmp/corpus      # the grids
+    python benchmarks/probe_corpus.py summarize --root /tmp/corpus            # the CSV
+
+``run`` starts one ``unet-ft study`` per pretraining (each a results folder under ROOT,
+every target a full grid of :data:`PLANS` over :data:`SCALE`'s folds), the pretrainings side
+by side (one thread each). A study that is stopped goes on from its finished runs when run
+again. ``summarize`` reads each folder's runs (``results.collect``), computes the image-level
+Dice with its 95 % interval and the paired tied-best groups, and writes
+``benchmarks/probe_corpus.csv``: one row per (pretraining, target, plan) with
+
+* ``dice`` (mean over every held-out image with an object), ``dice_ci_low``/``_high``;
+* ``tied_best``: the plan's paired interval of best − plan holds 0 (the best over every plan
+  but ``none``), as ``results.mark_tied_best``; ``tied_best_partial``: the same among the
+  partial plans only (every plan but ``all`` and ``none``: the paper's question);
+* ``best_minus``/``_ci_low``/``_ci_high`` against the best partial plan (partial plans) or
+  the best plan (``all``);
+* ``trainable_params``, ``seconds`` (training seconds summed over folds).
+
+The scale is stated in :data:`SCALE`: the `quick` profile's network (64 px, base 8), 2 folds,
+4 fine-tuning epochs on the fold's training images as they are (``augment_total=1``: no
+augmented copies beyond them), pretraining on 1,200 images for 5 epochs. It is far smaller than
+`quick` (3 folds, 12 epochs, 200 augmented images, 2,400 x 8 pretraining): its nets are less
+trained and its verdicts noisier; it is what a shared 2-vCPU machine allowed in one session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+HERE = pathlib.Path(__file__).resolve().parent
+CSV = HERE / "probe_corpus.csv"
+
+#: the plans of every grid: the paper's split, both block curves at K = 1, 3 (of 9 blocks),
+#: all layers, and the pretrained net untouched (``none``, no training)
+PLANS = ("none", "contracting", "expanding", "shallow_to_deep:1", "shallow_to_deep:3",
+         "deep_to_shallow:1", "deep_to_shallow:3", "all")
+PARTIAL = tuple(p for p in PLANS if p not in ("none", "all"))
+
+#: the reduced scale of the corpus (``--set`` of every study)
+SCALE = {
+    "model.size": 64, "model.base_filters": 8,
+    "data.pretrain_n": 1200, "pretrain.epochs": 5, "pretrain.batch_size": 8,
+    "pretrain.learning_rate": 3e-4,
+    "finetune.folds": 2, "finetune.epochs": 4, "finetune.augment_total": 1,
+    "finetune.batch_size": 8, "finetune.learning_rate": 3e-4,
+    "study.baselines": "false",
+}
+
+#: pretraining -> (pretraining dataset, targets); a target's ``name=`` is its slug
+PRETRAININGS = {
+    "bus": ("sim_bus?seed=1000", [
+        "sim_bus?name=bus",
+        "sim_bus?shift=rim&name=shift_rim",
+        "synth_cxr?n=163&name=cxr",
+        "sim_lus?n=163&name=lus",
+        "sim_bus?shift=speckle&name=shift_speckle",
+        "sim_bus?n=50&seed=11&name=bus_n50",
+        "sim_bus?shift=contrast&name=shift_contrast",
+        "sim_bus?seed=7&name=bus_s7",
+        "sim_bus?shift=gain&name=shift_gain",
+        "sim_bus?shift=blur&name=shift_blur",
+        "sim_bus?seed=13&name=bus_s13",
+        "sim_bus?n=600&seed=12&name=bus_n600",
+    ]),
+    "salient": ("synth_salient", [
+        "sim_bus?name=bus",
+        "sim_bus?shift=rim&name=shift_rim",
+        "synth_cxr?n=163&name=cxr",
+        "sim_lus?n=163&name=lus",
+        "sim_bus?shift=speckle&name=shift_speckle",
+    ]),
+}
+
+
+def study_command(pre: str, root) -> list:
+    """The ``unet-ft study`` command of one pretraining's grids."""
+    data, targets = PRETRAININGS[pre]
+    cmd = ["unet-ft", "study", "--profile", "quick", "--out", str(pathlib.Path(root) / pre),
+           "--pretrain", data, "--plans", ",".join(PLANS), "--no-figures", "--quiet",
+           "--threads", "1"]
+    for k, v in SCALE.items():
+        cmd += ["--set", f"{k}={v}"]
+    for t in targets:
+        cmd += ["--target", t]
+    return cmd
+
+
+def run(root, only=None) -> int:
+    root = pathlib.Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for pre in PRETRAININGS:
+        if only and pre not in only:
+            continue
+        cmd = study_command(pre, root)
+        print(" ".join(cmd), flush=True)
+        log = open(root / f"{pre}.log", "a")
+        procs.append((pre, time.perf_counter(), subprocess.Popen(cmd, stdout=log, stderr=log)))
+    rc = 0
+    for pre, t0, p in procs:
+        rc |= p.wait()
+        print(f"{pre}: exit {p.returncode}, {time.perf_counter() - t0:.0f} s", flush=True)
+    return rc
+
+
+# -- the summary ------------------------------------------------------------------------
+def _fmt(x):
+    return "" if x is None or (isinstance(x, float) and not math.isfinite(x)) else (
+        f"{x:.4f}" if isinstance(x, float) else x)
+
+
+def grid_rows(folder, pre: str):
+    """Rows of the summary CSV for one results folder."""
+    import numpy as np
+
+    from keras_unet_ft.results import _image_scores, _paired, collect
+    from keras_unet_ft.stats import bootstrap_ci
+
+    rows = collect(folder)
+    out = []
+    for target in dict.fromkeys(r["target"] for r in rows):
+        rs = [r for r in rows if r["target"] == target]
+        plans = [p for p in PLANS if any(r["plan"] == p and r["status"] == "ok" for r in rs)]
+        if set(plans) != set(PLANS):
+            print(f"{pre}/{target}: grid not complete ({len(plans)} of {len(PLANS)} plans); "
+                  "left out", file=sys.stderr)
+            continue
+        if not all(sum(r["plan"] == p and r["status"] == "ok" for r in rs)
+                   == int(SCALE["finetune.folds"]) for p in plans):
+            print(f"{pre}/{target}: some folds missing; left out", file=sys.stderr)
+            continue
+        scores = {p: _image_scores(folder, rows, target, p, "dice") for p in plans}
+        dice = {p: float(np.mean(list(s.values()))) for p, s in scores.items()}
+        ci = {}
+        for p, s in scores.items():
+            keys = sorted(s)
+            ci[p] = bootstrap_ci([s[k] for k in keys], [k[0] for k in keys])
+        best = max((p for p in plans if p != "none"), key=lambda p: dice[p])
+        bestp = max(PARTIAL, key=lambda p: dice[p])
+        for p in plans:
+            d, lo, hi = (0.0, 0.0, 0.0) if p == best else _paired(scores[best], scores[p])
+            dp, lop, hip = ((0.0, 0.0, 0.0) if p == bestp else _paired(scores[bestp], scores[p]))
+            r0 = next(r for r in rs if r["plan"] == p and r["status"] == "ok")
+            secs = sum(float(r["train_seconds"] or 0) for r in rs
+                       if r["plan"] == p and r["status"] == "ok")
+            out.append({
+                "pretraining": pre, "target": target, "plan": p,
+                "dice": dice[p], "dice_ci_low": ci[p][0], "dice_ci_high": ci[p][1],
+                "best": int(p == best), "tied_best": int(p != "none" and lo <= 0.0),
+                "best_minus": d, "best_minus_ci_low": lo, "best_minus_ci_high": hi,
+                "best_partial": int(p == bestp),
+                "tied_best_partial": int(p in PARTIAL and lop <= 0.0),
+                "best_partial_minus": dp if p in PARTIAL else "",
+                "best_partial_minus_ci_low": lop if p in PARTIAL else "",
+                "best_partial_minus_ci_high": hip if p in PARTIAL else "",
+                "trainable_params": int(float(r0["trainable_params"] or 0)),
+                "seconds": secs, "n_images": len(scores[p])})
+    return out
+
+
+def summarize(root, path=CSV) -> list:
+    rows = []
+    for pre in PRETRAININGS:
+        folder = pathlib.Path(root) / pre
+        if (folder / "runs.json").exists():
+            rows += grid_rows(folder, pre)
+    if not rows:
+        raise SystemExit(f"no finished grid under {root}")
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _fmt(v) for k, v in r.items()})
+    n = len({(r["pretraining"], r["target"]) for r in rows})
+    print(f"wrote {path}: {n} targets, {len(rows)} rows")
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("what", choices=["run", "summarize", "commands"])
+    ap.add_argument("--root", default="/tmp/corpus")
+    ap.add_argument("--only", action="append", help="pretraining(s) to run")
+    ap.add_argument("--csv", default=str(CSV))
+    a = ap.parse_args(argv)
+    if a.what == "commands":
+        for pre in PRETRAININGS:
+            print(" ".join(f"'{c}'" if "?" in c or "&" in c else c
+                           for c in study_command(pre, a.root)))
+        return 0
+    if a.what == "run":
+        return run(a.root, a.only)
+    summarize(a.root, pathlib.Path(a.csv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
