@@ -50,6 +50,7 @@ from .layout import ADVICE_JSON, ADVICE_MD, RunSummary, splits_path, target_slug
 from .model import build_from_config, describe_model, model_config
 from .plans import PER_VARIABLE_TRAINERS, Plan, group_plans, plan_set
 from .trainable import plan_report, trained_layers
+from .trainers import Resumable
 from .provenance import write_provenance
 from .runtime import Diverged, backend, make_dataset, make_loss, resolve_precision
 from .stats import bootstrap_ci, ci_verdict
@@ -189,6 +190,10 @@ def _go_on(c: Candidate, cfg: Config, session: FoldSession, weights, train, val,
     plan = Plan.parse(c.plan).bare
     st = plan.steps[0]
     tr = session.trainer
+    if not isinstance(tr, Resumable):
+        raise TypeError(f"the {tr.name} trainer cannot go on from a saved state (it lacks "
+                        f"reset, fit, predict, state or restore_optimizer of the Resumable "
+                        f"protocol); plan {c.plan!r} must be trained afresh each rung")
     tr.reset(weights if c.state is None else c.state[0], st.trainable_layers(session.bm),
              cfg.finetune.learning_rate, st, session.bm)
     if c.state is not None:

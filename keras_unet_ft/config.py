@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
-from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, get_args
+from typing import Annotated, Any, Dict, List, Literal, NamedTuple, Optional, Tuple, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -43,7 +43,41 @@ ENCODER_NAMES = ("resnet50", "efficientnetb0", "mobilenetv2", "vgg16", "densenet
 #: ``finetune.batchnorm``: the BatchNorm layers of the blocks a plan trains
 BATCHNORM_MODES = ("auto", "train", "frozen")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-TRAINERS = ("auto", "selective", "masked", "keras")
+
+
+class TrainerSpec(NamedTuple):
+    """One trainer of :mod:`keras_unet_ft.trainers`, as the config and the plan kinds know it
+    (the class itself, with the same ``name``, lives in ``keras_unet_ft/trainers/``).
+
+    Attributes:
+        summary: one line for the docs.
+        study: ``study.trainer`` may name it (``multiworker``: ``--distribute multiworker``
+            picks it).
+        per_variable: it trains per variable (masks, per-layer rates, per-epoch layer sets),
+            so it can train every plan kind, and holds its state, so ``advise`` goes on from a
+            saved state with it (the :class:`~keras_unet_ft.trainers.base.Resumable`
+            protocol).
+    """
+
+    summary: str
+    study: bool = True
+    per_variable: bool = False
+
+
+#: every trainer, by name: the one place a trainer is named (``plans.TRAINERS``,
+#: ``trainers.BUILDERS``, ``study.trainer``'s choices and the docs derive from it)
+TRAINER_SPECS: Dict[str, TrainerSpec] = {
+    "selective": TrainerSpec("one traced train step per set of trainable layers (the default)",
+                             per_variable=True),
+    "masked": TrainerSpec("one traced train step per fold, a 0/1 gradient mask per variable",
+                          per_variable=True),
+    "keras": TrainerSpec("trainable flags + model.fit: fp16 loss scaling, tf.distribute, the "
+                         "JAX / PyTorch backends"),
+    "multiworker": TrainerSpec("data-parallel over TF_CONFIG's workers (--distribute "
+                               "multiworker)", study=False),
+}
+#: ``study.trainer``: ``auto`` or a trainer the study may name
+TRAINERS = ("auto",) + tuple(n for n, s in TRAINER_SPECS.items() if s.study)
 SAVE_WEIGHTS = ("none", "figures", "all")
 LOSSES = ("bce", "dice", "bce+dice")
 #: ``unet-ft export --format``
@@ -233,7 +267,7 @@ class StudyConfig(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     deterministic: Bool = True    # tf.config.experimental.enable_op_determinism
     save_predictions: Bool = True
-    trainer: Literal["auto", "selective", "masked", "keras"] = "auto"   # see keras_unet_ft.trainers
+    trainer: Literal[TRAINERS] = "auto"   # see TRAINER_SPECS, keras_unet_ft.trainers
     am_steps: PositiveInt = 100   # activation-maximization steps for Fig. 5
     # fine-tuned weights kept as runs/.../model.keras: none | figures (the runs the
     # figures need: all layers, fold 0, per target) | all

@@ -60,16 +60,16 @@ import re
 from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from .blocks import SCHEMES, check_scheme
-from .config import MODEL_KINDS
+from .config import MODEL_KINDS, TRAINER_SPECS
 from .exitcodes import UserError
 
 BASELINE_DOC = "the pretrained net, not fine-tuned"
 DIRECTIONS = ("top", "bottom")
 SPLITS = ("conv", "blocks")
-#: every trainer of :mod:`keras_unet_ft.finetune` (``study.trainer``)
-TRAINERS = ("selective", "masked", "keras", "multiworker")
+#: every trainer of :mod:`keras_unet_ft.trainers` (the rows of ``config.TRAINER_SPECS``)
+TRAINERS = tuple(TRAINER_SPECS)
 #: the trainers that hold a per-variable mask, per-layer rates and per-epoch layer sets
-PER_VARIABLE_TRAINERS = ("selective", "masked")
+PER_VARIABLE_TRAINERS = tuple(n for n, s in TRAINER_SPECS.items() if s.per_variable)
 
 
 class PlanError(UserError):

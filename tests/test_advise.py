@@ -211,3 +211,19 @@ def test_advise_recommends_only_a_plan_shown_better_than_the_untouched_net(
         assert "**No plan is recommended**: the best finalist, `contracting`" in text
         assert "Fine-tune `" not in text
     assert "| none (pretrained net untouched, not trained) |" in text
+
+
+def test_going_on_needs_a_resumable_trainer():
+    """A trainer without the :class:`~keras_unet_ft.trainers.Resumable` methods is refused in
+    one sentence before anything is trained."""
+    import types
+
+    from conftest import tiny_config
+    from keras_unet_ft.advise import Candidate, _go_on
+    from keras_unet_ft.trainers import KerasFitTrainer
+
+    cfg = tiny_config()
+    session = types.SimpleNamespace(trainer=KerasFitTrainer(cfg.model, "fp32", True, "bce"),
+                                    bm=None)
+    with pytest.raises(TypeError, match="the keras trainer cannot go on from a saved state"):
+        _go_on(Candidate("expanding", [], "unet"), cfg, session, None, None, None, 1.0, seed=0)

@@ -1,5 +1,6 @@
 """The trainers: one small interface (:class:`~.base.Trainer`), one class per way to
-train a plan, chosen by ``study.trainer`` through :data:`BUILDERS` (no if/elif):
+train a plan, named once in ``config.TRAINER_SPECS`` and chosen by ``study.trainer`` through
+:data:`BUILDERS` (no if/elif):
 
 - ``selective`` (:class:`~.selective.SelectiveTrainer`, the default): one traced train step
   per set of trainable layers, cached for the process; frozen layers cost nothing;
@@ -10,46 +11,47 @@ train a plan, chosen by ``study.trainer`` through :data:`BUILDERS` (no if/elif):
 - ``multiworker`` (:class:`~.multiworker.MultiworkerTrainer`): data-parallel over
   ``TF_CONFIG``'s workers.
 
+The first two also speak :class:`~.base.Resumable` (``advise`` goes on from their saved
+state); ``per_variable`` in their row of ``config.TRAINER_SPECS`` says so, and a test checks
+that the rows and the classes agree.
+
 Every trainer reads ``finetune.batchnorm`` and treats normalisation layers alike
 (:mod:`keras_unet_ft.trainable`): a layer a plan does not train - a BatchNormalization
 layer included - stays bit for bit and runs in inference mode; a trained block's
 BatchNormalization layers train (``auto``, ``train``) or stay in inference mode, untouched
 (``frozen``).
 
-Adding a trainer: a class with ``name``, ``resolved`` and ``train(...)`` (see
-:class:`~.base.Trainer`), one row in :data:`BUILDERS`, its name in
-``plans.TRAINERS`` (and in the ``trainers`` of the plan kinds it can train).
+Adding a trainer: its row in ``config.TRAINER_SPECS`` (name, summary, whether
+``study.trainer`` may name it, whether it trains per variable) and its class here, marked
+``@trainer`` (:func:`~.base.trainer`), with ``name``, ``resolved``, ``train(...)`` (see
+:class:`~.base.Trainer`) and a ``build(cfg, mcfg, seed, precision, strategy)`` classmethod;
+:func:`resolve_trainer` says when ``study.trainer=auto`` picks it. ``plans.TRAINERS``, the
+plan kinds' ``trainers``, :data:`BUILDERS` and ``study.trainer``'s choices follow.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Dict
 
+from ..config import TRAINER_SPECS
+from ..config import TRAINERS as STUDY_TRAINERS
 from ..exitcodes import UserError
 from ..runtime import backend, is_multiworker
-from .base import Trained, Trainer, shifted, stage_learning_rate, weights_by_layer
+from .base import (CLASSES, Resumable, Trained, Trainer, shifted, stage_learning_rate,
+                   weights_by_layer)
 from .keras_fit import _KERAS_RUNS, KerasFitTrainer, KerasRuns
 from .multiworker import MultiworkerTrainer
-from .selective import _SHARED, MaskedTrainer, SelectiveTrainer, masked_trainer, shared_trainer
+from .selective import _SHARED, MaskedTrainer, SelectiveTrainer
 
-__all__ = ["BUILDERS", "KerasFitTrainer", "KerasRuns", "MaskedTrainer", "MultiworkerTrainer",
-           "SelectiveTrainer", "Trained", "Trainer", "clear_shared", "make_trainer",
-           "resolve_trainer", "shifted", "stage_learning_rate", "weights_by_layer"]
+__all__ = ["BUILDERS", "CLASSES", "KerasFitTrainer", "KerasRuns", "MaskedTrainer",
+           "MultiworkerTrainer", "Resumable", "SelectiveTrainer", "Trained", "Trainer",
+           "clear_shared", "make_trainer", "resolve_trainer", "shifted", "stage_learning_rate",
+           "weights_by_layer"]
 
-#: ``study.trainer`` (resolved) -> ``(cfg, model config, seed, precision, strategy) -> Trainer``
+#: ``study.trainer`` (resolved) -> ``(cfg, model config, seed, precision, strategy) -> Trainer``:
+#: each class's ``build``, in the order of ``config.TRAINER_SPECS``
 BUILDERS: Dict[str, Callable[..., Trainer]] = {
-    "selective": lambda cfg, mcfg, seed, precision, strategy: shared_trainer(
-        SelectiveTrainer, mcfg, precision, cfg.study.deterministic, cfg.finetune.learning_rate,
-        cfg.finetune.loss, cfg.finetune.batchnorm),
-    "masked": lambda cfg, mcfg, seed, precision, strategy: masked_trainer(
-        mcfg, seed, precision, cfg.study.deterministic, cfg.finetune.learning_rate,
-        cfg.finetune.loss, cfg.finetune.batchnorm),
-    "keras": lambda cfg, mcfg, seed, precision, strategy: KerasFitTrainer(
-        mcfg, precision, cfg.study.deterministic, cfg.finetune.loss, strategy,
-        cfg.finetune.batchnorm),
-    "multiworker": lambda cfg, mcfg, seed, precision, strategy: MultiworkerTrainer(
-        mcfg, seed, precision, cfg.finetune.loss, strategy, cfg.finetune.batchnorm),
-}
+    name: CLASSES[name].build for name in TRAINER_SPECS if name in CLASSES}
 
 
 def make_trainer(cfg, mcfg, seed: int, precision: str, strategy=None) -> Trainer:
@@ -70,15 +72,16 @@ def resolve_trainer(trainer: str, precision: str, strategy=None, steps: int = 0)
     scaling) or tf.distribute. ``masked`` stays available for comparison. On a Keras
     backend other than TensorFlow (``KERAS_BACKEND=jax`` or ``torch``) only Keras' own
     trainer exists, without ``--distribute``."""
-    if trainer not in ("auto", "selective", "masked", "keras"):
-        raise UserError(f"study.trainer must be auto, selective, masked or keras, got "
-                        f"{trainer!r}")
+    if trainer not in STUDY_TRAINERS:
+        raise UserError(f"study.trainer must be {', '.join(STUDY_TRAINERS[:-1])} or "
+                        f"{STUDY_TRAINERS[-1]}, got {trainer!r}")
     b = backend()
+    per_variable = trainer != "auto" and TRAINER_SPECS[trainer].per_variable
     if b != "tensorflow":
         if strategy is not None:
             raise UserError(f"--distribute needs the TensorFlow backend (KERAS_BACKEND is "
                             f"{b!r})")
-        if trainer in ("selective", "masked"):
+        if per_variable:
             raise UserError(f"the {trainer} trainer needs the TensorFlow backend (KERAS_BACKEND "
                             f"is {b!r}); use study.trainer=keras or auto")
         return "keras"
@@ -94,7 +97,7 @@ def resolve_trainer(trainer: str, precision: str, strategy=None, steps: int = 0)
         if strategy is not None or precision == "fp16":
             return "keras"
         return "selective"
-    if trainer in ("masked", "selective") and (strategy is not None or precision == "fp16"):
+    if per_variable and (strategy is not None or precision == "fp16"):
         raise UserError(f"the {trainer} trainer supports fp32/bf16 without tf.distribute; "
                         "use study.trainer=keras")
     return trainer

@@ -1,15 +1,17 @@
-"""What every trainer shares: the :class:`Trainer` protocol, what a training returns
-(:class:`Trained`), and the small helpers of a training loop."""
+"""What every trainer shares: the :class:`Trainer` protocol, the :class:`Resumable` one of
+the trainers ``advise`` goes on from between rungs, the table of trainer classes
+(:data:`CLASSES`, filled by :func:`trainer`), what a training returns (:class:`Trained`),
+and the small helpers of a training loop."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, Optional, Protocol, Sequence
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from ..blocks import BlockMap
-from ..config import Config
+from ..config import TRAINER_SPECS, Config
 from ..exitcodes import UserError
 from ..plans import Plan
 
@@ -28,6 +30,7 @@ class Trained:
     trace_seconds: float = 0.0    # tracing a train step in this run (selective: first use)
 
 
+@runtime_checkable
 class Trainer(Protocol):
     """How a plan is trained: one small interface, one class per way (``study.trainer``).
 
@@ -43,9 +46,9 @@ class Trainer(Protocol):
             :attr:`keras_unet_ft.plans.KindSpec.trainers`).
         resolved: the precision it trains in (``fp32``, ``bf16``, ``fp16``).
 
-    The trainers whose state the package holds (selective, masked) also go on from a saved
-    state (``advise`` between rungs): ``reset(weights, layers, rate, plan, block_map)``,
-    ``fit(dataset, epochs)``, ``predict(images)``, ``state()`` and ``restore(state)``.
+    The trainers whose state the package holds (``per_variable`` in
+    ``config.TRAINER_SPECS``: selective, masked) also go on from a saved state: the
+    :class:`Resumable` protocol.
     """
 
     name: str
@@ -55,6 +58,62 @@ class Trainer(Protocol):
               data, init, scratch: Callable[[], list], *, seed: int, batch_size: int,
               verbose: int = 0, log_dir=None, warmup_epochs: int = 0) -> Trained:
         ...
+
+
+@runtime_checkable
+class Resumable(Protocol):
+    """A trainer that goes on from a saved state (``advise`` between rungs): one model it
+    keeps, reset to given weights and trained variables, trained a few epochs, its state
+    (weights and optimizer variables) read and set back.
+
+    Attributes:
+        model: the Keras model it trains (one for the trainer's life).
+        bm: that model's block map.
+    """
+
+    name: str
+    model: object
+    bm: BlockMap
+
+    def reset(self, weights=None, trainable_layers=(), learning_rate=None, plan=None,
+              block_map=None, seed: int = 0) -> None:
+        """The model at ``weights`` (its initial state when None), a fresh optimizer at
+        ``learning_rate``, ``trainable_layers`` (narrowed by ``plan``) trained from now on."""
+        ...
+
+    def fit(self, dataset, epochs: int, log=None) -> tuple:
+        """Train ``epochs`` epochs on ``dataset``: ``(history rows, seconds per epoch)``."""
+        ...
+
+    def predict(self, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        ...
+
+    def state(self) -> tuple:
+        """``(weights, optimizer variables)``: where the training stands."""
+        ...
+
+    def restore_optimizer(self, state: tuple) -> None:
+        """The optimizer's variables of a :meth:`state` set back (after :meth:`reset` with its
+        weights, training goes on where that state was taken)."""
+        ...
+
+
+#: ``config.TRAINER_SPECS`` name -> trainer class (each class registers itself: :func:`trainer`)
+CLASSES: Dict[str, type] = {}
+
+
+def trainer(cls: type) -> type:
+    """Register a trainer class under its ``name``, which must be a row of
+    ``config.TRAINER_SPECS``; its ``build(cfg, model config, seed, precision, strategy)``
+    classmethod makes the trainer of a fold (:data:`keras_unet_ft.trainers.BUILDERS`)."""
+    if cls.name not in TRAINER_SPECS:
+        raise ValueError(f"trainer class {cls.__name__} is named {cls.name!r}, which is not a row "
+                         f"of config.TRAINER_SPECS ({', '.join(TRAINER_SPECS)})")
+    if cls.name in CLASSES and CLASSES[cls.name].__qualname__ != cls.__qualname__:
+        raise ValueError(f"trainer name {cls.name!r} is taken by {CLASSES[cls.name].__name__}; "
+                         f"give {cls.__name__} its own row in config.TRAINER_SPECS")
+    CLASSES[cls.name] = cls
+    return cls
 
 
 def weights_by_layer(model) -> Dict[str, List[np.ndarray]]:

@@ -20,7 +20,7 @@ from ..plans import Plan
 from ..runtime import (Diverged, EpochTimer, fresh_session, history_rows, make_dataset,
                        make_loss, predict, strategy_scope, tensorboard_callback)
 from ..trainable import apply_plan, plan_report, trained_layers
-from .base import Trained, stage_layers, warmup_factor, weights_by_layer
+from .base import Trained, stage_layers, trainer, warmup_factor, weights_by_layer
 from .selective import _SHARED
 
 
@@ -84,6 +84,7 @@ def shared_keras_runs(mcfg, precision: str, deterministic: bool, loss: str) -> K
     return _KERAS_RUNS[key]
 
 
+@trainer
 class KerasFitTrainer:
     """The :class:`~.base.Trainer` protocol with Keras' ``fit``: one-stage plans without
     ``tf.distribute`` through :class:`KerasRuns` (no recompile); staged plans or a
@@ -91,6 +92,11 @@ class KerasFitTrainer:
     (trainable flags + recompile) stage by stage."""
 
     name = "keras"
+
+    @classmethod
+    def build(cls, cfg, mcfg, seed: int, precision: str, strategy=None) -> "KerasFitTrainer":
+        return cls(mcfg, precision, cfg.study.deterministic, cfg.finetune.loss, strategy,
+                   cfg.finetune.batchnorm)
 
     def __init__(self, mcfg, precision: str, deterministic: bool, loss: str, strategy=None,
                  batchnorm: str = "auto"):

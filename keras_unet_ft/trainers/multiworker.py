@@ -15,9 +15,10 @@ from ..model import build_from_config
 from ..plans import Plan
 from ..runtime import Diverged, make_dataset, make_loss, predict, resolve_precision
 from ..trainable import is_batchnorm, plan_report, trained_layers
-from .base import Trained, stage_layers, warmup_factor, weights_by_layer
+from .base import Trained, stage_layers, trainer, warmup_factor, weights_by_layer
 
 
+@trainer
 class MultiworkerTrainer:
     """The :class:`~.base.Trainer` protocol over ``tf.distribute.MultiWorkerMirroredStrategy``:
     every worker runs it with the same data and seed; each step's global batch
@@ -28,6 +29,10 @@ class MultiworkerTrainer:
     statistics kept."""
 
     name = "multiworker"
+
+    @classmethod
+    def build(cls, cfg, mcfg, seed: int, precision: str, strategy=None) -> "MultiworkerTrainer":
+        return cls(mcfg, seed, precision, cfg.finetune.loss, strategy, cfg.finetune.batchnorm)
 
     def __init__(self, mcfg, seed: int, precision: str, loss: str, strategy,
                  batchnorm: str = "auto"):

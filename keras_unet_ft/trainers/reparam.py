@@ -21,9 +21,14 @@ Both start from the weights the run starts from (:meth:`Reparam.start`), so ``W0
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+
+
+#: ``KindSpec.reparam`` -> its :class:`Reparam` class (each subclass with a ``kind`` registers
+#: itself: adding one is its class here and its row in ``plans.KIND_SPECS``)
+REPARAMS: Dict[str, type] = {}
 
 
 class Reparam:
@@ -38,7 +43,25 @@ class Reparam:
         n_params: how many scalars they hold.
     """
 
+    #: the plan kind's ``reparam`` (:attr:`keras_unet_ft.plans.KindSpec.reparam`): a subclass
+    #: with a ``kind`` is registered in :data:`REPARAMS` under it
     kind = ""
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if cls.kind:
+            REPARAMS[cls.kind] = cls
+
+    @classmethod
+    def for_plan(cls, plan, layers: Sequence, learning_rate: float) -> "Reparam":
+        """This kind's learned tensors for ``plan`` on ``layers`` (LoRA: at ``plan.rank``)."""
+        return cls(layers, learning_rate)
+
+    @classmethod
+    def refusal(cls, plan, layer) -> Optional[str]:
+        """Why this kind cannot update ``layer`` (a sentence naming the plan and the layer),
+        or None when it can."""
+        return None
 
     def __init__(self, layers: Sequence, learning_rate: float):
         import keras
@@ -106,6 +129,22 @@ class SSF(Reparam):
 
     kind = "ssf"
 
+    @classmethod
+    def refusal(cls, plan, layer) -> Optional[str]:
+        """SSF needs plain ``Conv2D`` layers with a bias: its shift is folded into the bias,
+        its scale into the output channels of the kernel."""
+        import keras
+
+        if not isinstance(layer, keras.layers.Conv2D):
+            return (f"plan {str(plan)!r} cannot train layer {layer.name!r} "
+                    f"({type(layer).__name__}): ssf scales and shifts the output channels of "
+                    "Conv2D layers only; choose another plan for this network")
+        if layer.bias is None:
+            return (f"plan {str(plan)!r} cannot train layer {layer.name!r} (Conv2D without a "
+                    "bias): ssf folds its shift into the convolution's bias; choose another "
+                    "plan for this network")
+        return None
+
     def _make_variables(self) -> list:
         import tensorflow as tf
 
@@ -147,6 +186,23 @@ class LoRA(Reparam):
         self.rank = int(rank)
         super().__init__(layers, learning_rate)
 
+    @classmethod
+    def for_plan(cls, plan, layers: Sequence, learning_rate: float) -> "LoRA":
+        return cls(layers, learning_rate, plan.rank)
+
+    @classmethod
+    def refusal(cls, plan, layer) -> Optional[str]:
+        """LoRA needs a ``Conv2D`` or ``Conv2DTranspose`` kernel (a depthwise kernel has no
+        input-by-output matrix to update)."""
+        import keras
+
+        if not isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+            return (f"plan {str(plan)!r} cannot train layer {layer.name!r} "
+                    f"({type(layer).__name__}): lora updates the kernels of Conv2D and "
+                    "Conv2DTranspose layers only, not a depthwise or other kernel; choose "
+                    "another plan for this network")
+        return None
+
     def _make_variables(self) -> list:
         import tensorflow as tf
 
@@ -187,41 +243,30 @@ class LoRA(Reparam):
 
 
 def check_layers(plan, layers: Sequence) -> None:
-    """Refuse (:class:`~keras_unet_ft.plans.PlanError`) a layer ``plan`` cannot update:
-    ``ssf`` needs plain ``Conv2D`` layers with a bias (its shift is folded into the bias,
-    its scale into the output channels of the kernel), ``lora`` a ``Conv2D`` or
-    ``Conv2DTranspose`` kernel (a depthwise kernel has no input-by-output matrix to
-    update)."""
-    import keras
-
+    """Refuse (:class:`~keras_unet_ft.plans.PlanError`) a layer ``plan`` cannot update (its
+    kind's :meth:`Reparam.refusal`: ``ssf`` needs plain ``Conv2D`` layers with a bias,
+    ``lora`` a ``Conv2D`` or ``Conv2DTranspose`` kernel)."""
     from ..plans import PlanError
 
-    for l in layers:
-        kind = type(l).__name__
-        if plan.reparam == "ssf" and not isinstance(l, keras.layers.Conv2D):
-            raise PlanError(f"plan {str(plan)!r} cannot train layer {l.name!r} ({kind}): ssf "
-                            "scales and shifts the output channels of Conv2D layers only; "
-                            "choose another plan for this network")
-        if plan.reparam == "ssf" and l.bias is None:
-            raise PlanError(f"plan {str(plan)!r} cannot train layer {l.name!r} (Conv2D without "
-                            "a bias): ssf folds its shift into the convolution's bias; choose "
-                            "another plan for this network")
-        if plan.reparam == "lora" and not isinstance(
-                l, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
-            raise PlanError(f"plan {str(plan)!r} cannot train layer {l.name!r} ({kind}): lora "
-                            "updates the kernels of Conv2D and Conv2DTranspose layers only, "
-                            "not a depthwise or other kernel; choose another plan for this "
-                            "network")
+    cls = reparam_class(plan)
+    for layer in layers:
+        why = cls.refusal(plan, layer)
+        if why is not None:
+            raise PlanError(why)
+
+
+def reparam_class(plan) -> type:
+    """The :class:`Reparam` class of ``plan``'s kind, chosen through its row of the kind
+    table (:attr:`keras_unet_ft.plans.KindSpec.reparam`, a key of :data:`REPARAMS`)."""
+    if plan.reparam not in REPARAMS:
+        raise ValueError(f"plan {str(plan)!r} learns no tensors beside its kernels")
+    return REPARAMS[plan.reparam]
 
 
 def make_reparam(plan, model, layers, learning_rate: float) -> Reparam:
-    """The :class:`Reparam` of ``plan``'s kind (``ssf`` or ``lora``) on the named ``layers``
-    of ``model`` (in model order); a layer the kind cannot update is refused
+    """The :class:`Reparam` of ``plan``'s kind (``ssf``, ``lora``: :data:`REPARAMS`) on the
+    named ``layers`` of ``model`` (in model order); a layer the kind cannot update is refused
     (:func:`check_layers`)."""
     chosen = [l for l in model.layers if l.name in set(layers)]
     check_layers(plan, chosen)
-    if plan.reparam == "ssf":
-        return SSF(chosen, learning_rate)
-    if plan.reparam == "lora":
-        return LoRA(chosen, learning_rate, plan.rank)
-    raise ValueError(f"plan {str(plan)!r} learns no tensors beside its kernels")
+    return reparam_class(plan).for_plan(plan, chosen, learning_rate)

@@ -11,7 +11,7 @@ stay bit for bit. Which of them run in training mode is part of every traced ste
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -21,9 +21,11 @@ from ..model import build_from_config
 from ..plans import Plan
 from ..runtime import Diverged, fresh_session, make_dataset, make_loss
 from ..trainable import is_batchnorm, plan_report, trained_layers
-from .base import Trained, optional_log, shifted, stage_layers, warmup_factor, weights_by_layer
+from .base import (Trained, optional_log, shifted, stage_layers, trainer, warmup_factor,
+                   weights_by_layer)
 
 
+@trainer
 class MaskedTrainer:
     """Trains any fine-tuning plan of one model with a single traced train step.
 
@@ -87,8 +89,23 @@ class MaskedTrainer:
         self._reparams: Dict[tuple, object] = {}
         self._steps: Dict[tuple, object] = {}
         self._infer = tf.function(lambda x: model(x, training=False))
+        #: the seed the model was built under right after seeding (its initial weights are
+        #: then the seeded random weights of that seed), or None when not known
+        self.initial_seed: Optional[int] = None
 
     name = "masked"
+
+    @classmethod
+    def build(cls, cfg, mcfg, seed: int, precision: str, strategy=None) -> "MaskedTrainer":
+        """The trainer of one fold (``seed``), on a model built for it (:func:`masked_trainer`)."""
+        return masked_trainer(mcfg, seed, precision, cfg.study.deterministic,
+                              cfg.finetune.learning_rate, cfg.finetune.loss,
+                              cfg.finetune.batchnorm)
+
+    def initial_weights(self) -> list:
+        """The model's weights as built (``get_weights()`` order), whatever it trained since."""
+        at = {id(v): i for i, v in enumerate(self.model.variables)}
+        return [np.array(self._model_state[at[id(w)]]) for w in self.model.weights]
 
     def train(self, plan: Plan, steps: Sequence[Plan], rates: Sequence[float], epochs: int,
               data, init, scratch: Callable[[], list], *, seed: int, batch_size: int,
@@ -306,6 +323,7 @@ class MaskedTrainer:
         return np.concatenate(out).astype(np.float32)
 
 
+@trainer
 class SelectiveTrainer(MaskedTrainer):
     """One traced train step per *set* of trainable layers, cached for the process.
 
@@ -323,6 +341,13 @@ class SelectiveTrainer(MaskedTrainer):
     """
 
     name = "selective"
+
+    @classmethod
+    def build(cls, cfg, mcfg, seed: int, precision: str, strategy=None) -> "SelectiveTrainer":
+        """The process's shared trainer of this network (:func:`shared_trainer`)."""
+        return shared_trainer(cls, mcfg, precision, cfg.study.deterministic,
+                              cfg.finetune.learning_rate, cfg.finetune.loss,
+                              cfg.finetune.batchnorm)
 
     def __init__(self, model, learning_rate: float = 1e-4, loss: str = "bce",
                  resolved: str = "fp32", batchnorm: str = "auto"):
@@ -382,6 +407,7 @@ def shared_trainer(cls, mcfg, precision: str, deterministic: bool, learning_rate
         # the first shared model starts a clean session; later ones keep the others alive
         resolved = fresh_session(0, precision, deterministic, clear=not _SHARED)
         _SHARED[key] = cls(build_from_config(mcfg), learning_rate, loss, resolved, batchnorm)
+        _SHARED[key].initial_seed = 0   # built right after fresh_session seeded 0
     return _SHARED[key]
 
 
@@ -390,4 +416,6 @@ def masked_trainer(mcfg, seed: int, precision: str, deterministic: bool,
                    batchnorm: str = "auto") -> MaskedTrainer:
     """A :class:`MaskedTrainer` on a model built for one fold (a fresh, seeded session)."""
     resolved = fresh_session(seed, precision, deterministic)
-    return MaskedTrainer(build_from_config(mcfg), learning_rate, loss, resolved, batchnorm)
+    out = MaskedTrainer(build_from_config(mcfg), learning_rate, loss, resolved, batchnorm)
+    out.initial_seed = int(seed)   # built right after fresh_session seeded it
+    return out
