@@ -58,6 +58,10 @@ def learnable_weights(layer) -> list:
     """The weights of ``layer`` that training can change by gradient (whatever its current
     ``trainable`` flag): a BatchNormalization layer's gamma and beta, never its moving
     statistics."""
+    import keras
+
+    if isinstance(layer, keras.Model):   # a nested model (ConvNeXt's stem): its layers' own
+        return [w for sub in layer.layers for w in learnable_weights(sub)]
     own = getattr(layer, "_trainable_variables", None)   # as created, flags aside
     if own is None:
         return [w for w in layer.weights if w.trainable]

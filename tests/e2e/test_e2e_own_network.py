@@ -1,8 +1,18 @@
-"""``encoder:NAME`` end to end: a U-Net on a keras.applications backbone through the study."""
+"""``encoder:NAME`` end to end: every backbone family on every trainer, and a study."""
 
 import pytest
 
+from keras_unet_ft.config import ENCODER_NAMES
+from test_encoder_training import TRAINERS, check_frozen_and_counts, train_family
 from test_own_network import _check_report, _study_args
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+@pytest.mark.parametrize("name", ENCODER_NAMES)
+def test_every_encoder_family_keeps_frozen_blocks_and_batchnorm(name, trainer):
+    """Per family and trainer: frozen blocks bit for bit (BatchNorm statistics included),
+    trained BatchNorm layers updated, trainable counts exact (the plan: contracting)."""
+    check_frozen_and_counts(train_family(f"encoder:{name}", trainer))
 
 
 @pytest.mark.slow

@@ -1,0 +1,92 @@
+"""Training your own network: per network family and trainer, a block a plan freezes keeps
+every weight and every BatchNorm moving statistic bit for bit, a trained block's BatchNorm
+layers update their statistics (``finetune.batchnorm=auto``), and the reported trainable
+parameters are exactly the trainable weights of the trained layers.
+
+The default run covers a ``file:`` network on every trainer and MobileNetV2 (depthwise
+convolutions, BatchNorm everywhere) on the default trainer; tests/e2e/test_e2e_own_network.py
+runs every encoder family on every trainer (a ResNet50 at 32 px costs seconds to build and
+trace)."""
+
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from keras_unet_ft import finetune
+
+STATS = ("moving_mean", "moving_variance")
+TRAINERS = ("selective", "masked", "keras")
+
+
+def perturbed_weights(model, seed=3):
+    """The model's weights with BatchNorm statistics and gamma/beta away from their initial
+    values (inference and training mode then differ)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        for w in layer.weights:
+            name = w.path.rsplit("/", 1)[-1]
+            if name in ("moving_mean", "beta"):
+                w.assign(rng.normal(0, 0.1, w.shape).astype("float32"))
+            elif name in ("moving_variance", "gamma"):
+                w.assign(rng.uniform(0.5, 2.0, w.shape).astype("float32"))
+    return model.get_weights()
+
+
+def train_family(kind, trainer, plan="contracting", tmp_path=None):
+    """One fine-tuning run of ``plan`` on ``kind`` (32 px, random encoder) with ``trainer``."""
+    import keras
+
+    from keras_unet_ft.model import build_from_config
+
+    cfg = tiny_config(**{"model.kind": kind, "model.encoder_weights": "none",
+                         "study.trainer": trainer, "finetune.learning_rate": "1e-2",
+                         "finetune.batch_size": "4", "finetune.epochs": "1"})
+    finetune.clear_shared()
+    keras.utils.set_random_seed(0)
+    init = perturbed_weights(build_from_config(cfg.model))
+    x = np.random.default_rng(7).random((8, 32, 32, 1), dtype=np.float32)
+    return finetune.FoldSession(cfg, 0, "fp32").train(plan, (x, (x > 0.55).astype(np.uint8)),
+                                                     init)
+
+
+def check_frozen_and_counts(tr):
+    """Frozen layers bit-identical (statistics included); trained BatchNorm layers' moving
+    statistics updated; the report's trainable count = the trained layers' weights less
+    their moving statistics."""
+    import keras
+
+    trained = set(tr.report.trainable_layers)
+    assert trained, "the plan trains nothing"
+    learnable, bn = 0, 0
+    for layer in tr.model.layers:
+        for w, before in zip(layer.weights, tr.weights_before.get(layer.name, [])):
+            name = w.path.rsplit("/", 1)[-1]
+            same = np.array_equal(np.asarray(w), before)
+            if layer.name not in trained:
+                assert same, f"{w.path} of a frozen layer changed"
+            elif name in STATS:
+                assert not same, f"{w.path}: a trained BatchNorm did not update its statistics"
+            if layer.name in trained and name not in STATS:
+                learnable += int(np.prod(w.shape))
+        bn += isinstance(layer, keras.layers.BatchNormalization)
+    assert bn > 0, "no BatchNorm layer: the test checks nothing of them"
+    assert tr.report.trainable_params == learnable
+    assert tr.report.frozen_params == sum(int(np.prod(w.shape)) for w in tr.model.weights) \
+        - learnable
+
+
+def test_mobilenetv2_unet_frozen_blocks_and_batchnorm_kept():
+    tr = train_family("encoder:mobilenetv2", "selective")
+    check_frozen_and_counts(tr)
+    frozen = [b for b in tr.block_map.blocks if b.part == "expanding"]
+    assert frozen and not set(tr.report.trainable_layers) & {
+        n for b in frozen for n in b.weighted_layers}
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_file_network_frozen_blocks_and_batchnorm_kept_per_trainer(tmp_path, trainer):
+    from test_own_network import _tiny_user_unet
+
+    path = _tiny_user_unet(tmp_path / "net.keras")
+    tr = train_family(f"file:{path}", trainer)
+    check_frozen_and_counts(tr)
