@@ -172,8 +172,12 @@ def build_model(kind: str = "unet", **kwargs) -> keras.Model:
     return MODEL_BUILDERS[kind](**kwargs)
 
 
-def build_from_config(mcfg) -> keras.Model:
+def build_from_config(mcfg, random: bool = False) -> keras.Model:
     """The network a :class:`~keras_unet_ft.config.ModelConfig` describes.
+
+    With ``random``, every weight comes from the layers' (seeded) initialisers: no encoder
+    weights, not the file's weights (the ``scratch`` baseline, a ``reinit`` plan's fresh
+    layers).
 
     ``unet``, ``xunet``, ``vunet``: built here; ``encoder:NAME``: a U-Net decoder on that
     ``keras.applications`` backbone (:func:`~keras_unet_ft.encoders.build_encoder_unet`,
@@ -190,16 +194,16 @@ def build_from_config(mcfg) -> keras.Model:
     shape = (mcfg.size, mcfg.size, 1)
     if family == "encoder":
         return build_encoder_unet(mcfg.kind.partition(":")[2], shape, mcfg.base_filters,
-                                  mcfg.encoder_weights)
+                                  None if random else mcfg.encoder_weights)
     if family == "file":
-        return load_user_model(mcfg.kind.partition(":")[2], mcfg.size)
+        return load_user_model(mcfg.kind.partition(":")[2], mcfg.size, weights=not random)
     kw = dict(input_shape=shape)
     if mcfg.kind == "unet":
         kw.update(base_filters=mcfg.base_filters, depth=mcfg.depth, dropout=mcfg.dropout)
     elif mcfg.kind == "xunet":
         kw.update(base_filters=mcfg.base_filters, depth=mcfg.depth)
     else:
-        kw.update(encoder_weights=mcfg.encoder_weights)
+        kw.update(encoder_weights=None if random else mcfg.encoder_weights)
     return build_model(mcfg.kind, **kw)
 
 

@@ -197,12 +197,14 @@ def _replace_input(cfg: dict, old: str, new: str) -> None:
         cfg["input_layers"] = [[new] + list(s[1:]) if s[0] == old else s for s in spec]
 
 
-def load_user_model(path, size: Optional[int] = None):
+def load_user_model(path, size: Optional[int] = None, weights: bool = True):
     """Your network, rebuilt at ``(size, size, 1)`` with the file's weights.
 
     Args:
         path: a ``.keras`` file (the rules: the module docstring).
         size: the input height and width; None keeps the file's (square) size.
+        weights: the file's weights (the pretrained net); False: the layers' own (seeded)
+            initial weights, the architecture alone.
 
     Returns:
         A functional ``keras.Model`` with input ``(size, size, 1)`` and a float32 sigmoid
@@ -222,10 +224,11 @@ def load_user_model(path, size: Optional[int] = None):
     import keras
 
     p = _check_file(path)
-    cfg, weights, size = _rebuilt_config(p, size)
+    cfg, saved, size = _rebuilt_config(p, size)
     try:
         model = keras.Model.from_config(copy.deepcopy(cfg))   # Keras consumes the dict
-        model.set_weights(weights)
+        if weights:
+            model.set_weights(saved)
     except Exception as e:  # noqa: BLE001 - a fixed-size layer: Flatten + Dense, Reshape
         config, _ = _load(p)
         inp = next(l for l in config["layers"] if l["class_name"] == "InputLayer")
