@@ -133,9 +133,10 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop", [_stop_after_epoch_1, _stop_after_epoch_2,
-                                  _killed_between_weights_and_metadata,
-                                  _killed_before_the_backup])
+@pytest.mark.parametrize("stop", [_stop_after_epoch_1] + [   # the others: 2-3 pretrainings each
+    pytest.param(s, marks=pytest.mark.e2e) for s in (_stop_after_epoch_2,
+                                                    _killed_between_weights_and_metadata,
+                                                    _killed_before_the_backup)])
 def test_a_resumed_pretraining_equals_an_uninterrupted_one_to_the_bit(tmp_path, stop,
                                                                      uninterrupted):
     """Resumed from its checkpoint, pretraining once drew another data order and other dropout
