@@ -21,7 +21,7 @@ from .config import Config
 from .io import atomic_write
 from .layout import RunSummary
 from .metrics import METRICS, batch_metrics
-from .model import build_from_config, model_config
+from .model import build_from_config, loads_weights, model_config
 from .blocks import BlockMap
 from .plans import Plan, PlanError, check_trainer
 from .runtime import Diverged, backend, peak_memory_bytes, reset_peak_memory
@@ -97,18 +97,27 @@ class FoldSession:
 
     @property
     def model(self):
-        """The trainer's model (the trainers that hold one model; Keras' builds per run)."""
+        """The trainer's model (the trainers that hold one model; Keras' builds per run), or
+        None."""
         return getattr(self.trainer, "model", None)
 
     def scratch_weights(self):
-        """Random initial weights of this fold (seeded), for the ``scratch`` baseline."""
+        """Random initial weights of this fold (seeded), for the ``scratch`` baseline: the
+        weights the trainer's model was built with when it was built right after seeding
+        this fold's seed (no second build) from initialisers alone, else those of a network
+        built after seeding, every weight from its initialiser (not a file's or an encoder's
+        weights: :func:`~keras_unet_ft.model.loads_weights`)."""
         import keras
 
         if self._scratch is None:
-            keras.utils.set_random_seed(self.seed)
-            fresh = build_from_config(self.mcfg)
-            self._scratch = fresh.get_weights()
-            del fresh
+            if (getattr(self.trainer, "initial_seed", None) == self.seed
+                    and not loads_weights(self.mcfg)):
+                self._scratch = self.trainer.initial_weights()
+            else:   # a network built with loaded weights (file:, an encoder's): built again
+                keras.utils.set_random_seed(self.seed)
+                fresh = build_from_config(self.mcfg, random=True)
+                self._scratch = fresh.get_weights()
+                del fresh
         return self._scratch
 
     def train(self, plan, train, pretrained_weights, verbose: int = 0,

@@ -207,6 +207,14 @@ def build_from_config(mcfg, random: bool = False) -> keras.Model:
     return build_model(mcfg.kind, **kw)
 
 
+def loads_weights(mcfg) -> bool:
+    """Whether :func:`build_from_config` puts weights of a file in the network (a ``file:``
+    network's, an encoder's): its initial weights are then not the initialisers' alone."""
+    family = model_family(mcfg.kind)
+    return family == "file" or ((family == "encoder" or mcfg.kind == "vunet")
+                                and mcfg.encoder_weights is not None)
+
+
 def _weights_words(encoder_weights) -> str:
     return "none (random)" if encoder_weights is None else str(encoder_weights)
 

@@ -182,3 +182,24 @@ def test_finetune_predict_export_and_advise_on_a_file_network(tmp_path):
     assert set(a["rungs"][0]["scores"]) == {"contracting:blocks", "expanding:blocks", "all"}
     assert a["network"].startswith("net.keras (your network")
     assert "Network: net.keras (your network" in (advice / "ADVICE.md").read_text()
+
+
+def test_scratch_on_a_file_network_starts_from_random_weights_not_the_files(tmp_path):
+    """``scratch`` (and a ``reinit`` plan's fresh layers) on your own network: the layers'
+    seeded initial weights, never the file's (which are the pretrained net)."""
+    import numpy as np
+
+    from conftest import tiny_config
+    from keras_unet_ft import finetune
+    from keras_unet_ft.usermodel import user_model_weights
+
+    path = _tiny_user_unet(tmp_path / "net.keras")
+    cfg = tiny_config(**{"model.kind": f"file:{path}"})
+    finetune.clear_shared()
+    a = finetune.FoldSession(cfg, 0, "fp32").scratch_weights()
+    finetune.clear_shared()
+    b = finetune.FoldSession(cfg, 0, "fp32").scratch_weights()
+    saved = user_model_weights(path, 32)
+    kernels = [i for i, w in enumerate(saved) if w.ndim == 4]
+    assert all(not np.array_equal(a[i], saved[i]) for i in kernels)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))   # seeded: the same twice
