@@ -123,9 +123,11 @@ def split_ids(ids: Sequence[str], val_fraction: float, seed: int, strata=None):
     return sorted(tr, key=ids.index), sorted(va, key=ids.index)
 
 
-def _check_fits(weights, mcfg, source) -> None:
-    """The pretrained weights must fit the network the config builds."""
-    model = build_from_config(mcfg)
+def _check_fits(weights, mcfg, source, model=None) -> None:
+    """The pretrained weights must fit the network the config builds (``model``: that
+    network, already built; built here when None)."""
+    if model is None:
+        model = build_from_config(mcfg)
     want = [tuple(w.shape) for w in model.get_weights()]
     got = [tuple(np.shape(w)) for w in weights]
     if want != got:
@@ -142,9 +144,11 @@ def _check_fits(weights, mcfg, source) -> None:
 
 
 def pretrained_weights(cfg: Config, kind: str, out, pretrained=None, precision="fp32",
-                       verbose: int = 0):
+                       verbose: int = 0, check: bool = True):
     """Starting weights: a ``.keras`` file, a study folder's pretrained model, or (None)
-    pretraining as the study does, into ``out/pretrained`` (reused when there)."""
+    pretraining as the study does, into ``out/pretrained`` (reused when there). A file's
+    weights are checked against the config's network (:func:`_check_fits`) unless ``check``
+    is False (the caller checks them against the network it has built)."""
     import keras
 
     mcfg = model_config(cfg, kind)
@@ -165,7 +169,8 @@ def pretrained_weights(cfg: Config, kind: str, out, pretrained=None, precision="
     except Exception as e:  # noqa: BLE001
         raise UserError(f"cannot read the pretrained model {p} ({e.__class__.__name__}: "
                         f"{str(e)[:200]})") from None
-    _check_fits(weights, mcfg, p)
+    if check:
+        _check_fits(weights, mcfg, p)
     return weights, str(p)
 
 
@@ -222,9 +227,14 @@ def finetune_model(cfg: Config, target: str, plan: str, out, pretrained=None,
     tr_ids, va_ids = split_ids(ds.ids, val_fraction, cfg.study.seed, ds.strata())
     if chief:
         write_provenance(cfg, out, precision)
-    weights, source = pretrained_weights(cfg, kind, out, pretrained, precision, verbose)
-    train, test = fold_arrays(cfg, ds, {"train": tr_ids, "test": va_ids}, 0)
+    weights, source = pretrained_weights(cfg, kind, out, pretrained, precision, verbose,
+                                         check=False)
+    # the run's one network: the trainer's model (built once) checks the file's weights, and
+    # its block map and initial weights serve the run
     session = FoldSession(cfg, 0, precision, strategy, kind)
+    if pretrained is not None:
+        _check_fits(weights, session.mcfg, source, session.model)
+    train, test = fold_arrays(cfg, ds, {"train": tr_ids, "test": va_ids}, 0)
     t0 = time.perf_counter()
     log_dir = pathlib.Path(cfg.study.tensorboard) / "finetune" if cfg.study.tensorboard else None
     try:

@@ -325,3 +325,54 @@ def test_divergence_reads_weights_and_predictions(history, probs, weights, expec
 
     why = divergence(history, np.asarray(probs, float), weights)
     assert (why is None) if expected is None else (expected in why), why
+
+
+def _count_builds(monkeypatch):
+    """Count every ``build_from_config`` call, whichever module of the package makes it."""
+    import sys
+
+    from keras_unet_ft import model as model_module
+
+    build, calls = model_module.build_from_config, []
+
+    def counting(mcfg):
+        calls.append(mcfg.kind)
+        return build(mcfg)
+
+    for name, mod in list(sys.modules.items()):
+        if name.startswith("keras_unet_ft") and getattr(mod, "build_from_config", None) is build:
+            monkeypatch.setattr(mod, "build_from_config", counting)
+    return calls
+
+
+@pytest.mark.parametrize("trainer", ["selective", "masked"])
+def test_one_finetune_run_builds_its_network_once(trainer, tmp_path, monkeypatch):
+    """``deploy.finetune_model`` from a ``.keras`` file: the file's check, the block map, the
+    fold's seeded random weights (``scratch``, ``reinit``) and the training all use the one
+    network the trainer builds (``reinit:expanding`` needs all three; ``scratch`` reads the
+    same seeded weights)."""
+    from keras_unet_ft import deploy, trainers
+    from keras_unet_ft.model import build_unet
+
+    trainers.clear_shared()
+    build_unet((32, 32, 1), base_filters=4).save(tmp_path / "pre.keras")
+    cfg = tiny_config(**{"data.cache_dir": str(tmp_path / "cache"), "study.trainer": trainer})
+    calls = _count_builds(monkeypatch)
+    s = deploy.finetune_model(cfg, "sim_bus", "reinit:expanding", tmp_path / "out",
+                              pretrained=tmp_path / "pre.keras")
+    assert s["status"] == "ok" and s["trainer"] == trainer
+    assert calls == ["unet"]
+
+
+def test_a_pretrained_file_that_does_not_fit_is_refused_by_the_trainers_network(tmp_path):
+    from keras_unet_ft import deploy, trainers
+    from keras_unet_ft.exitcodes import UserError
+    from keras_unet_ft.model import build_unet
+
+    trainers.clear_shared()
+    build_unet((32, 32, 1), base_filters=8).save(tmp_path / "pre.keras")
+    cfg = tiny_config(**{"data.cache_dir": str(tmp_path / "cache")})
+    with pytest.raises(UserError, match="does not fit the network of this config"):
+        deploy.finetune_model(cfg, "sim_bus", "all", tmp_path / "out",
+                              pretrained=tmp_path / "pre.keras")
+    assert not (tmp_path / "out" / "model.keras").exists()
