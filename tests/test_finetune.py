@@ -335,9 +335,9 @@ def _count_builds(monkeypatch):
 
     build, calls = model_module.build_from_config, []
 
-    def counting(mcfg):
+    def counting(mcfg, *args, **kw):
         calls.append(mcfg.kind)
-        return build(mcfg)
+        return build(mcfg, *args, **kw)
 
     for name, mod in list(sys.modules.items()):
         if name.startswith("keras_unet_ft") and getattr(mod, "build_from_config", None) is build:
