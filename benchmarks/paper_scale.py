@@ -53,10 +53,10 @@ def pretraining(out: pathlib.Path) -> dict:
     if not dirs:
         return {}
     d = dirs[0]
-    summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() \
-        else {}
-    hist = read_csv(d / "history.csv") if (d / "history.csv").exists() else \
-        read_csv(d / "history.partial.csv")
+    summary = (json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists()
+               else {})
+    hist = (read_csv(d / "history.csv") if (d / "history.csv").exists()
+            else read_csv(d / "history.partial.csv"))
     secs = [_f(r.get("seconds")) for r in hist if _f(r.get("seconds"))]
     steady = summary.get("steady_seconds_per_epoch") or (
         statistics.median(secs[1:] or secs) if secs else summary.get("seconds_per_epoch"))
@@ -114,8 +114,8 @@ def extrapolate(out: pathlib.Path, table: list, pre: dict) -> dict:
     runs = len(plans) * cfg.finetune.folds * len(cfg.data.targets)
     paper = Config()   # the paper's settings: 40 epochs on 10,000 images (10 % validation)
     scale = (paper.data.pretrain_n / cfg.data.pretrain_n) if cfg.data.pretrain_n else 1.0
-    pre_s = (pre["seconds_per_epoch"] * scale * paper.pretrain.epochs) \
-        if pre.get("seconds_per_epoch") else None
+    pre_s = ((pre["seconds_per_epoch"] * scale * paper.pretrain.epochs)
+             if pre.get("seconds_per_epoch") else None)
     return {"plans": len(plans), "runs_once": runs,
             "per_run_seconds": per_run, "grid_seconds_once": runs * per_run,
             "pretrain_seconds": pre_s, "pretrain_epochs": paper.pretrain.epochs,
@@ -138,8 +138,8 @@ def markdown(out: pathlib.Path) -> str:
     table = per_plan(out)
     ex = extrapolate(out, table, pre)
     cfg = load_config_of(out)
-    prov = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() \
-        else {}
+    prov = (json.loads((out / "config.json").read_text()) if (out / "config.json").exists()
+            else {})
     v = prov.get("versions", {})
     lines = [f"Results folder `{out}`: profile `{cfg.profile}`, {cfg.model.size} px, base "
              f"{cfg.model.base_filters}, {cfg.finetune.folds} folds, {cfg.finetune.epochs} "

@@ -94,8 +94,8 @@ MAX_SEED = 2 ** 31
 # -- what a ``--set`` string or a JSON value becomes -----------------------------------
 def _none_word(value):
     """``none``, ``null`` or an empty string mean None (an optional field)."""
-    return None if isinstance(value, str) and value.strip().lower() in ("none", "null", "") \
-        else value
+    return (None if isinstance(value, str) and value.strip().lower() in ("none", "null", "")
+            else value)
 
 
 def _comma_list(value):
@@ -240,8 +240,8 @@ class FinetuneConfig(Section):
     hflip: Bool = True
     # one learning rate per stage of a staged plan (``A>B``); empty = learning_rate for all.
     # Cheng & Lam's V-Unet: 1e-5 (decoder only) then 5e-6 (all layers).
-    stage_learning_rates: Annotated[List[PositiveFloat], BeforeValidator(_comma_list)] = \
-        Field(default_factory=list)
+    stage_learning_rates: Annotated[List[PositiveFloat], BeforeValidator(_comma_list)] = Field(
+        default_factory=list)
     # the loss: bce (the paper's binary cross-entropy), dice (soft Dice) or bce+dice
     loss: Literal["bce", "dice", "bce+dice"] = "bce"
     # a linear learning-rate warm-up: epoch e <= W of each stage at rate * e / (W + 1)
@@ -286,8 +286,8 @@ class SizesConfig(Section):
     images are skipped and listed in the report.
     """
     run: Literal["auto", "yes", "no"] = "auto"   # auto (with the cheng plan set) | yes | no
-    counts: Annotated[List[PositiveInt], BeforeValidator(_comma_list)] = \
-        Field(default_factory=lambda: [50, 100, 200, 400])
+    counts: Annotated[List[PositiveInt], BeforeValidator(_comma_list)] = Field(
+        default_factory=lambda: [50, 100, 200, 400])
     plans: Str = "xunet/all,vunet/expanding:blocks>all"
     augment_factor: PositiveInt = 2
 
@@ -496,8 +496,8 @@ def _worded(key: str, value, error: ValidationError) -> str:
             items = _comma_list(value) if isinstance(value, str) else list(value)
             shown = [_as_number(v, whole) for v in items]
             what = "whole numbers" if whole else "numbers"
-            return f"bad value for {key}: {shown!r}; expected positive {what}" \
-                if bound == "> 0" else f"bad value for {key}: {shown!r}; expected {what} {bound}"
+            return (f"bad value for {key}: {shown!r}; expected positive {what}"
+                    if bound == "> 0" else f"bad value for {key}: {shown!r}; expected {what} {bound}")
         return f"bad value for {key}: {_as_number(got, whole)!r}; expected a number {bound}"
     if kind == "finite_number":
         return f"{key}: expected {_TYPE_WORDS['finite']}, got {value!r}"

@@ -89,8 +89,8 @@ class FoldSession:
         bm = getattr(self.trainer, "bm", None)
         if bm is None:
             if self._bm is None:
-                mcfg = self.mcfg.model_copy(update={"encoder_weights": None}) \
-                    if self.mcfg.kind == "vunet" else self.mcfg
+                mcfg = (self.mcfg.model_copy(update={"encoder_weights": None})
+                        if self.mcfg.kind == "vunet" else self.mcfg)
                 self._bm = BlockMap(build_from_config(mcfg))
             bm = self._bm
         return bm
@@ -305,8 +305,8 @@ def run_one(cfg: Config, target: str, fold: int, plan: str, model_kind: str, tra
     after = weights_by_layer(tr.model)
     ev = evaluate(tr.predict, test[0], test[1], test[2], tr.history, after,
                   cfg.finetune.batch_size)
-    change = relative_change(tr.weights_before, after, tr.block_map) \
-        if parsed.from_pretrained else None
+    change = (relative_change(tr.weights_before, after, tr.block_map)
+              if parsed.from_pretrained else None)
     none = not parsed.trains
     report = tr.report
     total = report.trainable_params + report.frozen_params

@@ -188,16 +188,16 @@ class RunSpec:
         """``runs/<target>/<plan>/fold_<k>``; a target or plan whose name would leave the
         results folder (``..``, ``/``: a tampered runs.json) is an error naming the entry."""
         slug = target_slug(self.target)
-        if not SAFE_NAME.fullmatch(slug) or not isinstance(self.fold, int) or \
-                not isinstance(self.repeat, int):
+        if (not SAFE_NAME.fullmatch(slug) or not isinstance(self.fold, int)
+                or not isinstance(self.repeat, int)):
             raise UserError(f"runs.json: run entry target={self.target!r}, fold={self.fold!r}, "
                             f"repeat={self.repeat!r} does not name a folder inside the results "
                             "folder")
         base = pathlib.Path(RUNS) / slug
         if self.variant:
             base = base / "sizes" / self.variant
-        name = f"fold_{self.fold}" + (f"_repeat_{self.repeat}" if self.repeat else "") + \
-            ("_inner" if self.inner else "")
+        name = (f"fold_{self.fold}" + (f"_repeat_{self.repeat}" if self.repeat else "")
+                + ("_inner" if self.inner else ""))
         plan = plan_slug(self.plan)
         if not SAFE_NAME.fullmatch(plan):
             raise UserError(f"runs.json: run entry plan={self.plan!r} does not name a folder "

@@ -692,8 +692,8 @@ class Plan:
             >>> Plan.parse("xunet/deep_to_shallow:3").curve_k("deep_to_shallow") is None
             True
         """
-        if self.spec.curve and self.kind == kind and self.model is None \
-                and self.scheme == scheme:
+        if (self.spec.curve and self.kind == kind and self.model is None
+                and self.scheme == scheme):
             return self.k
         return None
 

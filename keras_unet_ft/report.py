@@ -285,8 +285,8 @@ def _last_block_finding(S, st, dice) -> List[str]:
                                     f"order {LAST_BLOCK} and {partner} differently")
     else:
         paired = "; no paired interval (stats.csv has no row comparing the two)"
-        word, why = ("tied", f" — the same Dice as {partner}") if d == 0 else \
-            ("yes" if lowest else "no", "")
+        word, why = (("tied", f" — the same Dice as {partner}") if d == 0
+                     else ("yes" if lowest else "no", ""))
     left = f"; left out: {_no_dice(lost)}" if lost else ""
     return [f"{claim}: **{word}**{why}, {LAST_BLOCK} is number {len(ranked) - rank + 1} of "
             f"{len(ranked)} block plans from the best (Dice {dice(LAST_BLOCK):.3f}; lowest: "
@@ -603,8 +603,8 @@ def budget_section(budgets: List[dict], target: str) -> List[str]:
 
 def _repeats(cfg: dict) -> str:
     n = int(cfg["study"].get("seeds", 1) or 1)
-    return f" repeated {n} times (each with its own folds, augmentation and initialisation)" \
-        if n > 1 else ""
+    return (f" repeated {n} times (each with its own folds, augmentation and initialisation)"
+            if n > 1 else "")
 
 
 def no_recommendation(target: str, rec: dict) -> str:

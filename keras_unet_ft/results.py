@@ -326,8 +326,8 @@ def budget_table(out, summary: List[dict], rows: List[dict], metric: str = "dice
     total = {}
     for r in rows:
         if r["status"] == "ok" and r.get("trainable_params") not in ("", None):
-            total[(r["target"], r["plan"])] = _num(r["trainable_params"]) + \
-                _num(r.get("frozen_params"))
+            total[(r["target"], r["plan"])] = (_num(r["trainable_params"])
+                                               + _num(r.get("frozen_params")))
     out_rows = []
     cache: Dict[tuple, dict] = {}
 

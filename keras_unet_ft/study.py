@@ -83,8 +83,8 @@ def study_plans(cfg: Config, units: Dict[str, int]) -> List[str]:
     if cfg.study.baselines:
         kind = Plan.parse(plans[0]).model_or(cfg.model.kind)
         prefix = f"{kind}/" if kind != cfg.model.kind else ""
-        plans = [p for p in plans if not Plan.parse(p).is_baseline] + \
-            [prefix + b for b in BASELINES]
+        plans = ([p for p in plans if not Plan.parse(p).is_baseline]
+                 + [prefix + b for b in BASELINES])
     return plans
 
 
@@ -105,8 +105,8 @@ def list_runs(cfg: Config, targets: Sequence[str]):
     """
     maps = {cfg.model.kind: block_map(cfg, cfg.model.kind)}
     plans = study_plans(cfg, _units(maps[cfg.model.kind]))
-    size_plans = plan_set(cfg.sizes.plans, _units(maps[cfg.model.kind])) \
-        if sizes_enabled(cfg) else []
+    size_plans = (plan_set(cfg.sizes.plans, _units(maps[cfg.model.kind]))
+                  if sizes_enabled(cfg) else [])
     for p in plans + size_plans:
         kind = Plan.parse(p).model_or(cfg.model.kind)
         if kind not in maps:
@@ -156,8 +156,8 @@ def keeps_weights(cfg: Config, run: RunSpec, maps: Dict[str, BlockMap]) -> bool:
     the all-layers run of fold 0 (Fig. 5 draws the net fine-tuned with every layer)."""
     if cfg.study.save_weights == "all":
         return True
-    if cfg.study.save_weights == "none" or run.fold != 0 or run.n_train is not None \
-            or run.repeat or run.inner:
+    if (cfg.study.save_weights == "none" or run.fold != 0 or run.n_train is not None
+            or run.repeat or run.inner):
         return False
     full = all_layers_plan(maps[run.model].units("path"))
     labels = {str(Plan.parse(p).bare) for p in [run.plan] + list(run.aliases)}

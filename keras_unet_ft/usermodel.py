@@ -158,8 +158,8 @@ def _rebuilt_config(path: pathlib.Path, size: Optional[int]) -> Tuple[dict, list
     if key in _REBUILT:
         return _REBUILT[key], weights, int(size)
     cfg = copy.deepcopy(config)
-    out_name = cfg["output_layers"][0] if isinstance(cfg["output_layers"][0], str) \
-        else cfg["output_layers"][0][0]
+    out_name = (cfg["output_layers"][0] if isinstance(cfg["output_layers"][0], str)
+                else cfg["output_layers"][0][0])
     layers = []
     for entry in cfg["layers"]:
         entry.pop("build_config", None)   # layers are built when the graph is rebuilt

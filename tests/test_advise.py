@@ -150,8 +150,8 @@ def test_a_diverged_plan_is_dropped_and_named(tmp_path, monkeypatch):
     assert "expanding" not in [r["plan"] for r in a["ranking"]]
     bad = [o for o in a["order"] if o["status"] != "ok"]
     assert [(o["plan"], o["last_score"]) for o in bad] == [("expanding", None)]
-    assert "Left out (diverged or failed): expanding: loss became non-finite" in \
-        (tmp_path / "a" / "ADVICE.md").read_text()
+    assert ("Left out (diverged or failed): expanding: loss became non-finite"
+            in (tmp_path / "a" / "ADVICE.md").read_text())
 
 
 @pytest.mark.parametrize("none_dice, recommended", [

@@ -29,6 +29,6 @@ def test_architecture_doc_lists_the_contract_layers_in_order():
 def test_every_module_of_the_package_is_in_a_layer():
     layered = {m for layer in _contract_layers() for m in layer}
     package = ROOT / "keras_unet_ft"
-    top = {p.stem for p in package.glob("*.py") if p.stem != "__init__"} | \
-        {p.name for p in package.iterdir() if (p / "__init__.py").exists()}
+    top = ({p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+           | {p.name for p in package.iterdir() if (p / "__init__.py").exists()})
     assert top == layered, (top - layered, layered - top)

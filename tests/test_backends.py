@@ -43,8 +43,8 @@ def test_array_batches_cover_every_image_once_per_epoch(n, batch, shuffle):
     if shuffle and n > 3:
         assert epochs[0] != epochs[1]          # a new order every epoch ...
         again = runtime.make_dataset(x, x, batch, shuffle=True, seed=3, numpy=True)
-        assert np.concatenate([again[i][0].ravel() for i in range(len(again))]).tolist() \
-            == epochs[0]                         # ... from the seed
+        assert (np.concatenate([again[i][0].ravel() for i in range(len(again))]).tolist()
+                == epochs[0])                    # ... from the seed
     if not shuffle:
         assert epochs[0] == list(range(n)) == epochs[2]
     with pytest.raises(IndexError):
@@ -118,8 +118,8 @@ def test_a_run_on_the_array_path_freezes_exactly_and_reports_its_backend(as_jax,
                            (x[:4], y[:4], ["a", "b", "c", "d"]), init, session)
     assert seen, "the run did not use the array batches"
     s = res.summary
-    assert (s["trainer"], s["backend"], s["peak_gpu_memory_gib"], s["epochs"]) == \
-        ("keras", "jax", None, 2)
+    assert ((s["trainer"], s["backend"], s["peak_gpu_memory_gib"], s["epochs"])
+            == ("keras", "jax", None, 2))
     assert [r["epoch"] for r in res.history] == [1, 2] and all(r["seconds"] > 0
                                                                  for r in res.history)
     assert s["images_per_second"] == pytest.approx(12 / res.history[1]["seconds"])
@@ -207,8 +207,8 @@ def test_a_missing_backend_is_one_line_with_the_fix(monkeypatch, capsys):
         runtime.require_installed_backend("unet-ft")
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("unet-ft: error: Keras' backend is 'nosuchbackend'") \
-        and "nosuchbackend is not installed: pip install nosuchbackend" in err
+    assert (err.startswith("unet-ft: error: Keras' backend is 'nosuchbackend'")
+            and "nosuchbackend is not installed: pip install nosuchbackend" in err)
     installed = next(b for b in ("tensorflow", "jax", "torch")
                      if importlib.util.find_spec(b) is not None)
     assert f"or use the installed one: KERAS_BACKEND={installed}" in err   # named

@@ -95,8 +95,8 @@ def _expected(tr, plan, mode, epochs):
 
     p, bm = Plan.parse(plan), tr.block_map
     reported = trained_layers(tr.model, frozenset().union(*p.stage_layers(bm)), mode)
-    changed = trained_layers(tr.model, p.epoch_layers(bm, epochs), mode) \
-        if p.layers_change else reported
+    changed = (trained_layers(tr.model, p.epoch_layers(bm, epochs), mode)
+               if p.layers_change else reported)
     return reported, changed
 
 

@@ -71,8 +71,8 @@ def check_frozen_and_counts(tr):
         bn += isinstance(layer, keras.layers.BatchNormalization)
     assert bn > 0, "no BatchNorm layer: the test checks nothing of them"
     assert tr.report.trainable_params == learnable
-    assert tr.report.frozen_params == sum(int(np.prod(w.shape)) for w in tr.model.weights) \
-        - learnable
+    assert tr.report.frozen_params == (sum(int(np.prod(w.shape)) for w in tr.model.weights)
+                                       - learnable)
 
 
 def test_mobilenetv2_unet_frozen_blocks_and_batchnorm_kept():

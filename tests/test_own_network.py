@@ -106,8 +106,8 @@ def _check_report(out: pathlib.Path, description: str, layer: str):
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert figures, "no figures"
     manifest = json.loads((out / "runs.json").read_text())
-    assert manifest["models"][manifest["model"]]["description"] == description or \
-        description in manifest["models"][manifest["model"]]["description"]
+    assert (manifest["models"][manifest["model"]]["description"] == description
+            or description in manifest["models"][manifest["model"]]["description"])
     return report
 
 
@@ -129,8 +129,8 @@ def test_study_on_a_file_network_end_to_end(tmp_path):
     assert {"fig4_dice_vs_blocks", "fig5_activation_maximization", "param_share"} <= figures
     assert file_digest(path)[:8] in report
     summary = next((out / "runs").rglob("summary.json"))
-    assert json.loads(summary.read_text())["fingerprint"]["model.identity"]["sha256"] \
-        == file_digest(path)
+    assert (json.loads(summary.read_text())["fingerprint"]["model.identity"]["sha256"]
+            == file_digest(path))
 
 
 @pytest.mark.slow

@@ -260,8 +260,8 @@ def test_docs_plans_md_is_current():
     from keras_unet_ft.cli import plans_doc
 
     path = pathlib.Path(__file__).parents[1] / "docs" / "plans.md"
-    assert path.read_text() == plans_doc(), \
-        "docs/plans.md is stale: run `unet-ft plans --write-doc docs/plans.md`"
+    assert path.read_text() == plans_doc(), (
+        "docs/plans.md is stale: run `unet-ft plans --write-doc docs/plans.md`")
 
 
 @pytest.mark.parametrize("text", ["bitfit", "llrd:0.5", "llrd:1", "gradual:top",
@@ -361,5 +361,5 @@ def test_every_plan_kind_parses_prints_and_resolves(kind, text, small):
 ])
 def test_what_a_plan_says_of_itself(text, method, block, pretrained, trainers):
     p = Plan.parse(text)
-    assert (p.is_method, p.is_block_plan, p.from_pretrained, p.trainers) == \
-        (method, block, pretrained, trainers)
+    assert ((p.is_method, p.is_block_plan, p.from_pretrained, p.trainers)
+            == (method, block, pretrained, trainers))

@@ -148,8 +148,8 @@ def test_a_resumed_pretraining_equals_an_uninterrupted_one_to_the_bit(tmp_path, 
     stop(cfg, ds, out)
     path = pretrain(cfg, ds, out)
     resumed = read_csv(out / "history.csv")
-    assert [(r["loss"], r["val_loss"]) for r in resumed] == \
-        [(r["loss"], r["val_loss"]) for r in rows]                 # the same digits
+    assert ([(r["loss"], r["val_loss"]) for r in resumed]
+            == [(r["loss"], r["val_loss"]) for r in rows])         # the same digits
     for a, b in zip(_weights(path), weights, strict=True):
         np.testing.assert_array_equal(a, b)
 

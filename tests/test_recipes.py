@@ -264,5 +264,5 @@ def test_a_key_added_later_at_its_default_does_not_invalidate_finished_runs():
 
     old = {"finetune.epochs": 2}
     assert changed_keys(old, {"finetune.epochs": 2, "finetune.warmup_epochs": 0}) == []
-    assert changed_keys(old, {"finetune.epochs": 2, "finetune.warmup_epochs": 2}) == \
-        ["finetune.warmup_epochs: '(absent)' -> 2"]
+    assert (changed_keys(old, {"finetune.epochs": 2, "finetune.warmup_epochs": 2})
+            == ["finetune.warmup_epochs: '(absent)' -> 2"])

@@ -250,10 +250,10 @@ def test_shift_section_says_which_side_wins_per_shift_as_its_interval_does():
                    "yes")]
     text = "\n".join(shift_section(targets, summary, stats, units=9))
     assert "## Which blocks under which domain shift" in text
-    assert "| blurred | blur: " in text and "| input | 0.400 | 0.050 [+0.020, +0.080] shallow |" \
-        in text
-    assert "| rimmed | rim: " in text and "| output | - | -0.040 [-0.060, -0.010] deep | - |" \
-        in text
+    assert ("| blurred | blur: " in text
+            and "| input | 0.400 | 0.050 [+0.020, +0.080] shallow |" in text)
+    assert ("| rimmed | rim: " in text
+            and "| output | - | -0.040 [-0.060, -0.010] deep | - |" in text)
     assert "0.005 [-0.010, +0.020] tied" in text
     assert "contracting vs expanding - none: tied, blur: shallow, rim: deep" in text
     assert "| x |" not in text and "shallow_to_deep:5" not in text   # no such comparison

@@ -44,8 +44,8 @@ def test_write_tables_writes_the_files(tmp_path):
     tables = write_tables(out)
     assert len(read_csv(out / "results.csv")) == len(tables["results.csv"]) == 8
     stats = read_csv(out / "stats.csv")
-    assert [(s["plan_a"], s["plan_b"], s["images_n"]) for s in stats] == \
-        [("contracting", "expanding", "4")]
+    assert ([(s["plan_a"], s["plan_b"], s["images_n"]) for s in stats]
+            == [("contracting", "expanding", "4")])
     assert float(stats[0]["diff"]) == pytest.approx(0.225)
 
 
@@ -175,8 +175,8 @@ def test_repeats_pair_images_within_each_repeat(tmp_path):
     _add_runs(out, specs, lambda r: {i: 0.5 + shift[r.plan] for i in ids[r.fold]})
     tables = write_tables(out)
     st = tables["stats.csv"][0]
-    assert (st["plan_a"], st["plan_b"], st["folds_n"], st["images_n"]) == \
-        ("contracting", "expanding", 4, 4)
+    assert ((st["plan_a"], st["plan_b"], st["folds_n"], st["images_n"])
+            == ("contracting", "expanding", 4, 4))
     # 4 pairs of repeat 0 (diff 0.225 on average) and 4 of repeat 1 (diff -0.1)
     assert st["diff"] == pytest.approx((0.225 * 4 - 0.1 * 4) / 8)
     rows = [r for r in tables["results.csv"] if r["plan"] == "expanding"]

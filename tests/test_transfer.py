@@ -74,8 +74,8 @@ def test_measure_transfer_runs_the_three_nets_and_leaves_out_empty_masks(tmp_pat
     # it once trained for 11 minutes in silence: a line per net (stderr is no terminal here)
     err = capsys.readouterr().err
     assert "\r" not in err
-    assert [line.split(":")[0] for line in err.splitlines() if line.startswith("realism")] \
-        == [f"realism net {k}/4" for k in range(1, 5)], err
+    assert ([line.split(":")[0] for line in err.splitlines() if line.startswith("realism")]
+            == [f"realism net {k}/4" for k in range(1, 5)]), err
     assert "sim -> real (sim_bus)" in err and "ceiling, real fold 2/2: 1/1 epoch" in err
     assert len(t.sim_to_real_runs) == 2
     assert np.mean(t.sim_to_real_runs) == pytest.approx(t.sim_to_real.mean())

@@ -51,8 +51,8 @@ def main(argv=None, prog: str = "unet-ft") -> int:
     parser = build_parser(prog)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    if getattr(args, "distribute", None) == "multiworker" and args.command == "finetune" \
-            and not os.environ.get("UNET_FT_PEERS_READY_FD"):
+    if (getattr(args, "distribute", None) == "multiworker" and args.command == "finetune"
+            and not os.environ.get("UNET_FT_PEERS_READY_FD")):
         try:
             return supervise_multiworker(argv, _peer_timeout())
         except ValueError as e:

@@ -75,8 +75,8 @@ def near_duplicate_groups(images: np.ndarray, max_distance: int = DUPLICATE_DIST
 
     for i in range(len(hashes)):
         for j in range(i + 1, len(hashes)):
-            if hashes[i] - hashes[j] <= max_distance and \
-                    float(np.mean(np.abs(images[i] - images[j]))) < max_mad:
+            if (hashes[i] - hashes[j] <= max_distance
+                    and float(np.mean(np.abs(images[i] - images[j]))) < max_mad):
                 parent[find(j)] = find(i)
     roots = {}
     return [roots.setdefault(find(i), len(roots)) for i in range(len(hashes))]

@@ -161,8 +161,8 @@ def binarize_mask(a: np.ndarray, classes=()) -> tuple[np.ndarray, bool]:
         raw = raw[..., :-1]
         if raw.shape[-1] == 1:
             raw = raw[..., 0]
-    if raw.ndim == 3 and np.array_equal(raw[..., 0], raw[..., 1]) \
-            and np.array_equal(raw[..., 0], raw[..., 2]) and not classes:
+    if (raw.ndim == 3 and np.array_equal(raw[..., 0], raw[..., 1])
+            and np.array_equal(raw[..., 0], raw[..., 2]) and not classes):
         raw = raw[..., 0]
     transparent = None
     if alpha is not None:

@@ -63,8 +63,8 @@ class MultiworkerTrainer:
         model.set_weights(init if init is not None else scratch())
         before = weights_by_layer(model)
         options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = \
-            tf.data.experimental.AutoShardPolicy.DATA
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA)
         rows, times, chosen_all = [], [], set()
         for i, st in enumerate(steps):
             chosen = trained_layers(model, stage_layers(plan, st, self.bm), self.batchnorm)

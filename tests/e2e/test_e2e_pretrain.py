@@ -45,5 +45,5 @@ def test_a_study_stopped_during_pretraining_writes_the_results_of_an_uninterrupt
     cols = [c for c in a[0] if c in _SCORES]
     assert len(a) == len(b) == 4 and len(cols) == len(_SCORES)
     key = ("target", "plan", "fold")
-    assert sorted((tuple(r[k] for k in key), [r[c] for c in cols]) for r in a) == \
-        sorted((tuple(r[k] for k in key), [r[c] for c in cols]) for r in b)
+    assert (sorted((tuple(r[k] for k in key), [r[c] for c in cols]) for r in a)
+            == sorted((tuple(r[k] for k in key), [r[c] for c in cols]) for r in b))

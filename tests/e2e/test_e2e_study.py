@@ -184,7 +184,7 @@ def test_two_shards_into_a_fresh_folder_pretrain_once(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], logs
     from keras_unet_ft.io import read_csv
 
-    assert [int(r["epoch"]) for r in read_csv(tmp_path / "r" / "pretrained" / "history.csv")] \
-        == [1, 2]
-    assert sorted(p.name for p in (tmp_path / "r" / "runs" / "sim_bus" / "contracting").iterdir()) \
-        == ["fold_0", "fold_1"]
+    assert ([int(r["epoch"]) for r in read_csv(tmp_path / "r" / "pretrained" / "history.csv")]
+            == [1, 2])
+    assert (sorted(p.name for p in (tmp_path / "r" / "runs" / "sim_bus" / "contracting").iterdir())
+            == ["fold_0", "fold_1"])

@@ -47,8 +47,8 @@ def _ellipse_fit(outline: np.ndarray):
     model = EllipseModel.from_estimate(pts)
     if not model:
         return None
-    if not np.all(np.isfinite([*model.center, *model.axis_lengths, model.theta])) \
-            or min(model.axis_lengths) < 2:
+    if (not np.all(np.isfinite([*model.center, *model.axis_lengths, model.theta]))
+            or min(model.axis_lengths) < 2):
         return None
     if np.mean(np.abs(model.residuals(pts))) > MAX_RESIDUAL:
         return None

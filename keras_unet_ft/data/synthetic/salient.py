@@ -151,8 +151,8 @@ def salient_scene(rng: np.random.Generator, size: int):
     for _ in range(rng.integers(0, 4)):
         d = _shape(rng, size, (0.01, 0.05))
         fill = _contrast(rng, _crop(rng, tex[rng.integers(len(tex))][1], size), 0.1, 0.9)
-        alpha = ndimage.gaussian_filter(d.astype(np.float32), rng.uniform(0.5, 2)) * \
-            rng.uniform(0.3, 0.7)
+        alpha = (ndimage.gaussian_filter(d.astype(np.float32), rng.uniform(0.5, 2))
+                 * rng.uniform(0.3, 0.7))
         bg = bg * (1 - alpha) + fill * alpha
 
     mask = _shape(rng, size)
