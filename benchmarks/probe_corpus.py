@@ -4,6 +4,8 @@ plan set on many targets, at a reduced scale that fits a 2-vCPU CPU in about 40 
 
     nice -n 10 python benchmarks/probe_corpus.py run --root /tmp/corpus      # the grids
     python benchmarks/probe_corpus.py summarize --root /tmp/corpus            # the CSV
+    nice -n 10 python benchmarks/probe_corpus.py advise --root /tmp/corpus \
+        --targets salient/bus bus/shift_rim                                    # advise on some
 
 ``run`` starts one ``unet-ft study`` per pretraining (each a results folder under ROOT,
 every target a full grid of :data:`PLANS` over :data:`SCALE`'s folds), the pretrainings side
@@ -81,6 +83,11 @@ PRETRAININGS = {
         "synth_cxr?n=163&name=cxr",
         "sim_lus?n=163&name=lus",
         "sim_bus?shift=speckle&name=shift_speckle",
+        "sim_bus?seed=7&name=bus_s7",
+        "sim_bus?shift=contrast&name=shift_contrast",
+        "sim_bus?n=50&seed=11&name=bus_n50",
+        "sim_bus?shift=gain&name=shift_gain",
+        "sim_bus?shift=blur&name=shift_blur",
     ]),
 }
 
@@ -96,6 +103,36 @@ def study_command(pre: str, root) -> list:
     for t in targets:
         cmd += ["--target", t]
     return cmd
+
+
+def advise_command(pre: str, target: str, root) -> list:
+    """``unet-ft advise`` (successive halving) on one target of the corpus, at its scale and
+    with its pretrained net: the measured point of advise beside the probes."""
+    data, _ = PRETRAININGS[pre]
+    slug = target.split("name=")[1] if "name=" in target else target.split("?")[0]
+    cmd = ["unet-ft", "advise", "--profile", "quick", "--target", target,
+           "--pretrained", str(pathlib.Path(root) / pre),
+           "--out", str(pathlib.Path(root) / "advice" / pre / slug),
+           "--plans", ",".join(p for p in PLANS if p != "none"), "--threads", "1",
+           "--set", f"data.pretrain={data}"]
+    for k, v in SCALE.items():
+        cmd += ["--set", f"{k}={v}"]
+    return cmd
+
+
+def run_advise(root, targets) -> int:
+    """advise on ``targets`` (``pre/slug``), one after the other."""
+    rc = 0
+    for key in targets:
+        pre, slug = key.split("/")
+        spec = next(t for t in PRETRAININGS[pre][1] if t == slug or f"name={slug}" in t)
+        cmd = advise_command(pre, spec, root)
+        print(" ".join(cmd), flush=True)
+        t0 = time.perf_counter()
+        with open(pathlib.Path(root) / "advise.log", "a") as log:
+            rc |= subprocess.call(cmd, stdout=log, stderr=log)
+        print(f"{key}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return rc
 
 
 def run(root, only=None) -> int:
@@ -191,7 +228,9 @@ def summarize(root, path=CSV) -> list:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["run", "summarize", "commands"])
+    ap.add_argument("what", choices=["run", "summarize", "commands", "advise"])
+    ap.add_argument("--targets", nargs="*", default=[],
+                    help="advise: the targets as PRETRAINING/SLUG (e.g. bus/shift_rim)")
     ap.add_argument("--root", default="/tmp/corpus")
     ap.add_argument("--only", action="append", help="pretraining(s) to run")
     ap.add_argument("--csv", default=str(CSV))
@@ -203,6 +242,8 @@ def main(argv=None) -> int:
         return 0
     if a.what == "run":
         return run(a.root, a.only)
+    if a.what == "advise":
+        return run_advise(a.root, a.targets)
     summarize(a.root, pathlib.Path(a.csv))
     return 0
 

@@ -52,6 +52,7 @@ from probe_corpus import CSV, PARTIAL, PRETRAININGS, SCALE  # noqa: E402
 HERE = pathlib.Path(__file__).resolve().parent
 SCORES = HERE / "probe_scores.json"
 AGREEMENT = HERE / "probe_agreement.json"
+ADVISE = HERE / "probe_advise.json"
 TRAINED = PARTIAL + ("all",)
 RANDOM_SEEDS = 200
 
@@ -200,6 +201,25 @@ def advise_seconds(grid_seconds: float, n_plans: int = len(TRAINED)) -> float:
     return grid_seconds / (n_plans * epochs * folds) * plan_epochs
 
 
+def advise_rows(root, corpus) -> list:
+    """advise's measured pick on the targets it ran on (``probe_corpus.py advise``), scored
+    as a predictor: its best finalist, then the other plans in its order."""
+    rows = []
+    for (pre, target), grid in corpus.items():
+        path = pathlib.Path(root) / "advice" / pre / target / "advice.json"
+        if not path.exists():
+            continue
+        a = json.loads(path.read_text())
+        order = [o["plan"] for o in a["order"]]
+        order = [p for p in order if p in TRAINED] + [p for p in TRAINED if p not in order]
+        row = score_one(order, grid)
+        row.update({"pretraining": pre, "target": target,
+                    "seconds": a["seconds"]["probe"] + a["seconds"]["halving"],
+                    "grid_seconds": sum(_f(grid[p]["seconds"]) for p in TRAINED)})
+        rows.append(row)
+    return rows
+
+
 def summary(per) -> list:
     out = []
     for name, rows in per.items():
@@ -216,6 +236,32 @@ def summary(per) -> list:
                          and r["partial_regret_median"] <= 0.01 and r["cost_share"] <= 0.02)
         out.append(r)
     return out
+
+
+def _rank_key(rows) -> tuple:
+    """How the best probe is chosen: top-1 on the partial question, then lower median regret,
+    then higher tau."""
+    return (np.mean([x["partial_top1"] for x in rows]),
+            -np.median([x["partial_regret"] for x in rows]),
+            np.mean([x["partial_tau"] for x in rows]))
+
+
+def leave_one_out(per) -> dict:
+    """The honest score of "use the best probe": for each target, the predictor chosen on the
+    other targets (by :func:`_rank_key`) scored on it."""
+    names = [n for n in per if "/" in n and "advise" not in n]
+    keys = [(x["pretraining"], x["target"]) for x in per[names[0]]]
+    out, chosen = [], []
+    for i, k in enumerate(keys):
+        best = max(names, key=lambda n: _rank_key([x for j, x in enumerate(per[n]) if j != i]))
+        chosen.append(best)
+        out.append(per[best][i])
+    return {"targets": len(out), "chosen": dict(zip(*np.unique(chosen, return_counts=True)))
+            if chosen else {},
+            "partial_top1": float(np.mean([x["partial_top1"] for x in out])),
+            "partial_tau": float(np.mean([x["partial_tau"] for x in out])),
+            "partial_regret_median": float(np.median([x["partial_regret"] for x in out])),
+            "partial_regret": float(np.mean([x["partial_regret"] for x in out]))}
 
 
 def print_table(rows) -> None:
@@ -240,28 +286,37 @@ def figure(rows, per, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    any_rows = next(iter(per.values()))
+    any_rows = per["rgn/mean"]
     grid = float(np.median([x["grid_seconds"] for x in any_rows]))
     adv = float(np.median([advise_seconds(x["grid_seconds"]) for x in any_rows]))
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     colours = {"mean": "tab:blue", "share": "tab:orange"}
+    placed = []   # labels of points that lie close together are stacked, not drawn over
     for r in rows:
         name = r["predictor"]
-        rule = name.split("/")[1] if "/" in name else None
+        rule = name.split("/")[1] if "/" in name and "advise" not in name else None
         x = max(r["seconds_median"], 0.05)
         ax.scatter(x, r["partial_regret_median"], s=40,
                    c=colours.get(rule, "tab:gray"), marker="o" if rule else "s", zorder=3)
-        ax.annotate(name, (x, r["partial_regret_median"]), fontsize=7,
-                    xytext=(4, 2), textcoords="offset points")
+        y = r["partial_regret_median"]
+        side = -1 if rule == "mean" else 1      # mean rule labelled left, the rest right
+        near = sum(sd == side and abs(math.log(x / px)) < 0.8 and abs(y - py) < 0.004
+                   for px, py, sd in placed)
+        placed.append((x, y, side))
+        ax.annotate(name, (x, y), fontsize=7, xytext=(12 * side, -3 - 9 * near),
+                    textcoords="offset points", ha="right" if side < 0 else "left",
+                    arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"})
     ax.scatter([grid], [0.0], c="black", marker="*", s=120, zorder=3)
     ax.annotate("grid (all plans, all folds)", (grid, 0.0), fontsize=8, xytext=(-40, 8),
                 textcoords="offset points")
-    ax.axvline(adv, color="gray", ls=":", lw=1)
-    ax.text(adv, ax.get_ylim()[1] * 0.95, " advise's halving\n (cost estimate,\n regret not run)",
-            fontsize=7, va="top", color="gray")
+    if not any("advise" in r["predictor"] for r in rows):
+        ax.axvline(adv, color="gray", ls=":", lw=1)
+        ax.text(adv, ax.get_ylim()[1] * 0.95,
+                " advise's halving,\n cost estimated from\n the grid's seconds",
+                fontsize=7, va="top", color="gray")
     ax.axvline(0.02 * grid, color="tab:red", ls="--", lw=0.8)
     ax.axhline(0.01, color="tab:red", ls="--", lw=0.8)
-    ax.text(0.02 * grid, ax.get_ylim()[1] * 0.6, " 2 % of the grid", fontsize=7,
+    ax.text(0.02 * grid, ax.get_ylim()[1] * 0.45, " 2 % of the grid", fontsize=7,
             color="tab:red")
     ax.set_xscale("log")
     ax.set_xlabel("seconds per target (median; log scale)")
@@ -279,31 +334,63 @@ def main(argv=None) -> int:
     ap.add_argument("--root", help="the corpus's results folders (probes computed there); "
                     "without it the committed probe scores are used")
     ap.add_argument("--csv", default=str(CSV))
+    ap.add_argument("--advice", help="the folder holding advice/PRE/TARGET/advice.json "
+                    "(default: --root)")
     ap.add_argument("--figure", default="docs/figures/probe_regret_vs_cost.png")
     ap.add_argument("--per-target", action="store_true", help="print every target's picks")
     a = ap.parse_args(argv)
     corpus = read_corpus(a.csv)
     scores = (compute_scores(a.root, corpus) if a.root else json.loads(SCORES.read_text()))
     per = evaluate(corpus, scores)
+    adv_root = a.advice or a.root
+    if adv_root:
+        adv = advise_rows(adv_root, corpus)
+        if adv:
+            per["advise (halving, measured)"] = adv
+            ADVISE.write_text(json.dumps(adv, indent=1) + "\n")
+    elif ADVISE.exists():
+        per["advise (halving, measured)"] = json.loads(ADVISE.read_text())
     rows = summary(per)
     print(f"{len(corpus)} targets; scale: {json.dumps(SCALE)}")
     print_table(rows)
+    # the targets where fine-tuning learned something: the grid's best plan is shown better
+    # than the pretrained net untouched (paired interval of best − none above 0), the
+    # study's rule for recommending a plan at all (results.recommendation)
+    learned = {k: g for k, g in corpus.items() if _f(g["none"]["best_minus_ci_low"]) > 0}
+    per_l = {name: [x for x in xs if (x["pretraining"], x["target"]) in learned]
+             for name, xs in per.items()}
+    rows_l = summary({k: v for k, v in per_l.items() if v})
+    print(f"\nthe {len(learned)} targets where the best plan is shown better than the "
+          "pretrained net untouched:")
+    print_table(rows_l)
+    loo = leave_one_out(per)
+    loo_l = leave_one_out(per_l)
+    for name, r in (("all targets", loo), ("targets that learned", loo_l)):
+        print(f"leave one target out ({name}, {r['targets']}): the best probe chosen on the "
+              f"others: top-1 {100 * r['partial_top1']:.0f} %, tau {r['partial_tau']:+.2f}, "
+              f"median regret {r['partial_regret_median']:.3f} (mean "
+              f"{r['partial_regret']:.3f}); chosen: "
+              + ", ".join(f"{k} x{v}" for k, v in r["chosen"].items()))
     if a.per_target:
         for name, rs in per.items():
             print(name, [(x["target"], x["partial_pick"], round(x["partial_regret"], 3))
                          for x in rs])
-    grid = float(np.median([x["grid_seconds"] for x in next(iter(per.values()))]))
-    adv = float(np.median([advise_seconds(x["grid_seconds"]) for x in next(iter(per.values()))]))
+    grid = float(np.median([x["grid_seconds"] for x in per["rgn/mean"]]))
+    adv = float(np.median([advise_seconds(x["grid_seconds"]) for x in per["rgn/mean"]]))
     print(f"grid: median {grid:.0f} s per target; advise's successive halving (estimate): "
           f"median {adv:.0f} s")
-    probes_only = [r for r in rows if "/" in r["predictor"]]
-    best = max(probes_only, key=lambda r: (r["partial_top1"], -r["partial_regret_median"],
-                                           r["partial_tau"]))
+    probes_only = [r for r in rows if "/" in r["predictor"] and "advise" not in r["predictor"]]
+    best = max(probes_only, key=lambda r: _rank_key(per[r["predictor"]]))
     AGREEMENT.write_text(json.dumps({
         "best": best["predictor"], "targets": len(corpus), "scale": SCALE,
         "grid_seconds_median": grid, "advise_seconds_median_estimate": adv,
         "note": "the best predictor chosen on the same corpus it is scored on (optimistic)",
-        "predictors": rows}, indent=1) + "\n")
+        "predictors": rows, "learned_targets": len(learned), "predictors_learned": rows_l,
+        "leave_one_out": {k: (v if k != "chosen" else {a: int(b) for a, b in v.items()})
+                          for k, v in loo.items()},
+        "leave_one_out_learned": {k: (v if k != "chosen" else {a: int(b) for a, b in v.items()})
+                                  for k, v in loo_l.items()}},
+        indent=1) + "\n")
     print(f"best probe: {best['predictor']}; wrote {AGREEMENT}")
     if a.figure:
         pathlib.Path(a.figure).parent.mkdir(parents=True, exist_ok=True)

@@ -632,16 +632,21 @@ def probe_only(cfg: Config, target: str, out, plans: Optional[str] = None, pretr
         raise UserError(f"the probe of predictor {chosen!r} could not run on this network")
     row = next((r for r in (measured or {}).get("predictors", [])
                 if r["predictor"] == chosen), None)
+    row_learned = next((r for r in (measured or {}).get("predictors_learned", [])
+                        if r["predictor"] == chosen), None)
     a = {"target": target, "target_slug": target_slug(target), "n_images": len(ds),
          "n_probe_images": int(min(len(tr), MAX_IMAGES)), "pretrained": source,
          "network": describe_model(cfg.model), "profile": cfg.profile,
          "too_small_to_learn": cfg.profile in TOO_SMALL_TO_LEARN, "probe_only": True,
          "predictor": chosen,
+         # the paper's question: the best plan that leaves some block frozen
+         "best_partial": next((p for p in order if len(blocks[p]) < len(bm.blocks)), None),
          "ranking": [{"plan": p, "aliases": next(a for c, a, _ in groups if c == p),
                       "blocks": blocks[p], "trainable_params": params[p]} for p in order],
          "probes": probe_report(scores, bm),
          "probe_seconds": {k: v["seconds"] for k, v in res.items()},
-         "agreement": row, "agreement_targets": (measured or {}).get("targets"),
+         "agreement": row, "agreement_learned": row_learned,
+         "agreement_targets": (measured or {}).get("targets"),
          "agreement_scale": (measured or {}).get("scale"),
          "seconds": {"pretrained": t_pre - t_start, "probe": t_probe - t_pre,
                      "total": time.perf_counter() - t_start},
@@ -657,12 +662,19 @@ def agreement_sentence(a: dict) -> str:
     if not r:
         return (f"the agreement of {a['predictor']} with full grids has not been measured "
                 "(benchmarks/probe_vs_grid.py): treat the ranking as a hint")
-    return (f"measured on {r['targets']} full grids (benchmarks/probe_corpus.csv, a reduced "
+    text = (f"measured on {r['targets']} full grids (benchmarks/probe_corpus.csv, a reduced "
             f"scale): {a['predictor']}'s best partial plan lay in the grid's tied-best group "
             f"on {100 * r['partial_top1']:.0f} % of targets (wrong on "
             f"{100 * (1 - r['partial_top1']):.0f} %), Kendall tau {r['partial_tau']:+.2f}, "
             f"median regret {r['partial_regret_median']:.3f} Dice; whole ranking: top-1 "
             f"{100 * r['ranking_top1']:.0f} %, tau {r['ranking_tau']:+.2f}")
+    rl = a.get("agreement_learned")
+    if rl:
+        text += (f"; on the {rl['targets']} of them where fine-tuning beat the untouched net: "
+                 f"top-1 {100 * rl['partial_top1']:.0f} % (wrong on "
+                 f"{100 * (1 - rl['partial_top1']):.0f} %), tau {rl['partial_tau']:+.2f}, "
+                 f"median regret {rl['partial_regret_median']:.3f}")
+    return text
 
 
 def probe_markdown(a: dict) -> str:
@@ -675,6 +687,8 @@ def probe_markdown(a: dict) -> str:
           f"{top['trainable_params']:,} trainable parameters), ranked by the zero-training "
           f"probe `{a['predictor']}` on {a['n_probe_images']} training images in "
           f"{a['seconds']['probe']:.1f} s.", "",
+          f"Best partial plan (some block frozen; the question the agreement below is "
+          f"measured on): `{a['best_partial']}`.", "",
           "How far to trust it: " + agreement_sentence(a) + ". A prediction, not a "
           "measurement: `unet-ft advise` (successive halving) and `unet-ft study` (the grid) "
           "train the plans.", "",

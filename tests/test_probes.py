@@ -142,4 +142,5 @@ def test_advise_probe_only_cli(tmp_path):
     assert set(a["probe_seconds"]) == set(probes.PROBES)
     md = (out / "ADVICE.md").read_text()
     assert "probe only (no training)" in md and a["predictor"] in md
-    assert "How far to trust it" in md
+    assert "How far to trust it" in md and "Best partial plan" in md
+    assert a["best_partial"] in [r["plan"] for r in a["ranking"]]

@@ -114,6 +114,7 @@ def _probe_only(cfg, args) -> int:
           f"{a['seconds']['probe']:.1f} s (total {a['seconds']['total']:.0f} s):")
     for i, r in enumerate(a["ranking"], 1):
         print(f"  {i}. {r['plan']} ({r['trainable_params']:,} trainable parameters)")
+    print(f"best partial plan (some block frozen): {a['best_partial']}")
     print("how far to trust it: " + agreement_sentence(a))
     print(f"written: {pathlib.Path(args.out) / ADVICE_MD}, {ADVICE_JSON}")
     return EXIT_OK
