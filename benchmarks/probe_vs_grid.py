@@ -24,9 +24,13 @@ and the baselines) is scored on three questions:
   tied-best group, regret, Kendall tau.
 
 Costs in seconds per target: the probe (its own gradient or forward passes), the grid (the
-training seconds of its runs, summed over plans and folds) and ``advise``'s successive halving
-(its plan-epochs by ``advise.halving_schedule`` at the grid's seconds per plan-epoch; an
-estimate, not a run). The random baseline is the mean over 200 seeded orders.
+training seconds of its runs, summed over plans and folds) and ``advise``'s successive halving:
+measured where ``probe_corpus.py advise`` ran it (``ROOT/advice/PRE/TARGET/advice.json``, scored
+as a predictor: its order; kept in ``benchmarks/probe_advise.json``), else estimated (its
+plan-epochs by ``advise.halving_schedule`` at the grid's seconds per plan-epoch). The random
+baseline is the mean over 200 seeded orders. The best probe is also chosen leaving each target
+out (chosen on the others, scored on it), and every table is repeated on the targets where the
+grid's best plan is shown better than the pretrained net untouched.
 
 Writes the table to stdout, ``benchmarks/probe_agreement.json`` (what ``unet-ft advise
 --probe-only`` prints beside its ranking) and the figure ``--figure`` (regret against cost).
