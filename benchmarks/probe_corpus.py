@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The corpus of ground truths for the zero-training probes (issue 36): full grids of a small
+"""The corpus of ground truths for the zero-training probes: full grids of a small
 plan set on many targets, at a reduced scale that fits a 2-vCPU CPU in about 40 minutes.
 
     nice -n 10 python benchmarks/probe_corpus.py run --root /tmp/corpus      # the grids

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""How often does a zero-training probe pick the plan the trained grid picks? (issue 36)
+"""How often does a zero-training probe pick the plan the trained grid picks?
 
     python benchmarks/probe_vs_grid.py --root /tmp/corpus      # probes on every grid, scored
     python benchmarks/probe_vs_grid.py                         # scored from the committed files
@@ -32,7 +32,7 @@ baseline is the mean over 200 seeded orders. The best probe is also chosen leavi
 out (chosen on the others, scored on it), and every table is repeated on the targets where the
 grid's best plan is shown better than the pretrained net untouched.
 
-Writes the table to stdout, ``benchmarks/probe_agreement.json`` (what ``unet-ft advise
+Writes the table to stdout, ``keras_unet_ft/probe_agreement.json`` (what ``unet-ft advise
 --probe-only`` prints beside its ranking) and the figure ``--figure`` (regret against cost).
 """
 
@@ -55,7 +55,7 @@ from probe_corpus import CSV, PARTIAL, PRETRAININGS, SCALE  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 SCORES = HERE / "probe_scores.json"
-AGREEMENT = HERE / "probe_agreement.json"
+AGREEMENT = HERE.parent / "keras_unet_ft" / "probe_agreement.json"   # shipped with the package
 ADVISE = HERE / "probe_advise.json"
 TRAINED = PARTIAL + ("all",)
 RANDOM_SEEDS = 200

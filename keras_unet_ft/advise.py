@@ -175,9 +175,9 @@ def resumable(plan: str, trainer_kind: str) -> bool:
     beside them: ``ssf``, ``lora`` train afresh each rung), a trainer whose state the
     package holds (selective or masked)."""
     p = Plan.parse(plan).bare
-    return trainer_kind in PER_VARIABLE_TRAINERS and len(p.steps) == 1 and p.trains \
-        and not (p.layers_change or p.adaptive or p.spec.fresh_layers is not None
-                 or p.reparam is not None)
+    return (trainer_kind in PER_VARIABLE_TRAINERS and len(p.steps) == 1 and p.trains
+            and not (p.layers_change or p.adaptive or p.spec.fresh_layers is not None
+                     or p.reparam is not None))
 
 
 def _go_on(c: Candidate, cfg: Config, session: FoldSession, weights, train, val,
@@ -551,10 +551,10 @@ def advice_markdown(a: dict) -> str:
     return "\n".join(L) + "\n"
 
 
-# -- the probe alone (``unet-ft advise --probe-only``, issue 36) ---------------------------
-#: the measured agreement of the probes with full grids (``benchmarks/probe_vs_grid.py``)
-PROBE_AGREEMENT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / \
-    "probe_agreement.json"
+# -- the probe alone (``unet-ft advise --probe-only``) ---------------------------------------
+#: the measured agreement of the probes with full grids, shipped with the package (written by
+#: ``benchmarks/probe_vs_grid.py``)
+PROBE_AGREEMENT = pathlib.Path(__file__).resolve().parent / "probe_agreement.json"
 #: the predictor used when no measured agreement is at hand
 DEFAULT_PREDICTOR = "gps/share"
 
@@ -576,7 +576,7 @@ def probe_only(cfg: Config, target: str, out, plans: Optional[str] = None, pretr
 
     The probes look at up to 64 training images of ``advise``'s inner split (the validation
     images are not used) at the pretrained weights. The ranking is that of ``predictor``
-    (default: the best predictor of the measured agreement, ``benchmarks/probe_agreement.json``);
+    (default: the best predictor of the measured agreement, ``keras_unet_ft/probe_agreement.json``);
     every probe's block scores are written beside it. Writes ``advice.json`` and ``ADVICE.md``
     (the ranking, the probe and its measured agreement with full grids).
     """

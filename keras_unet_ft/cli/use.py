@@ -179,7 +179,7 @@ def register(sub) -> None:
     p.add_argument("--threads", type=_positive(int), help="TensorFlow intra-op threads")
     p.add_argument("--probe-only", action="store_true",
                    help="no training: the plans ranked by a zero-training probe in seconds, "
-                        "with its measured agreement with full grids (issue 36)")
+                        "with its measured agreement with full grids")
     p.add_argument("--probe", metavar="PREDICTOR",
                    help="with --probe-only: the probe and rule, e.g. fisher/mean, gps/share "
                         "(default: the best measured on the corpus)")
