@@ -33,8 +33,11 @@ import hashlib
 import json
 import os
 import pathlib
+import random
 import zipfile
 from typing import Dict, List, Optional, Tuple
+
+import numpy as np
 
 from .exitcodes import UserError
 
@@ -108,12 +111,19 @@ def _load(path: pathlib.Path) -> Tuple[dict, list]:
     import keras
 
     _check_layers_known(path, keras)
+    # loading builds the layers, whose initialisers draw seeds from Python's random state:
+    # put it back, so that a seeded build after it is the same whether the file was read
+    # in this process before or not (the scratch baseline's weights)
+    py_state, np_state = random.getstate(), np.random.get_state()
     try:
         model = keras.saving.load_model(str(path), compile=False)
     except Exception as e:  # noqa: BLE001 - anything Keras cannot load is a bad input
         why = _first_line(e)
         raise UserError(f"model file {path} cannot be loaded by Keras ({why}); "
                         f"{EXPECTED}") from None
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
     if isinstance(model, keras.Sequential):
         model = keras.Model(model.inputs, model.outputs, name=model.name)
     if not hasattr(model, "_run_through_graph") or not model.inputs:

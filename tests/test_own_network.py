@@ -203,3 +203,14 @@ def test_scratch_on_a_file_network_starts_from_random_weights_not_the_files(tmp_
     kernels = [i for i, w in enumerate(saved) if w.ndim == 4]
     assert all(not np.array_equal(a[i], saved[i]) for i in kernels)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))   # seeded: the same twice
+    import keras
+
+    from keras_unet_ft import usermodel
+    from keras_unet_ft.model import build_from_config
+
+    usermodel.clear_cache()          # the file read for the first time here, or not: the same
+    keras.utils.set_random_seed(5)
+    cold = build_from_config(cfg.model, random=True).get_weights()
+    keras.utils.set_random_seed(5)
+    warm = build_from_config(cfg.model, random=True).get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(cold, warm))
