@@ -174,6 +174,7 @@ def test_batchnorm_frozen_with_its_block_trained_with_it(network, trainer, plan,
     check_run(tr, plan, mode, epochs)
 
 
+@pytest.mark.e2e   # the wider table: under -m e2e (the FAST table above runs by default)
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer, plan, mode", SLOW)
 def test_batchnorm_table_every_trainer_and_plan_kind(network, trainer, plan, mode):
