@@ -219,6 +219,22 @@ def _blocks_of(plan: str, bm) -> List[int]:
     return [b.index for b in bm.blocks if chosen & set(b.weighted_layers)]
 
 
+
+def _plans_of_the_model(cfg: Config, plans: Optional[str]):
+    """``(kind, block map, units, plan names)``: the fine-tuning plans (baselines left out) of
+    ``plans`` (default ``study.plans``) on the study's network; plans of another network are an
+    error (they need their own run)."""
+    kind = cfg.model.kind
+    bm = block_map(cfg, kind)
+    units = {"path": bm.units("path"), "level": bm.units("level")}
+    names = [p for p in plan_set(plans or cfg.study.plans, units)
+             if not Plan.parse(p).is_baseline]
+    other = sorted({Plan.parse(p).model_or(kind) for p in names} - {kind})
+    if other:
+        raise UserError(f"advise compares plans of the study's model ({kind}); plans for "
+                        f"{other} need their own run (--set model.kind=...)")
+    return kind, bm, units, names
+
 def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
            budget_minutes: Optional[float] = None, pretrained=None, verbose: int = 0,
            progress: bool = True) -> dict:
@@ -251,15 +267,7 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
         raise UserError(f"unet-ft advise needs the TensorFlow backend (its probe and halving use "
                         f"the selective trainer); KERAS_BACKEND is {backend()!r}")
     precision = resolve_precision(cfg.study.precision)
-    kind = cfg.model.kind
-    bm = block_map(cfg, kind)
-    units = {"path": bm.units("path"), "level": bm.units("level")}
-    names = [p for p in plan_set(plans or cfg.study.plans, units)
-             if not Plan.parse(p).is_baseline]
-    other = sorted({Plan.parse(p).model_or(kind) for p in names} - {kind})
-    if other:
-        raise UserError(f"advise compares plans of the study's model ({kind}); plans for "
-                        f"{other} need their own run (--set model.kind=...)")
+    kind, bm, units, names = _plans_of_the_model(cfg, plans)
     if not names:
         raise UserError("no plans to compare: give --plans with at least one fine-tuning plan")
     groups = group_plans(names, {kind: bm}, kind)
@@ -589,11 +597,7 @@ def probe_only(cfg: Config, target: str, out, plans: Optional[str] = None, pretr
         raise UserError(f"unet-ft advise --probe-only needs the TensorFlow backend; "
                         f"KERAS_BACKEND is {backend()!r}")
     precision = resolve_precision(cfg.study.precision)
-    kind = cfg.model.kind
-    bm = block_map(cfg, kind)
-    units = {"path": bm.units("path"), "level": bm.units("level")}
-    names = [p for p in plan_set(plans or cfg.study.plans, units)
-             if not Plan.parse(p).is_baseline]
+    kind, bm, units, names = _plans_of_the_model(cfg, plans)
     if not names:
         raise UserError("no plans to rank: give --plans with at least one fine-tuning plan")
     groups = group_plans(names, {kind: bm}, kind)

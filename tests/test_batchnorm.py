@@ -50,6 +50,20 @@ def norm_unet(norm="batch", size=32, base=4, depthwise=False, use_bias=True):
     return keras.Model(inp, out, name=f"{norm}_unet")
 
 
+def perturbed_weights(model, seed=3):
+    """The model's weights with BatchNorm statistics and gamma/beta away from their initial
+    values (inference and training mode then differ)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        for w in layer.weights:
+            name = w.path.rsplit("/", 1)[-1]
+            if name in ("moving_mean", "beta"):
+                w.assign(rng.normal(0, 0.1, w.shape).astype("float32"))
+            elif name in ("moving_variance", "gamma"):
+                w.assign(rng.uniform(0.5, 2.0, w.shape).astype("float32"))
+    return model.get_weights()
+
+
 @pytest.fixture
 def network(monkeypatch):
     """``network(**kw)``: every trainer builds :func:`norm_unet` (``kw``) for its model;
@@ -60,22 +74,14 @@ def network(monkeypatch):
     from keras_unet_ft.trainers import keras_fit, multiworker, selective
 
     def make(**kw):
-        build = lambda mcfg: norm_unet(**kw)   # noqa: E731
+        build = lambda mcfg, **_: norm_unet(**kw)   # noqa: E731
         for module in (selective, keras_fit, multiworker, finetune):
             monkeypatch.setattr(module, "build_from_config", build)
         finetune.clear_shared()
         keras.utils.set_random_seed(0)
-        model = norm_unet(**kw)
-        rng = np.random.default_rng(3)
-        for layer in model.layers:
-            for w in layer.weights:
-                name = w.path.rsplit("/", 1)[-1]
-                if name in ("moving_mean", "beta"):
-                    w.assign(rng.normal(0, 0.1, w.shape).astype("float32"))
-                elif name in ("moving_variance", "gamma"):
-                    w.assign(rng.uniform(0.5, 2.0, w.shape).astype("float32"))
+        weights = perturbed_weights(norm_unet(**kw))
         x = np.random.default_rng(7).random((8, 32, 32, 1), dtype=np.float32)
-        return model.get_weights(), (x, (x > 0.55).astype(np.uint8))
+        return weights, (x, (x > 0.55).astype(np.uint8))
 
     yield make
     finetune.clear_shared()

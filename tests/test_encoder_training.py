@@ -12,24 +12,11 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
+from test_batchnorm import perturbed_weights
 from keras_unet_ft import finetune
 
 STATS = ("moving_mean", "moving_variance")
 TRAINERS = ("selective", "masked", "keras")
-
-
-def perturbed_weights(model, seed=3):
-    """The model's weights with BatchNorm statistics and gamma/beta away from their initial
-    values (inference and training mode then differ)."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        for w in layer.weights:
-            name = w.path.rsplit("/", 1)[-1]
-            if name in ("moving_mean", "beta"):
-                w.assign(rng.normal(0, 0.1, w.shape).astype("float32"))
-            elif name in ("moving_variance", "gamma"):
-                w.assign(rng.uniform(0.5, 2.0, w.shape).astype("float32"))
-    return model.get_weights()
 
 
 def train_family(kind, trainer, plan="contracting", tmp_path=None):
