@@ -3,10 +3,10 @@ every weight and every BatchNorm moving statistic bit for bit, a trained block's
 layers update their statistics (``finetune.batchnorm=auto``), and the reported trainable
 parameters are exactly the trainable weights of the trained layers.
 
-The default run covers a ``file:`` network on every trainer and MobileNetV2 (depthwise
-convolutions, BatchNorm everywhere) on the default trainer; tests/e2e/test_e2e_own_network.py
-runs every encoder family on every trainer (a ResNet50 at 32 px costs seconds to build and
-trace)."""
+The default run covers a ``file:`` network (BatchNorm, a strided convolution down, a
+transposed one up) on every trainer; ``-m e2e`` adds MobileNetV2 here and every encoder family
+on every trainer (tests/e2e/test_e2e_own_network.py: a ResNet50 at 32 px costs seconds to build
+and trace)."""
 
 import numpy as np
 import pytest
@@ -62,6 +62,7 @@ def check_frozen_and_counts(tr):
                                        - learnable)
 
 
+@pytest.mark.e2e   # a MobileNetV2 traced step costs seconds: under -m e2e
 def test_mobilenetv2_unet_frozen_blocks_and_batchnorm_kept():
     tr = train_family("encoder:mobilenetv2", "selective")
     check_frozen_and_counts(tr)

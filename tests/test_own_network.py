@@ -113,6 +113,7 @@ def _check_report(out: pathlib.Path, description: str, layer: str):
     return report
 
 
+@pytest.mark.e2e   # a study of its own: under -m e2e
 @pytest.mark.slow
 def test_study_on_a_file_network_end_to_end(tmp_path):
     """``--model file:NET.keras``: no pretraining, its sha256 in every run's fingerprint,
@@ -135,6 +136,7 @@ def test_study_on_a_file_network_end_to_end(tmp_path):
             == file_digest(path))
 
 
+@pytest.mark.e2e   # finetune, predict, export, advise: under -m e2e
 @pytest.mark.slow
 def test_finetune_predict_export_and_advise_on_a_file_network(tmp_path):
     """The rest of the pipeline on your own network (BatchNorm included): ``finetune`` keeps
