@@ -235,6 +235,24 @@ def _plans_of_the_model(cfg: Config, plans: Optional[str]):
                         f"{other} need their own run (--set model.kind=...)")
     return kind, bm, units, names
 
+
+def _prepare(cfg: Config, target: str, out, plans, pretrained, precision: str, verbose: int,
+             verb: str):
+    """What advise and its probe alone both start from: the plans of the study's network
+    (grouped), the target, provenance, the pretrained weights (and their source) and the
+    inner split of the target (near-duplicate groups kept on one side)."""
+    kind, bm, units, names = _plans_of_the_model(cfg, plans)
+    if not names:
+        raise UserError(f"no plans to {verb}: give --plans with at least one fine-tuning plan")
+    groups = group_plans(names, {kind: bm}, kind)
+    ds = load_target(cfg, target)
+    write_provenance(cfg, out, precision)
+    weights, source = pretrained_weights(cfg, kind, out, pretrained, precision, verbose)
+    path = splits_path(out, target)
+    target_folds(cfg, ds, path)   # finds near-duplicate groups (kept on one side)
+    split = inner_fold(cfg, ds, {"train": list(ds.ids), "test": []}, 0, path)
+    return kind, bm, units, names, groups, ds, weights, source, split
+
 def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
            budget_minutes: Optional[float] = None, pretrained=None, verbose: int = 0,
            progress: bool = True) -> dict:
@@ -267,17 +285,9 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
         raise UserError(f"unet-ft advise needs the TensorFlow backend (its probe and halving use "
                         f"the selective trainer); KERAS_BACKEND is {backend()!r}")
     precision = resolve_precision(cfg.study.precision)
-    kind, bm, units, names = _plans_of_the_model(cfg, plans)
-    if not names:
-        raise UserError("no plans to compare: give --plans with at least one fine-tuning plan")
-    groups = group_plans(names, {kind: bm}, kind)
-    ds = load_target(cfg, target)
-    write_provenance(cfg, out, precision)
-    weights, source = pretrained_weights(cfg, kind, out, pretrained, precision, verbose)
+    kind, bm, units, names, groups, ds, weights, source, split = _prepare(
+        cfg, target, out, plans, pretrained, precision, verbose, "compare")
     t_pre = time.perf_counter()
-    path = splits_path(out, target)
-    target_folds(cfg, ds, path)   # finds near-duplicate groups (kept on one side)
-    split = inner_fold(cfg, ds, {"train": list(ds.ids), "test": []}, 0, path)
     train, val = fold_arrays(cfg, ds, split, 0)
     if not (val[1].reshape(len(val[1]), -1).max(axis=1) > 0).any():
         raise UserError(f"none of the {len(val[1])} validation images of {target} has an "
@@ -597,17 +607,9 @@ def probe_only(cfg: Config, target: str, out, plans: Optional[str] = None, pretr
         raise UserError(f"unet-ft advise --probe-only needs the TensorFlow backend; "
                         f"KERAS_BACKEND is {backend()!r}")
     precision = resolve_precision(cfg.study.precision)
-    kind, bm, units, names = _plans_of_the_model(cfg, plans)
-    if not names:
-        raise UserError("no plans to rank: give --plans with at least one fine-tuning plan")
-    groups = group_plans(names, {kind: bm}, kind)
-    ds = load_target(cfg, target)
-    write_provenance(cfg, out, precision)
-    weights, source = pretrained_weights(cfg, kind, out, pretrained, precision, verbose)
+    kind, bm, units, names, groups, ds, weights, source, split = _prepare(
+        cfg, target, out, plans, pretrained, precision, verbose, "rank")
     t_pre = time.perf_counter()
-    path = splits_path(out, target)
-    target_folds(cfg, ds, path)
-    split = inner_fold(cfg, ds, {"train": list(ds.ids), "test": []}, 0, path)
     index = {i: j for j, i in enumerate(ds.ids)}
     tr = np.array([index[i] for i in split["train"]], dtype=int)
     try:
