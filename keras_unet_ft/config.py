@@ -337,20 +337,77 @@ def repeat_config(cfg: "Config", repeat: int) -> "Config":
     return out
 
 
-#: ``sim_bus?shift=KIND``: one thing changed relative to the reference set (``none``), the
-#: same seed giving the same breasts, lesions and draws otherwise (made in
-#: ``data.synthetic.ultrasound``). Input-level shifts change how the image looks, the
-#: output-level one what the mask marks. ``{kind: (level, what changes)}``; the ``shift``
-#: profile has one target per kind.
-SHIFTS = {
-    "none": ("reference", "the reference set"),
-    "speckle": ("input", "coarser speckle: a pulse and a beam three times as wide"),
-    "gain": ("input", "images darker with depth: 25 dB more attenuation left uncorrected at "
-                      "the deepest row"),
-    "blur": ("input", "a blurrier display: a Gaussian of 2.5 px (at 256 px) over the image"),
-    "contrast": ("input", "lower contrast: a display dynamic range 30 dB wider"),
-    "rim": ("output", "the mask marks the lesion with its surrounding 1.5 mm (rim, halo)"),
+#: ``sim_bus?shift=KIND`` or ``sim_bus?shift=KIND:STRENGTH``: one thing changed relative to the
+#: reference set (``none``), the same seed giving the same breasts, lesions and draws otherwise
+#: (made in ``data.synthetic.ultrasound``). Input-level shifts change how the image looks, the
+#: output-level one what the mask marks. ``{kind: (level, words, amount at strength s)}``; the
+#: words hold the amount as ``{x}``; the ``shift`` profile has one target per kind at strength 1.
+SHIFT_DIAL = {
+    "none": ("reference", "the reference set", None),
+    "speckle": ("input", "coarser speckle: a pulse and a beam {x:g} times as wide",
+                lambda s: 1 + 2 * s),
+    "gain": ("input", "images darker with depth: {x:g} dB more attenuation left uncorrected "
+                      "at the deepest row", lambda s: 25 * s),
+    "blur": ("input", "a blurrier display: a Gaussian of {x:g} px (at 256 px) over the image",
+             lambda s: 2.5 * s),
+    "contrast": ("input", "lower contrast: a display dynamic range {x:g} dB wider",
+                 lambda s: 30 * s),
+    "rim": ("output", "the mask marks the lesion with its surrounding {x:g} mm (rim, halo)",
+            lambda s: 1.5 * s),
 }
+#: the largest strength of the dial (``speckle:10`` widens the pulse and beam 21 times)
+MAX_SHIFT_STRENGTH = 10.0
+
+
+def shift_amount(kind: str, strength: float = 1.0) -> float:
+    """The amount of shift ``kind`` at ``strength`` in the unit its words give (speckle: how
+    many times as wide; gain, contrast: dB; blur: px at 256 px; rim: mm); 0 for ``none``."""
+    fn = SHIFT_DIAL[kind][2]
+    return 0.0 if fn is None else float(fn(strength))
+
+
+def parse_shift(value) -> Tuple[str, float]:
+    """``sim_bus``'s ``shift`` option as ``(kind, strength)``.
+
+    Examples:
+        >>> parse_shift("speckle"), parse_shift("blur:2"), parse_shift(None)
+        (('speckle', 1.0), ('blur', 2.0), ('none', 1.0))
+        >>> parse_shift("blur:-1")
+        Traceback (most recent call last):
+        ...
+        keras_unet_ft.exitcodes.UserError: sim_bus shift='blur:-1': the strength after ':' must be a number in (0, 10], got '-1'
+    """
+    text = "none" if value is None else str(value).strip()
+    kind, sep, strength = text.partition(":")
+    if kind not in SHIFT_DIAL:
+        close = difflib.get_close_matches(kind, list(SHIFT_DIAL), n=1)
+        raise UserError(f"sim_bus shift={value!r}; expected KIND or KIND:STRENGTH with KIND "
+                        f"one of {', '.join(SHIFT_DIAL)} (none = the reference set)"
+                        + (f"; did you mean {close[0]!r}?" if close else ""))
+    if not sep:
+        return kind, 1.0
+    if kind == "none":
+        raise UserError(f"sim_bus shift={value!r}: the reference set has no strength; "
+                        "give shift=none")
+    try:
+        s = float(strength)
+    except ValueError:
+        s = float("nan")
+    if not 0 < s <= MAX_SHIFT_STRENGTH:   # also refuses nan
+        raise UserError(f"sim_bus shift={value!r}: the strength after ':' must be a number in "
+                        f"(0, {MAX_SHIFT_STRENGTH:g}], got {strength!r}")
+    return kind, s
+
+
+def describe_shift(value) -> Tuple[str, str]:
+    """``(level, words)`` of a ``shift`` option, the amount at its strength."""
+    kind, s = parse_shift(value)
+    level, words, _ = SHIFT_DIAL[kind]
+    return level, words.format(x=shift_amount(kind, s))
+
+
+#: ``{kind: (level, words at strength 1)}``
+SHIFTS = {k: describe_shift(k) for k in SHIFT_DIAL}
 SHIFT_KINDS = tuple(SHIFTS)
 
 #: profiles whose nets are too small to learn: their reports and advice check the pipeline,

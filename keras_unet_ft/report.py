@@ -16,7 +16,9 @@ from typing import Dict, List
 
 import numpy as np
 
-from .config import SHIFTS, TOO_SMALL_TO_LEARN, ModelConfig, model_family, pretrained_by_package
+from .config import (TOO_SMALL_TO_LEARN, ModelConfig, describe_shift, model_family, parse_shift,
+                     pretrained_by_package)
+from .exitcodes import UserError
 from .io import atomic_write_text, read_json
 from .layout import REPORT, figures_dir, pretrained_folder, spec_options, splits_file
 from .plans import Plan, all_layers_plan
@@ -538,7 +540,11 @@ def shift_section(targets, summary: List[dict], stats: List[dict], units: int) -
     shifted = []
     for t in targets:
         name, options = spec_options(t.spec)
-        if name == "sim_bus" and "shift" in options and options["shift"] in SHIFTS:
+        if name == "sim_bus" and "shift" in options:
+            try:
+                parse_shift(options["shift"])
+            except UserError:
+                continue
             shifted.append((t.slug, options["shift"]))
     if len(shifted) < 2:
         return []
@@ -559,7 +565,7 @@ def shift_section(targets, summary: List[dict], stats: List[dict], units: int) -
          "|---|---|---|---|" + "---|" * len(pairs)]
     wins: Dict[str, List[str]] = {}
     for slug, kind in shifted:
-        level, words = SHIFTS[kind]
+        level, words = describe_shift(kind)
         none = dice.get((slug, "none"))
         cells = []
         for a, b in pairs:

@@ -228,5 +228,55 @@ def test_an_unknown_shift_names_the_kinds():
     ref = load_dataset("sim_bus?shift=none&n=2", size=32, cache=False, progress=False)
     np.testing.assert_array_equal(ref.images, load_dataset("sim_bus?n=2", size=32, cache=False,
                                                            progress=False).images)
-    with pytest.raises(ValueError, match="shift='noise'; expected one of none, speckle"):
+    with pytest.raises(ValueError, match="shift='noise'; expected KIND or KIND:STRENGTH with "
+                                         "KIND one of none, speckle"):
         load_dataset("sim_bus?shift=noise&n=2", size=32, cache=False, progress=False)
+
+
+@pytest.mark.parametrize("shift, stat", [
+    ("speckle", lambda d: np.abs(np.diff(d.images, axis=2)).mean()),        # finer grain
+    ("gain", lambda d: d.images[:, 48:].mean() / d.images[:, :16].mean()),
+    ("blur", lambda d: np.abs(np.diff(d.images, axis=2)).mean()),
+    ("contrast", lambda d: d.images.std()),
+    ("rim", lambda d: -float(d.masks.sum())),                              # a wider rim
+])
+def test_the_dial_turns_each_shift_further_and_strength_1_is_the_plain_kind(shift, stat):
+    """``KIND:1`` is ``KIND`` to the bit; ``KIND:2`` moves the kind's own statistic further
+    from the reference than ``KIND:1``, ``KIND:0.5`` less far."""
+    from keras_unet_ft.data.synthetic.ultrasound import sim_bus
+
+    def make(s):
+        return sim_bus(n=3, size=64, seed=5, progress=False, shift=s)
+
+    plain, one = make(shift), make(f"{shift}:1")
+    np.testing.assert_array_equal(plain.images, one.images)
+    np.testing.assert_array_equal(plain.masks, one.masks)
+    ref, half, two = make("none"), make(f"{shift}:0.5"), make(f"{shift}:2")
+    assert stat(ref) > stat(half) > stat(one) > stat(two), (
+        stat(ref), stat(half), stat(one), stat(two))
+
+
+@pytest.mark.parametrize("value, message", [
+    ("blur:0", "strength after ':' must be a number in \\(0, 10\\], got '0'"),
+    ("blur:-1", "got '-1'"),
+    ("blur:11", "got '11'"),
+    ("blur:nan", "got 'nan'"),
+    ("blur:x", "got 'x'"),
+    ("none:2", "the reference set has no strength"),
+    ("speckel:2", "did you mean 'speckle'"),
+])
+def test_a_bad_strength_of_the_dial_is_one_sentence(value, message):
+    from keras_unet_ft.data.registry import load_dataset
+
+    with pytest.raises(ValueError, match=message):
+        load_dataset(f"sim_bus?shift={value}&n=2", size=32, cache=False, progress=False)
+
+
+def test_the_shift_table_of_the_report_names_the_strength():
+    from keras_unet_ft.config import describe_shift
+
+    assert describe_shift("speckle") == ("input", "coarser speckle: a pulse and a beam 3 times "
+                                                  "as wide")
+    assert describe_shift("blur:2")[1] == "a blurrier display: a Gaussian of 5 px (at 256 px) over the image"
+    assert describe_shift("rim:2") == ("output", "the mask marks the lesion with its "
+                                                 "surrounding 3 mm (rim, halo)")

@@ -54,7 +54,7 @@ import numpy as np
 from scipy import ndimage, signal
 
 from . import generate_images
-from ...config import SHIFTS
+from ...config import SHIFTS, parse_shift, shift_amount
 from ...exitcodes import UserError
 
 #: bumped when an image of the same seed changes (the dataset cache is keyed by it)
@@ -607,14 +607,11 @@ def scanner_display(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray,
     return img
 
 
-RIM_MM = 1.5
 
-
-def check_shift(shift: str) -> str:
-    """``shift`` when it is one of :data:`SHIFTS`, else a :class:`UserError` naming them."""
-    if shift not in SHIFTS:
-        raise UserError(f"sim_bus shift={shift!r}; expected one of {', '.join(SHIFTS)} "
-                        "(none = the reference set)")
+def check_shift(shift) -> str:
+    """``shift`` (``KIND`` or ``KIND:STRENGTH``, :func:`~keras_unet_ft.config.parse_shift`)
+    when valid, else a :class:`UserError` naming the kinds."""
+    parse_shift(shift)
     return shift
 
 
@@ -622,25 +619,28 @@ def simulate_breast_image(rng: np.random.Generator, size: int, malignant: bool,
                           probe: Probe = BREAST_PROBE, shift: str = "none"):
     """One B-mode image ``(size, size)`` in [0, 1] and its lesion mask (uint8); ``shift``
     changes one thing of :data:`SHIFTS` after every random draw of the reference image, so
-    the same ``rng`` state gives the same breast, lesion and speckle draws."""
+    the same ``rng`` state gives the same breast, lesion and speckle draws; ``KIND:S`` scales
+    the amount of the change by ``S`` (:func:`~keras_unet_ft.config.shift_amount`)."""
+    shift, strength = parse_shift(shift)
+    amount = shift_amount(shift, strength)
     probe = dataclasses.replace(probe, focus_mm=rng.uniform(0.3, 0.6) * probe.depth_mm)
     if shift == "speckle":
-        probe = dataclasses.replace(probe, cycles_sigma=3 * probe.cycles_sigma,
-                                    beam_sigma_mm=3 * probe.beam_sigma_mm,
-                                    beam_sigma_far_mm=3 * probe.beam_sigma_far_mm)
+        probe = dataclasses.replace(probe, cycles_sigma=amount * probe.cycles_sigma,
+                                    beam_sigma_mm=amount * probe.beam_sigma_mm,
+                                    beam_sigma_far_mm=amount * probe.beam_sigma_far_mm)
     nz, nx = probe.grid(size)
     echo, lesion = breast_phantom(rng, -(-nz // AXIAL_REPEAT), nx, probe, malignant)
     echo = np.repeat(echo, AXIAL_REPEAT, axis=0)[:nz]
     tgc, falloff = rng.uniform(0, 3), rng.uniform(0, 30)
     if shift == "gain":
-        falloff += 25.0
+        falloff += amount
     env = simulate_envelope(echo, rng, probe, tgc_error_db=tgc, lines=sample_index(nx, size),
                             gain_falloff_db=falloff)
-    dr = rng.uniform(40, 66) + (30.0 if shift == "contrast" else 0.0)
+    dr = rng.uniform(40, 66) + (amount if shift == "contrast" else 0.0)
     img = log_compress(point_sample(env, size, cols=False), dr)
     img = ndimage.gaussian_filter(img, np.array(SPECKLE_REDUCTION) * size / 256)
     if shift == "blur":
-        img = ndimage.gaussian_filter(img, 2.5 * size / 256)
+        img = ndimage.gaussian_filter(img, amount * size / 256)
     black = rng.uniform(*BLACK_LEVEL)   # the grey map's floor: echo-free areas are not all 0
     img = black + (1 - black) * img
     z = (np.linspace(0, nz - 1, size).round() + 0.5) / nz * probe.depth_mm
@@ -649,7 +649,7 @@ def simulate_breast_image(rng: np.random.Generator, size: int, malignant: bool,
                    lesion["radius"]).astype(np.uint8)
     img = scanner_display(rng, img, mask)
     if shift == "rim":   # what the mask marks: the lesion and the tissue around it
-        r = max(1.0, RIM_MM * size / probe.depth_mm)
+        r = max(1.0, amount * size / probe.depth_mm)
         yy, xx = np.mgrid[-int(r):int(r) + 1, -int(r):int(r) + 1]
         mask = ndimage.binary_dilation(mask, yy ** 2 + xx ** 2 <= r * r).astype(np.uint8)
     return img, mask
@@ -667,7 +667,10 @@ def sim_bus(n: int = 163, size: int = 256, seed: int = 0, malignant_fraction: fl
         shift: one kind of domain shift of :data:`SHIFTS` relative to the reference set
             (``none``), everything else the same for the same seed: ``speckle``, ``gain``,
             ``blur``, ``contrast`` (input-level) or ``rim`` (output-level: what the mask
-            marks). ``sim_bus?shift=blur`` in a target spec.
+            marks). ``KIND:S`` sets the strength of the dial: ``S`` times the amount of
+            strength 1 (``speckle:2``: pulse and beam 5 times as wide instead of 3;
+            ``blur:2``: a Gaussian of 5 px instead of 2.5), ``S`` in (0, 10].
+            ``sim_bus?shift=blur`` or ``sim_bus?shift=blur:2`` in a target spec.
 
     Returns:
         A :class:`~keras_unet_ft.data.dataset.Dataset` with ``meta["class"]``
