@@ -7,7 +7,11 @@ holdout of about ``1 / finetune.folds``, near-duplicates kept on one side):
    adaptation to distribution shifts"): per block, the relative gradient norm
    ``||g|| / ||w||`` of the fine-tuning loss on the training images at the pretrained
    weights, averaged over batches, ranked. Blocks whose weights the target pulls on
-   hardest come first.
+   hardest come first. Beside it, the best zero-training predictor of the measured
+   agreement with full grids (:mod:`keras_unet_ft.probes`, ``probe_agreement.json``)
+   ranks the plans: the first rung trains them in that order, so a ``--budget`` that ends
+   the first rung keeps the plans predicted best (said in ADVICE.md, with the plans left
+   untrained).
 2. **Successive halving** (Jamieson & Talwalkar 2016; the engine of Hyperband) over the
    plan set: every plan gets a short budget, the better half is kept, the budget
    doubles, until the last rung has trained the survivors for the full
@@ -293,16 +297,22 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
         raise UserError(f"none of the {len(val[1])} validation images of {target} has an "
                         "object: nothing to rank plans by")
 
-    # 1. the probe, at the pretrained weights
+    # 1. the probes, at the pretrained weights: Auto-RGN (shown) and the best measured
+    # predictor, whose ranking orders the first rung (a budget that ends it keeps the plans
+    # predicted best)
     probe_model = build_from_config(model_config(cfg, kind))
     probe_model.set_weights(weights)
     probe = rgn_probe(probe_model, bm, train[0], train[1], cfg.finetune.loss,
                       cfg.finetune.batch_size, seed=cfg.study.seed)
+    predicted = _predicted_order(cfg, probe_model, bm, groups, train[0], train[1])
     del probe_model
     t_probe = time.perf_counter()
 
-    # 2. successive halving
+    # 2. successive halving, the first rung in the predicted order
     cands = [Candidate(c, a, k) for c, a, k in groups]
+    if predicted["order"]:
+        pos = {p: i for i, p in enumerate(predicted["order"])}
+        cands.sort(key=lambda c: pos[c.plan])
     schedule = halving_schedule(len(cands), cfg.finetune.epochs)
     alive = list(cands)
     rungs, stopped = [], None
@@ -328,7 +338,23 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
         bar = progress_bar(alive, desc=f"advise rung {i + 1}/{len(schedule)} "
                                       f"({rung['epochs']:g} epochs)", unit="plan",
                            disable=not progress)
-        for c in bar:
+        for j, c in enumerate(bar):
+            if i == 0 and j and budget_minutes is not None:
+                # the first rung has no measured rate before it: each plan's own time
+                # decides whether the next fits (the plans left are the ones predicted worse)
+                left = budget_minutes * 60 - (time.perf_counter() - t_start)
+                per_plan = (time.perf_counter() - t0) / j
+                if per_plan > left:
+                    untrained = alive[j:]
+                    stopped = (f"stopped during rung 1 of {len(schedule)} after {j} of "
+                               f"{len(alive)} plans (in the probe's predicted order): the next "
+                               f"needs about {per_plan / 60:.1f} min, {max(left, 0) / 60:.1f} "
+                               f"min of the {budget_minutes:g}-minute budget are left; not "
+                               f"trained: {', '.join(u.plan for u in untrained)}")
+                    log.warning("advise: %s", stopped)
+                    for u in untrained:
+                        u.status, u.reason = "not_trained", "the budget ended the first rung"
+                    break
             bar.set_postfix_str(c.plan)
             session = FoldSession(rcfg, 0, precision, None, c.model)
             try:
@@ -352,7 +378,8 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
                 continue
             c.scores[i] = float(np.mean(list(c.per_image.values())))
         seconds = time.perf_counter() - t0
-        ranked = sorted(alive, key=lambda c: (-c.scores[i], c.trainable_params, c.plan))
+        ranked = sorted((c for c in alive if i in c.scores),
+                        key=lambda c: (-c.scores[i], c.trainable_params, c.plan))
         alive = [c for c in ranked if c.status == "ok"]   # a diverged plan never goes on
         nxt = schedule[i + 1] if i + 1 < len(schedule) else None
         rate = seconds / max(1e-9, added)   # seconds per plan-epoch
@@ -363,6 +390,8 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
                       "seconds": seconds,
                       "scores": {c.plan: c.scores[i] if c.status == "ok" else None
                                  for c in ranked}})
+        if stopped:   # the budget ended the first rung: its trained plans are the finalists
+            break
     done = len(rungs)
     if not done:
         raise UserError(f"--budget {budget_minutes} min is too short for the first rung")
@@ -432,6 +461,7 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
                                   else None),
                    "status": c.status, "reason": c.reason} for c in order],
         "rungs": rungs, "schedule": schedule, "stopped": stopped, "probe": probe,
+        "first_rung_order": predicted,
         "seconds": {"pretrained": t_pre - t_start, "probe": t_probe - t_pre,
                     "halving": seconds - (t_probe - t_start), "total": seconds},
         "epochs_trained": sum(r["epochs_added"] for r in rungs),
@@ -442,6 +472,49 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
     write_json(out / ADVICE_JSON, advice)
     atomic_write_text(out / ADVICE_MD, advice_markdown(advice))
     return advice
+
+
+def _predicted_order(cfg: Config, model, bm, groups, images, masks) -> dict:
+    """The candidate plans ranked by the best measured zero-training predictor (the measured
+    agreement shipped with the package, :func:`probe_agreement`), only its probe run on the
+    training images: ``{"predictor", "order", "agreement", "agreement_learned", "seconds",
+    "reason"}``; ``order`` is None when the probe cannot run (``reason`` says why)."""
+    from .probes import probe_name, rank_plans, run_probes
+
+    t = time.perf_counter()
+    measured = probe_agreement()
+    chosen = (measured or {}).get("best") or DEFAULT_PREDICTOR
+    out = {"predictor": chosen, "order": None, "reason": "",
+           "agreement": next((r for r in (measured or {}).get("predictors", [])
+                              if r["predictor"] == chosen), None),
+           "agreement_learned": next((r for r in (measured or {}).get("predictors_learned", [])
+                                      if r["predictor"] == chosen), None)}
+    probe = probe_name(chosen)
+    if probe is None or probe == "shift":   # a baseline, or a probe that needs pretraining images
+        out["reason"] = f"the predictor {chosen!r} needs no or other inputs than the target's"
+    else:
+        blocks, params = _plan_blocks_params(cfg, bm, groups)
+        res = run_probes(model, bm, images, masks, loss=cfg.finetune.loss,
+                         batch_size=cfg.finetune.batch_size, seed=cfg.study.seed,
+                         probes=(probe,))
+        order = rank_plans(chosen, {k: v["scores"] for k, v in res.items()}, blocks, params,
+                           seed=cfg.study.seed)
+        out["order"] = order
+        if order is None:
+            out["reason"] = f"the probe of {chosen!r} could not run on this network"
+    out["seconds"] = time.perf_counter() - t
+    return out
+
+
+def _plan_blocks_params(cfg: Config, bm, groups):
+    """Each candidate plan's trained blocks and trainable parameters."""
+    from .probes import plan_blocks
+    from .trainable import plan_matrix
+
+    blocks = {c: plan_blocks(c, bm) for c, _, _ in groups}
+    params = {r.plan: int(r.trainable_params) for r in
+              plan_matrix([c for c, _, _ in groups], bm, cfg.finetune.batchnorm)}
+    return blocks, params
 
 
 # -- the advice, for people --------------------------------------------------------------
@@ -556,8 +629,16 @@ def advice_markdown(a: dict) -> str:
                  f"{r['epochs_added']:g} | {r['seconds']:.0f} | {scores} |")
     bad = [o for o in a["order"] if o["status"] != "ok"]
     if bad:
-        L += ["", "Left out (diverged or failed): " + "; ".join(
+        L += ["", "Left out (diverged, failed or not trained): " + "; ".join(
             f"{o['plan']}: {o['reason']}" for o in bad)]
+    first = a.get("first_rung_order") or {}
+    if first.get("order"):
+        L += ["", f"Rung 1 trained the plans in the order the zero-training probe "
+                  f"`{first['predictor']}` predicts (best first; a budget that ends the rung "
+                  f"keeps these first): {', '.join(first['order'])}. How far that order is to "
+                  f"be trusted: {agreement_sentence(first)}."]
+    elif first:
+        L += ["", f"Rung 1 trained the plans in the plan set's order: {first['reason']}."]
     L += ["", "## Probe: relative gradient norm per block at the pretrained weights", "",
           "Auto-RGN (Lee et al. 2022): ||g|| / ||w|| of the loss on the training images, "
           f"averaged over {PROBE_BATCHES} batches. No training; a hint of where the target "
@@ -599,7 +680,7 @@ def probe_only(cfg: Config, target: str, out, plans: Optional[str] = None, pretr
     (the ranking, the probe and its measured agreement with full grids).
     """
     from .data.study_data import load_pretrain_data
-    from .probes import MAX_IMAGES, plan_blocks, probe_report, rank_plans, run_probes
+    from .probes import MAX_IMAGES, probe_report, rank_plans, run_probes
 
     t_start = time.perf_counter()
     out = pathlib.Path(out)
@@ -628,10 +709,7 @@ def probe_only(cfg: Config, target: str, out, plans: Optional[str] = None, pretr
     t_probe = time.perf_counter()
     measured = probe_agreement()
     chosen = predictor or (measured or {}).get("best") or DEFAULT_PREDICTOR
-    blocks = {c: plan_blocks(c, bm) for c, _, _ in groups}
-    from .trainable import plan_matrix
-    params = {r.plan: int(r.trainable_params) for r in
-              plan_matrix([c for c, _, _ in groups], bm, cfg.finetune.batchnorm)}
+    blocks, params = _plan_blocks_params(cfg, bm, groups)
     scores = {k: v["scores"] for k, v in res.items()}
     order = rank_plans(chosen, scores, blocks, params, seed=cfg.study.seed)
     if order is None:

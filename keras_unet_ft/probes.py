@@ -421,6 +421,15 @@ def predictors() -> List[str]:
     return [f"{n}/{r}" for n in names for r in RULES] + list(BASELINES)
 
 
+def probe_name(predictor: str) -> Optional[str]:
+    """The probe a predictor ranks by (``feature_need/share`` -> ``feature``); None for the
+    baselines, which run no probe."""
+    if predictor in BASELINES:
+        return None
+    name = predictor.partition("/")[0]
+    return "feature" if name.startswith("feature") else name
+
+
 def rank_plans(predictor: str, block_scores: Dict[str, Sequence[float]],
                blocks: Dict[str, List[int]], params: Dict[str, int], seed: int = 0
                ) -> Optional[List[str]]:
@@ -445,7 +454,7 @@ def rank_plans(predictor: str, block_scores: Dict[str, Sequence[float]],
         names = sorted(blocks)
         return [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
     name, _, rule = predictor.partition("/")
-    probe = "feature" if name.startswith("feature") else name
+    probe = probe_name(predictor)
     if probe not in block_scores:
         return None
     s = block_scores[probe]

@@ -150,8 +150,57 @@ def test_a_diverged_plan_is_dropped_and_named(tmp_path, monkeypatch):
     assert "expanding" not in [r["plan"] for r in a["ranking"]]
     bad = [o for o in a["order"] if o["status"] != "ok"]
     assert [(o["plan"], o["last_score"]) for o in bad] == [("expanding", None)]
-    assert ("Left out (diverged or failed): expanding: loss became non-finite"
+    assert ("Left out (diverged, failed or not trained): expanding: loss became non-finite"
             in (tmp_path / "a" / "ADVICE.md").read_text())
+
+
+@pytest.mark.parametrize("plans", ["contracting,expanding,shallow_to_deep:1,deep_to_shallow:1",
+                                   "deep_to_shallow:1,shallow_to_deep:1,expanding,contracting"])
+def test_the_first_rung_goes_in_the_probe_s_order_and_a_budget_ending_it_keeps_the_first(
+        tmp_path, monkeypatch, plans):
+    """The first rung trains the plans in the order of the best measured predictor (its
+    probe run on the training images); a budget that ends the first rung keeps the plans
+    trained so far (the predicted best) as the finalists and names the ones left out. Each
+    plan "takes" 60 s of a fake clock; the budget of 2.5 min fits two."""
+    import types
+
+    import keras
+
+    import keras_unet_ft.advise as adv
+    from keras_unet_ft.config import load_config
+    from keras_unet_ft.model import build_from_config, model_config
+
+    cfg = load_config("smoke", {"data.cache_dir": str(tmp_path / "cache")})
+    pre = tmp_path / "pre.keras"
+    build_from_config(model_config(cfg, "unet")).save(pre)
+    clock = [0.0]
+    monkeypatch.setattr(adv, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    trained = []
+
+    def fake(c, cfg_, session, weights, train, val, epochs, seed):
+        clock[0] += 60.0
+        trained.append(c.plan)
+        c.trained += epochs
+        ids = [i for j, i in enumerate(val[2]) if val[1][j].max() > 0]
+        return {i: 0.5 - 0.1 * len(trained) + 0.01 * (k % 3) for k, i in enumerate(ids)}, 100
+
+    monkeypatch.setattr(adv, "_go_on", fake)
+    keras.utils.set_random_seed(0)
+    a = adv.advise(cfg, "sim_bus", tmp_path / "a", progress=False, pretrained=pre, plans=plans,
+                   budget_minutes=2.5)
+    first = a["first_rung_order"]
+    assert first["predictor"] == adv.probe_agreement()["best"]
+    assert sorted(first["order"]) == sorted(plans.split(","))
+    assert trained == first["order"][:2]                 # the predicted best first, then cut
+    assert [r["plan"] for r in a["ranking"]] == trained and a["best"] == trained[0]
+    assert len(a["rungs"]) == 1 and set(a["rungs"][0]["scores"]) == set(trained)
+    left = {o["plan"]: o for o in a["order"] if o["status"] != "ok"}
+    assert set(left) == set(first["order"][2:])
+    assert all(o["status"] == "not_trained" for o in left.values())
+    assert "stopped during rung 1" in a["stopped"] and first["order"][3] in a["stopped"]
+    text = (tmp_path / "a" / "ADVICE.md").read_text()
+    assert f"Rung 1 trained the plans in the order the zero-training probe `{first['predictor']}`" in text
+    assert "the budget ended the first rung" in text and "**The budget ended the search early**" in text
 
 
 @pytest.mark.parametrize("none_dice, recommended", [
