@@ -86,6 +86,9 @@ class ArgSpec:
     parse: Callable[[str, str, str], dict]   # (kind, argument, whole text) -> field values
     show: Callable[["Plan"], str]            # the argument's text ("" = the kind alone)
     check: Callable[["Plan"], None]          # raises PlanError on a bad value
+    #: example arguments ``unet-ft plans --matrix`` shows for every kind taking it (``:1..N``
+    #: expands to every unit); none for an argument that is the user's own (a regex, stages)
+    examples: Tuple[str, ...] = ()
 
 
 def _no_arg_parse(kind, arg, text):
@@ -153,16 +156,19 @@ def _stages_check(p):
                             "llrd, gradual, model prefix or nested stages)")
 
 
-NO_ARG = ArgSpec((), _no_arg_parse, lambda p: "", lambda p: None)
+NO_ARG = ArgSpec((), _no_arg_parse, lambda p: "", lambda p: None, examples=("",))
 UNITS = ArgSpec(("k", "scheme"), _unit_parse,
-                lambda p: f"{p.k}" + ("" if p.scheme == "path" else f"@{p.scheme}"), _unit_check)
+                lambda p: f"{p.k}" + ("" if p.scheme == "path" else f"@{p.scheme}"), _unit_check,
+                examples=(":1..N", ":1..N@level"))
 SPLIT = ArgSpec(("split",), lambda kind, arg, text: {"split": arg or "conv"},
-                lambda p: "" if p.split == "conv" else p.split, _split_check)
+                lambda p: "" if p.split == "conv" else p.split, _split_check,
+                examples=("", ":blocks"))
 PATTERN = ArgSpec(("pattern",), lambda kind, arg, text: {"pattern": arg},
                   lambda p: p.pattern, _pattern_check)
-GAMMA = ArgSpec(("gamma",), _gamma_parse, lambda p: f"{p.gamma:g}", _gamma_check)
+GAMMA = ArgSpec(("gamma",), _gamma_parse, lambda p: f"{p.gamma:g}", _gamma_check,
+                examples=(":0.5",))
 DIRECTION = ArgSpec(("direction",), lambda kind, arg, text: {"direction": arg or None},
-                    lambda p: p.direction, _direction_check)
+                    lambda p: p.direction, _direction_check, examples=(":top",))
 STAGES = ArgSpec(("stages",), _no_arg_parse, lambda p: "", _stages_check)
 _BLOCK_RANGE = re.compile(r"blocks-(\d+)\.\.(\d+)")
 
@@ -176,7 +182,7 @@ def _reset_check(p):
 
 
 RESET = ArgSpec(("reset",), lambda kind, arg, text: {"reset": arg or None},
-                lambda p: p.reset, _reset_check)
+                lambda p: p.reset, _reset_check, examples=(":expanding",))
 
 
 def _rank_parse(kind, arg, text):
@@ -193,7 +199,7 @@ def _rank_check(p):
         raise PlanError(f"plan 'lora' needs a positive integer rank, e.g. lora:4; got {r!r}")
 
 
-RANK = ArgSpec(("rank",), _rank_parse, lambda p: str(p.rank), _rank_check)
+RANK = ArgSpec(("rank",), _rank_parse, lambda p: str(p.rank), _rank_check, examples=(":4",))
 
 #: the value of every argument field when a kind does not take it
 _ARG_DEFAULTS = {"k": None, "scheme": "path", "split": "conv", "pattern": None, "gamma": None,

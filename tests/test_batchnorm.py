@@ -8,6 +8,7 @@ import pytest
 
 from conftest import tiny_config
 from keras_unet_ft import finetune
+from keras_unet_ft.config import TRAINER_SPECS
 from keras_unet_ft.plans import Plan, PlanError
 
 STATS = ("moving_mean", "moving_variance")
@@ -152,14 +153,17 @@ def check_run(tr, plan, mode, epochs=1):
 
 
 # one traced step per (trainer, trained set): the table keeps the runs few (the
-# switching test below trains expanding and contracting under auto on both trainers)
-FAST = [
-    ("selective", "contracting", "frozen"), ("selective", "gradual:top", "auto"),
-    ("selective", "llrd:0.5", "frozen"), ("selective", "lora:2", "auto"),
-    ("masked", "shallow_to_deep:1", "frozen"),
+# switching test below trains expanding and contracting under auto on both trainers).
+# Every trainer a study may name has a row (from config.TRAINER_SPECS: a new trainer is
+# checked without a line here); multiworker runs only under TF_CONFIG's workers
+FAST = [(name, "shallow_to_deep:1", "frozen") for name, spec in TRAINER_SPECS.items()
+        if spec.study] + [
+    ("selective", "gradual:top", "auto"), ("selective", "llrd:0.5", "frozen"),
+    ("selective", "lora:2", "auto"),
     ("keras", "shallow_to_deep:1", "auto"), ("keras", "expanding", "frozen"),
 ]
 SLOW = [
+    ("selective", "contracting", "frozen"),
     ("selective", "contracting", "auto"), ("selective", "ssf", "auto"),
     ("selective", "expanding", "train"), ("selective", "shallow_to_deep:1", "auto"),
     ("selective", "llrd:0.5", "auto"), ("selective", "gradual:bottom", "frozen"),

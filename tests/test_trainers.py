@@ -54,17 +54,24 @@ def test_every_reparam_kind_has_its_class_and_every_class_its_kind():
         reparam_class(Plan.parse("all"))
 
 
-@pytest.mark.parametrize("cls", [trainers.SelectiveTrainer, trainers.MaskedTrainer,
-                                 trainers.KerasFitTrainer, trainers.MultiworkerTrainer])
-def test_every_trainer_class_speaks_the_protocol(cls):
-    assert cls.name in trainers.BUILDERS
-    assert callable(getattr(cls, "train"))
+@pytest.mark.parametrize("name", list(TRAINER_SPECS))
+def test_every_trainer_class_speaks_the_protocol(name):
+    """Every row of the table has its class registered (its module imported by the
+    package), a builder and ``train``."""
+    cls = trainers.CLASSES[name]
+    assert cls.name == name and name in trainers.BUILDERS
+    assert callable(getattr(cls, "train")) and callable(getattr(cls, "build"))
 
 
-def test_the_trainers_that_hold_their_state_can_go_on_from_it():
-    for cls in (trainers.SelectiveTrainer, trainers.MaskedTrainer):
-        for method in ("reset", "select", "fit", "predict", "state", "restore_optimizer"):
-            assert callable(getattr(cls, method)), (cls.name, method)
+@pytest.mark.parametrize("name", [n for n, s in TRAINER_SPECS.items() if s.per_variable])
+def test_the_trainers_that_hold_their_state_can_go_on_from_it(name):
+    cls = trainers.CLASSES[name]
+    for method in ("reset", "select", "fit", "predict", "state", "restore_optimizer"):
+        assert callable(getattr(cls, method)), (cls.name, method)
+
+
+def test_the_known_trainers_are_rows_of_the_table():
+    assert {"selective", "masked", "keras", "multiworker"} <= set(TRAINER_SPECS)
 
 
 def test_the_table_says_which_trainers_speak_the_resumable_protocol():
@@ -125,7 +132,7 @@ def test_a_trainer_that_cannot_run_is_a_bad_input():
         trainers.resolve_trainer("selective", "fp16")
 
 
-@pytest.mark.parametrize("trainer", ["selective", "masked", "keras", "multiworker"])
+@pytest.mark.parametrize("trainer", list(TRAINER_SPECS))
 def test_every_trainer_reads_finetune_batchnorm(trainer):
     """``finetune.batchnorm`` reaches every trainer of the table; the process's shared
     selective trainer is one per mode (its traced steps differ)."""

@@ -6,16 +6,13 @@ from .common import _add_model_args, _build_from_args
 
 
 def _matrix_plans() -> str:
-    """Every plan kind of :data:`~keras_unet_ft.plans.KIND_SPECS` with an example argument
-    (``K`` plans for every unit, under both schemes); ``layers:REGEX`` and staged plans
-    are left out: their argument is yours."""
+    """Every plan kind of :data:`~keras_unet_ft.plans.KIND_SPECS` with its argument's example
+    arguments (``ArgSpec.examples``: ``K`` plans for every unit, under both schemes);
+    ``layers:REGEX`` and staged plans are left out: their argument is yours."""
     from .. import plans as P
 
-    examples = {id(P.NO_ARG): ("",), id(P.SPLIT): ("", ":blocks"), id(P.GAMMA): (":0.5",),
-                id(P.UNITS): (":1..N", ":1..N@level"), id(P.DIRECTION): (":top",),
-                id(P.RESET): (":expanding",), id(P.RANK): (":4",)}
     return ",".join(kind + arg for kind, spec in P.KIND_SPECS.items()
-                    for arg in examples.get(id(spec.arg), ()))
+                    for arg in spec.arg.examples)
 
 
 #: the plans ``unet-ft plans --matrix`` shows by default: every plan kind, both schemes

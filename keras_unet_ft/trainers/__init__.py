@@ -24,13 +24,16 @@ BatchNormalization layers train (``auto``, ``train``) or stay in inference mode,
 Adding a trainer: its row in ``config.TRAINER_SPECS`` (name, summary, whether
 ``study.trainer`` may name it, whether it trains per variable) and its class here, marked
 ``@trainer`` (:func:`~.base.trainer`), with ``name``, ``resolved``, ``train(...)`` (see
-:class:`~.base.Trainer`) and a ``build(cfg, mcfg, seed, precision, strategy)`` classmethod;
+:class:`~.base.Trainer`) and a ``build(cfg, mcfg, seed, precision, strategy)`` classmethod,
+in a module of this package (every module here is imported, which registers the class);
 :func:`resolve_trainer` says when ``study.trainer=auto`` picks it. ``plans.TRAINERS``, the
 plan kinds' ``trainers``, :data:`BUILDERS` and ``study.trainer``'s choices follow.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable, Dict
 
 from ..config import TRAINER_SPECS
@@ -47,6 +50,11 @@ __all__ = ["BUILDERS", "CLASSES", "KerasFitTrainer", "KerasRuns", "MaskedTrainer
            "MultiworkerTrainer", "Resumable", "SelectiveTrainer", "Trained", "Trainer",
            "clear_shared", "make_trainer", "resolve_trainer", "shifted", "stage_learning_rate",
            "weights_by_layer"]
+
+# every module of this package is imported: a trainer class registers itself (``@trainer``)
+# in its own module, so a new module needs no line here
+for _m in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_m.name}")
 
 #: ``study.trainer`` (resolved) -> ``(cfg, model config, seed, precision, strategy) -> Trainer``:
 #: each class's ``build``, in the order of ``config.TRAINER_SPECS``
