@@ -1,5 +1,6 @@
 import os
 import pathlib
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("UNET_FT_MAX_AM_STEPS", "3")
@@ -22,6 +23,18 @@ def pytest_collection_modifyitems(items):
         if E2E in pathlib.Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.e2e)
             item.add_marker(pytest.mark.slow)
+
+@pytest.fixture(autouse=True)
+def _float32_policy_after_each_test():
+    """Every test starts from Keras' float32 dtype policy: a run sets the global policy of
+    its precision (``runtime.fresh_session``; ``auto`` is bf16 on AVX512-BF16 / AMX CPUs) and
+    leaves it, so a later test computed in bf16 or not depending on which tests ran before
+    it in the process (seen with ``pytest -n 2``: the probe's gradient norms off by 5e-4)."""
+    yield
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        keras.config.set_dtype_policy("float32")
+
 
 #: pretrain_n 18: 2 validation + 16 training images, two full batches of 8, so Keras traces
 #: one train step (a last, smaller batch costs a second trace: seconds per test)

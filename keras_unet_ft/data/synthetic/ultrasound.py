@@ -54,7 +54,7 @@ import numpy as np
 from scipy import ndimage, signal
 
 from . import generate_images
-from ...config import SHIFTS, parse_shift, shift_amount
+from ...config import SHIFTS, parse_shift, shift_amount  # noqa: F401 (SHIFTS: the kinds, re-exported)
 from ...exitcodes import UserError
 
 #: bumped when an image of the same seed changes (the dataset cache is keyed by it)
