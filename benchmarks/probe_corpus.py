@@ -7,6 +7,11 @@ plan set on many targets, at a reduced scale that fits a 2-vCPU CPU in about 40 
     nice -n 10 python benchmarks/probe_corpus.py advise --root /tmp/corpus \
         --targets salient/bus bus/shift_rim                                    # advise on some
 
+``PROBE_CORPUS_BUSI=../shared/data/busi_dev`` before ``run``, ``summarize`` and
+``probe_vs_grid.py --root`` adds a folder of real breast ultrasound (images/, masks/) as a target
+of the pretrainings in :data:`BUSI_PRETRAININGS` (measured, never shipped: the folder is the
+user's). ``--only PRE`` runs some pretrainings (two at a time suit 2 vCPUs).
+
 ``run`` starts one ``unet-ft study`` per pretraining (each a results folder under ROOT,
 every target a full grid of :data:`PLANS` over :data:`SCALE`'s folds), the pretrainings side
 by side (one thread each). A study that is stopped goes on from its finished runs when run
@@ -61,6 +66,12 @@ SCALE = {
     "study.baselines": "false",
 }
 
+#: the shift dial (``sim_bus?shift=KIND:S``) at strength 3 for every kind and at 2 for three:
+#: the strength-1 shifts barely move the pretrained nets
+DIAL = ([f"sim_bus?shift={k}:3&name=shift_{k}3" for k in ("speckle", "gain", "blur",
+                                                              "contrast", "rim")]
+        + [f"sim_bus?shift={k}:2&name=shift_{k}2" for k in ("speckle", "blur", "rim")])
+
 #: pretraining -> (pretraining dataset, targets); a target's ``name=`` is its slug
 PRETRAININGS = {
     "bus": ("sim_bus?seed=1000", [
@@ -76,7 +87,7 @@ PRETRAININGS = {
         "sim_bus?shift=blur&name=shift_blur",
         "sim_bus?seed=13&name=bus_s13",
         "sim_bus?n=600&seed=12&name=bus_n600",
-    ]),
+    ] + DIAL),
     "salient": ("synth_salient", [
         "sim_bus?name=bus",
         "sim_bus?shift=rim&name=shift_rim",
@@ -88,19 +99,51 @@ PRETRAININGS = {
         "sim_bus?n=50&seed=11&name=bus_n50",
         "sim_bus?shift=gain&name=shift_gain",
         "sim_bus?shift=blur&name=shift_blur",
+    ] + DIAL[:5]),
+    # the same generated pretraining set at two other sizes (pretraining size alone can turn
+    # the contracting-vs-expanding verdict)
+    "salient2400": ("synth_salient", [
+        "sim_bus?name=bus", "sim_lus?n=163&name=lus", "sim_bus?shift=speckle:3&name=shift_speckle3",
+        "sim_bus?shift=rim&name=shift_rim",
+    ]),
+    "salient850": ("synth_salient", [
+        "sim_bus?name=bus", "sim_lus?n=163&name=lus", "sim_bus?shift=speckle:3&name=shift_speckle3",
+        "sim_bus?shift=rim&name=shift_rim",
     ]),
 }
+#: settings of a pretraining beside :data:`SCALE` (``data.pretrain_n`` of the size variants)
+PRETRAIN_SETTINGS = {"salient2400": {"data.pretrain_n": 2400},
+                     "salient850": {"data.pretrain_n": 850}}
+#: real breast ultrasound, measured, never shipped: ``PROBE_CORPUS_BUSI=FOLDER`` (images/ and
+#: masks/, e.g. ../shared/data/busi_dev) adds it as a target of these pretrainings
+BUSI_ENV = "PROBE_CORPUS_BUSI"
+BUSI_PRETRAININGS = ("bus", "salient", "salient2400", "salient850")
+
+
+def targets_of(pre: str) -> list:
+    """The target specs of one pretraining's grids (the real set when ``PROBE_CORPUS_BUSI``
+    names its folder)."""
+    out = list(PRETRAININGS[pre][1])
+    busi = os.environ.get(BUSI_ENV)
+    if busi and pre in BUSI_PRETRAININGS:
+        out.append(f"folder:{busi}?modality=ultrasound&name=busi_dev")
+    return out
+
+
+def settings_of(pre: str) -> dict:
+    """:data:`SCALE` with the pretraining's own settings."""
+    return dict(SCALE, **PRETRAIN_SETTINGS.get(pre, {}))
 
 
 def study_command(pre: str, root) -> list:
     """The ``unet-ft study`` command of one pretraining's grids."""
-    data, targets = PRETRAININGS[pre]
+    data = PRETRAININGS[pre][0]
     cmd = ["unet-ft", "study", "--profile", "quick", "--out", str(pathlib.Path(root) / pre),
            "--pretrain", data, "--plans", ",".join(PLANS), "--no-figures", "--quiet",
            "--threads", "1"]
-    for k, v in SCALE.items():
+    for k, v in settings_of(pre).items():
         cmd += ["--set", f"{k}={v}"]
-    for t in targets:
+    for t in targets_of(pre):
         cmd += ["--target", t]
     return cmd
 
@@ -115,7 +158,7 @@ def advise_command(pre: str, target: str, root) -> list:
            "--out", str(pathlib.Path(root) / "advice" / pre / slug),
            "--plans", ",".join(p for p in PLANS if p != "none"), "--threads", "1",
            "--set", f"data.pretrain={data}"]
-    for k, v in SCALE.items():
+    for k, v in settings_of(pre).items():
         cmd += ["--set", f"{k}={v}"]
     return cmd
 
@@ -125,7 +168,7 @@ def run_advise(root, targets) -> int:
     rc = 0
     for key in targets:
         pre, slug = key.split("/")
-        spec = next(t for t in PRETRAININGS[pre][1] if t == slug or f"name={slug}" in t)
+        spec = next(t for t in targets_of(pre) if t == slug or f"name={slug}" in t)
         cmd = advise_command(pre, spec, root)
         print(" ".join(cmd), flush=True)
         t0 = time.perf_counter()

@@ -51,7 +51,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import numpy as np  # noqa: E402
 
-from probe_corpus import CSV, PARTIAL, PRETRAININGS, SCALE  # noqa: E402
+from probe_corpus import CSV, PARTIAL, SCALE, targets_of  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 SCORES = HERE / "probe_scores.json"
@@ -83,8 +83,7 @@ def probe_target(root, pre: str, target_slug: str) -> dict:
 
     folder = pathlib.Path(root) / pre
     cfg = load_config_of(folder)
-    spec = next(t for t in PRETRAININGS[pre][1]
-                if t == target_slug or f"name={target_slug}" in t)
+    spec = next(t for t in targets_of(pre) if t == target_slug or f"name={target_slug}" in t)
     keras.backend.clear_session()
     model = build_from_config(model_config(cfg, cfg.model.kind))
     model.set_weights(keras.saving.load_model(
