@@ -326,7 +326,7 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
                               for c in alive)
             if need > left:
                 stopped = (f"stopped before rung {i + 1} of {len(schedule)}: it needs about "
-                           f"{need / 60:.1f} min, {max(left, 0) / 60:.1f} min of the "
+                           f"{_duration(need)}, {_duration(left)} of the "
                            f"{budget_minutes:g}-minute budget are left")
                 log.warning("advise: %s", stopped)
                 break
@@ -347,10 +347,10 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
                 if per_plan > left:
                     untrained = alive[j:]
                     stopped = (f"stopped during rung 1 of {len(schedule)} after {j} of "
-                               f"{len(alive)} plans (in the probe's predicted order): the next "
-                               f"needs about {per_plan / 60:.1f} min, {max(left, 0) / 60:.1f} "
-                               f"min of the {budget_minutes:g}-minute budget are left; not "
-                               f"trained: {', '.join(u.plan for u in untrained)}")
+                               f"{len(alive)} plans, taken in the probe's predicted order: the "
+                               f"next needs about {_duration(per_plan)}, {_duration(left)} of "
+                               f"the {budget_minutes:g}-minute budget are left; not trained: "
+                               f"{', '.join(u.plan for u in untrained)}")
                     log.warning("advise: %s", stopped)
                     for u in untrained:
                         u.status, u.reason = "not_trained", "the budget ended the first rung"
@@ -518,6 +518,12 @@ def _plan_blocks_params(cfg: Config, bm, groups):
 
 
 # -- the advice, for people --------------------------------------------------------------
+def _duration(seconds: float) -> str:
+    """``42 s`` under a minute and a half, else ``2.5 min``; a negative time left is 0 s."""
+    seconds = max(0.0, float(seconds))
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
 def _f(x, nd=3) -> str:
     return "-" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
 
@@ -592,8 +598,10 @@ def advice_markdown(a: dict) -> str:
         L += ["No other finalist is tied with it (every interval of the difference lies "
               "above 0).", ""]
     if a["stopped"]:
-        L += [f"**The budget ended the search early** ({a['stopped']}): this is the best of "
-              "the last finished rung, at a shorter budget than the study's.", ""]
+        which = ("of the plans the first rung trained" if a["stopped"].startswith("stopped during")
+                 else "of the last finished rung")
+        L += [f"**The budget ended the search early** ({a['stopped']}): this is the best "
+              f"{which}, at a shorter budget than the study's.", ""]
     s = a["seconds"]
     L += [f"{a['n_images']} images of {a['target']}: {a['n_train']} for training (augmented to "
           f"{a['steps_per_epoch_images']} per epoch), {a['n_val']} for validation "
@@ -606,7 +614,7 @@ def advice_markdown(a: dict) -> str:
           f"{cfg['finetune']['folds']}-fold grid of these plans.", "",
           "One split, one seed: a fast first answer. The study's cross-validation "
           "(`unet-ft study`) is the evidence.", "",
-          "## Finalists (full budget)", "",
+          "## Finalists" + ("" if a["stopped"] else " (full budget)"), "",
           "| plan | blocks | trainable params | val Dice | 95 % CI | best − this | 95 % CI "
           "| tied |", "|---|---|---|---|---|---|---|---|"]
     for r in a["ranking"]:
