@@ -25,7 +25,9 @@ Dice with its 95 % interval and the paired tied-best groups, and writes
   partial plans only (every plan but ``all`` and ``none``: the paper's question);
 * ``best_minus``/``_ci_low``/``_ci_high`` against the best partial plan (partial plans) or
   the best plan (``all``);
-* ``trainable_params``, ``seconds`` (training seconds summed over folds).
+* ``trainable_params``, ``seconds`` (training seconds summed over folds);
+* ``c_minus_e``/``_ci_low``/``_ci_high``: the target's contracting − expanding Dice, paired
+  over held-out images (the same on each of the target's rows).
 
 The scale is stated in :data:`SCALE`: the `quick` profile's network (64 px, base 8), 2 folds,
 4 fine-tuning epochs on the fold's training images as they are (``augment_total=1``: no
@@ -230,6 +232,8 @@ def grid_rows(folder, pre: str):
             ci[p] = bootstrap_ci([s[k] for k in keys], [k[0] for k in keys])
         best = max((p for p in plans if p != "none"), key=lambda p: dice[p])
         bestp = max(PARTIAL, key=lambda p: dice[p])
+        # the paper's question on this target: contracting − expanding, paired
+        ce, ce_lo, ce_hi = _paired(scores["contracting"], scores["expanding"])
         for p in plans:
             d, lo, hi = (0.0, 0.0, 0.0) if p == best else _paired(scores[best], scores[p])
             dp, lop, hip = ((0.0, 0.0, 0.0) if p == bestp else _paired(scores[bestp], scores[p]))
@@ -247,7 +251,8 @@ def grid_rows(folder, pre: str):
                 "best_partial_minus_ci_low": lop if p in PARTIAL else "",
                 "best_partial_minus_ci_high": hip if p in PARTIAL else "",
                 "trainable_params": int(float(r0["trainable_params"] or 0)),
-                "seconds": secs, "n_images": len(scores[p])})
+                "seconds": secs, "n_images": len(scores[p]),
+                "c_minus_e": ce, "c_minus_e_ci_low": ce_lo, "c_minus_e_ci_high": ce_hi})
     return out
 
 

@@ -10,7 +10,7 @@ the training images of the grid's fold 0 (never its held-out images) and kept in
 ``benchmarks/probe_scores.json``, so the scoring reruns from committed files alone.
 
 Every predictor (``probes.predictors()``: each probe under the ``mean`` and ``share`` rules,
-and the baselines) is scored on three questions:
+and the baselines) is scored on four questions:
 
 * **partial** - the best plan among the partial plans (every plan but ``all`` and ``none``):
   top-1 = its pick lies in the grid's tied-best group of the partial plans (paired 95 %
@@ -21,7 +21,10 @@ and the baselines) is scored on three questions:
   partial plan is best and ``all`` is not in the tied-best group; the predictor says yes when
   it ranks a partial plan above ``all``; accuracy;
 * **ranking** - the whole order of the trained plans (partial plans and ``all``): top-1 in the
-  tied-best group, regret, Kendall tau.
+  tied-best group, regret, Kendall tau;
+* **c vs e** - the paper's own question, contracting or expanding, on the targets where the
+  grid decides it (the paired interval of contracting − expanding excludes 0): the share where
+  the predictor ranks the winner above the loser (``ce_correct``; ``ce_decided`` targets).
 
 Costs in seconds per target: the probe (its own gradient or forward passes), the grid (the
 training seconds of its runs, summed over plans and folds) and ``advise``'s successive halving:
@@ -147,6 +150,12 @@ def score_one(order, grid) -> dict:
     said = order.index(part[0]) < order.index("all")
     out.update({"beats_all_truth": int(truth), "beats_all_said": int(said),
                 "beats_all_correct": int(truth == said)})
+    # contracting vs expanding where the grid decides it (the paired interval excludes 0)
+    lo, hi = _f(grid["contracting"].get("c_minus_e_ci_low")), _f(
+        grid["contracting"].get("c_minus_e_ci_high"))
+    decided = lo > 0 or hi < 0
+    said_c = order.index("contracting") < order.index("expanding")
+    out["ce_correct"] = float(said_c == (lo > 0)) if decided else math.nan
     whole = [p for p in order if p in TRAINED]
     best = max(TRAINED, key=lambda p: dice[p])
     pick = whole[0]
@@ -158,7 +167,7 @@ def score_one(order, grid) -> dict:
 
 
 METRICS = ("partial_top1", "partial_tau", "partial_regret", "partial_regret_decided",
-           "beats_all_correct", "ranking_top1", "ranking_tau", "ranking_regret")
+           "beats_all_correct", "ranking_top1", "ranking_tau", "ranking_regret", "ce_correct")
 
 
 def evaluate(corpus, scores):
@@ -228,8 +237,11 @@ def summary(per) -> list:
     for name, rows in per.items():
         r = {"predictor": name, "targets": len(rows)}
         for m in METRICS:
-            v = np.array([x[m] for x in rows], float)
-            r[m] = float(np.mean(v))
+            v = np.array([x.get(m, math.nan) for x in rows], float)
+            # ce_correct: over the targets where the grid decides contracting vs expanding
+            r[m] = float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
+            if m == "ce_correct":
+                r["ce_decided"] = int(np.isfinite(v).sum())
             if m.endswith("regret"):
                 r[m + "_median"] = float(np.median(v))
         r["seconds_median"] = float(np.median([x["seconds"] for x in rows]))
@@ -269,16 +281,18 @@ def leave_one_out(per) -> dict:
 
 def print_table(rows) -> None:
     head = ("predictor", "n", "P top-1", "P tau", "P regret med", "P regret mean",
-            "P regret decided", "beats-all acc", "R top-1", "R tau", "R regret med", "s",
-            "cost %", "goal")
+            "P regret decided", "beats-all acc", "R top-1", "R tau", "R regret med",
+            "c vs e acc (decided)", "s", "cost %", "goal")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
+        ce = (f"{100 * r['ce_correct']:.0f} % ({r['ce_decided']})" if r.get("ce_decided")
+              else "- (0)")
         print(f"| {r['predictor']} | {r['targets']} | {100 * r['partial_top1']:.0f} % | "
               f"{r['partial_tau']:+.2f} | {r['partial_regret_median']:.3f} | "
               f"{r['partial_regret']:.3f} | {100 * r['partial_regret_decided']:.0f} % | "
               f"{100 * r['beats_all_correct']:.0f} % | {100 * r['ranking_top1']:.0f} % | "
-              f"{r['ranking_tau']:+.2f} | {r['ranking_regret_median']:.3f} | "
+              f"{r['ranking_tau']:+.2f} | {r['ranking_regret_median']:.3f} | {ce} | "
               f"{r['seconds_median']:.1f} | {100 * r['cost_share']:.1f} | "
               f"{'yes' if r['goal'] else 'no'} |")
 
