@@ -38,14 +38,16 @@ def train_family(kind, trainer, plan="contracting", tmp_path=None):
 
 def check_frozen_and_counts(tr):
     """Frozen layers bit-identical (statistics included); trained BatchNorm layers' moving
-    statistics updated; the report's trainable count = the trained layers' weights less
-    their moving statistics."""
+    statistics updated; an input Normalization layer's mean and variance (EfficientNet's)
+    never change; the report's trainable count = the trained layers' weights less their
+    moving statistics and normalisation constants."""
     import keras
 
     trained = set(tr.report.trainable_layers)
     assert trained, "the plan trains nothing"
     learnable, bn = 0, 0
     for layer in tr.model.layers:
+        constants = isinstance(layer, keras.layers.Normalization)   # mean, variance, count
         for w, before in zip(layer.weights, tr.weights_before.get(layer.name, [])):
             name = w.path.rsplit("/", 1)[-1]
             same = np.array_equal(np.asarray(w), before)
@@ -53,7 +55,9 @@ def check_frozen_and_counts(tr):
                 assert same, f"{w.path} of a frozen layer changed"
             elif name in STATS:
                 assert not same, f"{w.path}: a trained BatchNorm did not update its statistics"
-            if layer.name in trained and name not in STATS:
+            elif constants:
+                assert same, f"{w.path}: a Normalization layer's constants changed"
+            if layer.name in trained and name not in STATS and not constants:
                 learnable += int(np.prod(w.shape))
         bn += isinstance(layer, keras.layers.BatchNormalization)
     assert bn > 0, "no BatchNorm layer: the test checks nothing of them"

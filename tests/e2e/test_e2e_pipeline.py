@@ -71,7 +71,7 @@ def test_run_all_on_a_busi_layout_with_options_then_a_changed_rerun(tiny_study, 
             (root / cls).mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.stack([img] * 3, -1)).save(root / cls / f"{cls} ({i}).png")
             Image.fromarray(mask).save(root / cls / f"{cls} ({i})_mask.png")
-    run_all = pathlib.Path(__file__).parents[1] / "experiments" / "run_all.py"
+    run_all = pathlib.Path(__file__).parents[2] / "experiments" / "run_all.py"
     out = tmp_path / "out"
     base = [sys.executable, str(run_all), "--profile", "smoke", "--out", str(out),
             "--target", f"busi:{tmp_path / 'BUSI'}?include_normal=false", "--jobs", "1",
