@@ -308,22 +308,37 @@ def figure(rows, per, path) -> None:
     adv = float(np.median([advise_seconds(x["grid_seconds"]) for x in any_rows]))
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     colours = {"mean": "tab:blue", "share": "tab:orange"}
-    placed = []   # labels of points that lie close together are stacked, not drawn over
+    points = []
     for r in rows:
         name = r["predictor"]
         rule = name.split("/")[1] if "/" in name and "advise" not in name else None
-        x = max(r["seconds_median"], 0.05)
-        ax.scatter(x, r["partial_regret_median"], s=40,
-                   c=colours.get(rule, "tab:gray"), marker="o" if rule else "s", zorder=3)
-        y = r["partial_regret_median"]
-        side = -1 if rule == "mean" else 1      # mean rule labelled left, the rest right
-        near = sum(sd == side and abs(math.log(x / px)) < 0.8 and abs(y - py) < 0.004
-                   for px, py, sd in placed)
-        placed.append((x, y, side))
-        ax.annotate(name, (x, y), fontsize=7, xytext=(12 * side, -3 - 9 * near),
-                    textcoords="offset points", ha="right" if side < 0 else "left",
-                    arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"})
+        x, y = max(r["seconds_median"], 0.05), r["partial_regret_median"]
+        ax.scatter(x, y, s=40, c=colours.get(rule, "tab:gray"), marker="o" if rule else "s",
+                   zorder=3)
+        points.append((name, x, y, -1 if rule == "mean" else 1))  # mean rule labelled left
     ax.scatter([grid], [0.0], c="black", marker="*", s=120, zorder=3)
+    ax.set_xscale("log")
+    ax.set_xlim(0.03, 300)
+    ax.autoscale_view()
+    # labels: per side, from the top down, each at least a line below the labels placed
+    # near it (points at the same spot, e.g. shift/mean under shift/share, get a line each)
+    pt = fig.dpi / 72
+    for side in (-1, 1):
+        placed = []
+        group = sorted((p for p in points if p[3] == side),
+                       key=lambda p: -ax.transData.transform(p[1:3])[1])
+        for name, x, y, _ in group:
+            dx, dy = ax.transData.transform((x, y))
+            ly = dy - 3 * pt
+            near = [py for px, py in placed if abs(px - dx) < 110 * pt]
+            if near and ly > min(near) - 10 * pt:
+                ly = min(near) - 10 * pt
+            placed.append((dx, ly))
+            ax.annotate(name, (x, y), fontsize=7, xytext=(12 * side, (ly - dy) / pt),
+                        textcoords="offset points", ha="right" if side < 0 else "left",
+                        va="center", arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"},
+                        bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none",
+                              "alpha": 0.85}, zorder=2)
     ax.annotate("grid (all plans, all folds)", (grid, 0.0), fontsize=8, xytext=(-40, 8),
                 textcoords="offset points")
     if not any("advise" in r["predictor"] for r in rows):
@@ -335,7 +350,6 @@ def figure(rows, per, path) -> None:
     ax.axhline(0.01, color="tab:red", ls="--", lw=0.8)
     ax.text(0.02 * grid, ax.get_ylim()[1] * 0.45, " 2 % of the grid", fontsize=7,
             color="tab:red")
-    ax.set_xscale("log")
     ax.set_xlabel("seconds per target (median; log scale)")
     ax.set_ylabel("median regret on the partial-plan question (Dice)")
     n = rows[0]["targets"]
