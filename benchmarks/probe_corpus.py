@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """The corpus of ground truths for the zero-training probes: full grids of a small
-plan set on many targets, at a reduced scale that fits a 2-vCPU CPU in about 40 minutes.
+plan set on many targets, at a reduced scale (47 grids: about 70 minutes on 2 vCPUs).
 
     nice -n 10 python benchmarks/probe_corpus.py run --root /tmp/corpus      # the grids
     python benchmarks/probe_corpus.py summarize --root /tmp/corpus            # the CSV
     nice -n 10 python benchmarks/probe_corpus.py advise --root /tmp/corpus \
         --targets salient/bus bus/shift_rim                                    # advise on some
+    python benchmarks/probe_corpus.py advise-budget --root /tmp/corpus --budget 0.15
+    python benchmarks/probe_corpus.py score-budget --root /tmp/corpus      # probe order or not
 
 ``PROBE_CORPUS_BUSI=../shared/data/busi_dev`` before ``run``, ``summarize`` and
 ``probe_vs_grid.py --root`` adds a folder of real breast ultrasound (images/, masks/) as a target
@@ -180,6 +182,92 @@ def run_advise(root, targets) -> int:
     return rc
 
 
+#: ``advise`` with its first rung in the plan set's order (no probe ordering): the package's
+#: advise with ``_predicted_order`` replaced, for the budget comparison only
+GIVEN_ORDER = (
+    "import sys; import keras_unet_ft.advise as a; "
+    "a._predicted_order = lambda *x, **k: {'predictor': 'the plan set', 'order': None, "
+    "'reason': 'the plan set order (benchmark)', 'agreement': None, "
+    "'agreement_learned': None, 'seconds': 0.0}; "
+    "from keras_unet_ft.cli import main; sys.exit(main(sys.argv[1:]))")
+ORDERS = ("probe", "given")
+
+
+def learned_targets(path=CSV) -> list:
+    """``PRE/SLUG`` of the corpus's targets where the grid's best plan is shown better than the
+    pretrained net untouched (the paired interval of best − none above 0)."""
+    with open(path) as f:
+        return [f"{r['pretraining']}/{r['target']}" for r in csv.DictReader(f)
+                if r["plan"] == "none" and r["best_minus_ci_low"]
+                and float(r["best_minus_ci_low"]) > 0]
+
+
+def run_advise_budget(root, targets, budget: float) -> int:
+    """advise under a budget of ``budget`` minutes that ends its first rung, twice per target
+    and at the same time (the two share the CPUs alike): the first rung in the probe's order
+    and in the plan set's order."""
+    rc = 0
+    for key in targets:
+        pre, slug = key.split("/")
+        spec = next(t for t in targets_of(pre) if t == slug or f"name={slug}" in t)
+        procs = []
+        for order in ORDERS:
+            cmd = advise_command(pre, spec, root)
+            i = cmd.index("--out")
+            cmd[i + 1] = str(pathlib.Path(root) / "advice_budget" / order / pre / slug)
+            cmd += ["--budget", f"{budget:g}"]
+            if order == "given":
+                cmd = [sys.executable, "-c", GIVEN_ORDER] + cmd[1:]
+            log = open(pathlib.Path(root) / f"advise_budget_{order}.log", "a")
+            procs.append(subprocess.Popen(cmd, stdout=log, stderr=log))
+        t0 = time.perf_counter()
+        rc |= max(p.wait() for p in procs)
+        print(f"{key}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return rc
+
+
+def score_advise_budget(root, path=CSV) -> None:
+    """The pick of each order against the grid: Dice regret (grid's best trained plan minus the
+    pick), whether the pick is in the tied-best group, plans trained in rung 1."""
+    import json
+
+    import numpy as np
+
+    with open(path) as f:
+        grid = {}
+        for r in csv.DictReader(f):
+            grid.setdefault(f"{r['pretraining']}/{r['target']}", {})[r["plan"]] = r
+    per = {o: [] for o in ORDERS}
+    for key, g in grid.items():
+        got = {}
+        for order in ORDERS:
+            a = pathlib.Path(root) / "advice_budget" / order / key / "advice.json"
+            if a.exists():
+                got[order] = json.loads(a.read_text())
+        if len(got) < 2:
+            continue
+        best = max(float(g[p]["dice"]) for p in PLANS if p != "none")
+        for order, a in got.items():
+            pick = a["best"]
+            per[order].append({"target": key, "pick": pick,
+                               "regret": best - float(g[pick]["dice"]),
+                               "tied": g[pick]["tied_best"] == "1",
+                               "trained": a["rungs"][0]["plans"],
+                               "stopped": bool(a["stopped"])})
+    for order, rows in per.items():
+        if not rows:
+            continue
+        print(f"{order}: {len(rows)} targets, pick tied-best "
+              f"{100 * np.mean([r['tied'] for r in rows]):.0f} %, regret median "
+              f"{np.median([r['regret'] for r in rows]):.3f} mean "
+              f"{np.mean([r['regret'] for r in rows]):.3f}, plans trained in rung 1 median "
+              f"{np.median([r['trained'] for r in rows]):g}, first rung cut on "
+              f"{sum(r['stopped'] for r in rows)}")
+        for r in rows:
+            print(f"  {r['target']}: {r['pick']} regret {r['regret']:.3f} tied {r['tied']} "
+                  f"rung 1 {r['trained']} plans")
+
+
 def run(root, only=None) -> int:
     root = pathlib.Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -276,7 +364,10 @@ def summarize(root, path=CSV) -> list:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["run", "summarize", "commands", "advise"])
+    ap.add_argument("what", choices=["run", "summarize", "commands", "advise", "advise-budget",
+                                     "score-budget"])
+    ap.add_argument("--budget", type=float, default=0.5,
+                    help="advise-budget: minutes (enough for part of the first rung)")
     ap.add_argument("--targets", nargs="*", default=[],
                     help="advise: the targets as PRETRAINING/SLUG (e.g. bus/shift_rim)")
     ap.add_argument("--root", default="/tmp/corpus")
@@ -292,6 +383,11 @@ def main(argv=None) -> int:
         return run(a.root, a.only)
     if a.what == "advise":
         return run_advise(a.root, a.targets)
+    if a.what == "advise-budget":
+        return run_advise_budget(a.root, a.targets or learned_targets(), a.budget)
+    if a.what == "score-budget":
+        score_advise_budget(a.root)
+        return 0
     summarize(a.root, pathlib.Path(a.csv))
     return 0
 
