@@ -240,11 +240,16 @@ def _plans_of_the_model(cfg: Config, plans: Optional[str]):
     return kind, bm, units, names
 
 
-def _prepare(cfg: Config, target: str, out, plans, pretrained, precision: str, verbose: int,
-             verb: str):
-    """What advise and its probe alone both start from: the plans of the study's network
+def _prepare(cfg: Config, target: str, out, plans, pretrained, verbose: int, verb: str,
+             command: str):
+    """What advise and its probe alone both start from: the TensorFlow backend (refused
+    otherwise, naming ``command``), the resolved precision, the plans of the study's network
     (grouped), the target, provenance, the pretrained weights (and their source) and the
     inner split of the target (near-duplicate groups kept on one side)."""
+    if backend() != "tensorflow":
+        raise UserError(f"unet-ft {command} needs the TensorFlow backend (its probes and its "
+                        f"training use it); KERAS_BACKEND is {backend()!r}")
+    precision = resolve_precision(cfg.study.precision)
     kind, bm, units, names = _plans_of_the_model(cfg, plans)
     if not names:
         raise UserError(f"no plans to {verb}: give --plans with at least one fine-tuning plan")
@@ -255,7 +260,7 @@ def _prepare(cfg: Config, target: str, out, plans, pretrained, precision: str, v
     path = splits_path(out, target)
     target_folds(cfg, ds, path)   # finds near-duplicate groups (kept on one side)
     split = inner_fold(cfg, ds, {"train": list(ds.ids), "test": []}, 0, path)
-    return kind, bm, units, names, groups, ds, weights, source, split
+    return precision, kind, bm, units, names, groups, ds, weights, source, split
 
 def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
            budget_minutes: Optional[float] = None, pretrained=None, verbose: int = 0,
@@ -285,12 +290,8 @@ def advise(cfg: Config, target: str, out, plans: Optional[str] = None,
     out = pathlib.Path(out)
     if budget_minutes is not None and not budget_minutes > 0:
         raise UserError(f"--budget must be a number of minutes > 0, got {budget_minutes!r}")
-    if backend() != "tensorflow":
-        raise UserError(f"unet-ft advise needs the TensorFlow backend (its probe and halving use "
-                        f"the selective trainer); KERAS_BACKEND is {backend()!r}")
-    precision = resolve_precision(cfg.study.precision)
-    kind, bm, units, names, groups, ds, weights, source, split = _prepare(
-        cfg, target, out, plans, pretrained, precision, verbose, "compare")
+    precision, kind, bm, units, names, groups, ds, weights, source, split = _prepare(
+        cfg, target, out, plans, pretrained, verbose, "compare", "advise")
     t_pre = time.perf_counter()
     train, val = fold_arrays(cfg, ds, split, 0)
     if not (val[1].reshape(len(val[1]), -1).max(axis=1) > 0).any():
@@ -484,7 +485,8 @@ def _predicted_order(cfg: Config, model, bm, groups, images, masks) -> dict:
     t = time.perf_counter()
     measured = probe_agreement()
     chosen = (measured or {}).get("best") or DEFAULT_PREDICTOR
-    out = {"predictor": chosen, "order": None, "reason": "",
+    out = {"predictor": chosen, "order": None, "reason": "", "network_kind": cfg.model.kind,
+           "network": describe_model(cfg.model), "agreement_scale": (measured or {}).get("scale"),
            "agreement": next((r for r in (measured or {}).get("predictors", [])
                               if r["predictor"] == chosen), None),
            "agreement_learned": next((r for r in (measured or {}).get("predictors_learned", [])
@@ -692,12 +694,8 @@ def probe_only(cfg: Config, target: str, out, plans: Optional[str] = None, pretr
 
     t_start = time.perf_counter()
     out = pathlib.Path(out)
-    if backend() != "tensorflow":
-        raise UserError(f"unet-ft advise --probe-only needs the TensorFlow backend; "
-                        f"KERAS_BACKEND is {backend()!r}")
-    precision = resolve_precision(cfg.study.precision)
-    kind, bm, units, names, groups, ds, weights, source, split = _prepare(
-        cfg, target, out, plans, pretrained, precision, verbose, "rank")
+    precision, kind, bm, units, names, groups, ds, weights, source, split = _prepare(
+        cfg, target, out, plans, pretrained, verbose, "rank", "advise --probe-only")
     t_pre = time.perf_counter()
     index = {i: j for j, i in enumerate(ds.ids)}
     tr = np.array([index[i] for i in split["train"]], dtype=int)
@@ -739,7 +737,7 @@ def probe_only(cfg: Config, target: str, out, plans: Optional[str] = None, pretr
          "probe_seconds": {k: v["seconds"] for k, v in res.items()},
          "agreement": row, "agreement_learned": row_learned,
          "agreement_targets": (measured or {}).get("targets"),
-         "agreement_scale": (measured or {}).get("scale"),
+         "agreement_scale": (measured or {}).get("scale"), "network_kind": cfg.model.kind,
          "seconds": {"pretrained": t_pre - t_start, "probe": t_probe - t_pre,
                      "total": time.perf_counter() - t_start},
          "config": cfg.to_dict()}
@@ -754,8 +752,11 @@ def agreement_sentence(a: dict) -> str:
     if not r:
         return (f"the agreement of {a['predictor']} with full grids has not been measured "
                 "(benchmarks/probe_vs_grid.py): treat the ranking as a hint")
-    text = (f"measured on {r['targets']} full grids (benchmarks/probe_corpus.csv, a reduced "
-            f"scale): {a['predictor']}'s best partial plan lay in the grid's tied-best group "
+    scale = a.get("agreement_scale") or {}
+    net = ("the paper's U-Net" + (f", {scale['model.size']} px, base {scale['model.base_filters']}"
+                                  if "model.size" in scale else ""))
+    text = (f"measured on {r['targets']} full grids of {net} (benchmarks/probe_corpus.csv, a "
+            f"reduced scale): {a['predictor']}'s best partial plan lay in the grid's tied-best group "
             f"on {100 * r['partial_top1']:.0f} % of targets (wrong on "
             f"{100 * (1 - r['partial_top1']):.0f} %), Kendall tau {r['partial_tau']:+.2f}, "
             f"median regret {r['partial_regret_median']:.3f} Dice; whole ranking: top-1 "
@@ -766,6 +767,9 @@ def agreement_sentence(a: dict) -> str:
                  f"top-1 {100 * rl['partial_top1']:.0f} % (wrong on "
                  f"{100 * (1 - rl['partial_top1']):.0f} %), tau {rl['partial_tau']:+.2f}, "
                  f"median regret {rl['partial_regret_median']:.3f}")
+    if a.get("network_kind", "unet") != "unet":
+        text += (f"; not measured on any other network: on {a.get('network') or 'this one'} "
+                 "its agreement is unknown")
     return text
 
 

@@ -276,3 +276,22 @@ def test_going_on_needs_a_resumable_trainer():
                                     bm=None)
     with pytest.raises(TypeError, match="the keras trainer cannot go on from a saved state"):
         _go_on(Candidate("expanding", [], "unet"), cfg, session, None, None, None, 1.0, seed=0)
+
+
+@pytest.mark.parametrize("kind, unknown", [("unet", False), ("encoder:resnet50", True),
+                                           ("file:/x/net.keras", True)])
+def test_the_agreement_sentence_names_the_network_it_was_measured_on(kind, unknown):
+    """The shipped agreement was measured on the paper's U-Net: on another network the
+    sentence says its agreement there is unknown, never lends it the U-Net's numbers."""
+    from keras_unet_ft.advise import agreement_sentence, probe_agreement
+
+    measured = probe_agreement()
+    row = next(r for r in measured["predictors"] if r["predictor"] == measured["best"])
+    text = agreement_sentence({"predictor": measured["best"], "agreement": row,
+                               "agreement_scale": measured["scale"], "network_kind": kind,
+                               "network": f"net {kind}"})
+    assert "full grids of the paper's U-Net, 64 px, base 8" in text
+    assert f"{100 * row['partial_top1']:.0f} % of targets" in text
+    assert ("its agreement is unknown" in text) == unknown
+    if unknown:
+        assert f"on net {kind} its agreement is unknown" in text
